@@ -1,0 +1,187 @@
+//! The terrier agent as a library: [`run`] keeps a device connected to a
+//! terrierd server forever (reconnecting with backoff) and relays visitors to
+//! the device's local services.
+//!
+//! [`connect`] opens sockets, [`session`] runs one control socket,
+//! [`stream`] one visitor stream, [`reconnect`] spaces the retries and
+//! [`service`] parses what the device exposes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod connect;
+pub mod reconnect;
+pub mod service;
+pub mod session;
+pub mod stream;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use terrier_proto::limits;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+pub use service::{Service, Target};
+
+/// What the agent connects where, and how it retries.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Server URL (`http://`, `https://`, `ws://` or `wss://`).
+    pub server: Url,
+    /// Device name.
+    pub name: String,
+    /// The HTTP service, if any.
+    pub http: Option<Service>,
+    /// TCP services.
+    pub tcp: Vec<Service>,
+    /// First reconnect delay ceiling.
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub stable_after: Duration,
+    /// Timeout for dialling and WebSocket handshakes.
+    pub connect_timeout: Duration,
+    /// Largest control frame accepted.
+    pub max_control_frame_bytes: usize,
+    /// Largest data frame accepted.
+    pub max_data_frame_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            server: Url::parse("http://localhost:8080").expect("static URL"),
+            name: String::new(),
+            http: None,
+            tcp: Vec::new(),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
+            max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The local target of a service id.
+    pub fn target(&self, service: &str) -> Option<&Target> {
+        self.http
+            .iter()
+            .chain(self.tcp.iter())
+            .find(|s| s.id == service)
+            .map(|s| &s.target)
+    }
+}
+
+/// What happened to the agent, for the user (text or JSON lines) and tests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The control socket is up; these are the public addresses.
+    Connected(Connected),
+    /// The control socket ended.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The next attempt starts after this delay.
+    Reconnecting {
+        /// Delay in seconds.
+        in_secs: f64,
+        /// Failed attempts since the last stable connection.
+        attempt: u32,
+    },
+}
+
+/// The public side of a connected device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connected {
+    /// Server that accepted the control socket.
+    pub server: String,
+    /// Device name.
+    pub name: String,
+    /// Session id.
+    pub session: String,
+    /// Subdomain label.
+    pub subdomain: String,
+    /// Public URL of the HTTP service (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Local target of the HTTP service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_target: Option<String>,
+    /// TCP services.
+    pub tcp: Vec<PublicPort>,
+    /// Grace period in seconds.
+    pub grace_secs: u32,
+}
+
+/// One TCP service's public address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublicPort {
+    /// Service id.
+    pub service: String,
+    /// Local target.
+    pub target: String,
+    /// Public host.
+    pub host: String,
+    /// Public port.
+    pub port: u16,
+}
+
+/// The agent stopped for good: retrying cannot fix this.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// Keeps the device connected until `shutdown`; reports what happens through
+/// `on_event`. Returns an error only when retrying cannot help (the server
+/// rejected the request as malformed).
+pub async fn run(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    mut on_event: impl FnMut(Event),
+) -> Result<(), Fatal> {
+    let mut backoff = reconnect::Backoff::new(config.backoff_min, config.backoff_max);
+    let streams = TaskTracker::new();
+    let result = loop {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            outcome = session::connect_and_serve(&config, &streams, &shutdown, &mut on_event) => outcome,
+        };
+        let mut delay_override = None;
+        match outcome {
+            session::Outcome::Fatal(reason) => break Err(Fatal(reason)),
+            session::Outcome::Ended { reason, go_away } => {
+                on_event(Event::Disconnected { reason });
+                if started.elapsed() >= config.stable_after {
+                    backoff.reset();
+                }
+                delay_override = go_away;
+            }
+            session::Outcome::Failed(reason) => on_event(Event::Disconnected { reason }),
+        }
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        let delay = delay_override.unwrap_or_else(|| backoff.next_delay());
+        on_event(Event::Reconnecting {
+            in_secs: delay.as_secs_f64(),
+            attempt: backoff.attempt(),
+        });
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    };
+    streams.close();
+    // Streams in flight end with their sockets once the runtime drops them;
+    // give them a moment to finish cleanly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), streams.wait()).await;
+    result
+}

@@ -1,0 +1,149 @@
+//! The services a device exposes, as given on the command line:
+//! `--http [HOST:]PORT` and `--tcp [ID=][HOST:]PORT`. HOST lets a gateway
+//! expose other machines of its LAN; it defaults to 127.0.0.1.
+
+use std::fmt;
+use std::str::FromStr;
+
+use terrier_proto::handshake::HTTP_SERVICE;
+use terrier_proto::name::is_valid_service_id;
+
+/// Where a service is reached on the device side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    /// Parses `PORT`, `HOST:PORT` or `[IPV6]:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = match s.rsplit_once(':') {
+            None => ("127.0.0.1", s),
+            Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port),
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{s:?}: expected [HOST:]PORT with PORT in 1-65535"))?;
+        if host.is_empty() {
+            return Err(format!("{s:?}: empty host"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// One service: the id the server knows it by, and its local target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// `http`, or a TCP service id (default: the port number).
+    pub id: String,
+    /// Where to connect on the device side.
+    pub target: Target,
+}
+
+impl Service {
+    /// Parses a `--tcp` value: `[ID=][HOST:]PORT`.
+    pub fn parse_tcp(s: &str) -> Result<Self, String> {
+        let (id, target) = match s.split_once('=') {
+            Some((id, target)) => (Some(id), target),
+            None => (None, s),
+        };
+        let target: Target = target.parse()?;
+        let id = id
+            .map(str::to_owned)
+            .unwrap_or_else(|| target.port.to_string());
+        if !is_valid_service_id(&id) {
+            return Err(format!(
+                "{s:?}: service id {id:?} must be 1-32 of [a-z0-9_-] and not \"http\""
+            ));
+        }
+        Ok(Self { id, target })
+    }
+
+    /// The HTTP service at `target`.
+    pub fn http(target: Target) -> Self {
+        Self {
+            id: HTTP_SERVICE.to_owned(),
+            target,
+        }
+    }
+}
+
+/// Checks that no two TCP services share an id.
+pub fn check_unique(tcp: &[Service]) -> Result<(), String> {
+    for (i, a) in tcp.iter().enumerate() {
+        if let Some(b) = tcp[i + 1..].iter().find(|b| b.id == a.id) {
+            return Err(format!(
+                "--tcp {} and --tcp {} both get service id {:?}; name one: --tcp other={}",
+                a.target, b.target, a.id, b.target
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            "22".parse::<Target>().unwrap(),
+            Target {
+                host: "127.0.0.1".into(),
+                port: 22
+            }
+        );
+        assert_eq!(
+            "192.168.1.7:22".parse::<Target>().unwrap().host,
+            "192.168.1.7"
+        );
+        assert_eq!("[::1]:80".parse::<Target>().unwrap().host, "::1");
+        assert_eq!(
+            "[::1]:80".parse::<Target>().unwrap().to_string(),
+            "[::1]:80"
+        );
+        assert!("0".parse::<Target>().is_err());
+        assert!("70000".parse::<Target>().is_err());
+        assert!(":80".parse::<Target>().is_err());
+        assert!("host:".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn tcp_services_get_ids() {
+        assert_eq!(Service::parse_tcp("22").unwrap().id, "22");
+        let s = Service::parse_tcp("cam=192.168.1.9:554").unwrap();
+        assert_eq!((s.id.as_str(), s.target.port), ("cam", 554));
+        assert!(Service::parse_tcp("http=80").is_err());
+        assert!(Service::parse_tcp("Bad=80").is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_are_explained() {
+        let tcp = [
+            Service::parse_tcp("10.0.0.1:22").unwrap(),
+            Service::parse_tcp("10.0.0.2:22").unwrap(),
+        ];
+        assert!(check_unique(&tcp).unwrap_err().contains("name one"));
+    }
+}

@@ -1,0 +1,76 @@
+//! One visitor stream on the device side: dial the local service, open the
+//! data socket, relay. If the service cannot be reached, tell the server
+//! (`refused`) so the visitor gets a 502 page at once instead of a timeout.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use url::Url;
+
+use crate::connect;
+use crate::service::Target;
+
+/// Everything a stream task needs, cloned out of the session.
+pub struct StreamRequest {
+    /// Server URL that accepted the control socket.
+    pub server: Url,
+    /// Session id from `welcome`.
+    pub session: String,
+    /// Stream id from `open`.
+    pub stream: String,
+    /// Service id from `open`.
+    pub service: String,
+    /// Where the service is on the device side.
+    pub target: Target,
+    /// Dial and handshake timeout.
+    pub timeout: Duration,
+    /// Largest data frame accepted.
+    pub max_frame: usize,
+}
+
+/// A `refused` to send on the control socket: (stream id, reason).
+pub type Refusal = (String, String);
+
+/// Runs one stream to its end. Refusals go to `refusals`.
+pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
+    let local = match dial_local(&req.target, req.timeout).await {
+        Ok(local) => local,
+        Err(reason) => {
+            tracing::info!(stream = %req.stream, service = %req.service, target = %req.target, %reason, "local service unreachable");
+            let _ = refusals.send((req.stream, reason)).await;
+            return;
+        }
+    };
+    let url = connect::data_url(&req.server, &req.session, &req.stream);
+    let socket = match connect::open(&url, req.max_frame, req.timeout).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::info!(stream = %req.stream, service = %req.service, error = %e, "data socket not opened");
+            return;
+        }
+    };
+    match terrier_transport::relay(socket, local).await {
+        Ok(stats) => tracing::debug!(stream = %req.stream, service = %req.service,
+            up = stats.to_socket, down = stats.from_socket, "stream closed"),
+        Err(e) => {
+            tracing::debug!(stream = %req.stream, service = %req.service, error = %e, "stream aborted")
+        }
+    }
+}
+
+async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(
+        timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(format!("{target}: {e}")),
+        Err(_) => Err(format!("{target}: no answer within {timeout:?}")),
+    }
+}

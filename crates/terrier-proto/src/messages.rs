@@ -1,0 +1,188 @@
+//! Control messages: JSON text frames on the control socket (and the first
+//! frame of a pooled data socket).
+//!
+//! Enums are externally tagged (`{"open":{"stream":"…","service":"http"}}`)
+//! because internally tagged enums need `alloc` in serde, and firmware decodes
+//! these with `serde-json-core`. Strings are borrowed from the frame; the
+//! protocol never puts escapes in them (names, ids and URLs are plain ASCII).
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::MAX_SERVICES;
+
+/// Messages the server sends to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// First frame of every accepted control socket: what the device got.
+    #[serde(borrow)]
+    Welcome(Welcome<'a>),
+    /// Asks the agent to open a data socket for a new visitor stream.
+    #[serde(borrow)]
+    Open(Open<'a>),
+    /// First frame on a pooled data socket: the visitor stream it now carries.
+    #[serde(borrow)]
+    Assign(Open<'a>),
+    /// The server is going away: reconnect after `after_ms` (possibly elsewhere).
+    GoAway(GoAway),
+}
+
+/// Messages an agent sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMessage<'a> {
+    /// The local service for a stream could not be reached.
+    #[serde(borrow)]
+    Refused(Refused<'a>),
+}
+
+/// What the server granted the device: its session, subdomain and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome<'a> {
+    /// Session id (32 hex digits); data sockets quote it.
+    pub session: &'a str,
+    /// The device name this session is for.
+    pub name: &'a str,
+    /// The device's subdomain label (also when it has no HTTP service, so
+    /// the lease is visible).
+    pub subdomain: &'a str,
+    /// Public URL of the HTTP service, empty when the device has none.
+    pub url: &'a str,
+    /// Public host for the TCP ports.
+    pub tcp_host: &'a str,
+    /// Public port of each TCP service.
+    #[serde(borrow)]
+    pub tcp: Vec<TcpPort<'a>, MAX_SERVICES>,
+    /// Seconds the lease outlives a disconnect.
+    pub grace_secs: u32,
+    /// Seconds between pings; silence for three intervals is death.
+    pub heartbeat_secs: u32,
+}
+
+/// One TCP service and the public port it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpPort<'a> {
+    /// Service id as the agent announced it.
+    pub service: &'a str,
+    /// Public TCP port on the server.
+    pub port: u16,
+}
+
+/// A stream to open (`open`) or just assigned to a pooled socket (`assign`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open<'a> {
+    /// Stream id (32 hex digits), single use.
+    pub stream: &'a str,
+    /// Service id: `http` or one of the announced TCP service ids.
+    pub service: &'a str,
+}
+
+/// The agent could not reach the local service of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused<'a> {
+    /// Stream id from `open`.
+    pub stream: &'a str,
+    /// Human-readable reason, shown to the visitor on the 502 page.
+    pub reason: &'a str,
+}
+
+/// The server asks the agent to reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoAway {
+    /// Milliseconds the agent should wait before reconnecting.
+    pub after_ms: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome() -> ServerMessage<'static> {
+        let mut tcp = Vec::new();
+        tcp.push(TcpPort {
+            service: "22",
+            port: 20001,
+        })
+        .unwrap();
+        ServerMessage::Welcome(Welcome {
+            session: "0123456789abcdef0123456789abcdef",
+            name: "thermo-42",
+            subdomain: "k3j9x2abcd",
+            url: "http://k3j9x2abcd.localhost:8080",
+            tcp_host: "localhost",
+            tcp,
+            grace_secs: 600,
+            heartbeat_secs: 20,
+        })
+    }
+
+    #[test]
+    fn open_has_the_documented_json_shape() {
+        let msg = ServerMessage::Open(Open {
+            stream: "ab",
+            service: "http",
+        });
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"open":{"stream":"ab","service":"http"}}"#);
+    }
+
+    #[test]
+    fn messages_round_trip_with_serde_json_core() {
+        let msgs = [
+            welcome(),
+            ServerMessage::Open(Open {
+                stream: "ab",
+                service: "22",
+            }),
+            ServerMessage::Assign(Open {
+                stream: "cd",
+                service: "http",
+            }),
+            ServerMessage::GoAway(GoAway { after_ms: 1500 }),
+        ];
+        for msg in msgs {
+            let mut buf = [0u8; 512];
+            let n = serde_json_core::to_slice(&msg, &mut buf).unwrap();
+            let (back, used): (ServerMessage, usize) =
+                serde_json_core::from_slice(&buf[..n]).unwrap();
+            assert_eq!(used, n);
+            assert_eq!(back, msg);
+            // The std encoder and the firmware encoder agree byte for byte.
+            assert_eq!(serde_json::to_vec(&msg).unwrap(), &buf[..n]);
+        }
+    }
+
+    #[test]
+    fn refused_round_trips() {
+        let msg = AgentMessage::Refused(Refused {
+            stream: "ab",
+            reason: "connection refused",
+        });
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"refused":{"stream":"ab","reason":"connection refused"}}"#
+        );
+        let back: AgentMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_not_panics() {
+        let json = serde_json::to_vec(&welcome()).unwrap();
+        for cut in 0..json.len() {
+            assert!(serde_json::from_slice::<ServerMessage>(&json[..cut]).is_err());
+            assert!(serde_json_core::from_slice::<ServerMessage>(&json[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_messages_are_rejected() {
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"launch":{}}"#).is_err());
+        assert!(
+            serde_json::from_str::<AgentMessage>(r#"{"open":{"stream":"a","service":"b"}}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Server configuration: typed, deserialised from TOML (`--config`), then
+//! overridden by flags, and validated once before anything starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use terrier_proto::limits;
+
+/// Everything `terrierd` needs to run. Every limit is here with a safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the one HTTP listener for visitors, agents and the API.
+    pub listen: SocketAddr,
+    /// Base domain: the server itself answers on it, devices on `<sub>.<domain>`.
+    pub domain: String,
+    /// Scheme in public URLs (`http`, or `https` behind TLS).
+    pub public_scheme: String,
+    /// Port in public URLs; defaults to the listen port. 80/443 are omitted.
+    pub public_port: Option<u16>,
+    /// Address the public TCP service ports are bound on.
+    pub tcp_bind: IpAddr,
+    /// Host name agents are told to reach their TCP ports at; defaults to `domain`.
+    pub tcp_host: Option<String>,
+    /// First port of the public TCP port range (inclusive).
+    pub tcp_port_min: u16,
+    /// Last port of the public TCP port range (inclusive).
+    pub tcp_port_max: u16,
+    /// Folder of the embedded store file (`terrier.redb`).
+    pub data_dir: PathBuf,
+    /// How long a disconnected device keeps its subdomain and ports.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Folder with operator templates (`404.html`, `502.html`, `503.html`, `504.html`).
+    pub pages_dir: Option<PathBuf>,
+    /// Node id written into leases (defaults to a random id per start).
+    pub node_id: Option<String>,
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Limits and timeouts.
+    pub limits: Limits,
+}
+
+/// Limits and timeouts a visitor or a device can push against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Interval between WebSocket pings on control sockets; three silent
+    /// intervals mean the peer is dead.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long a visitor waits for the device to open the data socket (504 after).
+    #[serde(with = "humantime_serde")]
+    pub stream_open_timeout: Duration,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers) accepted, in bytes (431 past it).
+    pub max_header_bytes: usize,
+    /// Largest WebSocket frame on a control socket, in bytes.
+    pub max_control_frame_bytes: usize,
+    /// Largest WebSocket frame on a data socket, in bytes.
+    pub max_data_frame_bytes: usize,
+    /// Visitor streams of one device waiting for their data socket at once (503 past it).
+    pub max_pending_streams: usize,
+    /// Idle keep-alive connections kept per device for HTTP forwarding.
+    pub max_idle_http_per_device: usize,
+    /// How long an idle forwarded keep-alive connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// Most control messages queued for one device before visitors get 503.
+    pub control_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            domain: "localhost".into(),
+            public_scheme: "http".into(),
+            public_port: None,
+            tcp_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tcp_host: None,
+            tcp_port_min: 20000,
+            tcp_port_max: 29999,
+            data_dir: PathBuf::from("terrierd-data"),
+            grace_period: Duration::from_secs(600),
+            pages_dir: None,
+            node_id: None,
+            drain_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(limits::HEARTBEAT_INTERVAL_SECS.into()),
+            stream_open_timeout: Duration::from_secs(limits::STREAM_OPEN_TIMEOUT_SECS.into()),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
+            max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
+            max_pending_streams: 256,
+            max_idle_http_per_device: 32,
+            http_idle_timeout: Duration::from_secs(60),
+            control_queue: 256,
+        }
+    }
+}
+
+/// A configuration that cannot work, said in words the operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Parses TOML text; unknown keys are errors.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks the values make sense together; call once before [`crate::run`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let domain_ok = !self.domain.is_empty()
+            && self
+                .domain
+                .split('.')
+                .all(terrier_proto::name::is_valid_subdomain);
+        if !domain_ok {
+            return Err(ConfigError(format!(
+                "domain {:?} must be lowercase DNS labels separated by dots",
+                self.domain
+            )));
+        }
+        if self.tcp_port_min == 0 || self.tcp_port_min > self.tcp_port_max {
+            return Err(ConfigError(format!(
+                "TCP port range {}-{} is empty or starts at 0",
+                self.tcp_port_min, self.tcp_port_max
+            )));
+        }
+        if !matches!(self.public_scheme.as_str(), "http" | "https") {
+            return Err(ConfigError(format!(
+                "public_scheme {:?} must be http or https",
+                self.public_scheme
+            )));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.heartbeat_interval", l.heartbeat_interval),
+            ("limits.stream_open_timeout", l.stream_open_timeout),
+            ("limits.header_read_timeout", l.header_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{name} must be more than zero")));
+            }
+        }
+        if l.max_header_bytes < 1024 {
+            return Err(ConfigError(
+                "limits.max_header_bytes must be at least 1024".into(),
+            ));
+        }
+        if l.max_control_frame_bytes < 1024 || l.max_data_frame_bytes < limits::DATA_CHUNK_BYTES {
+            return Err(ConfigError(format!(
+                "limits.max_control_frame_bytes must be >= 1024 and limits.max_data_frame_bytes >= {}",
+                limits::DATA_CHUNK_BYTES
+            )));
+        }
+        if l.max_pending_streams == 0 || l.control_queue == 0 {
+            return Err(ConfigError(
+                "limits.max_pending_streams and limits.control_queue must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The port shown in public URLs.
+    pub fn public_port(&self) -> u16 {
+        self.public_port.unwrap_or(self.listen.port())
+    }
+
+    /// Public URL of a device's HTTP service.
+    pub fn device_url(&self, subdomain: &str) -> String {
+        let port = self.public_port();
+        let default_port = matches!(
+            (self.public_scheme.as_str(), port),
+            ("http", 80) | ("https", 443)
+        );
+        if default_port {
+            format!("{}://{}.{}", self.public_scheme, subdomain, self.domain)
+        } else {
+            format!(
+                "{}://{}.{}:{}",
+                self.public_scheme, subdomain, self.domain, port
+            )
+        }
+    }
+
+    /// Host name agents are told to reach TCP ports at.
+    pub fn tcp_host(&self) -> &str {
+        self.tcp_host.as_deref().unwrap_or(&self.domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_localhost() {
+        let c = ServerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.device_url("abc"), "http://abc.localhost:8080");
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let c = ServerConfig::from_toml(
+            "domain = \"tunnel.example.com\"\ngrace_period = \"2m\"\npublic_port = 80\n[limits]\nmax_pending_streams = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.grace_period, Duration::from_secs(120));
+        assert_eq!(c.limits.max_pending_streams, 5);
+        assert_eq!(c.device_url("abc"), "http://abc.tunnel.example.com");
+        assert!(ServerConfig::from_toml("domian = \"x\"").is_err());
+        assert!(ServerConfig::from_toml("[limits]\nmax_pending = 1").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut c = ServerConfig {
+            domain: "Bad_Domain".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("domain"));
+        c.domain = "localhost".into();
+        c.tcp_port_min = 30000;
+        c.tcp_port_max = 20000;
+        assert!(c.validate().unwrap_err().to_string().contains("port range"));
+        c.tcp_port_max = 30000;
+        c.limits.stream_open_timeout = Duration::ZERO;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("stream_open_timeout"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The one HTTP listener: accepts connections (HTTP/1.1 and HTTP/2), and
+//! routes each *request* by its host: the server's own domain goes to the
+//! tunnel endpoint, `<sub>.<domain>` to that device, anything else gets 404.
+//!
+//! Routing is per request, not per connection: a browser may reuse one
+//! keep-alive connection for several hosts that resolve to us.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{proxy, Body};
+use crate::pages::Page;
+use crate::tunnel::{control, data};
+use crate::Node;
+
+/// Accepts connections until shutdown, then lets open connections finish
+/// their requests (graceful), up to the drain timeout.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            () = node.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => serve_connection(&node, &graceful, stream, remote),
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the drain timeout; closing them");
+    }
+}
+
+fn serve_connection(
+    node: &Arc<Node>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    remote: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let limits = &node.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
+    let service_node = node.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let node = service_node.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(node, remote, req).await) }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let watched = graceful.watch(connection);
+    node.tasks.spawn(async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+        }
+    });
+}
+
+/// Where a request's host points.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The server itself (tunnel endpoint, index page).
+    Apex,
+    /// A device subdomain label.
+    Device(&'a str),
+    /// Neither.
+    Unknown,
+}
+
+/// Classifies `host` (no port, lowercase) against the server's `domain`.
+pub fn classify<'a>(host: &'a str, domain: &str) -> Target<'a> {
+    if host == domain {
+        return Target::Apex;
+    }
+    match host
+        .strip_suffix(domain)
+        .and_then(|rest| rest.strip_suffix('.'))
+    {
+        Some(label) if terrier_proto::name::is_valid_subdomain(label) => Target::Device(label),
+        _ => Target::Unknown,
+    }
+}
+
+/// The host a request is for, from `Host` (HTTP/1.1) or the URI authority
+/// (HTTP/2, absolute-form), lowercased and without port.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })?;
+    let host = match raw.rsplit_once(':') {
+        // `[::1]:80` and `example.com:80` lose the port; a bare IPv6 keeps its colons.
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => raw.as_str(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// Routes one request.
+pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let Some(host) = request_host(&req) else {
+        return node.pages.render(Page {
+            status: StatusCode::BAD_REQUEST,
+            title: "Which site?",
+            message: "The request did not say which host it is for (no Host header).",
+            detail: "HTTP/1.1 requests need a Host header.",
+            host: "",
+        });
+    };
+    match classify(&host, &node.config.domain) {
+        Target::Apex => apex(node, req).await,
+        Target::Device(sub) => proxy::forward(node.clone(), sub, &host, remote, req).await,
+        // Agents may dial the server by IP address or another name.
+        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => {
+            apex(node, req).await
+        }
+        Target::Unknown => node.pages.render(Page {
+            status: StatusCode::NOT_FOUND,
+            title: "Unknown host",
+            message: "This server does not serve that host name.",
+            detail: &format!("served domain: {}", node.config.domain),
+            host: &host,
+        }),
+    }
+}
+
+/// Requests to the server's own domain.
+async fn apex(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        CONTROL_PATH => control::handshake(node, req).await,
+        DATA_PATH => data::handshake(node, req),
+        "/" => super::text(
+            200,
+            format!(
+                "terrierd {} — {} device(s) online on this node. Devices are served at <name>.{}",
+                env!("CARGO_PKG_VERSION"),
+                node.sessions.len(),
+                node.config.domain
+            ),
+        ),
+        _ => node.pages.render(Page {
+            status: StatusCode::NOT_FOUND,
+            title: "Not found",
+            message: "There is nothing at this path.",
+            detail: req.uri().path(),
+            host: &node.config.domain,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_classify_by_domain() {
+        assert_eq!(classify("localhost", "localhost"), Target::Apex);
+        assert_eq!(
+            classify("abc.localhost", "localhost"),
+            Target::Device("abc")
+        );
+        assert_eq!(classify("a.b.localhost", "localhost"), Target::Unknown);
+        assert_eq!(classify("evillocalhost", "localhost"), Target::Unknown);
+        assert_eq!(classify(".localhost", "localhost"), Target::Unknown);
+        assert_eq!(
+            classify("x.tunnel.example.com", "tunnel.example.com"),
+            Target::Device("x")
+        );
+    }
+
+    #[test]
+    fn host_header_loses_port_and_case() {
+        let req = |h: &str| Request::builder().header("host", h).body(()).unwrap();
+        assert_eq!(
+            request_host(&req("ABC.Localhost:8080")).as_deref(),
+            Some("abc.localhost")
+        );
+        assert_eq!(request_host(&req("[::1]:8080")).as_deref(), Some("[::1]"));
+        assert_eq!(
+            request_host(&req("example.com.")).as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(request_host(&Request::builder().body(()).unwrap()), None);
+        let h2 = Request::builder()
+            .uri("https://dev.localhost/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&h2).as_deref(), Some("dev.localhost"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Where visitors come in: the HTTP listener that routes by `Host`
+//! ([`http`]), the forwarding of a request to a device ([`proxy`]) and the
+//! public TCP ports ([`tcp`]).
+
+pub mod http;
+pub mod proxy;
+pub mod tcp;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// Response body of the ingress: a device's streamed body, or a page we made.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A small plain-text response (handshake errors the agent prints).
+pub fn text(status: u16, message: impl Into<String>) -> ::http::Response<Body> {
+    let mut response =
+        ::http::Response::new(Either::Right(Full::new(Bytes::from(message.into() + "\n"))));
+    *response.status_mut() =
+        ::http::StatusCode::from_u16(status).unwrap_or(::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        ::http::header::CONTENT_TYPE,
+        ::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// An empty-bodied response from a handshake (`101`).
+pub fn empty(response: ::http::Response<()>) -> ::http::Response<Body> {
+    response.map(|()| Either::Right(Full::new(Bytes::new())))
+}

@@ -1,0 +1,398 @@
+//! Forwards a visitor's HTTP request to a device and streams the answer back.
+//!
+//! Requests go through a hyper client whose "connector" opens a tunnel stream
+//! to the device (`open` → data socket) instead of dialling TCP. The client
+//! keeps idle upstream connections per session, so a keep-alive visitor (or
+//! many visitors) reuse data sockets instead of paying a WebSocket handshake
+//! per request. Bodies are streamed both ways, never buffered whole.
+//! `Upgrade` requests (WebSocket) are passed through: once both sides
+//! answered `101`, the two upgraded connections are spliced.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use terrier_proto::handshake::HTTP_SERVICE;
+use tokio::io::DuplexStream;
+use tokio_util::task::TaskTracker;
+
+use super::Body;
+use crate::pages::Page;
+use crate::store::now_ms;
+use crate::tunnel::registry::Registry;
+use crate::tunnel::session::OpenError;
+use crate::Node;
+
+/// Buffer of the in-memory pipe between hyper's client and a data socket.
+const PIPE_BYTES: usize = 64 * 1024;
+/// Seconds a visitor of an offline device is told to wait (`Retry-After`).
+const RETRY_AFTER_SECS: &str = "30";
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The hyper client that reaches devices through tunnel streams.
+pub type DeviceClient = Client<StreamConnector, Incoming>;
+
+/// Builds the client; idle connections are pooled per session.
+pub fn client(
+    node_sessions: Arc<Registry>,
+    tasks: TaskTracker,
+    limits: &crate::config::Limits,
+) -> DeviceClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(limits.http_idle_timeout)
+        .pool_max_idle_per_host(limits.max_idle_http_per_device)
+        .set_host(false)
+        .build(StreamConnector {
+            sessions: node_sessions,
+            tasks,
+        })
+}
+
+/// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
+pub async fn forward(
+    node: Arc<Node>,
+    sub: &str,
+    host: &str,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let Some(session) = node.sessions.by_subdomain(sub) else {
+        return offline_or_unknown(&node, sub, host).await;
+    };
+    if !session.http {
+        return node.pages.render(Page {
+            status: StatusCode::NOT_FOUND,
+            title: "No web page here",
+            message: "This device is online but does not serve HTTP.",
+            detail: "",
+            host,
+        });
+    }
+    let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    if let Err(detail) = prepare_request(
+        &mut req,
+        &session.id,
+        host,
+        remote,
+        &node.config.public_scheme,
+    ) {
+        return node.pages.render(Page {
+            status: StatusCode::BAD_REQUEST,
+            title: "Bad request",
+            message: "The request could not be forwarded.",
+            detail,
+            host,
+        });
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let mut response = match node.client.request(req).await {
+        Ok(response) => response,
+        Err(e) => return forward_error(&node, &session.name, host, e),
+    };
+    tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "forwarded");
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(visitor_upgrade) = visitor_upgrade {
+            let device_upgrade = hyper::upgrade::on(&mut response);
+            let device = session.name.clone();
+            node.tasks.spawn(async move {
+                splice_upgraded(visitor_upgrade, device_upgrade, &device).await;
+            });
+        }
+        return response.map(|_| Either::Right(Default::default()));
+    }
+    strip_hop_by_hop(response.headers_mut(), false);
+    response.map(Either::Left)
+}
+
+/// Rewrites the visitor's request for the device: target the session's
+/// pooled connections, keep the public `Host`, add `X-Forwarded-*`.
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    session_id: &str,
+    host: &str,
+    remote: SocketAddr,
+    scheme: &str,
+) -> Result<(), &'static str> {
+    let upgrade = is_upgrade(req.headers());
+    let original_host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
+        .ok_or("no host")?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    // The authority is the session id: the client pools connections per
+    // session, so a device that reconnects never gets its old sockets.
+    *req.uri_mut() = Uri::builder()
+        .scheme("http")
+        .authority(session_id)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "bad request target")?;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    headers.insert(header::HOST, original_host);
+    let client_ip = remote.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip,
+    };
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&xff).map_err(|_| "bad X-Forwarded-For")?,
+    );
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_str(scheme).map_err(|_| "bad scheme")?,
+    );
+    headers.insert(
+        "x-forwarded-host",
+        HeaderValue::from_str(host).map_err(|_| "bad host")?,
+    );
+    Ok(())
+}
+
+/// Does the request ask to switch protocols (WebSocket and the like)?
+fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Removes hop-by-hop headers, and any header `Connection` names. With
+/// `keep_upgrade`, `Upgrade` survives (the device must see it).
+fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Splices a visitor's and a device's upgraded connections until both end.
+async fn splice_upgraded(
+    visitor: hyper::upgrade::OnUpgrade,
+    device: hyper::upgrade::OnUpgrade,
+    name: &str,
+) {
+    let (visitor, device) = match tokio::try_join!(visitor, device) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(device = name, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut visitor = TokioIo::new(visitor);
+    let mut device = TokioIo::new(device);
+    match tokio::io::copy_bidirectional(&mut visitor, &mut device).await {
+        Ok((up, down)) => tracing::debug!(device = name, up, down, "upgraded connection closed"),
+        Err(e) => tracing::debug!(device = name, error = %e, "upgraded connection broke"),
+    }
+}
+
+/// The page for a subdomain with no session on this node.
+async fn offline_or_unknown(node: &Node, sub: &str, host: &str) -> Response<Body> {
+    match node.store.by_subdomain(sub, now_ms()).await {
+        Ok(Some(lease)) => {
+            let last_seen = httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(lease.last_seen_ms),
+            );
+            let mut response = node.pages.render(Page {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "This device is offline",
+                message: "The device behind this address is not connected right now. It usually comes back on its own; try again in a little while.",
+                detail: &format!("last seen {last_seen}"),
+                host,
+            });
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response
+        }
+        Ok(None) => node.pages.render(Page {
+            status: StatusCode::NOT_FOUND,
+            title: "No device here",
+            message: "No device is registered at this address. Check the address, or the device may have been given a new one.",
+            detail: "",
+            host,
+        }),
+        Err(e) => {
+            tracing::error!(subdomain = sub, error = %e, "store lookup failed");
+            node.pages.render(Page {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Temporarily unavailable",
+                message: "The server could not look this address up. Try again shortly.",
+                detail: "",
+                host,
+            })
+        }
+    }
+}
+
+/// The page for a request the device could not answer.
+fn forward_error(
+    node: &Node,
+    device: &str,
+    host: &str,
+    error: hyper_util::client::legacy::Error,
+) -> Response<Body> {
+    let open_error = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<OpenError>());
+    tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
+    let (status, title, message, detail) = match open_error {
+        Some(OpenError::Timeout(after)) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "The device did not answer in time",
+            "The device is connected but did not open a connection for this request in time.",
+            format!("no data socket within {after:?}"),
+        ),
+        Some(OpenError::Refused(reason)) => (
+            StatusCode::BAD_GATEWAY,
+            "The device's web service is not answering",
+            "The device is connected, but its local web service refused the connection.",
+            reason.clone(),
+        ),
+        Some(OpenError::TooManyPending) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The device is busy",
+            "Too many visitors are waiting for this device. Try again shortly.",
+            String::new(),
+        ),
+        Some(OpenError::Offline) => (
+            StatusCode::BAD_GATEWAY,
+            "The device went offline",
+            "The device disconnected while this request was on its way.",
+            String::new(),
+        ),
+        None => (
+            StatusCode::BAD_GATEWAY,
+            "The device closed the connection",
+            "The device's web service closed the connection without a complete answer.",
+            error.to_string(),
+        ),
+    };
+    node.pages.render(Page {
+        status,
+        title,
+        message,
+        detail: &detail,
+        host,
+    })
+}
+
+/// hyper "connector" that opens a tunnel stream to the session named by the
+/// URI's host and hands hyper one end of an in-memory pipe to it.
+#[derive(Clone)]
+pub struct StreamConnector {
+    /// Where sessions are found by id.
+    sessions: Arc<Registry>,
+    /// Tracks the relay tasks.
+    tasks: TaskTracker,
+}
+
+impl tower_service::Service<Uri> for StreamConnector {
+    type Response = StreamConnection;
+    type Error = OpenError;
+    type Future = Pin<Box<dyn Future<Output = Result<StreamConnection, OpenError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let session = uri.host().and_then(|id| self.sessions.by_id(id));
+        let tasks = self.tasks.clone();
+        Box::pin(async move {
+            let session = session.ok_or(OpenError::Offline)?;
+            let socket = session.open_stream(HTTP_SERVICE).await?;
+            let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+            tasks.spawn(async move {
+                if let Err(e) = terrier_transport::relay(socket, theirs).await {
+                    tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");
+                }
+            });
+            Ok(StreamConnection(TokioIo::new(ours)))
+        })
+    }
+}
+
+/// One end of the pipe to a tunnel stream, as hyper's client sees it.
+pub struct StreamConnection(TokioIo<DuplexStream>);
+
+impl Connection for StreamConnection {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for StreamConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for StreamConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}

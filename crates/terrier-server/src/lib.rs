@@ -1,0 +1,151 @@
+//! `terrierd`, the terrier server, as a library: [`run`] serves one node on a
+//! listener the caller bound, until the caller's shutdown token fires.
+//!
+//! Map of the crate: [`ingress`] is where visitors arrive (HTTP by host, TCP
+//! ports), [`tunnel`] is where agents connect (control and data sockets, the
+//! online sessions), [`store`] keeps leases, [`pages`] renders the error
+//! pages, [`config`] holds every setting.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod ingress;
+pub mod pages;
+pub mod store;
+pub mod tunnel;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+use store::Store;
+
+/// Everything one running node shares between its tasks.
+pub struct Node {
+    /// The validated configuration.
+    pub config: ServerConfig,
+    /// This node's id (in leases, logs).
+    pub node_id: String,
+    /// Leases and indexes.
+    pub store: Arc<dyn Store>,
+    /// Devices online on this node.
+    pub sessions: Arc<tunnel::registry::Registry>,
+    /// Bound public TCP ports.
+    pub ports: ingress::tcp::PortListeners,
+    /// Error page templates.
+    pub pages: pages::Pages,
+    /// HTTP client that reaches devices through tunnel streams.
+    pub client: ingress::proxy::DeviceClient,
+    /// Every task the node spawns, awaited on shutdown.
+    pub tasks: TaskTracker,
+    /// Cancelled when the node must stop.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves one node on `listener` with the embedded store in
+/// `config.data_dir`, until `shutdown` is cancelled; then stops accepting,
+/// closes control sockets, lets requests drain and returns.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("terrier.redb");
+    let store = store::embedded::EmbeddedStore::open(&path).with_context(|| {
+        format!(
+            "opening store {} (is another terrierd using it?)",
+            path.display()
+        )
+    })?;
+    run_with_store(config, Arc::new(store), listener, shutdown).await
+}
+
+/// [`run`] with a store the caller made (another backend, or a shared one).
+pub async fn run_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let pages =
+        pages::Pages::load(config.pages_dir.as_deref()).context("loading page templates")?;
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
+    let grace_ms = config.grace_period.as_millis() as u64;
+    let recovered = store
+        .recover_node(&node_id, store::now_ms(), grace_ms)
+        .await
+        .context("recovering leases")?;
+    let tasks = TaskTracker::new();
+    let sessions = Arc::new(tunnel::registry::Registry::default());
+    let client = ingress::proxy::client(sessions.clone(), tasks.clone(), &config.limits);
+    let node = Arc::new(Node {
+        config,
+        node_id,
+        store,
+        sessions,
+        ports: ingress::tcp::PortListeners::default(),
+        pages,
+        client,
+        tasks: tasks.clone(),
+        shutdown,
+    });
+    tracing::info!(
+        node = %node.node_id,
+        listen = %listener.local_addr()?,
+        domain = %node.config.domain,
+        recovered,
+        "terrierd serving"
+    );
+    tasks.spawn(sweep_leases(node.clone()));
+    ingress::http::serve(node.clone(), listener).await;
+
+    // Shutdown: accept loops have stopped; sessions end through their
+    // child tokens. Give in-flight streams the drain timeout.
+    tasks.close();
+    if tokio::time::timeout(node.config.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "tasks still running after the drain timeout"
+        );
+    }
+    tracing::info!("terrierd stopped");
+    Ok(())
+}
+
+/// Periodically deletes leases whose grace period ended and closes their ports.
+async fn sweep_leases(node: Arc<Node>) {
+    let every =
+        (node.config.grace_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match node.store.sweep(store::now_ms()).await {
+            Ok(expired) => {
+                for lease in expired {
+                    tracing::info!(device = %lease.name, subdomain = %lease.subdomain, "lease expired");
+                    node.ports.close_device(&lease.name);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
+    }
+}

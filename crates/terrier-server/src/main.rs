@@ -1,0 +1,163 @@
+//! `terrierd`: parses flags (over an optional TOML file), sets up logging,
+//! binds the listener, installs the SIGINT/SIGTERM handler and calls
+//! [`terrier_server::run`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use terrier_server::ServerConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// terrierd: the terrier reverse-tunnel server. Devices connect out to it over
+/// WebSocket; visitors reach each device at http://<subdomain>.<domain> and on
+/// public TCP ports. Runs with no configuration at all on localhost.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
+    #[arg(long, env = "TERRIERD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the one HTTP listener for visitors and agents [default: 127.0.0.1:8080].
+    #[arg(long, env = "TERRIERD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Base domain; devices get <subdomain>.<domain> [default: localhost].
+    #[arg(long, env = "TERRIERD_DOMAIN")]
+    domain: Option<String>,
+    /// Public TCP port range for device TCP services, as MIN-MAX [default: 20000-29999].
+    #[arg(long, env = "TERRIERD_TCP_PORTS", value_parser = parse_range)]
+    tcp_ports: Option<(u16, u16)>,
+    /// Address the public TCP ports are bound on [default: 127.0.0.1].
+    #[arg(long, env = "TERRIERD_TCP_BIND")]
+    tcp_bind: Option<IpAddr>,
+    /// Folder of the embedded store (leases survive restarts) [default: ./terrierd-data].
+    #[arg(long, env = "TERRIERD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// How long a disconnected device keeps its subdomain and ports, e.g. 10m [default: 10m].
+    #[arg(long, env = "TERRIERD_GRACE", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// Port shown in public URLs when it differs from the listen port (behind a load balancer).
+    #[arg(long, env = "TERRIERD_PUBLIC_PORT")]
+    public_port: Option<u16>,
+    /// Folder with replacement error pages (page.html, 404.html, 503.html...).
+    #[arg(long, env = "TERRIERD_PAGES_DIR")]
+    pages_dir: Option<PathBuf>,
+    /// Also start a demo device (a small web page behind an in-process agent).
+    #[arg(long)]
+    demo: bool,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, env = "TERRIERD_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (min, max) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected MIN-MAX, e.g. 20000-29999"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port"))
+    };
+    Ok((port(min)?, port(max)?))
+}
+
+fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_toml_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(domain) = &args.domain {
+        config.domain = domain.to_ascii_lowercase();
+    }
+    if let Some((min, max)) = args.tcp_ports {
+        (config.tcp_port_min, config.tcp_port_max) = (min, max);
+    }
+    if let Some(ip) = args.tcp_bind {
+        config.tcp_bind = ip;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(grace) = args.grace {
+        config.grace_period = grace;
+    }
+    if let Some(port) = args.public_port {
+        config.public_port = Some(port);
+    }
+    if let Some(dir) = &args.pages_dir {
+        config.pages_dir = Some(dir.clone());
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("terrierd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let demo_tasks = TaskTracker::new();
+    if args.demo {
+        terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
+    }
+    println!(
+        "terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)",
+        config.domain
+    );
+    terrier_server::run(config, listener, shutdown).await?;
+    demo_tasks.close();
+    demo_tasks.wait().await;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,404 @@
+//! The embedded store: one redb file, for a single node with nothing to
+//! install. Every operation is one redb write transaction, so it is atomic
+//! and durable; the blocking file I/O runs on tokio's blocking pool.
+//!
+//! One node owns the file, so [`Store::recover_node`] treats every online
+//! lease as belonging to the restarting node.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rand::Rng;
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{Claim, Lease, Online, Store, StoreError};
+
+/// name -> JSON-encoded [`Lease`].
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// subdomain -> name.
+const SUBDOMAINS: TableDefinition<&str, &str> = TableDefinition::new("subdomains");
+/// port -> name.
+const PORTS: TableDefinition<u16, &str> = TableDefinition::new("ports");
+
+/// Random probes for a free port before falling back to a scan of the range.
+const PORT_PROBES: usize = 64;
+
+/// A [`Store`] in one local redb file.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    /// The open database; redb serialises write transactions itself.
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(LEASES).map_err(backend)?;
+            txn.open_table(SUBDOMAINS).map_err(backend)?;
+            txn.open_table(PORTS).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs `f` in one write transaction on the blocking pool and commits it.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(backend)?;
+            let out = {
+                let mut tables = Tables::open(&txn)?;
+                f(&mut tables)?
+            };
+            txn.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Reads the live lease of `name` in a read transaction.
+    async fn read_lease(&self, key: ReadKey, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let leases = txn.open_table(LEASES).map_err(backend)?;
+            let name = match key {
+                ReadKey::Name(name) => name,
+                ReadKey::Subdomain(sub) => {
+                    let subs = txn.open_table(SUBDOMAINS).map_err(backend)?;
+                    let found = subs.get(sub.as_str()).map_err(backend)?;
+                    match found {
+                        Some(name) => name.value().to_owned(),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let lease = match leases.get(name.as_str()).map_err(backend)? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Ok(None),
+            };
+            Ok(lease.is_live(now_ms).then_some(lease))
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+/// What a read looks a lease up by.
+enum ReadKey {
+    Name(String),
+    Subdomain(String),
+}
+
+/// The three tables of one write transaction, with the lease operations.
+struct Tables<'txn> {
+    leases: Table<'txn, &'static str, &'static [u8]>,
+    subdomains: Table<'txn, &'static str, &'static str>,
+    ports: Table<'txn, u16, &'static str>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            leases: txn.open_table(LEASES).map_err(backend)?,
+            subdomains: txn.open_table(SUBDOMAINS).map_err(backend)?,
+            ports: txn.open_table(PORTS).map_err(backend)?,
+        })
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        match self.leases.get(name).map_err(backend)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(lease).map_err(backend)?;
+        self.leases
+            .insert(lease.name.as_str(), bytes.as_slice())
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Removes a lease and its index entries.
+    fn delete(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.leases.remove(lease.name.as_str()).map_err(backend)?;
+        self.subdomains
+            .remove(lease.subdomain.as_str())
+            .map_err(backend)?;
+        for port in lease.ports.values() {
+            self.ports.remove(*port).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn fresh_subdomain(&mut self, name: &str) -> Result<String, StoreError> {
+        loop {
+            let sub = terrier_transport::ids::random_subdomain();
+            if self
+                .subdomains
+                .get(sub.as_str())
+                .map_err(backend)?
+                .is_none()
+            {
+                self.subdomains
+                    .insert(sub.as_str(), name)
+                    .map_err(backend)?;
+                return Ok(sub);
+            }
+        }
+    }
+
+    /// Picks a port of `range` nobody holds and that is not in `avoid`, and
+    /// records it for `name`.
+    fn fresh_port(
+        &mut self,
+        name: &str,
+        range: &RangeInclusive<u16>,
+        avoid: &[u16],
+    ) -> Result<u16, StoreError> {
+        let free = |tables: &Self, port: u16| -> Result<bool, StoreError> {
+            Ok(!avoid.contains(&port) && tables.ports.get(port).map_err(backend)?.is_none())
+        };
+        let mut rng = rand::rng();
+        let mut chosen = None;
+        for _ in 0..PORT_PROBES {
+            let port = rng.random_range(range.clone());
+            if free(self, port)? {
+                chosen = Some(port);
+                break;
+            }
+        }
+        if chosen.is_none() {
+            for port in range.clone() {
+                if free(self, port)? {
+                    chosen = Some(port);
+                    break;
+                }
+            }
+        }
+        let port = chosen.ok_or_else(|| StoreError::NoFreePort(range.clone()))?;
+        self.ports.insert(port, name).map_err(backend)?;
+        Ok(port)
+    }
+
+    fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError> {
+        let existing = self.get(claim.name)?;
+        let live = match existing {
+            Some(lease) if lease.is_live(claim.now_ms) => Some(lease),
+            Some(expired) => {
+                self.delete(&expired)?;
+                None
+            }
+            None => None,
+        };
+        let mut lease = match live {
+            Some(lease) => lease,
+            None => Lease {
+                name: claim.name.to_owned(),
+                subdomain: self.fresh_subdomain(claim.name)?,
+                ports: BTreeMap::new(),
+                online: None,
+                last_seen_ms: claim.now_ms,
+                expires_at_ms: None,
+            },
+        };
+        let dropped: Vec<String> = lease
+            .ports
+            .keys()
+            .filter(|s| !claim.services.contains(s))
+            .cloned()
+            .collect();
+        for service in dropped {
+            if let Some(port) = lease.ports.remove(&service) {
+                self.ports.remove(port).map_err(backend)?;
+            }
+        }
+        for service in claim.services {
+            // A port outside a (changed) range is given up for one inside it.
+            if let Some(port) = lease.ports.get(service).copied() {
+                if claim.port_range.contains(&port) {
+                    continue;
+                }
+                self.ports.remove(port).map_err(backend)?;
+            }
+            let port = self.fresh_port(claim.name, &claim.port_range, &[])?;
+            lease.ports.insert(service.clone(), port);
+        }
+        lease.online = Some(Online {
+            session: claim.session.to_owned(),
+            node: claim.node.to_owned(),
+            since_ms: claim.now_ms,
+        });
+        lease.last_seen_ms = claim.now_ms;
+        lease.expires_at_ms = None;
+        self.put(&lease)?;
+        Ok(lease)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn claim(&self, claim: Claim<'_>) -> Result<Lease, StoreError> {
+        let owned = OwnedClaim::from(&claim);
+        self.write(move |t| t.claim(&owned.as_claim())).await
+    }
+
+    async fn reassign_port(
+        &self,
+        name: &str,
+        service: &str,
+        avoid: &[u16],
+        port_range: RangeInclusive<u16>,
+    ) -> Result<Lease, StoreError> {
+        let (name, service, avoid) = (name.to_owned(), service.to_owned(), avoid.to_vec());
+        self.write(move |t| {
+            let mut lease = t
+                .get(&name)?
+                .ok_or_else(|| StoreError::NoLease(name.clone()))?;
+            let port = t.fresh_port(&name, &port_range, &avoid)?;
+            if let Some(old) = lease.ports.insert(service, port) {
+                t.ports.remove(old).map_err(backend)?;
+            }
+            t.put(&lease)?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        name: &str,
+        session: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (name, session) = (name.to_owned(), session.to_owned());
+        self.write(move |t| {
+            let Some(mut lease) = t.get(&name)? else {
+                return Ok(());
+            };
+            if lease.online.as_ref().is_some_and(|o| o.session == session) {
+                lease.online = None;
+                lease.last_seen_ms = now_ms;
+                lease.expires_at_ms = Some(now_ms + grace_ms);
+                t.put(&lease)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn by_subdomain(
+        &self,
+        subdomain: &str,
+        now_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.read_lease(ReadKey::Subdomain(subdomain.to_owned()), now_ms)
+            .await
+    }
+
+    async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.read_lease(ReadKey::Name(name.to_owned()), now_ms)
+            .await
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        self.write(move |t| {
+            let mut expired = Vec::new();
+            for row in t.leases.iter().map_err(backend)? {
+                let (_, bytes) = row.map_err(backend)?;
+                let lease = decode(bytes.value())?;
+                if !lease.is_live(now_ms) {
+                    expired.push(lease);
+                }
+            }
+            for lease in &expired {
+                t.delete(lease)?;
+            }
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn recover_node(
+        &self,
+        _node: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |t| {
+            let mut stale = Vec::new();
+            for row in t.leases.iter().map_err(backend)? {
+                let (_, bytes) = row.map_err(backend)?;
+                let lease = decode(bytes.value())?;
+                if lease.online.is_some() {
+                    stale.push(lease);
+                }
+            }
+            for lease in &mut stale {
+                lease.online = None;
+                lease.expires_at_ms = Some(now_ms + grace_ms);
+                t.put(lease)?;
+            }
+            Ok(stale.len())
+        })
+        .await
+    }
+}
+
+/// A [`Claim`] that owns its strings, to cross into the blocking pool.
+struct OwnedClaim {
+    name: String,
+    services: Vec<String>,
+    session: String,
+    node: String,
+    now_ms: u64,
+    port_range: RangeInclusive<u16>,
+}
+
+impl OwnedClaim {
+    fn as_claim(&self) -> Claim<'_> {
+        Claim {
+            name: &self.name,
+            services: &self.services,
+            session: &self.session,
+            node: &self.node,
+            now_ms: self.now_ms,
+            port_range: self.port_range.clone(),
+        }
+    }
+}
+
+impl From<&Claim<'_>> for OwnedClaim {
+    fn from(c: &Claim<'_>) -> Self {
+        Self {
+            name: c.name.to_owned(),
+            services: c.services.to_vec(),
+            session: c.session.to_owned(),
+            node: c.node.to_owned(),
+            now_ms: c.now_ms,
+            port_range: c.port_range.clone(),
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Lease, StoreError> {
+    serde_json::from_slice(bytes).map_err(backend)
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}

@@ -1,0 +1,141 @@
+//! Shared state behind one trait: leases (a device name's subdomain and TCP
+//! ports), the subdomain and port indexes, and who is online.
+//!
+//! The embedded backend ([`embedded::EmbeddedStore`], a redb file) is the
+//! default for one node. A Redis backend for clusters implements the same
+//! trait; `tests/store_contract.rs` holds the conformance suite every backend
+//! must pass. Times are Unix milliseconds passed in by the caller, so the
+//! store has no clock of its own and tests decide what "now" is.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a device holds while online and for the grace period after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Device name (the key).
+    pub name: String,
+    /// Subdomain label the device's HTTP service is reached at.
+    pub subdomain: String,
+    /// Public TCP port of each TCP service id.
+    pub ports: BTreeMap<String, u16>,
+    /// Set while a session holds the lease.
+    pub online: Option<Online>,
+    /// Last time the device was seen (connect or disconnect), Unix ms.
+    pub last_seen_ms: u64,
+    /// While offline: when the lease ends, Unix ms.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The session currently holding a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Online {
+    /// Session id given in `welcome`.
+    pub session: String,
+    /// Node the session is connected to.
+    pub node: String,
+    /// When the session started, Unix ms.
+    pub since_ms: u64,
+}
+
+impl Lease {
+    /// Is the lease still held at `now_ms` (online, or inside its grace period)?
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.online.is_some() || self.expires_at_ms.is_some_and(|t| t > now_ms)
+    }
+}
+
+/// A device asking for its lease as it comes online.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// Device name.
+    pub name: &'a str,
+    /// TCP service ids that need a public port.
+    pub services: &'a [String],
+    /// The new session's id.
+    pub session: &'a str,
+    /// The node the session is on.
+    pub node: &'a str,
+    /// Now, Unix ms.
+    pub now_ms: u64,
+    /// Ports the store may hand out.
+    pub port_range: RangeInclusive<u16>,
+}
+
+/// Store failures; callers answer a device with 503 for all of them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Every port of the range is leased.
+    #[error("no free TCP port in {0:?}")]
+    NoFreePort(RangeInclusive<u16>),
+    /// The device has no lease (it expired or was never made).
+    #[error("no lease for device {0:?}")]
+    NoLease(String),
+    /// The backend failed (disk, network, corrupt record).
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// The operations terrierd needs from shared state. Every method is atomic:
+/// two nodes (or two handshakes) can never get one subdomain or one port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Takes (or creates) the lease of `claim.name` for a new session: a live
+    /// lease keeps its subdomain and the ports of services asked for again;
+    /// an expired or missing one gets a fresh subdomain and fresh ports.
+    /// Ports of services no longer announced are freed.
+    async fn claim(&self, claim: Claim<'_>) -> Result<Lease, StoreError>;
+
+    /// Gives `service` of device `name` another port than any in `avoid`
+    /// (which could not be bound), keeping the rest of the lease.
+    async fn reassign_port(
+        &self,
+        name: &str,
+        service: &str,
+        avoid: &[u16],
+        port_range: RangeInclusive<u16>,
+    ) -> Result<Lease, StoreError>;
+
+    /// Marks the lease offline if `session` still holds it; the lease then
+    /// lasts `grace_ms` more.
+    async fn release(
+        &self,
+        name: &str,
+        session: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The live lease a subdomain belongs to.
+    async fn by_subdomain(&self, subdomain: &str, now_ms: u64)
+        -> Result<Option<Lease>, StoreError>;
+
+    /// The live lease of a device name.
+    async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
+
+    /// Deletes leases whose grace period is over and returns them, so the
+    /// node can close their port listeners.
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError>;
+
+    /// After `node` restarted, its sessions are gone: mark their leases
+    /// offline with a fresh grace period so returning devices keep them.
+    async fn recover_node(
+        &self,
+        node: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<usize, StoreError>;
+}
+
+/// Current wall-clock time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,366 @@
+//! One device's control socket: the handshake (`GET /v1/control`), the lease
+//! it claims, the `welcome`, and the loop that forwards `open`s, reads
+//! `refused`, and pings until the device goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use terrier_proto::handshake::{
+    close, status, PARAM_AGENT, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_TCP,
+};
+use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_SERVICES};
+use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
+use terrier_proto::name::{is_valid_name, is_valid_service_id};
+use terrier_transport::ids::random_id;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
+
+use super::session::{Session, SessionInit};
+use super::{upgrade, DataSocket};
+use crate::ingress::{empty, text, Body};
+use crate::store::{now_ms, Claim, Lease, StoreError};
+use crate::Node;
+
+/// How many other ports to try when a leased port cannot be bound.
+const MAX_BIND_ATTEMPTS: usize = 16;
+
+/// What the agent asked for in its control handshake.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ControlParams {
+    /// Device name.
+    pub name: String,
+    /// Serves HTTP.
+    pub http: bool,
+    /// TCP service ids.
+    pub tcp: Vec<String>,
+    /// Agent software.
+    pub agent: String,
+    /// Agent platform.
+    pub platform: String,
+}
+
+impl ControlParams {
+    /// Parses and validates the query string; the error is the 400 text.
+    pub fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut params = Self::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match key.as_ref() {
+                PARAM_NAME => params.name = value.into_owned(),
+                PARAM_HTTP => params.http = value != "0",
+                PARAM_TCP => {
+                    for id in value.split(',').filter(|s| !s.is_empty()) {
+                        if !is_valid_service_id(id) {
+                            return Err(format!(
+                                "bad TCP service id {id:?}: use 1-32 of [a-z0-9_-], not \"http\""
+                            ));
+                        }
+                        if params.tcp.iter().any(|t| t == id) {
+                            return Err(format!("TCP service id {id:?} given twice"));
+                        }
+                        params.tcp.push(id.to_owned());
+                    }
+                }
+                PARAM_AGENT => params.agent = value.chars().take(64).collect(),
+                PARAM_PLATFORM => params.platform = value.chars().take(64).collect(),
+                _ => {}
+            }
+        }
+        if !is_valid_name(&params.name) {
+            return Err(format!(
+                "bad device name {:?}: use 1-63 of [a-z0-9-], not starting or ending with '-'",
+                params.name
+            ));
+        }
+        if params.tcp.len() + usize::from(params.http) > MAX_SERVICES {
+            return Err(format!("too many services: at most {MAX_SERVICES}"));
+        }
+        if !params.http && params.tcp.is_empty() {
+            return Err("no services: announce http and/or tcp".into());
+        }
+        Ok(params)
+    }
+}
+
+/// Handles `GET /v1/control`.
+pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+    let params = match ControlParams::parse(req.uri().query()) {
+        Ok(params) => params,
+        Err(reason) => return text(status::BAD_REQUEST, reason),
+    };
+    let accept = match upgrade::accept(req.headers()) {
+        Ok(accept) => accept,
+        Err(reason) => return text(status::BAD_REQUEST, reason),
+    };
+    if node.shutdown.is_cancelled() {
+        return text(status::UNAVAILABLE, "server is shutting down");
+    }
+    let session_id = random_id();
+    let lease = match acquire_lease(&node, &params, &session_id).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::warn!(device = %params.name, error = %e, "lease refused");
+            return text(status::UNAVAILABLE, format!("no lease: {e}"));
+        }
+    };
+    let limits = &node.config.limits;
+    let (session, outgoing) = Session::new(
+        SessionInit {
+            id: session_id,
+            name: params.name.clone(),
+            subdomain: lease.subdomain.clone(),
+            http: params.http,
+            tcp: lease.ports.clone(),
+            agent: params.agent.clone(),
+            max_pending: limits.max_pending_streams,
+            open_timeout: limits.stream_open_timeout,
+        },
+        limits.control_queue,
+        node.shutdown.child_token(),
+    );
+    if let Some(old) = node.sessions.insert(session.clone()) {
+        tracing::info!(device = %old.name, session = %old.id, "replaced by a new control socket");
+        old.close(close::REPLACED);
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::info_span!("session", device = %session.name, session = %session.id);
+    let node2 = node.clone();
+    node.tasks.spawn(
+        async move {
+            match upgrade::websocket(on_upgrade, node2.config.limits.max_control_frame_bytes).await {
+                Ok(ws) => {
+                    tracing::info!(agent = %params.agent, platform = %params.platform, subdomain = %lease.subdomain, "device online");
+                    let why = run(&node2, &session, &lease, ws, outgoing).await;
+                    tracing::info!(reason = %why, "device offline");
+                }
+                Err(e) => tracing::info!(error = %e, "control upgrade failed"),
+            }
+            end_session(&node2, &session).await;
+        }
+        .instrument(span),
+    );
+    empty(accept)
+}
+
+/// Claims the lease and binds its TCP ports, moving a service to another
+/// port when its leased one cannot be bound.
+async fn acquire_lease(
+    node: &Arc<Node>,
+    params: &ControlParams,
+    session: &str,
+) -> Result<Lease, StoreError> {
+    let range = node.config.tcp_port_min..=node.config.tcp_port_max;
+    let mut lease = node
+        .store
+        .claim(Claim {
+            name: &params.name,
+            services: &params.tcp,
+            session,
+            node: &node.node_id,
+            now_ms: now_ms(),
+            port_range: range.clone(),
+        })
+        .await?;
+    for service in &params.tcp {
+        let mut avoid = Vec::new();
+        loop {
+            let port = lease.ports[service];
+            match node.ports.ensure(node, port, &params.name, service).await {
+                Ok(()) => break,
+                Err(e) if avoid.len() < MAX_BIND_ATTEMPTS => {
+                    tracing::info!(device = %params.name, service, port, error = %e, "leased port not bindable; moving");
+                    avoid.push(port);
+                    lease = node
+                        .store
+                        .reassign_port(&params.name, service, &avoid, range.clone())
+                        .await?;
+                }
+                Err(_) => return Err(StoreError::NoFreePort(range)),
+            }
+        }
+    }
+    node.ports.retain(&params.name, &lease.ports);
+    Ok(lease)
+}
+
+/// Runs the control socket until the session ends; returns why it ended.
+async fn run(
+    node: &Node,
+    session: &Session,
+    lease: &Lease,
+    mut ws: DataSocket,
+    mut outgoing: mpsc::Receiver<Message>,
+) -> String {
+    let heartbeat = node.config.limits.heartbeat_interval;
+    let send_timeout = heartbeat * HEARTBEAT_MISSES;
+    let welcome = welcome_message(node, session, lease);
+    if let Err(e) = send(&mut ws, welcome, send_timeout).await {
+        return format!("welcome not delivered: {e}");
+    }
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            () = session.closed.cancelled() => {
+                let code = session.close_code().unwrap_or(close::GOING_AWAY);
+                close_with(&mut ws, code, "session closed").await;
+                return format!("closed by server (code {code})");
+            }
+            msg = outgoing.recv() => {
+                let Some(msg) = msg else { return "control queue closed".into() };
+                if let Err(e) = send(&mut ws, msg, send_timeout).await {
+                    return format!("send failed: {e}");
+                }
+            }
+            frame = ws.next() => {
+                let msg = match frame {
+                    None => return "control socket closed".into(),
+                    Some(Err(e)) => return format!("control socket error: {e}"),
+                    Some(Ok(msg)) => msg,
+                };
+                last_heard = Instant::now();
+                if let Err(reason) = handle_frame(session, msg) {
+                    close_with(&mut ws, close::PROTOCOL_ERROR, &reason).await;
+                    return reason;
+                }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() >= send_timeout {
+                    close_with(&mut ws, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
+                    return format!("silent for {:?}", last_heard.elapsed());
+                }
+                if let Err(e) = send(&mut ws, Message::Ping(Default::default()), send_timeout).await {
+                    return format!("ping failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one frame from the agent; an error is a protocol violation.
+fn handle_frame(session: &Session, msg: Message) -> Result<(), String> {
+    match msg {
+        Message::Text(text) => match serde_json::from_str::<AgentMessage>(text.as_str()) {
+            Ok(AgentMessage::Refused(refused)) => {
+                session.refuse(refused.stream, refused.reason);
+                Ok(())
+            }
+            Err(e) => Err(format!("bad control message: {e}")),
+        },
+        Message::Binary(_) => Err("binary frame on the control socket".into()),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        Message::Close(_) => Err("agent closed the control socket".into()),
+    }
+}
+
+fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
+    let url = if session.http {
+        node.config.device_url(&lease.subdomain)
+    } else {
+        String::new()
+    };
+    let mut tcp = heapless::Vec::<TcpPort<'_>, MAX_SERVICES>::new();
+    for (service, port) in &session.tcp {
+        // The handshake capped the service count at MAX_SERVICES.
+        let _ = tcp.push(TcpPort {
+            service,
+            port: *port,
+        });
+    }
+    let welcome = ServerMessage::Welcome(Welcome {
+        session: &session.id,
+        name: &session.name,
+        subdomain: &lease.subdomain,
+        url: &url,
+        tcp_host: node.config.tcp_host(),
+        tcp,
+        grace_secs: node
+            .config
+            .grace_period
+            .as_secs()
+            .try_into()
+            .unwrap_or(u32::MAX),
+        heartbeat_secs: node
+            .config
+            .limits
+            .heartbeat_interval
+            .as_secs()
+            .max(1)
+            .try_into()
+            .unwrap_or(u32::MAX),
+    });
+    terrier_transport::control::encode(&welcome)
+}
+
+async fn send(ws: &mut DataSocket, msg: Message, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("agent did not read for {timeout:?}")),
+    }
+}
+
+async fn close_with(ws: &mut DataSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.chars().take(100).collect::<String>().into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}
+
+/// Cleans up after a session: unregister, release the lease into its grace
+/// period, and fail its waiting visitors.
+async fn end_session(node: &Node, session: &Session) {
+    session.closed.cancel();
+    node.sessions.remove(session);
+    let grace = node.config.grace_period.as_millis() as u64;
+    if let Err(e) = node
+        .store
+        .release(&session.name, &session.id, now_ms(), grace)
+        .await
+    {
+        tracing::error!(error = %e, "could not release lease");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_and_validate() {
+        let p = ControlParams::parse(Some(
+            "name=thermo-42&http=1&tcp=22,1883&agent=terrier%2F0.1",
+        ))
+        .unwrap();
+        assert_eq!(p.name, "thermo-42");
+        assert!(p.http);
+        assert_eq!(p.tcp, vec!["22", "1883"]);
+        assert_eq!(p.agent, "terrier/0.1");
+        assert!(ControlParams::parse(Some("name=Bad&http=1"))
+            .unwrap_err()
+            .contains("bad device name"));
+        assert!(ControlParams::parse(Some("http=1"))
+            .unwrap_err()
+            .contains("bad device name"));
+        assert!(ControlParams::parse(Some("name=a"))
+            .unwrap_err()
+            .contains("no services"));
+        assert!(ControlParams::parse(Some("name=a&tcp=22,22"))
+            .unwrap_err()
+            .contains("twice"));
+        assert!(ControlParams::parse(Some("name=a&tcp=http"))
+            .unwrap_err()
+            .contains("bad TCP service"));
+        let many = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert!(ControlParams::parse(Some(&format!("name=a&tcp={many}")))
+            .unwrap_err()
+            .contains("too many"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Data sockets: `GET /v1/data?session=<id>&stream=<id>` hands the agent's
+//! new WebSocket to the visitor waiting for that stream.
+//!
+//! The stream id must be pending in *that* session (single use, gone once
+//! taken or when its visitor stopped waiting), so neither another device nor
+//! a stranger can claim a visitor.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use terrier_proto::handshake::{status, PARAM_SESSION, PARAM_STREAM};
+use terrier_proto::name::is_valid_id;
+
+use super::session::StreamReply;
+use super::upgrade;
+use crate::ingress::{empty, text, Body};
+use crate::Node;
+
+/// Handles `GET /v1/data`.
+pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+    let (mut session_id, mut stream) = (String::new(), String::new());
+    for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            PARAM_SESSION => session_id = value.into_owned(),
+            PARAM_STREAM => stream = value.into_owned(),
+            _ => {}
+        }
+    }
+    if !is_valid_id(&session_id) || !is_valid_id(&stream) {
+        return text(
+            status::BAD_REQUEST,
+            "session and stream must be 32 lowercase hex digits",
+        );
+    }
+    let accept = match upgrade::accept(req.headers()) {
+        Ok(accept) => accept,
+        Err(reason) => return text(status::BAD_REQUEST, reason),
+    };
+    let Some(session) = node.sessions.by_id(&session_id) else {
+        return text(status::NOT_FOUND, "unknown session");
+    };
+    let Some(visitor) = session.take_pending(&stream) else {
+        tracing::info!(device = %session.name, %stream, "data socket for an unknown, expired or used stream");
+        return text(status::NOT_FOUND, "unknown, expired or already used stream");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let max_frame = node.config.limits.max_data_frame_bytes;
+    node.tasks.spawn(async move {
+        match upgrade::websocket(on_upgrade, max_frame).await {
+            // If the visitor gave up meanwhile, the socket is dropped here and
+            // the agent sees it close.
+            Ok(ws) => drop(visitor.send(StreamReply::Socket(Box::new(ws)))),
+            Err(e) => {
+                tracing::debug!(device = %session.name, %stream, error = %e, "data upgrade failed")
+            }
+        }
+    });
+    empty(accept)
+}

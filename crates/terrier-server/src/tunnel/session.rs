@@ -1,0 +1,222 @@
+//! One online device: its lease, the queue to its control socket, and the
+//! visitor streams waiting for their data socket.
+//!
+//! A visitor (HTTP or TCP ingress) calls [`Session::open_stream`]: it draws a
+//! stream id, queues `open` on the control socket and waits for the data
+//! socket ([`crate::tunnel::data`] hands it over) or for `refused`. Stream
+//! ids are single use and live only in this session's table, so a data socket
+//! must name both the session and the stream to claim a visitor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use terrier_proto::messages::{Open, ServerMessage};
+use terrier_transport::ids::random_id;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::DataSocket;
+
+/// An online device as this node sees it.
+pub struct Session {
+    /// Session id (told to the agent in `welcome`, quoted by data sockets).
+    pub id: String,
+    /// Device name.
+    pub name: String,
+    /// The device's subdomain label.
+    pub subdomain: String,
+    /// Does the device serve HTTP on its subdomain?
+    pub http: bool,
+    /// Public port of each TCP service.
+    pub tcp: BTreeMap<String, u16>,
+    /// Agent software (`terrier/0.1.0`), for logs.
+    pub agent: String,
+    /// Frames to send on the control socket (bounded: back-pressure).
+    control: mpsc::Sender<Message>,
+    /// Cancelled when the session ends (control socket gone or replaced).
+    pub closed: CancellationToken,
+    /// Close code to send when `closed` fires (replaced, shutting down...).
+    close_code: Mutex<Option<u16>>,
+    /// Visitor streams waiting for their data socket, by stream id.
+    pending: Mutex<HashMap<String, oneshot::Sender<StreamReply>>>,
+    /// Limit on `pending`.
+    max_pending: usize,
+    /// How long a visitor waits for its data socket.
+    open_timeout: Duration,
+    /// Streams opened in this session, for logs and stats.
+    pub streams_opened: AtomicU64,
+}
+
+/// How the agent answered an `open`.
+pub enum StreamReply {
+    /// The agent opened the data socket.
+    Socket(Box<DataSocket>),
+    /// The agent could not reach its local service.
+    Refused(String),
+}
+
+/// Why a visitor stream could not be opened; each maps to a status page.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The session ended before the stream opened.
+    #[error("device went offline")]
+    Offline,
+    /// Too many visitors are already waiting for this device.
+    #[error("too many pending streams for this device")]
+    TooManyPending,
+    /// The agent did not open the data socket in time.
+    #[error("device did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The agent could not reach the local service.
+    #[error("device refused: {0}")]
+    Refused(String),
+}
+
+/// What a new session is made of.
+pub struct SessionInit {
+    /// Session id.
+    pub id: String,
+    /// Device name.
+    pub name: String,
+    /// Subdomain label.
+    pub subdomain: String,
+    /// Serves HTTP.
+    pub http: bool,
+    /// TCP ports.
+    pub tcp: BTreeMap<String, u16>,
+    /// Agent software.
+    pub agent: String,
+    /// Limit on pending streams.
+    pub max_pending: usize,
+    /// Wait for a data socket.
+    pub open_timeout: Duration,
+}
+
+impl Session {
+    /// Creates a session and the receiving end of its control queue;
+    /// `closed` is cancelled when the session must end (a child of the
+    /// node's shutdown token).
+    pub fn new(
+        init: SessionInit,
+        queue: usize,
+        closed: CancellationToken,
+    ) -> (Arc<Self>, mpsc::Receiver<Message>) {
+        let (control, rx) = mpsc::channel(queue);
+        let session = Arc::new(Self {
+            id: init.id,
+            name: init.name,
+            subdomain: init.subdomain,
+            http: init.http,
+            tcp: init.tcp,
+            agent: init.agent,
+            control,
+            closed,
+            close_code: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            max_pending: init.max_pending,
+            open_timeout: init.open_timeout,
+            streams_opened: AtomicU64::new(0),
+        });
+        (session, rx)
+    }
+
+    /// Does the device announce this service (`http` or a TCP id)?
+    pub fn has_service(&self, service: &str) -> bool {
+        if service == terrier_proto::handshake::HTTP_SERVICE {
+            self.http
+        } else {
+            self.tcp.contains_key(service)
+        }
+    }
+
+    /// Asks the device for a new stream to `service` and waits for its data socket.
+    pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
+        let stream = random_id();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if pending.len() >= self.max_pending {
+                return Err(OpenError::TooManyPending);
+            }
+            pending.insert(stream.clone(), tx);
+        }
+        // Whatever happens next, the id must not outlive this call.
+        let _forget = PendingGuard {
+            session: self,
+            stream: &stream,
+        };
+        self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        let open = terrier_transport::control::encode(&ServerMessage::Open(Open {
+            stream: &stream,
+            service,
+        }));
+        tracing::debug!(device = %self.name, %stream, service, "open stream");
+        let wait = async {
+            self.control
+                .send(open)
+                .await
+                .map_err(|_| OpenError::Offline)?;
+            rx.await.map_err(|_| OpenError::Offline)
+        };
+        let reply = tokio::select! {
+            reply = tokio::time::timeout(self.open_timeout, wait) => reply,
+            () = self.closed.cancelled() => return Err(OpenError::Offline),
+        };
+        match reply {
+            Ok(Ok(StreamReply::Socket(ws))) => Ok(*ws),
+            Ok(Ok(StreamReply::Refused(reason))) => Err(OpenError::Refused(reason)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                tracing::info!(device = %self.name, %stream, service, "device did not open the data socket in time");
+                Err(OpenError::Timeout(self.open_timeout))
+            }
+        }
+    }
+
+    /// Takes the waiting visitor of `stream`; `None` if unknown, expired or used.
+    pub fn take_pending(&self, stream: &str) -> Option<oneshot::Sender<StreamReply>> {
+        self.pending.lock().expect("pending lock").remove(stream)
+    }
+
+    /// The agent reported it could not reach the service of `stream`.
+    pub fn refuse(&self, stream: &str, reason: &str) {
+        if let Some(tx) = self.take_pending(stream) {
+            tracing::info!(device = %self.name, %stream, reason, "device refused stream");
+            let _ = tx.send(StreamReply::Refused(reason.to_owned()));
+        }
+    }
+
+    /// Ends the session, telling the agent why with a close code.
+    pub fn close(&self, code: u16) {
+        self.close_code
+            .lock()
+            .expect("close lock")
+            .get_or_insert(code);
+        self.closed.cancel();
+    }
+
+    /// The close code set by [`Session::close`], if any.
+    pub fn close_code(&self) -> Option<u16> {
+        *self.close_code.lock().expect("close lock")
+    }
+
+    /// Visitor streams waiting for a data socket right now.
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+}
+
+/// Removes a stream id from the pending table when its visitor stops waiting.
+struct PendingGuard<'a> {
+    session: &'a Session,
+    stream: &'a str,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.session.take_pending(self.stream);
+    }
+}
