@@ -1,0 +1,171 @@
+//! HTTP through the tunnel: requests, bodies, concurrency, WebSocket
+//! pass-through and forwarding headers, against a real server and agent.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use terrier_testkit::upstream;
+use terrier_testkit::visitor::{device_host, Visitor};
+use terrier_testkit::{init_logging, TestAgent, TestServer};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn get_and_post_reach_the_device_with_forwarding_headers() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "thermo-42", Some(web), &[]);
+    let connected = agent.connected(1).await;
+    let url = connected.url.expect("http url");
+    assert_eq!(
+        url,
+        format!(
+            "http://{}.localhost:{}",
+            connected.subdomain,
+            server.addr.port()
+        )
+    );
+    assert_eq!(connected.subdomain.len(), 10);
+
+    let host = device_host(&connected.subdomain);
+    let visitor = Visitor::new(server.addr);
+    let page = visitor.get(&host, "/hello").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, "hello from device");
+    assert_eq!(page.headers["x-seen-host"], host.as_str());
+    assert_eq!(page.headers["x-seen-xff"], "127.0.0.1");
+    assert_eq!(page.headers["x-seen-proto"], "http");
+    assert_eq!(page.headers["x-seen-xfh"], host.as_str());
+
+    let echoed = visitor
+        .post(&host, "/echo", "ping through the tunnel")
+        .await;
+    assert_eq!(
+        (echoed.status, echoed.body.as_str()),
+        (200, "ping through the tunnel")
+    );
+
+    // Routing is per request: one keep-alive connection, two hosts.
+    let other = TestAgent::start(server.url(), "other", Some(web), &[]);
+    let mut other = other;
+    let other_sub = other.connected(1).await.subdomain;
+    let unknown = visitor.get("nobody12345.localhost", "/hello").await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("No device here"));
+    let again = visitor.get(&device_host(&other_sub), "/hello").await;
+    assert_eq!(again.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_visitors_all_get_their_own_answer() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "busy", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let visitor = Visitor::new(server.addr);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (visitor, host) = (visitor.clone(), host.clone());
+        tasks.spawn(async move {
+            let body = format!("visitor number {i}");
+            let page = visitor.post(&host, "/echo", body.clone()).await;
+            assert_eq!(page.status, 200);
+            assert_eq!(page.body, body);
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("visitor task");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_served_by_the_device_works_through_the_tunnel() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "ws-device", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = http::Request::builder()
+        .uri(format!("ws://{host}/ws"))
+        .header("host", &host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("websocket through tunnel");
+    assert_eq!(response.status(), 101);
+    for i in 0..20 {
+        let text = format!("message {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(text));
+    }
+    let big = vec![7u8; 200_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let back = ws.next().await.unwrap().unwrap();
+    assert_eq!(back.into_data().as_ref(), big.as_slice());
+    ws.close(None).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_intact() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "bulk", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let visitor = Visitor::new(server.addr);
+    const SIZE: u64 = 50 * 1024 * 1024;
+
+    // Download: 50 MB generated on the device, checked byte by byte.
+    let response = visitor
+        .send("GET", &host, &format!("/bytes/{SIZE}"), empty())
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut offset = 0u64;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            assert!(
+                data.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == upstream::pattern(offset + i as u64)),
+                "corrupt at {offset}"
+            );
+            offset += data.len() as u64;
+        }
+    }
+    assert_eq!(offset, SIZE);
+
+    // Upload: 50 MB streamed to the device, which counts and checks it.
+    let stream = upstream::pattern_stream::<std::io::Error>(SIZE);
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    let page =
+        terrier_testkit::visitor::read(visitor.send("POST", &host, "/count", body).await).await;
+    assert_eq!(page.body, format!("{SIZE} ok"));
+    server.stop().await;
+}
+
+fn empty() -> terrier_testkit::visitor::Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}

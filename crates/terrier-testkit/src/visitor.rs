@@ -1,0 +1,97 @@
+//! A visitor: plain HTTP/1.1 requests to the server's listener with the
+//! device's host in `Host`, as a browser on `<sub>.localhost` would send.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+/// Request body type of the visitor client.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// An HTTP client aimed at one server address.
+#[derive(Clone)]
+pub struct Visitor {
+    server: SocketAddr,
+    client: Client<HttpConnector, Body>,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Page {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as text (lossy).
+    pub body: String,
+}
+
+impl Visitor {
+    /// A client for the server at `server`.
+    pub fn new(server: SocketAddr) -> Self {
+        Self {
+            server,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends `method path` for `host` with `body`, returning the streaming response.
+    pub async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: Body,
+    ) -> Response<Incoming> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.server, path))
+            .header(http::header::HOST, host)
+            .body(body)
+            .expect("request");
+        self.client.request(req).await.expect("visitor request")
+    }
+
+    /// `GET path` for `host`, read whole.
+    pub async fn get(&self, host: &str, path: &str) -> Page {
+        let empty = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed();
+        read(self.send("GET", host, path, empty).await).await
+    }
+
+    /// `POST path` for `host` with a small body, read whole.
+    pub async fn post(&self, host: &str, path: &str, body: impl Into<Bytes>) -> Page {
+        let body = Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed();
+        read(self.send("POST", host, path, body).await).await
+    }
+}
+
+/// Reads a response whole.
+pub async fn read(response: Response<Incoming>) -> Page {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("response body")
+        .to_bytes();
+    Page {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The `Host` for a device subdomain on the test domain (`localhost`).
+pub fn device_host(subdomain: &str) -> String {
+    format!("{subdomain}.localhost")
+}
