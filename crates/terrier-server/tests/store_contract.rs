@@ -1,0 +1,300 @@
+//! The `Store` contract: one suite, written against the trait, run against
+//! every backend (today the embedded redb store; the Redis backend joins it).
+//! Time is passed in, so grace periods are tested without waiting.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use terrier_server::store::embedded::EmbeddedStore;
+use terrier_server::store::{Claim, Store, StoreError};
+
+const GRACE_MS: u64 = 60_000;
+const T0: u64 = 1_700_000_000_000;
+
+fn claim<'a>(name: &'a str, services: &'a [String], session: &'a str, now_ms: u64) -> Claim<'a> {
+    Claim {
+        name,
+        services,
+        session,
+        node: "node-a",
+        now_ms,
+        port_range: 20000..=20999,
+    }
+}
+
+fn services(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+async fn embedded() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("t.redb")).unwrap();
+    (Arc::new(store), dir)
+}
+
+/// Runs every contract check against a fresh store from `make`.
+macro_rules! contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn new_device_gets_subdomain_and_ports_in_range() {
+                let (store, _keep) = $make.await;
+                check_new_device(&*store).await;
+            }
+            #[tokio::test]
+            async fn reconnect_within_grace_keeps_everything() {
+                let (store, _keep) = $make.await;
+                check_grace(&*store).await;
+            }
+            #[tokio::test]
+            async fn expired_lease_is_replaced_and_indexes_freed() {
+                let (store, _keep) = $make.await;
+                check_expiry(&*store).await;
+            }
+            #[tokio::test]
+            async fn stale_session_cannot_release_a_newer_one() {
+                let (store, _keep) = $make.await;
+                check_stale_release(&*store).await;
+            }
+            #[tokio::test]
+            async fn ports_and_subdomains_are_never_shared() {
+                let (store, _keep) = $make.await;
+                check_uniqueness(store).await;
+            }
+            #[tokio::test]
+            async fn exhausted_range_is_an_error() {
+                let (store, _keep) = $make.await;
+                check_exhaustion(&*store).await;
+            }
+            #[tokio::test]
+            async fn recovered_node_starts_grace_for_its_devices() {
+                let (store, _keep) = $make.await;
+                check_recovery(&*store).await;
+            }
+            #[tokio::test]
+            async fn reassigned_port_avoids_unbindable_ones() {
+                let (store, _keep) = $make.await;
+                check_reassign(&*store).await;
+            }
+        }
+    };
+}
+
+contract!(embedded_store, embedded());
+
+async fn check_new_device(store: &dyn Store) {
+    let svc = services(&["22", "mqtt"]);
+    let lease = store
+        .claim(claim("thermo-42", &svc, "s1", T0))
+        .await
+        .unwrap();
+    assert_eq!(lease.subdomain.len(), 10);
+    assert!(terrier_proto::name::is_valid_subdomain(&lease.subdomain));
+    assert_eq!(lease.ports.len(), 2);
+    assert!(lease.ports.values().all(|p| (20000..=20999).contains(p)));
+    assert_eq!(lease.online.as_ref().unwrap().session, "s1");
+    let found = store
+        .by_subdomain(&lease.subdomain, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, lease);
+    assert_eq!(
+        store.by_name("thermo-42", T0).await.unwrap().unwrap(),
+        lease
+    );
+    assert!(store
+        .by_subdomain("zzzzzzzzzz", T0)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn check_grace(store: &dyn Store) {
+    let svc = services(&["22", "mqtt"]);
+    let first = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
+    store.release("dev", "s1", T0 + 10, GRACE_MS).await.unwrap();
+    let offline = store
+        .by_subdomain(&first.subdomain, T0 + 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(offline.online.is_none());
+    assert_eq!(offline.last_seen_ms, T0 + 10);
+    assert_eq!(offline.expires_at_ms, Some(T0 + 10 + GRACE_MS));
+    let back = store
+        .claim(claim("dev", &svc, "s2", T0 + GRACE_MS))
+        .await
+        .unwrap();
+    assert_eq!(back.subdomain, first.subdomain);
+    assert_eq!(back.ports, first.ports);
+    // A service dropped on reconnect frees its port; a new one gets a port.
+    let fewer = services(&["22", "modbus"]);
+    let changed = store
+        .claim(claim("dev", &fewer, "s3", T0 + GRACE_MS + 1))
+        .await
+        .unwrap();
+    assert_eq!(changed.ports["22"], first.ports["22"]);
+    assert!(!changed.ports.contains_key("mqtt"));
+    assert!(changed.ports.contains_key("modbus"));
+}
+
+async fn check_expiry(store: &dyn Store) {
+    let svc = services(&["22"]);
+    let first = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
+    store.release("dev", "s1", T0, GRACE_MS).await.unwrap();
+    let after = T0 + GRACE_MS + 1;
+    assert!(store
+        .by_subdomain(&first.subdomain, after)
+        .await
+        .unwrap()
+        .is_none());
+    let swept = store.sweep(after).await.unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].name, "dev");
+    assert!(
+        store.sweep(after).await.unwrap().is_empty(),
+        "sweep is idempotent"
+    );
+    let second = store.claim(claim("dev", &svc, "s2", after)).await.unwrap();
+    assert_ne!(second.subdomain, first.subdomain);
+    // Without a sweep, an expired lease is also replaced on claim.
+    store.release("dev", "s2", after, GRACE_MS).await.unwrap();
+    let later = after + GRACE_MS + 1;
+    let third = store.claim(claim("dev", &svc, "s3", later)).await.unwrap();
+    assert_ne!(third.subdomain, second.subdomain);
+    assert!(store
+        .by_subdomain(&second.subdomain, later)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn check_stale_release(store: &dyn Store) {
+    let svc = services(&[]);
+    store.claim(claim("dev", &svc, "old", T0)).await.unwrap();
+    store
+        .claim(claim("dev", &svc, "new", T0 + 1))
+        .await
+        .unwrap();
+    store.release("dev", "old", T0 + 2, GRACE_MS).await.unwrap();
+    let lease = store.by_name("dev", T0 + 3).await.unwrap().unwrap();
+    assert_eq!(lease.online.unwrap().session, "new");
+    store.release("ghost", "x", T0, GRACE_MS).await.unwrap();
+}
+
+async fn check_uniqueness(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let name = format!("dev-{i}");
+            let svc = services(&["a", "b"]);
+            let c = Claim {
+                name: &name,
+                services: &svc,
+                session: "s",
+                node: "n",
+                now_ms: T0,
+                port_range: 30000..=30099,
+            };
+            store.claim(c).await.unwrap()
+        });
+    }
+    let mut subs = HashSet::new();
+    let mut ports = HashSet::new();
+    while let Some(lease) = tasks.join_next().await {
+        let lease = lease.unwrap();
+        assert!(subs.insert(lease.subdomain.clone()));
+        for p in lease.ports.values() {
+            assert!(ports.insert(*p), "port {p} given twice");
+        }
+    }
+    assert_eq!(ports.len(), 80);
+}
+
+async fn check_exhaustion(store: &dyn Store) {
+    let svc = services(&["a", "b", "c"]);
+    let c = Claim {
+        name: "big",
+        services: &svc,
+        session: "s",
+        node: "n",
+        now_ms: T0,
+        port_range: 40000..=40001,
+    };
+    assert!(matches!(
+        store.claim(c).await,
+        Err(StoreError::NoFreePort(_))
+    ));
+    // The failed claim left nothing behind: a smaller one fits the range.
+    let two = services(&["a", "b"]);
+    let c = Claim {
+        name: "big",
+        services: &two,
+        session: "s",
+        node: "n",
+        now_ms: T0,
+        port_range: 40000..=40001,
+    };
+    let lease = store.claim(c).await.unwrap();
+    assert_eq!(lease.ports.len(), 2);
+}
+
+async fn check_recovery(store: &dyn Store) {
+    let svc = services(&["22"]);
+    let lease = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
+    assert_eq!(
+        store
+            .recover_node("node-a", T0 + 5, GRACE_MS)
+            .await
+            .unwrap(),
+        1
+    );
+    let recovered = store.by_name("dev", T0 + 6).await.unwrap().unwrap();
+    assert!(recovered.online.is_none());
+    assert_eq!(recovered.expires_at_ms, Some(T0 + 5 + GRACE_MS));
+    let back = store
+        .claim(claim("dev", &svc, "s2", T0 + 100))
+        .await
+        .unwrap();
+    assert_eq!((back.subdomain, back.ports), (lease.subdomain, lease.ports));
+}
+
+async fn check_reassign(store: &dyn Store) {
+    let svc = services(&["22"]);
+    let c = Claim {
+        name: "dev",
+        services: &svc,
+        session: "s",
+        node: "n",
+        now_ms: T0,
+        port_range: 50000..=50002,
+    };
+    let lease = store.claim(c).await.unwrap();
+    let first = lease.ports["22"];
+    let moved = store
+        .reassign_port("dev", "22", &[first], 50000..=50002)
+        .await
+        .unwrap();
+    let second = moved.ports["22"];
+    assert_ne!(second, first);
+    let moved = store
+        .reassign_port("dev", "22", &[first, second], 50000..=50002)
+        .await
+        .unwrap();
+    let third = moved.ports["22"];
+    assert!(third != first && third != second);
+    assert!(matches!(
+        store
+            .reassign_port("dev", "22", &[50000, 50001, 50002], 50000..=50002)
+            .await,
+        Err(StoreError::NoFreePort(_))
+    ));
+    assert!(matches!(
+        store.reassign_port("ghost", "22", &[], 50000..=50002).await,
+        Err(StoreError::NoLease(_))
+    ));
+}
