@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::limits::MAX_SERVICES;
 
 /// Messages the server sends to an agent.
+// `welcome` is large (its port list is inline), but without `alloc` there is
+// no Box, and a decoded message only lives on the stack while it is handled.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMessage<'a> {

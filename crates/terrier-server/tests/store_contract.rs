@@ -6,10 +6,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use terrier_server::store::embedded::EmbeddedStore;
+use terrier_server::store::redis::RedisStore;
 use terrier_server::store::{Claim, Store, StoreError};
+use terrier_testkit::RedisServer;
 
 const GRACE_MS: u64 = 60_000;
-const T0: u64 = 1_700_000_000_000;
+
+/// "Now" for the checks: the real clock, because Redis expires keys by its
+/// own clock; later instants are passed explicitly.
+fn clock_now() -> u64 {
+    terrier_server::store::now_ms()
+}
 
 fn claim<'a>(name: &'a str, services: &'a [String], session: &'a str, now_ms: u64) -> Claim<'a> {
     Claim {
@@ -30,6 +37,14 @@ async fn embedded() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("t.redb")).unwrap();
     (Arc::new(store), dir)
+}
+
+async fn redis() -> (Arc<dyn Store>, RedisServer) {
+    let server = RedisServer::start().await;
+    let store = RedisStore::connect(&server.url(), "terrier:")
+        .await
+        .unwrap();
+    (Arc::new(store), server)
 }
 
 /// Runs every contract check against a fresh store from `make`.
@@ -83,11 +98,13 @@ macro_rules! contract {
 }
 
 contract!(embedded_store, embedded());
+contract!(redis_store, redis());
 
 async fn check_new_device(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["22", "mqtt"]);
     let lease = store
-        .claim(claim("thermo-42", &svc, "s1", T0))
+        .claim(claim("thermo-42", &svc, "s1", t0))
         .await
         .unwrap();
     assert_eq!(lease.subdomain.len(), 10);
@@ -96,36 +113,37 @@ async fn check_new_device(store: &dyn Store) {
     assert!(lease.ports.values().all(|p| (20000..=20999).contains(p)));
     assert_eq!(lease.online.as_ref().unwrap().session, "s1");
     let found = store
-        .by_subdomain(&lease.subdomain, T0)
+        .by_subdomain(&lease.subdomain, t0)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(found, lease);
     assert_eq!(
-        store.by_name("thermo-42", T0).await.unwrap().unwrap(),
+        store.by_name("thermo-42", t0).await.unwrap().unwrap(),
         lease
     );
     assert!(store
-        .by_subdomain("zzzzzzzzzz", T0)
+        .by_subdomain("zzzzzzzzzz", t0)
         .await
         .unwrap()
         .is_none());
 }
 
 async fn check_grace(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["22", "mqtt"]);
-    let first = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
-    store.release("dev", "s1", T0 + 10, GRACE_MS).await.unwrap();
+    let first = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
+    store.release("dev", "s1", t0 + 10, GRACE_MS).await.unwrap();
     let offline = store
-        .by_subdomain(&first.subdomain, T0 + 20)
+        .by_subdomain(&first.subdomain, t0 + 20)
         .await
         .unwrap()
         .unwrap();
     assert!(offline.online.is_none());
-    assert_eq!(offline.last_seen_ms, T0 + 10);
-    assert_eq!(offline.expires_at_ms, Some(T0 + 10 + GRACE_MS));
+    assert_eq!(offline.last_seen_ms, t0 + 10);
+    assert_eq!(offline.expires_at_ms, Some(t0 + 10 + GRACE_MS));
     let back = store
-        .claim(claim("dev", &svc, "s2", T0 + GRACE_MS))
+        .claim(claim("dev", &svc, "s2", t0 + GRACE_MS))
         .await
         .unwrap();
     assert_eq!(back.subdomain, first.subdomain);
@@ -133,7 +151,7 @@ async fn check_grace(store: &dyn Store) {
     // A service dropped on reconnect frees its port; a new one gets a port.
     let fewer = services(&["22", "modbus"]);
     let changed = store
-        .claim(claim("dev", &fewer, "s3", T0 + GRACE_MS + 1))
+        .claim(claim("dev", &fewer, "s3", t0 + GRACE_MS + 1))
         .await
         .unwrap();
     assert_eq!(changed.ports["22"], first.ports["22"]);
@@ -142,10 +160,11 @@ async fn check_grace(store: &dyn Store) {
 }
 
 async fn check_expiry(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["22"]);
-    let first = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
-    store.release("dev", "s1", T0, GRACE_MS).await.unwrap();
-    let after = T0 + GRACE_MS + 1;
+    let first = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
+    store.release("dev", "s1", t0, GRACE_MS).await.unwrap();
+    let after = t0 + GRACE_MS + 1;
     assert!(store
         .by_subdomain(&first.subdomain, after)
         .await
@@ -173,16 +192,17 @@ async fn check_expiry(store: &dyn Store) {
 }
 
 async fn check_stale_release(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&[]);
-    store.claim(claim("dev", &svc, "old", T0)).await.unwrap();
+    store.claim(claim("dev", &svc, "old", t0)).await.unwrap();
     store
-        .claim(claim("dev", &svc, "new", T0 + 1))
+        .claim(claim("dev", &svc, "new", t0 + 1))
         .await
         .unwrap();
-    store.release("dev", "old", T0 + 2, GRACE_MS).await.unwrap();
-    let lease = store.by_name("dev", T0 + 3).await.unwrap().unwrap();
+    store.release("dev", "old", t0 + 2, GRACE_MS).await.unwrap();
+    let lease = store.by_name("dev", t0 + 3).await.unwrap().unwrap();
     assert_eq!(lease.online.unwrap().session, "new");
-    store.release("ghost", "x", T0, GRACE_MS).await.unwrap();
+    store.release("ghost", "x", t0, GRACE_MS).await.unwrap();
 }
 
 async fn check_uniqueness(store: Arc<dyn Store>) {
@@ -190,6 +210,7 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
     for i in 0..40 {
         let store = store.clone();
         tasks.spawn(async move {
+            let t0 = clock_now();
             let name = format!("dev-{i}");
             let svc = services(&["a", "b"]);
             let c = Claim {
@@ -197,7 +218,7 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
                 services: &svc,
                 session: "s",
                 node: "n",
-                now_ms: T0,
+                now_ms: t0,
                 port_range: 30000..=30099,
             };
             store.claim(c).await.unwrap()
@@ -216,19 +237,21 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
 }
 
 async fn check_exhaustion(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["a", "b", "c"]);
     let c = Claim {
         name: "big",
         services: &svc,
         session: "s",
         node: "n",
-        now_ms: T0,
+        now_ms: t0,
         port_range: 40000..=40001,
     };
-    assert!(matches!(
-        store.claim(c).await,
-        Err(StoreError::NoFreePort(_))
-    ));
+    let refused = store.claim(c).await;
+    assert!(
+        matches!(refused, Err(StoreError::NoFreePort(_))),
+        "{refused:?}"
+    );
     // The failed claim left nothing behind: a smaller one fits the range.
     let two = services(&["a", "b"]);
     let c = Claim {
@@ -236,7 +259,7 @@ async fn check_exhaustion(store: &dyn Store) {
         services: &two,
         session: "s",
         node: "n",
-        now_ms: T0,
+        now_ms: t0,
         port_range: 40000..=40001,
     };
     let lease = store.claim(c).await.unwrap();
@@ -244,33 +267,35 @@ async fn check_exhaustion(store: &dyn Store) {
 }
 
 async fn check_recovery(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["22"]);
-    let lease = store.claim(claim("dev", &svc, "s1", T0)).await.unwrap();
+    let lease = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
     assert_eq!(
         store
-            .recover_node("node-a", T0 + 5, GRACE_MS)
+            .recover_node("node-a", t0 + 5, GRACE_MS)
             .await
             .unwrap(),
         1
     );
-    let recovered = store.by_name("dev", T0 + 6).await.unwrap().unwrap();
+    let recovered = store.by_name("dev", t0 + 6).await.unwrap().unwrap();
     assert!(recovered.online.is_none());
-    assert_eq!(recovered.expires_at_ms, Some(T0 + 5 + GRACE_MS));
+    assert_eq!(recovered.expires_at_ms, Some(t0 + 5 + GRACE_MS));
     let back = store
-        .claim(claim("dev", &svc, "s2", T0 + 100))
+        .claim(claim("dev", &svc, "s2", t0 + 100))
         .await
         .unwrap();
     assert_eq!((back.subdomain, back.ports), (lease.subdomain, lease.ports));
 }
 
 async fn check_reassign(store: &dyn Store) {
+    let t0 = clock_now();
     let svc = services(&["22"]);
     let c = Claim {
         name: "dev",
         services: &svc,
         session: "s",
         node: "n",
-        now_ms: T0,
+        now_ms: t0,
         port_range: 50000..=50002,
     };
     let lease = store.claim(c).await.unwrap();

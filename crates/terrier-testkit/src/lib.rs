@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod redis;
 pub mod server;
 pub mod upstream;
 pub mod visitor;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use agent::TestAgent;
+pub use redis::RedisServer;
 pub use server::TestServer;
 
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.

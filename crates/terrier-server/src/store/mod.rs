@@ -8,6 +8,7 @@
 //! store has no clock of its own and tests decide what "now" is.
 
 pub mod embedded;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;

@@ -1,0 +1,64 @@
+-- ARGV: prefix, name, session, node, now, services (a,b), subdomain candidates (x,y),
+--       port candidates (1,2), port min, port max
+-- Returns the lease as an array, or an error reply "NOSUB" / "NOPORT" without writing.
+local name, session, node = ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(ARGV[5])
+local services = split(ARGV[6])
+local sub_candidates = split(ARGV[7])
+local port_candidates = split(ARGV[8])
+local min, max = tonumber(ARGV[9]), tonumber(ARGV[10])
+
+local lease = load(name)
+if lease and not is_live(lease, now) then
+  delete(lease)
+  lease = nil
+end
+
+-- Phase 1: decide everything; fail before writing anything.
+local sub
+if lease then
+  sub = lease.sub
+else
+  for _, c in ipairs(sub_candidates) do
+    if redis.call('EXISTS', P .. 'sub:' .. c) == 0 then sub = c break end
+  end
+  if not sub then return redis.error_reply('NOSUB') end
+end
+local old_ports = lease and parse_ports(lease.ports) or {}
+local wanted = {}
+for _, svc in ipairs(services) do wanted[svc] = true end
+local ports, taken, freed = {}, {}, {}
+for svc, port in pairs(old_ports) do
+  if wanted[svc] and port >= min and port <= max then
+    ports[svc] = port
+  else
+    table.insert(freed, port)
+  end
+end
+for _, svc in ipairs(services) do
+  if not ports[svc] then
+    local p = free_port(port_candidates, min, max, taken)
+    if not p then return redis.error_reply('NOPORT') end
+    taken[p] = true
+    ports[svc] = p
+  end
+end
+
+-- Phase 2: write.
+for _, port in ipairs(freed) do
+  if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
+end
+if lease and lease.node ~= '' and lease.node ~= node then
+  redis.call('SREM', P .. 'node:' .. lease.node, name)
+end
+redis.call('SET', P .. 'sub:' .. sub, name)
+for _, port in pairs(ports) do redis.call('SET', P .. 'port:' .. port, name) end
+lease = {
+  name = name, sub = sub, ports = format_ports(ports), session = session, node = node,
+  since = tostring(now), seen = tostring(now), exp = '',
+}
+redis.call('HSET', P .. 'lease:' .. name, 'name', name, 'sub', sub, 'ports', lease.ports,
+  'session', session, 'node', node, 'since', lease.since, 'seen', lease.seen, 'exp', '')
+set_expiry(lease, nil)
+redis.call('SADD', P .. 'node:' .. node, name)
+return reply(lease)

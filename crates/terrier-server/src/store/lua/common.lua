@@ -1,0 +1,91 @@
+-- Shared helpers, prepended to every terrier script.
+-- Key layout (P = prefix, e.g. "terrier:"):
+--   P.."lease:"..name   hash: name, sub, ports ("svc=port;svc=port"), session ("" offline),
+--                        node, since, seen, exp ("" while online; Unix ms when offline)
+--   P.."sub:"..label    string: name          (expires with the lease)
+--   P.."port:"..port    string: name          (expires with the lease)
+--   P.."node:"..node    set of names online on that node
+--   P.."expiring"       sorted set: name scored by exp, for sweeps
+local P = ARGV[1]
+
+local function load(name)
+  local raw = redis.call('HGETALL', P .. 'lease:' .. name)
+  if #raw == 0 then return nil end
+  local lease = {}
+  for i = 1, #raw, 2 do lease[raw[i]] = raw[i + 1] end
+  return lease
+end
+
+local function parse_ports(s)
+  local ports, order = {}, {}
+  for svc, port in string.gmatch(s or '', '([^=;]+)=(%d+)') do
+    ports[svc] = tonumber(port)
+    table.insert(order, svc)
+  end
+  return ports, order
+end
+
+local function format_ports(ports)
+  local keys = {}
+  for svc, _ in pairs(ports) do table.insert(keys, svc) end
+  table.sort(keys)
+  local parts = {}
+  for _, svc in ipairs(keys) do table.insert(parts, svc .. '=' .. ports[svc]) end
+  return table.concat(parts, ';')
+end
+
+local function split(s)
+  local out = {}
+  for item in string.gmatch(s or '', '[^,]+') do table.insert(out, item) end
+  return out
+end
+
+local function is_live(lease, now)
+  return lease.session ~= '' or (lease.exp ~= '' and tonumber(lease.exp) > now)
+end
+
+-- Deletes a lease and the index keys that still point at it.
+local function delete(lease)
+  local name = lease.name
+  if redis.call('GET', P .. 'sub:' .. lease.sub) == name then redis.call('DEL', P .. 'sub:' .. lease.sub) end
+  local ports = parse_ports(lease.ports)
+  for _, port in pairs(ports) do
+    if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
+  end
+  redis.call('DEL', P .. 'lease:' .. name)
+  redis.call('ZREM', P .. 'expiring', name)
+  if lease.node and lease.node ~= '' then redis.call('SREM', P .. 'node:' .. lease.node, name) end
+end
+
+-- Sets (exp given) or clears (exp nil) the expiry of a lease and its index keys.
+local function set_expiry(lease, exp)
+  local keys = { P .. 'lease:' .. lease.name, P .. 'sub:' .. lease.sub }
+  for _, port in pairs(parse_ports(lease.ports)) do table.insert(keys, P .. 'port:' .. port) end
+  for _, key in ipairs(keys) do
+    if exp then redis.call('PEXPIREAT', key, exp) else redis.call('PERSIST', key) end
+  end
+  if exp then
+    redis.call('ZADD', P .. 'expiring', exp, lease.name)
+  else
+    redis.call('ZREM', P .. 'expiring', lease.name)
+  end
+end
+
+-- A free port: a candidate first, then a scan of the range; nil if none.
+local function free_port(candidates, min, max, taken)
+  local function ok(p)
+    return not taken[p] and redis.call('EXISTS', P .. 'port:' .. p) == 0
+  end
+  for _, c in ipairs(candidates) do
+    local p = tonumber(c)
+    if p >= min and p <= max and ok(p) then return p end
+  end
+  for p = min, max do
+    if ok(p) then return p end
+  end
+  return nil
+end
+
+local function reply(lease)
+  return { lease.name, lease.sub, lease.ports, lease.session, lease.node, lease.since, lease.seen, lease.exp }
+end

@@ -1,0 +1,325 @@
+//! The Redis store, for many nodes sharing state (works with Valkey too).
+//!
+//! Every operation that changes more than one key is one Lua script, so it
+//! is atomic on the server: two nodes can never hand out one subdomain or one
+//! port twice. Randomness stays in Rust (scripts are deterministic): the
+//! caller passes candidate subdomains and ports, the script takes the first
+//! free one, and a rare "all candidates taken" is retried with new ones.
+//! Offline leases carry a Redis expiry (`PEXPIREAT`) equal to the end of
+//! their grace period, so they vanish even if no node sweeps. The key layout
+//! is documented at the top of `lua/common.lua`.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use async_trait::async_trait;
+use rand::Rng;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::{Claim, Lease, Online, Store, StoreError};
+
+const COMMON: &str = include_str!("lua/common.lua");
+/// Fresh candidates per attempt; with 51-bit subdomains, one is plenty.
+const SUB_CANDIDATES: usize = 4;
+/// Random port candidates per needed port before the script scans.
+const PORT_CANDIDATES_PER_SERVICE: usize = 8;
+/// Attempts with fresh candidates when all were taken.
+const CLAIM_ATTEMPTS: usize = 5;
+
+/// A [`Store`] in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// Multiplexed connection that reconnects by itself.
+    conn: ConnectionManager,
+    /// Key prefix, so several deployments can share one Redis.
+    prefix: String,
+    /// The compiled scripts.
+    scripts: Scripts,
+}
+
+#[derive(Clone)]
+struct Scripts {
+    claim: Script,
+    release: Script,
+    reassign: Script,
+    sweep: Script,
+    recover: Script,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`); keys start with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let conn = ConnectionManager::new(client).await.map_err(backend)?;
+        let script = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            scripts: Scripts {
+                claim: script(include_str!("lua/claim.lua")),
+                release: script(include_str!("lua/release.lua")),
+                reassign: script(include_str!("lua/reassign.lua")),
+                sweep: script(include_str!("lua/sweep.lua")),
+                recover: script(include_str!("lua/recover.lua")),
+            },
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    async fn lease(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key("lease", name))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let lease = decode([
+            get("name"),
+            get("sub"),
+            get("ports"),
+            get("session"),
+            get("node"),
+            get("since"),
+            get("seen"),
+            get("exp"),
+        ])?;
+        Ok(lease.is_live(now_ms).then_some(lease))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn claim(&self, claim: Claim<'_>) -> Result<Lease, StoreError> {
+        let mut conn = self.conn.clone();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let subs: Vec<String> = (0..SUB_CANDIDATES)
+                .map(|_| terrier_transport::ids::random_subdomain())
+                .collect();
+            let ports = port_candidates(
+                &claim.port_range,
+                claim.services.len() * PORT_CANDIDATES_PER_SERVICE,
+            );
+            let result: redis::RedisResult<[String; 8]> = self
+                .scripts
+                .claim
+                .arg(&self.prefix)
+                .arg(claim.name)
+                .arg(claim.session)
+                .arg(claim.node)
+                .arg(claim.now_ms)
+                .arg(claim.services.join(","))
+                .arg(subs.join(","))
+                .arg(ports)
+                .arg(*claim.port_range.start())
+                .arg(*claim.port_range.end())
+                .invoke_async(&mut conn)
+                .await;
+            match result {
+                Ok(fields) => return decode(fields),
+                Err(e) if script_error(&e) == Some("NOSUB") => continue,
+                Err(e) if script_error(&e) == Some("NOPORT") => {
+                    return Err(StoreError::NoFreePort(claim.port_range))
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(StoreError::Backend(
+            "no free subdomain after several attempts".into(),
+        ))
+    }
+
+    async fn reassign_port(
+        &self,
+        name: &str,
+        service: &str,
+        avoid: &[u16],
+        port_range: RangeInclusive<u16>,
+    ) -> Result<Lease, StoreError> {
+        let mut conn = self.conn.clone();
+        let avoid: Vec<String> = avoid.iter().map(u16::to_string).collect();
+        let result: redis::RedisResult<[String; 8]> = self
+            .scripts
+            .reassign
+            .arg(&self.prefix)
+            .arg(name)
+            .arg(service)
+            .arg(avoid.join(","))
+            .arg(port_candidates(&port_range, PORT_CANDIDATES_PER_SERVICE))
+            .arg(*port_range.start())
+            .arg(*port_range.end())
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(fields) => decode(fields),
+            Err(e) if script_error(&e) == Some("NOLEASE") => {
+                Err(StoreError::NoLease(name.to_owned()))
+            }
+            Err(e) if script_error(&e) == Some("NOPORT") => Err(StoreError::NoFreePort(port_range)),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn release(
+        &self,
+        name: &str,
+        session: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .release
+            .arg(&self.prefix)
+            .arg(name)
+            .arg(session)
+            .arg(now_ms)
+            .arg(grace_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn by_subdomain(
+        &self,
+        subdomain: &str,
+        now_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let name: Option<String> = redis::cmd("GET")
+            .arg(self.key("sub", subdomain))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        match name {
+            Some(name) => Ok(self
+                .lease(&name, now_ms)
+                .await?
+                .filter(|l| l.subdomain == subdomain)),
+            None => Ok(None),
+        }
+    }
+
+    async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.lease(name, now_ms).await
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = self
+            .scripts
+            .sweep
+            .arg(&self.prefix)
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        // The keys may be gone already (Redis expired them), so only the
+        // names are known; that is all a node needs to close listeners.
+        Ok(names
+            .into_iter()
+            .map(|name| Lease {
+                name,
+                subdomain: String::new(),
+                ports: BTreeMap::new(),
+                online: None,
+                last_seen_ms: 0,
+                expires_at_ms: Some(now_ms),
+            })
+            .collect())
+    }
+
+    async fn recover_node(
+        &self,
+        node: &str,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: usize = self
+            .scripts
+            .recover
+            .arg(&self.prefix)
+            .arg(node)
+            .arg(now_ms)
+            .arg(grace_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(n)
+    }
+}
+
+/// Random ports of `range` as a comma-separated list.
+fn port_candidates(range: &RangeInclusive<u16>, count: usize) -> String {
+    let mut rng = rand::rng();
+    (0..count)
+        .map(|_| rng.random_range(range.clone()).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The code a script returned with `redis.error_reply`, if that is what `e`
+/// is. Redis versions decorate script errors differently, so look for ours.
+fn script_error(e: &redis::RedisError) -> Option<&'static str> {
+    let text = e.to_string();
+    ["NOSUB", "NOPORT", "NOLEASE"]
+        .into_iter()
+        .find(|code| text.contains(code))
+}
+
+/// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.
+fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
+    let [name, subdomain, ports, session, node, since, seen, exp] = fields;
+    let number = |s: &str| -> Result<u64, StoreError> {
+        s.parse().map_err(|_| {
+            StoreError::Backend(format!("corrupt lease {name:?}: {s:?} is not a number"))
+        })
+    };
+    let mut port_map = BTreeMap::new();
+    for pair in ports.split(';').filter(|p| !p.is_empty()) {
+        let (svc, port) = pair
+            .split_once('=')
+            .ok_or_else(|| StoreError::Backend(format!("corrupt ports of {name:?}: {ports:?}")))?;
+        let port = port
+            .parse()
+            .map_err(|_| StoreError::Backend(format!("corrupt port of {name:?}: {pair:?}")))?;
+        port_map.insert(svc.to_owned(), port);
+    }
+    let online = if session.is_empty() {
+        None
+    } else {
+        Some(Online {
+            session,
+            node,
+            since_ms: number(&since)?,
+        })
+    };
+    let expires_at_ms = if exp.is_empty() {
+        None
+    } else {
+        Some(number(&exp)?)
+    };
+    let last_seen_ms = number(&seen)?;
+    Ok(Lease {
+        name,
+        subdomain,
+        ports: port_map,
+        online,
+        last_seen_ms,
+        expires_at_ms,
+    })
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
