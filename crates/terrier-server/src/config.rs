@@ -30,6 +30,11 @@ pub struct ServerConfig {
     pub tcp_port_max: u16,
     /// Folder of the embedded store file (`terrier.redb`).
     pub data_dir: PathBuf,
+    /// Where shared state lives: `embedded` (a file in `data_dir`, one node)
+    /// or a `redis://host:port/db` URL (many nodes).
+    pub store: String,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    pub redis_prefix: String,
     /// How long a disconnected device keeps its subdomain and ports.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
@@ -87,6 +92,8 @@ impl Default for ServerConfig {
             tcp_port_min: 20000,
             tcp_port_max: 29999,
             data_dir: PathBuf::from("terrierd-data"),
+            store: "embedded".into(),
+            redis_prefix: "terrier:".into(),
             grace_period: Duration::from_secs(600),
             pages_dir: None,
             node_id: None,
@@ -155,6 +162,15 @@ impl ServerConfig {
             return Err(ConfigError(format!(
                 "public_scheme {:?} must be http or https",
                 self.public_scheme
+            )));
+        }
+        if self.store != "embedded"
+            && !self.store.starts_with("redis://")
+            && !self.store.starts_with("rediss://")
+        {
+            return Err(ConfigError(format!(
+                "store {:?} must be \"embedded\" or a redis://host:port/db URL",
+                self.store
             )));
         }
         let l = &self.limits;

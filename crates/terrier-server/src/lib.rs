@@ -48,25 +48,39 @@ pub struct Node {
     pub shutdown: CancellationToken,
 }
 
-/// Serves one node on `listener` with the embedded store in
-/// `config.data_dir`, until `shutdown` is cancelled; then stops accepting,
-/// closes control sockets, lets requests drain and returns.
+/// Serves one node on `listener` with the store `config.store` names (the
+/// embedded file in `config.data_dir` by default), until `shutdown` is
+/// cancelled; then stops accepting, closes control sockets, lets requests
+/// drain and returns.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let path = config.data_dir.join("terrier.redb");
-    let store = store::embedded::EmbeddedStore::open(&path).with_context(|| {
-        format!(
-            "opening store {} (is another terrierd using it?)",
-            path.display()
-        )
-    })?;
-    run_with_store(config, Arc::new(store), listener, shutdown).await
+    let store = open_store(&config).await?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// Opens the store backend the configuration names.
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if config.store == "embedded" {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let path = config.data_dir.join("terrier.redb");
+        let store = store::embedded::EmbeddedStore::open(&path).with_context(|| {
+            format!(
+                "opening store {} (is another terrierd using it?)",
+                path.display()
+            )
+        })?;
+        Ok(Arc::new(store))
+    } else {
+        let store = store::redis::RedisStore::connect(&config.store, &config.redis_prefix)
+            .await
+            .with_context(|| format!("connecting to {}", config.store))?;
+        Ok(Arc::new(store))
+    }
 }
 
 /// [`run`] with a store the caller made (another backend, or a shared one).
@@ -90,7 +104,15 @@ pub async fn run_with_store(
         .context("recovering leases")?;
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
-    let client = ingress::proxy::client(sessions.clone(), tasks.clone(), &config.limits);
+    // Pooled upstream connections outlive requests; once the ingress has
+    // drained on shutdown, nothing can use them, so their relays stop.
+    let idle_stop = CancellationToken::new();
+    let client = ingress::proxy::client(
+        sessions.clone(),
+        tasks.clone(),
+        idle_stop.clone(),
+        &config.limits,
+    );
     let node = Arc::new(Node {
         config,
         node_id,
@@ -111,6 +133,7 @@ pub async fn run_with_store(
     );
     tasks.spawn(sweep_leases(node.clone()));
     ingress::http::serve(node.clone(), listener).await;
+    idle_stop.cancel();
 
     // Shutdown: accept loops have stopped; sessions end through their
     // child tokens. Give in-flight streams the drain timeout.

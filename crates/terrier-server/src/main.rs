@@ -37,6 +37,12 @@ struct Args {
     /// Folder of the embedded store (leases survive restarts) [default: ./terrierd-data].
     #[arg(long, env = "TERRIERD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Shared state: "embedded" (a file in --data-dir, one node) or redis://host:port/db (many nodes) [default: embedded].
+    #[arg(long, env = "TERRIERD_STORE")]
+    store: Option<String>,
+    /// This node's id in leases; keep it stable across restarts with a Redis store [default: random].
+    #[arg(long, env = "TERRIERD_NODE_ID")]
+    node_id: Option<String>,
     /// How long a disconnected device keeps its subdomain and ports, e.g. 10m [default: 10m].
     #[arg(long, env = "TERRIERD_GRACE", value_parser = humantime::parse_duration)]
     grace: Option<Duration>,
@@ -88,6 +94,12 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(store) = &args.store {
+        config.store = store.clone();
+    }
+    if let Some(id) = &args.node_id {
+        config.node_id = Some(id.clone());
     }
     if let Some(grace) = args.grace {
         config.grace_period = grace;

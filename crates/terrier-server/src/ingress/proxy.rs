@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use terrier_proto::handshake::HTTP_SERVICE;
 use tokio::io::DuplexStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
@@ -51,10 +52,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// The hyper client that reaches devices through tunnel streams.
 pub type DeviceClient = Client<StreamConnector, Incoming>;
 
-/// Builds the client; idle connections are pooled per session.
+/// Builds the client; idle connections are pooled per session. Their relays
+/// stop when `idle_stop` fires (after the ingress drained on shutdown).
 pub fn client(
     node_sessions: Arc<Registry>,
     tasks: TaskTracker,
+    idle_stop: CancellationToken,
     limits: &crate::config::Limits,
 ) -> DeviceClient {
     Client::builder(TokioExecutor::new())
@@ -65,6 +68,7 @@ pub fn client(
         .build(StreamConnector {
             sessions: node_sessions,
             tasks,
+            idle_stop,
         })
 }
 
@@ -334,6 +338,8 @@ pub struct StreamConnector {
     sessions: Arc<Registry>,
     /// Tracks the relay tasks.
     tasks: TaskTracker,
+    /// Ends the relays of pooled connections once no request can use them.
+    idle_stop: CancellationToken,
 }
 
 impl tower_service::Service<Uri> for StreamConnector {
@@ -348,13 +354,17 @@ impl tower_service::Service<Uri> for StreamConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let session = uri.host().and_then(|id| self.sessions.by_id(id));
         let tasks = self.tasks.clone();
+        let idle_stop = self.idle_stop.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
             let socket = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             tasks.spawn(async move {
-                if let Err(e) = terrier_transport::relay(socket, theirs).await {
-                    tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");
+                tokio::select! {
+                    result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
+                        tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");
+                    },
+                    () = idle_stop.cancelled() => {}
                 }
             });
             Ok(StreamConnection(TokioIo::new(ours)))
