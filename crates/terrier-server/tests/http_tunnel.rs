@@ -181,13 +181,24 @@ async fn curl_reaches_the_device_by_its_url() {
     let authority = url.trim_start_matches("http://");
     // --resolve makes curl use the device's real URL, as a browser would.
     let output = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-i", "--resolve", &format!("{authority}:127.0.0.1")])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-i",
+            "--resolve",
+            &format!("{authority}:127.0.0.1"),
+        ])
         .arg(format!("{url}/hello"))
         .output()
         .await
         .expect("curl is installed (scripts/test.sh installs it)");
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("hello from device"), "{out}");
     server.stop().await;

@@ -1,0 +1,434 @@
+//! `terrierd` as a real process: the things only a separate process shows —
+//! its own memory use under large bodies, exit on SIGTERM, exit codes and
+//! messages for `--help` and bad configuration, and `--demo` on stdout.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use terrier_agent::Event;
+use terrier_testkit::upstream;
+use terrier_testkit::visitor::{self, device_host, Visitor};
+use terrier_testkit::{eventually, init_logging, TestAgent};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Path of the binary under test.
+const TERRIERD: &str = env!("CARGO_BIN_EXE_terrierd");
+/// How long a started terrierd may take to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long terrierd may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest server RSS growth accepted while 50 MB bodies stream through.
+const MAX_RSS_GROWTH_BYTES: u64 = 20 * 1024 * 1024;
+
+/// A terrierd child process, killed on drop.
+struct Terrierd {
+    /// The process.
+    child: Child,
+    /// Its HTTP listener.
+    addr: SocketAddr,
+    /// Lines it printed on stdout (its logs go there too).
+    stdout: mpsc::UnboundedReceiver<String>,
+    /// Keeps its data dir alive.
+    _data: tempfile::TempDir,
+}
+
+impl Terrierd {
+    /// Starts terrierd on a free port with a fresh data dir and `extra` flags,
+    /// and waits until it accepts TCP connections.
+    async fn start(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let addr = free_addr();
+        let mut child = terrierd_command()
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn terrierd");
+        let (tx, stdout) = mpsc::unbounded_channel();
+        forward_lines(child.stdout.take().expect("stdout"), "stdout", Some(tx));
+        forward_lines(child.stderr.take().expect("stderr"), "stderr", None);
+        let mut server = Self {
+            child,
+            addr,
+            stdout,
+            _data: data,
+        };
+        let until = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("terrierd exited during startup: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "terrierd accepts TCP on {addr} within {STARTUP_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    /// The URL agents use.
+    fn url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}", self.addr)).expect("server url")
+    }
+
+    /// Its process id.
+    fn pid(&self) -> u32 {
+        self.child.id().expect("terrierd is running")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    async fn terminate(mut self) -> ExitStatus {
+        let pid = self.pid();
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
+        tokio::time::timeout(EXIT_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("terrierd exits within {EXIT_TIMEOUT:?} of SIGTERM"))
+            .expect("wait for terrierd")
+    }
+
+    /// Waits (bounded) for a stdout line containing `needle`.
+    async fn line_containing(&mut self, needle: &str, deadline: Duration) -> String {
+        let wait = async {
+            while let Some(line) = self.stdout.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("terrierd closed stdout before printing {needle:?}");
+        };
+        tokio::time::timeout(deadline, wait)
+            .await
+            .unwrap_or_else(|_| panic!("terrierd printed {needle:?} within {deadline:?}"))
+    }
+}
+
+/// terrierd with nothing inherited from the environment that would change it.
+fn terrierd_command() -> Command {
+    let mut command = Command::new(TERRIERD);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TERRIERD_") {
+            command.env_remove(key);
+        }
+    }
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+/// Runs terrierd to completion with `args` (bounded), returning its output.
+async fn run_to_exit(args: &[&str]) -> std::process::Output {
+    let output = terrierd_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    tokio::time::timeout(Duration::from_secs(10), output)
+        .await
+        .unwrap_or_else(|_| panic!("terrierd {args:?} exits within 10 s"))
+        .expect("run terrierd")
+}
+
+/// Copies a child's output lines to the test output, and to `tx` if given.
+fn forward_lines(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    which: &'static str,
+    tx: Option<mpsc::UnboundedSender<String>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("terrierd {which}: {line}");
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+/// A loopback address that was free a moment ago (terrierd does not report
+/// the port it bound for `:0`, so the test chooses one).
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A one-port TCP range that was free a moment ago, as `P-P`.
+fn free_port_range() -> String {
+    let port = free_addr().port();
+    format!("{port}-{port}")
+}
+
+/// Resident set size of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Samples the RSS of `pid` every 5 ms until dropped; [`RssSampler::peak`]
+/// is the largest seen.
+struct RssSampler {
+    /// The sampling task; it returns the peak when asked to stop.
+    task: tokio::task::JoinHandle<u64>,
+    /// Tells the task to stop.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = rss_bytes(pid);
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => peak = peak.max(rss_bytes(pid)),
+                }
+            }
+            peak.max(rss_bytes(pid))
+        });
+        Self { task, stop }
+    }
+
+    async fn peak(self) -> u64 {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("sampler stops")
+            .expect("sampler task")
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn empty_body() -> visitor::Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+#[tokio::test]
+async fn server_memory_does_not_grow_with_body_size() {
+    init_logging();
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let server = Terrierd::start(&["--tcp-ports", &free_port_range(), "--log", "warn"]).await;
+    let pid = server.pid();
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "rss-meter", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let visitor = Visitor::new(server.addr);
+
+    // Warm-up: the first request allocates the proxy client, pools, pages.
+    for _ in 0..3 {
+        let page = visitor.get(&host, "/hello").await;
+        assert_eq!(page.status, 200, "{page:?}");
+    }
+    let baseline = rss_bytes(pid);
+
+    // Download: consumed frame by frame, never stored.
+    let sampler = RssSampler::start(pid);
+    let download = async {
+        let response = visitor
+            .send("GET", &host, &format!("/bytes/{SIZE}"), empty_body())
+            .await;
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("download frame").into_data() {
+                received += data.len() as u64;
+            }
+        }
+        received
+    };
+    let received = tokio::time::timeout(Duration::from_secs(120), download)
+        .await
+        .expect("50 MB download within 120 s");
+    assert_eq!(received, SIZE);
+    let download_peak = sampler.peak().await;
+
+    // Upload: generated as it is sent; the device counts and checks it.
+    let sampler = RssSampler::start(pid);
+    let upload = async {
+        let stream = upstream::pattern_stream::<std::io::Error>(SIZE);
+        let body = http_body_util::StreamBody::new(stream).boxed();
+        visitor::read(visitor.send("POST", &host, "/count", body).await).await
+    };
+    let page = tokio::time::timeout(Duration::from_secs(120), upload)
+        .await
+        .expect("50 MB upload within 120 s");
+    assert_eq!((page.status, page.body.as_str()), (200, "52428800 ok"));
+    let upload_peak = sampler.peak().await;
+    let after = rss_bytes(pid);
+
+    let peak = download_peak.max(upload_peak);
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "terrierd RSS: baseline {:.1} MiB, download peak {:.1} MiB, upload peak {:.1} MiB, \
+         after {:.1} MiB; peak growth {:.1} MiB for {} MiB bodies",
+        mib(baseline),
+        mib(download_peak),
+        mib(upload_peak),
+        mib(after),
+        mib(growth),
+        SIZE / (1024 * 1024)
+    );
+    assert!(
+        growth < MAX_RSS_GROWTH_BYTES,
+        "terrierd RSS grew by {:.1} MiB (baseline {:.1} MiB, peak {:.1} MiB) \
+         while 50 MB bodies streamed through; bodies must not be buffered",
+        mib(growth),
+        mib(baseline),
+        mib(peak)
+    );
+
+    let status = server.terminate().await;
+    assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    init_logging();
+    let server = Terrierd::start(&["--tcp-ports", &free_port_range()]).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "sigterm-dev", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let page = Visitor::new(server.addr).get(&host, "/hello").await;
+    assert_eq!(page.status, 200, "{page:?}");
+
+    let status = server.terminate().await;
+    assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to see Disconnected",
+        || {
+            let events = agent.events();
+            async move {
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Disconnected { .. }))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    agent.stop().await.expect("agent stops");
+}
+
+#[tokio::test]
+async fn help_explains_every_flag() {
+    init_logging();
+    let output = run_to_exit(&["--help"]).await;
+    assert!(output.status.success(), "--help: {}", output.status);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--domain",
+        "--tcp-ports",
+        "--data-dir",
+        "--grace",
+        "--demo",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_config_is_a_clear_error() {
+    init_logging();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().expect("utf-8 path");
+
+    let output = run_to_exit(&["--tcp-ports", "30000-20000", "--data-dir", data_dir]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "reversed range accepted: {stderr}"
+    );
+    assert!(
+        stderr.contains("port range") && stderr.contains("30000-20000"),
+        "the error names the port range: {stderr}"
+    );
+
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "domain = \"example.com\"\nlisten_adress = \"127.0.0.1:9\"\n",
+    )
+    .expect("write config");
+    let output = run_to_exit(&[
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--data-dir",
+        data_dir,
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "unknown key accepted: {stderr}");
+    assert!(
+        stderr.contains("listen_adress"),
+        "the error names the unknown key: {stderr}"
+    );
+    assert!(
+        !Path::new(data_dir).exists(),
+        "a bad configuration must fail before anything is created"
+    );
+}
+
+#[tokio::test]
+async fn demo_mode_serves_a_page() {
+    init_logging();
+    let mut server = Terrierd::start(&["--demo", "--tcp-ports", &free_port_range()]).await;
+    let line = server
+        .line_containing("demo device online", Duration::from_secs(10))
+        .await;
+    let prefix = "demo device online: open http://";
+    let start = line.find(prefix).expect("the line names the URL") + prefix.len();
+    let authority = line[start..]
+        .split_whitespace()
+        .next()
+        .expect("URL after 'open'");
+    let port_suffix = format!(".localhost:{}", server.addr.port());
+    assert!(
+        authority.ends_with(&port_suffix),
+        "demo URL {authority:?} is on this server's port"
+    );
+
+    let page = Visitor::new(server.addr).get(authority, "/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("Hello from a device behind terrier"),
+        "{}",
+        page.body
+    );
+
+    let status = server.terminate().await;
+    assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
+}
