@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::header::{LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
-    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME,
-    PARAM_PLATFORM, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
+    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_SESSION,
+    PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
 use tokio::net::TcpStream;
@@ -64,17 +64,9 @@ impl HandshakeError {
 
 /// Connects to `url`'s host and port (the plain-TCP transport).
 pub async fn dial(url: &Url, timeout: Duration) -> Result<Transport, HandshakeError> {
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
-    let network = |source| HandshakeError::Network {
-        url: url.to_string(),
-        source,
-    };
+    let network = |source| HandshakeError::Network { url: url.to_string(), source };
     let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
         .await
         .map_err(|_| HandshakeError::Timeout(url.to_string()))?
@@ -85,17 +77,10 @@ pub async fn dial(url: &Url, timeout: Duration) -> Result<Transport, HandshakeEr
 
 /// Opens a WebSocket at `url` (ws/wss). A non-101 answer becomes
 /// [`HandshakeError::Rejected`] (with the `Location` of a 307 kept in `reason`).
-pub async fn open(
-    url: &Url,
-    max_frame: usize,
-    timeout: Duration,
-) -> Result<Socket, HandshakeError> {
+pub async fn open(url: &Url, max_frame: usize, timeout: Duration) -> Result<Socket, HandshakeError> {
     let stream = dial(url, timeout).await?;
     let mut request = url.as_str().into_client_request()?;
-    request.headers_mut().insert(
-        SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
     let config = terrier_transport::ws::config(max_frame);
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
     match tokio::time::timeout(timeout, handshake).await {
@@ -104,21 +89,12 @@ pub async fn open(
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
             let reason = if status == status::REDIRECT {
-                response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
+                response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
             } else {
                 let body = response.body().as_deref().unwrap_or_default();
                 let text = String::from_utf8_lossy(body).trim().to_owned();
                 if text.is_empty() {
-                    response
-                        .status()
-                        .canonical_reason()
-                        .unwrap_or("")
-                        .to_owned()
+                    response.status().canonical_reason().unwrap_or("").to_owned()
                 } else {
                     text
                 }
@@ -145,10 +121,7 @@ pub fn control_url(base: &Url, config: &AgentConfig, hops: u8) -> Url {
             q.append_pair(PARAM_TCP, &ids.join(","));
         }
         q.append_pair(PARAM_AGENT, concat!("terrier/", env!("CARGO_PKG_VERSION")));
-        q.append_pair(
-            PARAM_PLATFORM,
-            &format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
-        );
+        q.append_pair(PARAM_PLATFORM, &format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH));
         if hops > 0 {
             q.append_pair(PARAM_HOPS, &hops.to_string());
         }
@@ -161,27 +134,23 @@ pub fn data_url(base: &Url, session: &str, stream: &str) -> Url {
     let mut url = ws_url(base);
     url.set_path(DATA_PATH);
     url.set_query(None);
-    url.query_pairs_mut()
-        .append_pair(PARAM_SESSION, session)
-        .append_pair(PARAM_STREAM, stream);
+    url.query_pairs_mut().append_pair(PARAM_SESSION, session).append_pair(PARAM_STREAM, stream);
     url
 }
 
 /// Opens the control socket, following up to [`MAX_REDIRECT_HOPS`] redirects.
 /// Returns the socket and the server URL that accepted it (data sockets go
 /// to the same node).
-pub async fn open_control(config: &AgentConfig) -> Result<(Socket, Url), HandshakeError> {
-    let mut base = config.server.clone();
+pub async fn open_control(config: &AgentConfig, server: &Url) -> Result<(Socket, Url), HandshakeError> {
+    let mut base = server.clone();
     for hops in 0..=MAX_REDIRECT_HOPS {
         let url = control_url(&base, config, hops);
         match open(&url, config.max_control_frame_bytes, config.connect_timeout).await {
             Ok(socket) => return Ok((socket, base)),
             Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
                 tracing::info!(from = %base, to = %reason, "redirected to another node");
-                base = Url::parse(&reason).map_err(|_| HandshakeError::Rejected {
-                    status,
-                    reason: format!("bad redirect {reason:?}"),
-                })?;
+                base = Url::parse(&reason)
+                    .map_err(|_| HandshakeError::Rejected { status, reason: format!("bad redirect {reason:?}") })?;
             }
             Err(e) => return Err(e),
         }
@@ -211,25 +180,16 @@ mod tests {
             server: Url::parse("http://localhost:8080").unwrap(),
             name: "thermo-42".into(),
             http: Some(crate::Service::http("80".parse().unwrap())),
-            tcp: vec![
-                crate::Service::parse_tcp("22").unwrap(),
-                crate::Service::parse_tcp("mqtt=1883").unwrap(),
-            ],
+            tcp: vec![crate::Service::parse_tcp("22").unwrap(), crate::Service::parse_tcp("mqtt=1883").unwrap()],
             ..AgentConfig::default()
         };
         let url = control_url(&config.server, &config, 1);
         assert_eq!(url.scheme(), "ws");
         assert_eq!(url.path(), "/v1/control");
         let q = url.query().unwrap();
-        assert!(
-            q.starts_with("name=thermo-42&http=1&tcp=22%2Cmqtt&agent=terrier%2F"),
-            "{q}"
-        );
+        assert!(q.starts_with("name=thermo-42&http=1&tcp=22%2Cmqtt&agent=terrier%2F"), "{q}");
         assert!(q.ends_with("&hops=1"));
         let data = data_url(&Url::parse("https://t.example.com").unwrap(), "aa", "bb");
-        assert_eq!(
-            data.as_str(),
-            "wss://t.example.com/v1/data?session=aa&stream=bb"
-        );
+        assert_eq!(data.as_str(), "wss://t.example.com/v1/data?session=aa&stream=bb");
     }
 }

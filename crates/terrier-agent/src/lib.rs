@@ -29,6 +29,8 @@ pub use service::{Service, Target};
 pub struct AgentConfig {
     /// Server URL (`http://`, `https://`, `ws://` or `wss://`).
     pub server: Url,
+    /// More servers (other nodes) to try in turn when one cannot be reached.
+    pub fallback_servers: Vec<Url>,
     /// Device name.
     pub name: String,
     /// The HTTP service, if any.
@@ -53,6 +55,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             server: Url::parse("http://localhost:8080").expect("static URL"),
+            fallback_servers: Vec::new(),
             name: String::new(),
             http: None,
             tcp: Vec::new(),
@@ -69,11 +72,7 @@ impl Default for AgentConfig {
 impl AgentConfig {
     /// The local target of a service id.
     pub fn target(&self, service: &str) -> Option<&Target> {
-        self.http
-            .iter()
-            .chain(self.tcp.iter())
-            .find(|s| s.id == service)
-            .map(|s| &s.target)
+        self.http.iter().chain(self.tcp.iter()).find(|s| s.id == service).map(|s| &s.target)
     }
 }
 
@@ -148,11 +147,14 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     let mut backoff = reconnect::Backoff::new(config.backoff_min, config.backoff_max);
     let streams = TaskTracker::new();
+    let servers: Vec<Url> =
+        std::iter::once(config.server.clone()).chain(config.fallback_servers.iter().cloned()).collect();
+    let mut current = 0;
     let result = loop {
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            outcome = session::connect_and_serve(&config, &streams, &shutdown, &mut on_event) => outcome,
+            outcome = session::connect_and_serve(&config, &servers[current], &streams, &shutdown, &mut on_event) => outcome,
         };
         let mut delay_override = None;
         match outcome {
@@ -164,16 +166,17 @@ pub async fn run(
                 }
                 delay_override = go_away;
             }
-            session::Outcome::Failed(reason) => on_event(Event::Disconnected { reason }),
+            session::Outcome::Failed(reason) => {
+                on_event(Event::Disconnected { reason });
+                // That server is unreachable or refused: try the next one.
+                current = (current + 1) % servers.len();
+            }
         }
         if shutdown.is_cancelled() {
             break Ok(());
         }
         let delay = delay_override.unwrap_or_else(|| backoff.next_delay());
-        on_event(Event::Reconnecting {
-            in_secs: delay.as_secs_f64(),
-            attempt: backoff.attempt(),
-        });
+        on_event(Event::Reconnecting { in_secs: delay.as_secs_f64(), attempt: backoff.attempt() });
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             () = tokio::time::sleep(delay) => {}

@@ -16,8 +16,9 @@ use url::Url;
 #[command(version, about, long_about = None)]
 struct Args {
     /// Server to connect to, e.g. https://tunnel.example.com or http://localhost:8080.
-    #[arg(long, env = "TERRIER_SERVER", default_value = "http://localhost:8080")]
-    server: Url,
+    /// Repeat it (or separate with commas) to list several nodes, tried in turn.
+    #[arg(long, env = "TERRIER_SERVER", default_value = "http://localhost:8080", value_delimiter = ',')]
+    server: Vec<Url>,
     /// Device name: 1-63 of [a-z0-9-]. Defaults to this machine's host name.
     #[arg(long, env = "TERRIER_NAME")]
     name: Option<String>,
@@ -66,18 +67,17 @@ fn config(args: Args) -> Result<AgentConfig, String> {
         None => return Err("no --name given and the host name is not a valid device name".into()),
     };
     if !terrier_proto::name::is_valid_name(&name) {
-        return Err(format!(
-            "--name {name:?}: use 1-63 of [a-z0-9-], not starting or ending with '-'"
-        ));
+        return Err(format!("--name {name:?}: use 1-63 of [a-z0-9-], not starting or ending with '-'"));
     }
     if args.http.is_none() && args.tcp.is_empty() {
-        return Err(
-            "nothing to expose: give --http [HOST:]PORT and/or --tcp [ID=][HOST:]PORT".into(),
-        );
+        return Err("nothing to expose: give --http [HOST:]PORT and/or --tcp [ID=][HOST:]PORT".into());
     }
     terrier_agent::service::check_unique(&args.tcp)?;
+    let mut servers = args.server.into_iter();
+    let server = servers.next().ok_or("give --server URL")?;
     Ok(AgentConfig {
-        server: args.server,
+        server,
+        fallback_servers: servers.collect(),
         name,
         http: args.http.map(Service::http),
         tcp: args.tcp,
@@ -91,18 +91,12 @@ fn print_event(output: Output, event: &Event) {
         Output::Json => println!("{}", serde_json::to_string(event).unwrap_or_default()),
         Output::Text => match event {
             Event::Connected(c) => {
-                println!(
-                    "connected to {} as {} (subdomain {})",
-                    c.server, c.name, c.subdomain
-                );
+                println!("connected to {} as {} (subdomain {})", c.server, c.name, c.subdomain);
                 if let (Some(url), Some(target)) = (&c.url, &c.http_target) {
                     println!("  http  {url}  ->  {target}");
                 }
                 for p in &c.tcp {
-                    println!(
-                        "  tcp   {}:{}  ->  {}  ({})",
-                        p.host, p.port, p.target, p.service
-                    );
+                    println!("  tcp   {}:{}  ->  {}  ({})", p.host, p.port, p.target, p.service);
                 }
             }
             Event::Disconnected { reason } => println!("disconnected: {reason}"),
@@ -117,9 +111,7 @@ fn print_event(output: Output, event: &Event) {
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let output = args.output;

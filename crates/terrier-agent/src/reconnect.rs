@@ -20,11 +20,7 @@ pub struct Backoff {
 impl Backoff {
     /// Delays start below `min` and their ceiling doubles up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
+        Self { min, max: max.max(min), attempt: 0 }
     }
 
     /// The ceiling of the next delay: `min * 2^attempt`, at most `max`.
@@ -78,11 +74,7 @@ mod tests {
             let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(10));
             delays.insert(b.next_delay().as_millis());
         }
-        assert!(
-            delays.len() > 40,
-            "full jitter spreads delays: {}",
-            delays.len()
-        );
+        assert!(delays.len() > 40, "full jitter spreads delays: {}", delays.len());
     }
 
     #[test]

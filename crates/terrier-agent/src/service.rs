@@ -44,10 +44,7 @@ impl FromStr for Target {
         if host.is_empty() {
             return Err(format!("{s:?}: empty host"));
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(Self { host: host.to_owned(), port })
     }
 }
 
@@ -68,23 +65,16 @@ impl Service {
             None => (None, s),
         };
         let target: Target = target.parse()?;
-        let id = id
-            .map(str::to_owned)
-            .unwrap_or_else(|| target.port.to_string());
+        let id = id.map(str::to_owned).unwrap_or_else(|| target.port.to_string());
         if !is_valid_service_id(&id) {
-            return Err(format!(
-                "{s:?}: service id {id:?} must be 1-32 of [a-z0-9_-] and not \"http\""
-            ));
+            return Err(format!("{s:?}: service id {id:?} must be 1-32 of [a-z0-9_-] and not \"http\""));
         }
         Ok(Self { id, target })
     }
 
     /// The HTTP service at `target`.
     pub fn http(target: Target) -> Self {
-        Self {
-            id: HTTP_SERVICE.to_owned(),
-            target,
-        }
+        Self { id: HTTP_SERVICE.to_owned(), target }
     }
 }
 
@@ -107,22 +97,10 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(
-            "22".parse::<Target>().unwrap(),
-            Target {
-                host: "127.0.0.1".into(),
-                port: 22
-            }
-        );
-        assert_eq!(
-            "192.168.1.7:22".parse::<Target>().unwrap().host,
-            "192.168.1.7"
-        );
+        assert_eq!("22".parse::<Target>().unwrap(), Target { host: "127.0.0.1".into(), port: 22 });
+        assert_eq!("192.168.1.7:22".parse::<Target>().unwrap().host, "192.168.1.7");
         assert_eq!("[::1]:80".parse::<Target>().unwrap().host, "::1");
-        assert_eq!(
-            "[::1]:80".parse::<Target>().unwrap().to_string(),
-            "[::1]:80"
-        );
+        assert_eq!("[::1]:80".parse::<Target>().unwrap().to_string(), "[::1]:80");
         assert!("0".parse::<Target>().is_err());
         assert!("70000".parse::<Target>().is_err());
         assert!(":80".parse::<Target>().is_err());
@@ -140,10 +118,7 @@ mod tests {
 
     #[test]
     fn duplicate_ids_are_explained() {
-        let tcp = [
-            Service::parse_tcp("10.0.0.1:22").unwrap(),
-            Service::parse_tcp("10.0.0.2:22").unwrap(),
-        ];
+        let tcp = [Service::parse_tcp("10.0.0.1:22").unwrap(), Service::parse_tcp("10.0.0.2:22").unwrap()];
         assert!(check_unique(&tcp).unwrap_err().contains("name one"));
     }
 }

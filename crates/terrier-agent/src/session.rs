@@ -41,11 +41,12 @@ pub enum Outcome {
 /// Connects once and serves until the control socket ends.
 pub async fn connect_and_serve(
     config: &AgentConfig,
+    server: &Url,
     streams: &TaskTracker,
     shutdown: &CancellationToken,
     on_event: &mut impl FnMut(Event),
 ) -> Outcome {
-    let (mut socket, server) = match connect::open_control(config).await {
+    let (mut socket, server) = match connect::open_control(config, server).await {
         Ok(ok) => ok,
         Err(e) if e.is_fatal() => return Outcome::Fatal(e.to_string()),
         Err(e) => return Outcome::Failed(e.to_string()),
@@ -58,20 +59,11 @@ pub async fn connect_and_serve(
     let (session, heartbeat) = match serde_json::from_str::<ServerMessage>(&welcome) {
         Ok(ServerMessage::Welcome(w)) => {
             on_event(Event::Connected(describe(config, &server, &w)));
-            (
-                w.session.to_owned(),
-                Duration::from_secs(w.heartbeat_secs.max(1).into()),
-            )
+            (w.session.to_owned(), Duration::from_secs(w.heartbeat_secs.max(1).into()))
         }
         _ => return Outcome::Failed(format!("expected welcome, got {welcome:.200}")),
     };
-    let ctx = Serve {
-        config,
-        streams,
-        shutdown,
-        server,
-        session,
-    };
+    let ctx = Serve { config, streams, shutdown, server, session };
     ctx.serve(socket, heartbeat).await
 }
 
@@ -90,10 +82,7 @@ impl Serve<'_> {
         let (refuse_tx, mut refusals) = mpsc::channel::<Refusal>(REFUSAL_QUEUE);
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mut last_heard = Instant::now();
-        let ended = |reason: String| Outcome::Ended {
-            reason,
-            go_away: None,
-        };
+        let ended = |reason: String| Outcome::Ended { reason, go_away: None };
         loop {
             tokio::select! {
                 frame = socket.next() => {
@@ -157,14 +146,9 @@ impl Serve<'_> {
 
     fn start_stream(&self, stream: &str, service: &str, refusals: mpsc::Sender<Refusal>) {
         let Some(target) = self.config.target(service).cloned() else {
-            tracing::warn!(
-                stream,
-                service,
-                "server opened a stream for an unknown service"
-            );
+            tracing::warn!(stream, service, "server opened a stream for an unknown service");
             let (stream, reason) = (stream.to_owned(), format!("unknown service {service:?}"));
-            self.streams
-                .spawn(async move { refusals.send((stream, reason)).await });
+            self.streams.spawn(async move { refusals.send((stream, reason)).await });
             return;
         };
         let req = StreamRequest {
@@ -218,10 +202,7 @@ fn describe(config: &AgentConfig, server: &Url, w: &Welcome<'_>) -> Connected {
             .iter()
             .map(|p| PublicPort {
                 service: p.service.to_owned(),
-                target: config
-                    .target(p.service)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default(),
+                target: config.target(p.service).map(|t| t.to_string()).unwrap_or_default(),
                 host: w.tcp_host.to_owned(),
                 port: p.port,
             })

@@ -60,12 +60,7 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
 }
 
 async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
-    match tokio::time::timeout(
-        timeout,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port))).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)

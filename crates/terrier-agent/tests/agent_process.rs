@@ -48,8 +48,7 @@ impl AgentProcess {
             .expect("read terrier stdout")
             .expect("terrier closed stdout before the next event");
         println!("terrier stdout: {line}");
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line:?}"))
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line:?}"))
     }
 
     /// Skips events until one named `event` (bounded wait), returning it.
@@ -90,11 +89,7 @@ fn terrier_command() -> Command {
 
 /// Runs terrier to completion with `args` (bounded), returning its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = terrier_command()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output();
+    let output = terrier_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output();
     tokio::time::timeout(Duration::from_secs(10), output)
         .await
         .unwrap_or_else(|_| panic!("terrier {args:?} exits within 10 s"))
@@ -118,10 +113,7 @@ fn free_addr() -> SocketAddr {
 }
 
 fn subdomain(connected: &Value) -> String {
-    connected["subdomain"]
-        .as_str()
-        .unwrap_or_else(|| panic!("connected event has a subdomain: {connected}"))
-        .to_owned()
+    connected["subdomain"].as_str().unwrap_or_else(|| panic!("connected event has a subdomain: {connected}")).to_owned()
 }
 
 #[tokio::test]
@@ -148,10 +140,7 @@ async fn json_output_prints_one_event_per_line() {
     assert!(url.contains(".localhost:"), "{connected}");
     let tcp = connected["tcp"].as_array().expect("tcp array");
     assert_eq!(tcp.len(), 1, "{connected}");
-    assert!(
-        tcp[0]["port"].as_u64().is_some_and(|p| p > 0),
-        "{connected}"
-    );
+    assert!(tcp[0]["port"].as_u64().is_some_and(|p| p > 0), "{connected}");
 
     server.stop().await;
     let disconnected = agent.next_event().await;
@@ -170,14 +159,7 @@ async fn killed_agent_process_leaves_an_offline_page() {
     let web = upstream::http_service().await;
     let server_url = server.url();
     let web_addr = web.to_string();
-    let args = [
-        "--server",
-        server_url.as_str(),
-        "--name",
-        "killed",
-        "--http",
-        &web_addr,
-    ];
+    let args = ["--server", server_url.as_str(), "--name", "killed", "--http", &web_addr];
     let mut agent = AgentProcess::start(&args);
     let first = subdomain(&agent.wait_for("connected", EVENT_TIMEOUT).await);
     let host = device_host(&first);
@@ -219,10 +201,7 @@ async fn nothing_to_expose_is_an_error() {
     let output = run_to_exit(&["--name", "a"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("--http") && stderr.contains("--tcp"),
-        "says to give --http or --tcp: {stderr}"
-    );
+    assert!(stderr.contains("--http") && stderr.contains("--tcp"), "says to give --http or --tcp: {stderr}");
 }
 
 #[tokio::test]
@@ -247,9 +226,7 @@ async fn agent_retries_until_the_server_appears() {
     let data = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start_on(addr, data.path(), |_| {}).await;
     let connected = agent.wait_for("connected", Duration::from_secs(5)).await;
-    let page = Visitor::new(server.addr)
-        .get(&device_host(&subdomain(&connected)), "/hello")
-        .await;
+    let page = Visitor::new(server.addr).get(&device_host(&subdomain(&connected)), "/hello").await;
     assert_eq!(page.status, 200, "{page:?}");
     agent.kill().await;
     server.stop().await;

@@ -103,11 +103,7 @@ mod tests {
 
     fn welcome() -> ServerMessage<'static> {
         let mut tcp = Vec::new();
-        tcp.push(TcpPort {
-            service: "22",
-            port: 20001,
-        })
-        .unwrap();
+        tcp.push(TcpPort { service: "22", port: 20001 }).unwrap();
         ServerMessage::Welcome(Welcome {
             session: "0123456789abcdef0123456789abcdef",
             name: "thermo-42",
@@ -122,10 +118,7 @@ mod tests {
 
     #[test]
     fn open_has_the_documented_json_shape() {
-        let msg = ServerMessage::Open(Open {
-            stream: "ab",
-            service: "http",
-        });
+        let msg = ServerMessage::Open(Open { stream: "ab", service: "http" });
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(json, r#"{"open":{"stream":"ab","service":"http"}}"#);
     }
@@ -134,21 +127,14 @@ mod tests {
     fn messages_round_trip_with_serde_json_core() {
         let msgs = [
             welcome(),
-            ServerMessage::Open(Open {
-                stream: "ab",
-                service: "22",
-            }),
-            ServerMessage::Assign(Open {
-                stream: "cd",
-                service: "http",
-            }),
+            ServerMessage::Open(Open { stream: "ab", service: "22" }),
+            ServerMessage::Assign(Open { stream: "cd", service: "http" }),
             ServerMessage::GoAway(GoAway { after_ms: 1500 }),
         ];
         for msg in msgs {
             let mut buf = [0u8; 512];
             let n = serde_json_core::to_slice(&msg, &mut buf).unwrap();
-            let (back, used): (ServerMessage, usize) =
-                serde_json_core::from_slice(&buf[..n]).unwrap();
+            let (back, used): (ServerMessage, usize) = serde_json_core::from_slice(&buf[..n]).unwrap();
             assert_eq!(used, n);
             assert_eq!(back, msg);
             // The std encoder and the firmware encoder agree byte for byte.
@@ -158,15 +144,9 @@ mod tests {
 
     #[test]
     fn refused_round_trips() {
-        let msg = AgentMessage::Refused(Refused {
-            stream: "ab",
-            reason: "connection refused",
-        });
+        let msg = AgentMessage::Refused(Refused { stream: "ab", reason: "connection refused" });
         let json = serde_json::to_string(&msg).unwrap();
-        assert_eq!(
-            json,
-            r#"{"refused":{"stream":"ab","reason":"connection refused"}}"#
-        );
+        assert_eq!(json, r#"{"refused":{"stream":"ab","reason":"connection refused"}}"#);
         let back: AgentMessage = serde_json::from_str(&json).unwrap();
         assert_eq!(back, msg);
     }
@@ -183,9 +163,6 @@ mod tests {
     #[test]
     fn unknown_messages_are_rejected() {
         assert!(serde_json::from_str::<ServerMessage>(r#"{"launch":{}}"#).is_err());
-        assert!(
-            serde_json::from_str::<AgentMessage>(r#"{"open":{"stream":"a","service":"b"}}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<AgentMessage>(r#"{"open":{"stream":"a","service":"b"}}"#).is_err());
     }
 }

@@ -32,17 +32,12 @@ pub fn is_valid_service_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_SERVICE_ID_LEN
         && id != crate::handshake::HTTP_SERVICE
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Is `id` a well-formed stream or session id: exactly 32 lowercase hex digits?
 pub fn is_valid_id(id: &str) -> bool {
-    id.len() == ID_HEX_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == ID_HEX_LEN && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {
@@ -51,9 +46,7 @@ fn is_dns_label(s: &str, max: usize) -> bool {
         && bytes.len() <= max
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]

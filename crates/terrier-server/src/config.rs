@@ -47,6 +47,40 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// How this node works with others sharing a Redis store.
+    pub cluster: Cluster,
+}
+
+/// Cluster settings; they matter only with a shared (Redis) store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// Base URL agents are redirected to when this node is the least loaded
+    /// (default: `http://<listen address>`).
+    pub advertise_url: Option<String>,
+    /// Base URL other nodes forward visitor requests to (default: `http://<listen address>`).
+    pub internal_url: Option<String>,
+    /// How often the node refreshes its registration.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node that has not refreshed for this long is dead.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// Redirect a new device only when this node has more than this many
+    /// devices beyond the least loaded node.
+    pub balance_tolerance: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            advertise_url: None,
+            internal_url: None,
+            heartbeat_interval: Duration::from_secs(2),
+            node_ttl: Duration::from_secs(10),
+            balance_tolerance: 5,
+        }
+    }
 }
 
 /// Limits and timeouts a visitor or a device can push against.
@@ -78,6 +112,9 @@ pub struct Limits {
     pub http_idle_timeout: Duration,
     /// Most control messages queued for one device before visitors get 503.
     pub control_queue: usize,
+    /// How long one store (Redis) command may take before it fails.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +136,7 @@ impl Default for ServerConfig {
             node_id: None,
             drain_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            cluster: Cluster::default(),
         }
     }
 }
@@ -116,6 +154,7 @@ impl Default for Limits {
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
             control_queue: 256,
+            store_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -129,8 +168,7 @@ impl ServerConfig {
     /// Reads a TOML file; unknown keys are errors.
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
     }
 
@@ -141,11 +179,7 @@ impl ServerConfig {
 
     /// Checks the values make sense together; call once before [`crate::run`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let domain_ok = !self.domain.is_empty()
-            && self
-                .domain
-                .split('.')
-                .all(terrier_proto::name::is_valid_subdomain);
+        let domain_ok = !self.domain.is_empty() && self.domain.split('.').all(terrier_proto::name::is_valid_subdomain);
         if !domain_ok {
             return Err(ConfigError(format!(
                 "domain {:?} must be lowercase DNS labels separated by dots",
@@ -159,34 +193,41 @@ impl ServerConfig {
             )));
         }
         if !matches!(self.public_scheme.as_str(), "http" | "https") {
-            return Err(ConfigError(format!(
-                "public_scheme {:?} must be http or https",
-                self.public_scheme
-            )));
+            return Err(ConfigError(format!("public_scheme {:?} must be http or https", self.public_scheme)));
         }
-        if self.store != "embedded"
-            && !self.store.starts_with("redis://")
-            && !self.store.starts_with("rediss://")
-        {
+        if self.store != "embedded" && !self.store.starts_with("redis://") && !self.store.starts_with("rediss://") {
             return Err(ConfigError(format!(
                 "store {:?} must be \"embedded\" or a redis://host:port/db URL",
                 self.store
             )));
+        }
+        if self.cluster.heartbeat_interval.is_zero() || self.cluster.node_ttl <= self.cluster.heartbeat_interval {
+            return Err(ConfigError("cluster.node_ttl must be longer than cluster.heartbeat_interval (> 0)".into()));
+        }
+        for (key, url) in [
+            ("cluster.advertise_url", &self.cluster.advertise_url),
+            ("cluster.internal_url", &self.cluster.internal_url),
+        ] {
+            if let Some(url) = url {
+                if url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https" | "ws" | "wss")).unwrap_or(true)
+                {
+                    return Err(ConfigError(format!("{key} {url:?} must be an http(s) URL")));
+                }
+            }
         }
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
             ("limits.stream_open_timeout", l.stream_open_timeout),
             ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.store_timeout", l.store_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be more than zero")));
             }
         }
         if l.max_header_bytes < 1024 {
-            return Err(ConfigError(
-                "limits.max_header_bytes must be at least 1024".into(),
-            ));
+            return Err(ConfigError("limits.max_header_bytes must be at least 1024".into()));
         }
         if l.max_control_frame_bytes < 1024 || l.max_data_frame_bytes < limits::DATA_CHUNK_BYTES {
             return Err(ConfigError(format!(
@@ -195,9 +236,7 @@ impl ServerConfig {
             )));
         }
         if l.max_pending_streams == 0 || l.control_queue == 0 {
-            return Err(ConfigError(
-                "limits.max_pending_streams and limits.control_queue must be > 0".into(),
-            ));
+            return Err(ConfigError("limits.max_pending_streams and limits.control_queue must be > 0".into()));
         }
         Ok(())
     }
@@ -210,18 +249,22 @@ impl ServerConfig {
     /// Public URL of a device's HTTP service.
     pub fn device_url(&self, subdomain: &str) -> String {
         let port = self.public_port();
-        let default_port = matches!(
-            (self.public_scheme.as_str(), port),
-            ("http", 80) | ("https", 443)
-        );
+        let default_port = matches!((self.public_scheme.as_str(), port), ("http", 80) | ("https", 443));
         if default_port {
             format!("{}://{}.{}", self.public_scheme, subdomain, self.domain)
         } else {
-            format!(
-                "{}://{}.{}:{}",
-                self.public_scheme, subdomain, self.domain, port
-            )
+            format!("{}://{}.{}:{}", self.public_scheme, subdomain, self.domain, port)
         }
+    }
+
+    /// Base URL agents are redirected to.
+    pub fn advertise_url(&self) -> String {
+        self.cluster.advertise_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// Base URL peers forward visitor requests to.
+    pub fn internal_url(&self) -> String {
+        self.cluster.internal_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// Host name agents are told to reach TCP ports at.
@@ -256,10 +299,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_key() {
-        let mut c = ServerConfig {
-            domain: "Bad_Domain".into(),
-            ..Default::default()
-        };
+        let mut c = ServerConfig { domain: "Bad_Domain".into(), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("domain"));
         c.domain = "localhost".into();
         c.tcp_port_min = 30000;
@@ -267,10 +307,6 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("port range"));
         c.tcp_port_max = 30000;
         c.limits.stream_open_timeout = Duration::ZERO;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("stream_open_timeout"));
+        assert!(c.validate().unwrap_err().to_string().contains("stream_open_timeout"));
     }
 }

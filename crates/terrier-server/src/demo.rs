@@ -20,21 +20,14 @@ pub const DEMO_NAME: &str = "demo";
 
 /// Starts the demo web page and its agent (connecting to `server`); both stop
 /// with `shutdown`. Prints the demo's public URL once it is connected.
-pub async fn start(
-    server: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
-) -> anyhow::Result<()> {
+pub async fn start(server: SocketAddr, shutdown: CancellationToken, tasks: &TaskTracker) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let page_addr = listener.local_addr()?;
     tasks.spawn(serve_page(listener, shutdown.clone()));
     let config = AgentConfig {
         server: url::Url::parse(&format!("http://{server}"))?,
         name: DEMO_NAME.into(),
-        http: Some(Service::http(Target {
-            host: page_addr.ip().to_string(),
-            port: page_addr.port(),
-        })),
+        http: Some(Service::http(Target { host: page_addr.ip().to_string(), port: page_addr.port() })),
         ..AgentConfig::default()
     };
     tasks.spawn(async move {
@@ -69,16 +62,8 @@ async fn serve_page(listener: TcpListener, shutdown: CancellationToken) {
 }
 
 async fn page(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?");
-    let from = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?");
+    let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("?");
+    let from = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or("?");
     let html = format!(
         "<!doctype html><html lang=en><meta charset=utf-8><title>terrier demo device</title>\
          <body style=\"font:16px system-ui;max-width:36rem;margin:4rem auto;padding:0 1rem\">\
@@ -91,15 +76,12 @@ async fn page(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::conv
         escape(req.uri().path())
     );
     let mut response = Response::new(Full::new(Bytes::from(html)));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
     Ok(response)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

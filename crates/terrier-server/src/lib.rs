@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ingress;
@@ -42,6 +43,10 @@ pub struct Node {
     pub pages: pages::Pages,
     /// HTTP client that reaches devices through tunnel streams.
     pub client: ingress::proxy::DeviceClient,
+    /// Live nodes of the cluster (just this one with the embedded store).
+    pub peers: cluster::nodes::Peers,
+    /// HTTP client that forwards visitors to other nodes.
+    pub peer_client: cluster::forward::PeerClient,
     /// Every task the node spawns, awaited on shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the node must stop.
@@ -52,11 +57,7 @@ pub struct Node {
 /// embedded file in `config.data_dir` by default), until `shutdown` is
 /// cancelled; then stops accepting, closes control sockets, lets requests
 /// drain and returns.
-pub async fn run(
-    config: ServerConfig,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: ServerConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let store = open_store(&config).await?;
     run_with_store(config, store, listener, shutdown).await
@@ -68,15 +69,11 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let path = config.data_dir.join("terrier.redb");
-        let store = store::embedded::EmbeddedStore::open(&path).with_context(|| {
-            format!(
-                "opening store {} (is another terrierd using it?)",
-                path.display()
-            )
-        })?;
+        let store = store::embedded::EmbeddedStore::open(&path)
+            .with_context(|| format!("opening store {} (is another terrierd using it?)", path.display()))?;
         Ok(Arc::new(store))
     } else {
-        let store = store::redis::RedisStore::connect(&config.store, &config.redis_prefix)
+        let store = store::redis::RedisStore::connect(&config.store, &config.redis_prefix, config.limits.store_timeout)
             .await
             .with_context(|| format!("connecting to {}", config.store))?;
         Ok(Arc::new(store))
@@ -91,28 +88,16 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let pages =
-        pages::Pages::load(config.pages_dir.as_deref()).context("loading page templates")?;
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
+    let pages = pages::Pages::load(config.pages_dir.as_deref()).context("loading page templates")?;
+    let node_id = config.node_id.clone().unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
     let grace_ms = config.grace_period.as_millis() as u64;
-    let recovered = store
-        .recover_node(&node_id, store::now_ms(), grace_ms)
-        .await
-        .context("recovering leases")?;
+    let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
     // Pooled upstream connections outlive requests; once the ingress has
     // drained on shutdown, nothing can use them, so their relays stop.
     let idle_stop = CancellationToken::new();
-    let client = ingress::proxy::client(
-        sessions.clone(),
-        tasks.clone(),
-        idle_stop.clone(),
-        &config.limits,
-    );
+    let client = ingress::proxy::client(sessions.clone(), tasks.clone(), idle_stop.clone(), &config.limits);
     let node = Arc::new(Node {
         config,
         node_id,
@@ -121,6 +106,8 @@ pub async fn run_with_store(
         ports: ingress::tcp::PortListeners::default(),
         pages,
         client,
+        peers: cluster::nodes::Peers::default(),
+        peer_client: cluster::forward::client(),
         tasks: tasks.clone(),
         shutdown,
     });
@@ -132,20 +119,15 @@ pub async fn run_with_store(
         "terrierd serving"
     );
     tasks.spawn(sweep_leases(node.clone()));
+    tasks.spawn(cluster::nodes::heartbeat(node.clone()));
     ingress::http::serve(node.clone(), listener).await;
     idle_stop.cancel();
 
     // Shutdown: accept loops have stopped; sessions end through their
     // child tokens. Give in-flight streams the drain timeout.
     tasks.close();
-    if tokio::time::timeout(node.config.drain_timeout, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = tasks.len(),
-            "tasks still running after the drain timeout"
-        );
+    if tokio::time::timeout(node.config.drain_timeout, tasks.wait()).await.is_err() {
+        tracing::warn!(open = tasks.len(), "tasks still running after the drain timeout");
     }
     tracing::info!("terrierd stopped");
     Ok(())
@@ -153,8 +135,7 @@ pub async fn run_with_store(
 
 /// Periodically deletes leases whose grace period ended and closes their ports.
 async fn sweep_leases(node: Arc<Node>) {
-    let every =
-        (node.config.grace_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let every = (node.config.grace_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {

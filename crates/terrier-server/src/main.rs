@@ -64,14 +64,8 @@ struct Args {
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (min, max) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?}: expected MIN-MAX, e.g. 20000-29999"))?;
-    let port = |p: &str| {
-        p.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("{s:?}: {p:?} is not a port"))
-    };
+    let (min, max) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected MIN-MAX, e.g. 20000-29999"))?;
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("{s:?}: {p:?} is not a port"));
     Ok((port(min)?, port(max)?))
 }
 
@@ -117,13 +111,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
     if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -138,9 +128,8 @@ async fn main() -> ExitCode {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -148,10 +137,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if args.demo {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
     }
-    println!(
-        "terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)",
-        config.domain
-    );
+    println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain);
     terrier_server::run(config, listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;

@@ -19,9 +19,7 @@ async fn tunnel_on_redis_keeps_subdomain_across_node_restart() {
     let echo = upstream::tcp_echo().await;
     let mut agent = TestAgent::start(server.url(), "redis-dev", Some(web), &[("echo", echo)]);
     let first = agent.connected(1).await;
-    let page = Visitor::new(server.addr)
-        .get(&device_host(&first.subdomain), "/hello")
-        .await;
+    let page = Visitor::new(server.addr).get(&device_host(&first.subdomain), "/hello").await;
     assert_eq!(page.status, 200);
 
     let addr = server.addr;
@@ -32,9 +30,156 @@ async fn tunnel_on_redis_keeps_subdomain_across_node_restart() {
     let second = agent.connected(2).await;
     assert_eq!(second.subdomain, first.subdomain);
     assert_eq!(second.tcp[0].port, first.tcp[0].port);
-    let page = Visitor::new(server.addr)
-        .get(&device_host(&second.subdomain), "/hello")
-        .await;
+    let page = Visitor::new(server.addr).get(&device_host(&second.subdomain), "/hello").await;
     assert_eq!(page.status, 200);
+    server.stop().await;
+}
+
+/// A cluster node configuration: shared Redis, fast heartbeats, no slack in balancing.
+fn node(redis: &RedisServer, id: &str) -> impl FnOnce(&mut terrier_server::ServerConfig) {
+    let (url, id) = (redis.url(), id.to_owned());
+    move |c| {
+        c.store = url;
+        c.node_id = Some(id);
+        c.cluster.heartbeat_interval = std::time::Duration::from_millis(200);
+        c.cluster.node_ttl = std::time::Duration::from_secs(1);
+        c.cluster.balance_tolerance = 0;
+    }
+}
+
+/// Waits until the registry in Redis lists `n` live nodes.
+async fn wait_for_nodes(redis: &RedisServer, n: usize) {
+    let store =
+        terrier_server::store::redis::RedisStore::connect(&redis.url(), "terrier:", std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+    terrier_testkit::eventually(std::time::Duration::from_secs(10), "nodes to register", || {
+        let store = store.clone();
+        async move {
+            use terrier_server::store::Store;
+            (store.nodes().await.ok()?.len() == n).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshake_is_redirected_to_the_least_loaded_node() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    let web = upstream::http_service().await;
+    let mut first = TestAgent::start(a.url(), "first", Some(web), &[]);
+    assert_eq!(first.connected(1).await.server, a.url().to_string(), "A was not more loaded than B yet");
+    // A now has one device and B none: the next device asking A goes to B.
+    let mut second = TestAgent::start(a.url(), "second", Some(web), &[]);
+    let on = second.connected(1).await;
+    assert_eq!(on.server, b.url().to_string());
+    // Both devices are reachable through either node.
+    for server in [&a, &b] {
+        for sub in [&first.connected(1).await.subdomain, &on.subdomain] {
+            let page = Visitor::new(server.addr).get(&device_host(sub), "/hello").await;
+            assert_eq!(page.status, 200, "via {} for {sub}: {}", server.addr, page.body);
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn visitor_at_any_node_reaches_a_device_on_another_node() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(a.url(), "far-away", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let visitor = Visitor::new(b.addr);
+    let page = visitor.get(&host, "/hello").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["x-seen-xff"], "127.0.0.1, 127.0.0.1", "visitor IP, then node B's");
+    let echoed = visitor.post(&host, "/echo", "across nodes").await;
+    assert_eq!(echoed.body, "across nodes");
+    // An unknown subdomain is still a 404 at B.
+    assert_eq!(visitor.get("nobody0000.localhost", "/").await.status, 404);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn device_of_a_stopped_node_reconnects_to_another_and_keeps_its_subdomain() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    let web = upstream::http_service().await;
+    let mut config = terrier_testkit::agent::agent_config(a.url(), "survivor");
+    config.fallback_servers = vec![b.url()];
+    config.http = Some(terrier_agent::Service::http(terrier_testkit::agent::target(web)));
+    let mut agent = TestAgent::start_with(config);
+    let first = agent.connected(1).await;
+    assert_eq!(first.server, a.url().to_string());
+    a.stop().await;
+    let second = agent.connected(2).await;
+    assert_eq!(second.server, b.url().to_string());
+    assert_eq!(second.subdomain, first.subdomain);
+    let page = Visitor::new(b.addr).get(&device_host(&second.subdomain), "/hello").await;
+    assert_eq!(page.status, 200);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_tunnels_refuses_new_devices_and_resyncs_after() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let port = redis.port;
+    let server = TestServer::start(node(&redis, "node-a")).await;
+    wait_for_nodes(&redis, 1).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "steady", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let visitor = Visitor::new(server.addr);
+
+    redis.kill().await;
+    // The online tunnel keeps relaying without Redis.
+    assert_eq!(visitor.get(&host, "/hello").await.status, 200);
+    // A new device is refused with a clear 503 while Redis is away.
+    let newcomer = TestAgent::start(server.url(), "newcomer", Some(web), &[]);
+    terrier_testkit::eventually(std::time::Duration::from_secs(10), "a 503 for the newcomer", || {
+        let events = newcomer.events();
+        async move {
+            events
+                .iter()
+                .any(|e| matches!(e, terrier_agent::Event::Disconnected { reason } if reason.contains("503")))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Redis comes back empty: the node re-registers and writes its lease back.
+    let redis = RedisServer::start_on(port).await;
+    wait_for_nodes(&redis, 1).await;
+    let store =
+        terrier_server::store::redis::RedisStore::connect(&redis.url(), "terrier:", std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+    let lease = terrier_testkit::eventually(std::time::Duration::from_secs(10), "the lease to be restored", || {
+        let store = store.clone();
+        async move {
+            use terrier_server::store::Store;
+            store.by_name("steady", terrier_server::store::now_ms()).await.ok().flatten()
+        }
+    })
+    .await;
+    assert_eq!(device_host(&lease.subdomain), host);
+    assert!(lease.online.is_some());
+    let mut newcomer = newcomer;
+    newcomer.connected(1).await;
+    assert_eq!(visitor.get(&host, "/hello").await.status, 200);
     server.stop().await;
 }

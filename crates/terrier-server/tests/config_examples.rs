@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use terrier_server::ServerConfig;
 
 fn examples(kind: &str) -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../config")
-        .join(kind);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config").join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -23,11 +21,8 @@ fn examples(kind: &str) -> Vec<PathBuf> {
 #[test]
 fn valid_examples_load() {
     for path in examples("valid") {
-        let config = ServerConfig::from_toml_file(&path)
-            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-        config
-            .validate()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config = ServerConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 
@@ -43,21 +38,14 @@ fn invalid_examples_are_rejected() {
 #[test]
 fn documented_keys_match_the_config() {
     // Every key of the full example appears in docs/CONFIG.md.
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIG.md"))
-        .unwrap();
-    let full = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/valid/terrierd.toml"
-    ))
-    .unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CONFIG.md")).unwrap();
+    let full =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/valid/terrierd.toml")).unwrap();
     for line in full.lines() {
         let line = line.trim_start_matches("# ").trim();
         if let Some((key, _)) = line.split_once(" = ") {
             if !key.contains(' ') {
-                assert!(
-                    doc.contains(&format!("`{key}`")),
-                    "docs/CONFIG.md does not document `{key}`"
-                );
+                assert!(doc.contains(&format!("`{key}`")), "docs/CONFIG.md does not document `{key}`");
             }
         }
     }

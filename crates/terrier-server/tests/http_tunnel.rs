@@ -17,14 +17,7 @@ async fn get_and_post_reach_the_device_with_forwarding_headers() {
     let mut agent = TestAgent::start(server.url(), "thermo-42", Some(web), &[]);
     let connected = agent.connected(1).await;
     let url = connected.url.expect("http url");
-    assert_eq!(
-        url,
-        format!(
-            "http://{}.localhost:{}",
-            connected.subdomain,
-            server.addr.port()
-        )
-    );
+    assert_eq!(url, format!("http://{}.localhost:{}", connected.subdomain, server.addr.port()));
     assert_eq!(connected.subdomain.len(), 10);
 
     let host = device_host(&connected.subdomain);
@@ -37,13 +30,8 @@ async fn get_and_post_reach_the_device_with_forwarding_headers() {
     assert_eq!(page.headers["x-seen-proto"], "http");
     assert_eq!(page.headers["x-seen-xfh"], host.as_str());
 
-    let echoed = visitor
-        .post(&host, "/echo", "ping through the tunnel")
-        .await;
-    assert_eq!(
-        (echoed.status, echoed.body.as_str()),
-        (200, "ping through the tunnel")
-    );
+    let echoed = visitor.post(&host, "/echo", "ping through the tunnel").await;
+    assert_eq!((echoed.status, echoed.body.as_str()), (200, "ping through the tunnel"));
 
     // Routing is per request: one keep-alive connection, two hosts.
     let other = TestAgent::start(server.url(), "other", Some(web), &[]);
@@ -96,24 +84,15 @@ async fn websocket_served_by_the_device_works_through_the_tunnel() {
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
         .body(())
         .unwrap();
-    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .expect("websocket through tunnel");
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.expect("websocket through tunnel");
     assert_eq!(response.status(), 101);
     for i in 0..20 {
         let text = format!("message {i}");
         ws.send(Message::text(text.clone())).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(back, Message::text(text));
     }
     let big = vec![7u8; 200_000];
@@ -135,18 +114,14 @@ async fn large_bodies_stream_both_ways_intact() {
     const SIZE: u64 = 50 * 1024 * 1024;
 
     // Download: 50 MB generated on the device, checked byte by byte.
-    let response = visitor
-        .send("GET", &host, &format!("/bytes/{SIZE}"), empty())
-        .await;
+    let response = visitor.send("GET", &host, &format!("/bytes/{SIZE}"), empty()).await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut offset = 0u64;
     while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
         if let Ok(data) = frame.unwrap().into_data() {
             assert!(
-                data.iter()
-                    .enumerate()
-                    .all(|(i, b)| *b == upstream::pattern(offset + i as u64)),
+                data.iter().enumerate().all(|(i, b)| *b == upstream::pattern(offset + i as u64)),
                 "corrupt at {offset}"
             );
             offset += data.len() as u64;
@@ -157,17 +132,14 @@ async fn large_bodies_stream_both_ways_intact() {
     // Upload: 50 MB streamed to the device, which counts and checks it.
     let stream = upstream::pattern_stream::<std::io::Error>(SIZE);
     let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
-    let page =
-        terrier_testkit::visitor::read(visitor.send("POST", &host, "/count", body).await).await;
+    let page = terrier_testkit::visitor::read(visitor.send("POST", &host, "/count", body).await).await;
     assert_eq!(page.body, format!("{SIZE} ok"));
     server.stop().await;
 }
 
 fn empty() -> terrier_testkit::visitor::Body {
     use http_body_util::BodyExt;
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }
 
 #[tokio::test]
@@ -181,24 +153,13 @@ async fn curl_reaches_the_device_by_its_url() {
     let authority = url.trim_start_matches("http://");
     // --resolve makes curl use the device's real URL, as a browser would.
     let output = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-i",
-            "--resolve",
-            &format!("{authority}:127.0.0.1"),
-        ])
+        .args(["-sS", "--max-time", "10", "-i", "--resolve", &format!("{authority}:127.0.0.1")])
         .arg(format!("{url}/hello"))
         .output()
         .await
         .expect("curl is installed (scripts/test.sh installs it)");
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("hello from device"), "{out}");
     server.stop().await;

@@ -56,21 +56,13 @@ impl Terrierd {
         let (tx, stdout) = mpsc::unbounded_channel();
         forward_lines(child.stdout.take().expect("stdout"), "stdout", Some(tx));
         forward_lines(child.stderr.take().expect("stderr"), "stderr", None);
-        let mut server = Self {
-            child,
-            addr,
-            stdout,
-            _data: data,
-        };
+        let mut server = Self { child, addr, stdout, _data: data };
         let until = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("terrierd exited during startup: {status}");
             }
-            assert!(
-                tokio::time::Instant::now() < until,
-                "terrierd accepts TCP on {addr} within {STARTUP_TIMEOUT:?}"
-            );
+            assert!(tokio::time::Instant::now() < until, "terrierd accepts TCP on {addr} within {STARTUP_TIMEOUT:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server
@@ -89,11 +81,7 @@ impl Terrierd {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     async fn terminate(mut self) -> ExitStatus {
         let pid = self.pid();
-        let kill = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await
-            .expect("run kill");
+        let kill = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("run kill");
         assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
         tokio::time::timeout(EXIT_TIMEOUT, self.child.wait())
             .await
@@ -131,11 +119,7 @@ fn terrierd_command() -> Command {
 
 /// Runs terrierd to completion with `args` (bounded), returning its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = terrierd_command()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output();
+    let output = terrierd_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output();
     tokio::time::timeout(Duration::from_secs(10), output)
         .await
         .unwrap_or_else(|_| panic!("terrierd {args:?} exits within 10 s"))
@@ -212,10 +196,7 @@ impl RssSampler {
 
     async fn peak(self) -> u64 {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("sampler stops")
-            .expect("sampler task")
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("sampler stops").expect("sampler task")
     }
 }
 
@@ -224,9 +205,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn empty_body() -> visitor::Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }
 
 #[tokio::test]
@@ -250,9 +229,7 @@ async fn server_memory_does_not_grow_with_body_size() {
     // Download: consumed frame by frame, never stored.
     let sampler = RssSampler::start(pid);
     let download = async {
-        let response = visitor
-            .send("GET", &host, &format!("/bytes/{SIZE}"), empty_body())
-            .await;
+        let response = visitor.send("GET", &host, &format!("/bytes/{SIZE}"), empty_body()).await;
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
         let mut received = 0u64;
@@ -263,9 +240,7 @@ async fn server_memory_does_not_grow_with_body_size() {
         }
         received
     };
-    let received = tokio::time::timeout(Duration::from_secs(120), download)
-        .await
-        .expect("50 MB download within 120 s");
+    let received = tokio::time::timeout(Duration::from_secs(120), download).await.expect("50 MB download within 120 s");
     assert_eq!(received, SIZE);
     let download_peak = sampler.peak().await;
 
@@ -276,9 +251,7 @@ async fn server_memory_does_not_grow_with_body_size() {
         let body = http_body_util::StreamBody::new(stream).boxed();
         visitor::read(visitor.send("POST", &host, "/count", body).await).await
     };
-    let page = tokio::time::timeout(Duration::from_secs(120), upload)
-        .await
-        .expect("50 MB upload within 120 s");
+    let page = tokio::time::timeout(Duration::from_secs(120), upload).await.expect("50 MB upload within 120 s");
     assert_eq!((page.status, page.body.as_str()), (200, "52428800 ok"));
     let upload_peak = sampler.peak().await;
     let after = rss_bytes(pid);
@@ -321,19 +294,10 @@ async fn sigterm_stops_the_server_cleanly() {
 
     let status = server.terminate().await;
     assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
-    eventually(
-        Duration::from_secs(5),
-        "the agent to see Disconnected",
-        || {
-            let events = agent.events();
-            async move {
-                events
-                    .iter()
-                    .any(|e| matches!(e, Event::Disconnected { .. }))
-                    .then_some(())
-            }
-        },
-    )
+    eventually(Duration::from_secs(5), "the agent to see Disconnected", || {
+        let events = agent.events();
+        async move { events.iter().any(|e| matches!(e, Event::Disconnected { .. })).then_some(()) }
+    })
     .await;
     agent.stop().await.expect("agent stops");
 }
@@ -344,18 +308,8 @@ async fn help_explains_every_flag() {
     let output = run_to_exit(&["--help"]).await;
     assert!(output.status.success(), "--help: {}", output.status);
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in [
-        "--listen",
-        "--domain",
-        "--tcp-ports",
-        "--data-dir",
-        "--grace",
-        "--demo",
-    ] {
-        assert!(
-            help.contains(flag),
-            "--help does not mention {flag}:\n{help}"
-        );
+    for flag in ["--listen", "--domain", "--tcp-ports", "--data-dir", "--grace", "--demo"] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
 }
 
@@ -368,66 +322,35 @@ async fn bad_config_is_a_clear_error() {
 
     let output = run_to_exit(&["--tcp-ports", "30000-20000", "--data-dir", data_dir]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "reversed range accepted: {stderr}"
-    );
+    assert!(!output.status.success(), "reversed range accepted: {stderr}");
     assert!(
         stderr.contains("port range") && stderr.contains("30000-20000"),
         "the error names the port range: {stderr}"
     );
 
     let config = dir.path().join("bad.toml");
-    std::fs::write(
-        &config,
-        "domain = \"example.com\"\nlisten_adress = \"127.0.0.1:9\"\n",
-    )
-    .expect("write config");
-    let output = run_to_exit(&[
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--data-dir",
-        data_dir,
-    ])
-    .await;
+    std::fs::write(&config, "domain = \"example.com\"\nlisten_adress = \"127.0.0.1:9\"\n").expect("write config");
+    let output = run_to_exit(&["--config", config.to_str().expect("utf-8 path"), "--data-dir", data_dir]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "unknown key accepted: {stderr}");
-    assert!(
-        stderr.contains("listen_adress"),
-        "the error names the unknown key: {stderr}"
-    );
-    assert!(
-        !Path::new(data_dir).exists(),
-        "a bad configuration must fail before anything is created"
-    );
+    assert!(stderr.contains("listen_adress"), "the error names the unknown key: {stderr}");
+    assert!(!Path::new(data_dir).exists(), "a bad configuration must fail before anything is created");
 }
 
 #[tokio::test]
 async fn demo_mode_serves_a_page() {
     init_logging();
     let mut server = Terrierd::start(&["--demo", "--tcp-ports", &free_port_range()]).await;
-    let line = server
-        .line_containing("demo device online", Duration::from_secs(10))
-        .await;
+    let line = server.line_containing("demo device online", Duration::from_secs(10)).await;
     let prefix = "demo device online: open http://";
     let start = line.find(prefix).expect("the line names the URL") + prefix.len();
-    let authority = line[start..]
-        .split_whitespace()
-        .next()
-        .expect("URL after 'open'");
+    let authority = line[start..].split_whitespace().next().expect("URL after 'open'");
     let port_suffix = format!(".localhost:{}", server.addr.port());
-    assert!(
-        authority.ends_with(&port_suffix),
-        "demo URL {authority:?} is on this server's port"
-    );
+    assert!(authority.ends_with(&port_suffix), "demo URL {authority:?} is on this server's port");
 
     let page = Visitor::new(server.addr).get(authority, "/").await;
     assert_eq!(page.status, 200, "{page:?}");
-    assert!(
-        page.body.contains("Hello from a device behind terrier"),
-        "{}",
-        page.body
-    );
+    assert!(page.body.contains("Hello from a device behind terrier"), "{}", page.body);
 
     let status = server.terminate().await;
     assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");

@@ -19,14 +19,7 @@ fn clock_now() -> u64 {
 }
 
 fn claim<'a>(name: &'a str, services: &'a [String], session: &'a str, now_ms: u64) -> Claim<'a> {
-    Claim {
-        name,
-        services,
-        session,
-        node: "node-a",
-        now_ms,
-        port_range: 20000..=20999,
-    }
+    Claim { name, services, session, node: "node-a", now_ms, port_range: 20000..=20999 }
 }
 
 fn services(ids: &[&str]) -> Vec<String> {
@@ -41,9 +34,7 @@ async fn embedded() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 async fn redis() -> (Arc<dyn Store>, RedisServer) {
     let server = RedisServer::start().await;
-    let store = RedisStore::connect(&server.url(), "terrier:")
-        .await
-        .unwrap();
+    let store = RedisStore::connect(&server.url(), "terrier:", std::time::Duration::from_secs(2)).await.unwrap();
     (Arc::new(store), server)
 }
 
@@ -103,30 +94,16 @@ contract!(redis_store, redis());
 async fn check_new_device(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["22", "mqtt"]);
-    let lease = store
-        .claim(claim("thermo-42", &svc, "s1", t0))
-        .await
-        .unwrap();
+    let lease = store.claim(claim("thermo-42", &svc, "s1", t0)).await.unwrap();
     assert_eq!(lease.subdomain.len(), 10);
     assert!(terrier_proto::name::is_valid_subdomain(&lease.subdomain));
     assert_eq!(lease.ports.len(), 2);
     assert!(lease.ports.values().all(|p| (20000..=20999).contains(p)));
     assert_eq!(lease.online.as_ref().unwrap().session, "s1");
-    let found = store
-        .by_subdomain(&lease.subdomain, t0)
-        .await
-        .unwrap()
-        .unwrap();
+    let found = store.by_subdomain(&lease.subdomain, t0).await.unwrap().unwrap();
     assert_eq!(found, lease);
-    assert_eq!(
-        store.by_name("thermo-42", t0).await.unwrap().unwrap(),
-        lease
-    );
-    assert!(store
-        .by_subdomain("zzzzzzzzzz", t0)
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(store.by_name("thermo-42", t0).await.unwrap().unwrap(), lease);
+    assert!(store.by_subdomain("zzzzzzzzzz", t0).await.unwrap().is_none());
 }
 
 async fn check_grace(store: &dyn Store) {
@@ -134,26 +111,16 @@ async fn check_grace(store: &dyn Store) {
     let svc = services(&["22", "mqtt"]);
     let first = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
     store.release("dev", "s1", t0 + 10, GRACE_MS).await.unwrap();
-    let offline = store
-        .by_subdomain(&first.subdomain, t0 + 20)
-        .await
-        .unwrap()
-        .unwrap();
+    let offline = store.by_subdomain(&first.subdomain, t0 + 20).await.unwrap().unwrap();
     assert!(offline.online.is_none());
     assert_eq!(offline.last_seen_ms, t0 + 10);
     assert_eq!(offline.expires_at_ms, Some(t0 + 10 + GRACE_MS));
-    let back = store
-        .claim(claim("dev", &svc, "s2", t0 + GRACE_MS))
-        .await
-        .unwrap();
+    let back = store.claim(claim("dev", &svc, "s2", t0 + GRACE_MS)).await.unwrap();
     assert_eq!(back.subdomain, first.subdomain);
     assert_eq!(back.ports, first.ports);
     // A service dropped on reconnect frees its port; a new one gets a port.
     let fewer = services(&["22", "modbus"]);
-    let changed = store
-        .claim(claim("dev", &fewer, "s3", t0 + GRACE_MS + 1))
-        .await
-        .unwrap();
+    let changed = store.claim(claim("dev", &fewer, "s3", t0 + GRACE_MS + 1)).await.unwrap();
     assert_eq!(changed.ports["22"], first.ports["22"]);
     assert!(!changed.ports.contains_key("mqtt"));
     assert!(changed.ports.contains_key("modbus"));
@@ -165,18 +132,11 @@ async fn check_expiry(store: &dyn Store) {
     let first = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
     store.release("dev", "s1", t0, GRACE_MS).await.unwrap();
     let after = t0 + GRACE_MS + 1;
-    assert!(store
-        .by_subdomain(&first.subdomain, after)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.by_subdomain(&first.subdomain, after).await.unwrap().is_none());
     let swept = store.sweep(after).await.unwrap();
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].name, "dev");
-    assert!(
-        store.sweep(after).await.unwrap().is_empty(),
-        "sweep is idempotent"
-    );
+    assert!(store.sweep(after).await.unwrap().is_empty(), "sweep is idempotent");
     let second = store.claim(claim("dev", &svc, "s2", after)).await.unwrap();
     assert_ne!(second.subdomain, first.subdomain);
     // Without a sweep, an expired lease is also replaced on claim.
@@ -184,21 +144,14 @@ async fn check_expiry(store: &dyn Store) {
     let later = after + GRACE_MS + 1;
     let third = store.claim(claim("dev", &svc, "s3", later)).await.unwrap();
     assert_ne!(third.subdomain, second.subdomain);
-    assert!(store
-        .by_subdomain(&second.subdomain, later)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.by_subdomain(&second.subdomain, later).await.unwrap().is_none());
 }
 
 async fn check_stale_release(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&[]);
     store.claim(claim("dev", &svc, "old", t0)).await.unwrap();
-    store
-        .claim(claim("dev", &svc, "new", t0 + 1))
-        .await
-        .unwrap();
+    store.claim(claim("dev", &svc, "new", t0 + 1)).await.unwrap();
     store.release("dev", "old", t0 + 2, GRACE_MS).await.unwrap();
     let lease = store.by_name("dev", t0 + 3).await.unwrap().unwrap();
     assert_eq!(lease.online.unwrap().session, "new");
@@ -213,14 +166,8 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
             let t0 = clock_now();
             let name = format!("dev-{i}");
             let svc = services(&["a", "b"]);
-            let c = Claim {
-                name: &name,
-                services: &svc,
-                session: "s",
-                node: "n",
-                now_ms: t0,
-                port_range: 30000..=30099,
-            };
+            let c =
+                Claim { name: &name, services: &svc, session: "s", node: "n", now_ms: t0, port_range: 30000..=30099 };
             store.claim(c).await.unwrap()
         });
     }
@@ -239,29 +186,12 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
 async fn check_exhaustion(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["a", "b", "c"]);
-    let c = Claim {
-        name: "big",
-        services: &svc,
-        session: "s",
-        node: "n",
-        now_ms: t0,
-        port_range: 40000..=40001,
-    };
+    let c = Claim { name: "big", services: &svc, session: "s", node: "n", now_ms: t0, port_range: 40000..=40001 };
     let refused = store.claim(c).await;
-    assert!(
-        matches!(refused, Err(StoreError::NoFreePort(_))),
-        "{refused:?}"
-    );
+    assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
     // The failed claim left nothing behind: a smaller one fits the range.
     let two = services(&["a", "b"]);
-    let c = Claim {
-        name: "big",
-        services: &two,
-        session: "s",
-        node: "n",
-        now_ms: t0,
-        port_range: 40000..=40001,
-    };
+    let c = Claim { name: "big", services: &two, session: "s", node: "n", now_ms: t0, port_range: 40000..=40001 };
     let lease = store.claim(c).await.unwrap();
     assert_eq!(lease.ports.len(), 2);
 }
@@ -270,56 +200,29 @@ async fn check_recovery(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["22"]);
     let lease = store.claim(claim("dev", &svc, "s1", t0)).await.unwrap();
-    assert_eq!(
-        store
-            .recover_node("node-a", t0 + 5, GRACE_MS)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(store.recover_node("node-a", t0 + 5, GRACE_MS).await.unwrap(), 1);
     let recovered = store.by_name("dev", t0 + 6).await.unwrap().unwrap();
     assert!(recovered.online.is_none());
     assert_eq!(recovered.expires_at_ms, Some(t0 + 5 + GRACE_MS));
-    let back = store
-        .claim(claim("dev", &svc, "s2", t0 + 100))
-        .await
-        .unwrap();
+    let back = store.claim(claim("dev", &svc, "s2", t0 + 100)).await.unwrap();
     assert_eq!((back.subdomain, back.ports), (lease.subdomain, lease.ports));
 }
 
 async fn check_reassign(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["22"]);
-    let c = Claim {
-        name: "dev",
-        services: &svc,
-        session: "s",
-        node: "n",
-        now_ms: t0,
-        port_range: 50000..=50002,
-    };
+    let c = Claim { name: "dev", services: &svc, session: "s", node: "n", now_ms: t0, port_range: 50000..=50002 };
     let lease = store.claim(c).await.unwrap();
     let first = lease.ports["22"];
-    let moved = store
-        .reassign_port("dev", "22", &[first], 50000..=50002)
-        .await
-        .unwrap();
+    let moved = store.reassign_port("dev", "22", &[first], 50000..=50002).await.unwrap();
     let second = moved.ports["22"];
     assert_ne!(second, first);
-    let moved = store
-        .reassign_port("dev", "22", &[first, second], 50000..=50002)
-        .await
-        .unwrap();
+    let moved = store.reassign_port("dev", "22", &[first, second], 50000..=50002).await.unwrap();
     let third = moved.ports["22"];
     assert!(third != first && third != second);
     assert!(matches!(
-        store
-            .reassign_port("dev", "22", &[50000, 50001, 50002], 50000..=50002)
-            .await,
+        store.reassign_port("dev", "22", &[50000, 50001, 50002], 50000..=50002).await,
         Err(StoreError::NoFreePort(_))
     ));
-    assert!(matches!(
-        store.reassign_port("ghost", "22", &[], 50000..=50002).await,
-        Err(StoreError::NoLease(_))
-    ));
+    assert!(matches!(store.reassign_port("ghost", "22", &[], 50000..=50002).await, Err(StoreError::NoLease(_))));
 }

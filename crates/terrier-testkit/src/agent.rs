@@ -32,29 +32,15 @@ pub fn agent_config(server: url::Url, name: &str) -> AgentConfig {
 
 /// A service target on loopback.
 pub fn target(addr: SocketAddr) -> Target {
-    Target {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+    Target { host: addr.ip().to_string(), port: addr.port() }
 }
 
 impl TestAgent {
     /// Starts an agent for `name` exposing `http` (if any) and `tcp` services.
-    pub fn start(
-        server: url::Url,
-        name: &str,
-        http: Option<SocketAddr>,
-        tcp: &[(&str, SocketAddr)],
-    ) -> Self {
+    pub fn start(server: url::Url, name: &str, http: Option<SocketAddr>, tcp: &[(&str, SocketAddr)]) -> Self {
         let mut config = agent_config(server, name);
         config.http = http.map(|a| Service::http(target(a)));
-        config.tcp = tcp
-            .iter()
-            .map(|(id, a)| Service {
-                id: (*id).into(),
-                target: target(*a),
-            })
-            .collect();
+        config.tcp = tcp.iter().map(|(id, a)| Service { id: (*id).into(), target: target(*a) }).collect();
         Self::start_with(config)
     }
 
@@ -62,47 +48,24 @@ impl TestAgent {
     pub fn start_with(config: AgentConfig) -> Self {
         let (tx, events) = watch::channel(Vec::new());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(terrier_agent::run(
-            config.clone(),
-            shutdown.clone(),
-            move |event| {
-                tx.send_modify(|all| all.push(event));
-            },
-        ));
-        Self {
-            config,
-            events,
-            shutdown,
-            handle: Some(handle),
-        }
+        let handle = tokio::spawn(terrier_agent::run(config.clone(), shutdown.clone(), move |event| {
+            tx.send_modify(|all| all.push(event));
+        }));
+        Self { config, events, shutdown, handle: Some(handle) }
     }
 
     /// Waits (up to 10 s) for the `n`-th `connected` event (1-based).
     pub async fn connected(&mut self, n: usize) -> Connected {
         let name = self.config.name.clone();
         let mut events = self.events.clone();
-        let wait = events.wait_for(|all| {
-            all.iter()
-                .filter(|e| matches!(e, Event::Connected(_)))
-                .count()
-                >= n
-        });
+        let wait = events.wait_for(|all| all.iter().filter(|e| matches!(e, Event::Connected(_))).count() >= n);
         let Ok(all) = tokio::time::timeout(Duration::from_secs(10), wait).await else {
-            panic!(
-                "agent {name} connected {n} time(s) within 10 s; events: {:?}",
-                self.events.borrow()
-            );
+            panic!("agent {name} connected {n} time(s) within 10 s; events: {:?}", self.events.borrow());
         };
         let connected = all
             .expect("agent events")
             .iter()
-            .filter_map(|e| {
-                if let Event::Connected(c) = e {
-                    Some(c.clone())
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Event::Connected(c) = e { Some(c.clone()) } else { None })
             .nth(n - 1)
             .expect("n-th connected");
         connected
@@ -117,10 +80,7 @@ impl TestAgent {
     pub async fn stop(mut self) -> Result<(), terrier_agent::Fatal> {
         self.shutdown.cancel();
         match self.handle.take() {
-            Some(h) => tokio::time::timeout(Duration::from_secs(5), h)
-                .await
-                .expect("agent stops")
-                .expect("agent task"),
+            Some(h) => tokio::time::timeout(Duration::from_secs(5), h).await.expect("agent stops").expect("agent task"),
             None => Ok(()),
         }
     }
@@ -128,10 +88,7 @@ impl TestAgent {
     /// Waits for the agent to end on its own (a fatal error).
     pub async fn finished(mut self) -> Result<(), terrier_agent::Fatal> {
         let h = self.handle.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(10), h)
-            .await
-            .expect("agent ends")
-            .expect("agent task")
+        tokio::time::timeout(Duration::from_secs(10), h).await.expect("agent ends").expect("agent task")
     }
 }
 

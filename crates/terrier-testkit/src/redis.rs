@@ -24,27 +24,16 @@ impl RedisServer {
     /// Starts redis-server on `port` (to restart one in place).
     pub async fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it with apt-get)");
         let server = Self { port, child };
-        crate::eventually(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            || async { ping(port).await.then_some(()) },
-        )
+        crate::eventually(Duration::from_secs(10), "redis-server to answer PING", || async {
+            ping(port).await.then_some(())
+        })
         .await;
         server
     }
@@ -73,8 +62,6 @@ async fn ping(port: u16) -> bool {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub async fn free_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr").port()
 }

@@ -23,10 +23,7 @@ pub struct TestServer {
 
 /// A configuration for tests: fast heartbeats and timeouts, loopback only.
 pub fn test_config(data_dir: &Path) -> ServerConfig {
-    let mut config = ServerConfig {
-        data_dir: data_dir.to_owned(),
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig { data_dir: data_dir.to_owned(), ..ServerConfig::default() };
     config.limits.heartbeat_interval = Duration::from_secs(1);
     config.limits.stream_open_timeout = Duration::from_secs(5);
     config.drain_timeout = Duration::from_secs(2);
@@ -48,31 +45,15 @@ impl TestServer {
     }
 
     /// Starts a server on a given address (to restart one on the same port).
-    pub async fn start_on(
-        addr: SocketAddr,
-        data_dir: &Path,
-        tweak: impl FnOnce(&mut ServerConfig),
-    ) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind test server");
+    pub async fn start_on(addr: SocketAddr, data_dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind test server");
         let addr = listener.local_addr().expect("local addr");
         let mut config = test_config(data_dir);
         config.listen = addr;
         tweak(&mut config);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(terrier_server::run(
-            config.clone(),
-            listener,
-            shutdown.clone(),
-        ));
-        Self {
-            addr,
-            config,
-            shutdown,
-            handle: Some(handle),
-            _data: None,
-        }
+        let handle = tokio::spawn(terrier_server::run(config.clone(), listener, shutdown.clone()));
+        Self { addr, config, shutdown, handle: Some(handle), _data: None }
     }
 
     /// The server URL agents use.
@@ -89,9 +70,7 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
-            let result = tokio::time::timeout(Duration::from_secs(10), handle)
-                .await
-                .expect("server stops within 10 s");
+            let result = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("server stops within 10 s");
             result.expect("server task").expect("server run result");
         }
     }

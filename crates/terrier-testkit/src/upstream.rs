@@ -26,9 +26,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// - `GET /bytes/N` → N bytes of [`pattern`], streamed in 64 KiB chunks;
 /// - `GET /ws` → a WebSocket echo.
 pub async fn http_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind http upstream");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http upstream");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -37,10 +35,7 @@ pub async fn http_service() -> SocketAddr {
             };
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        hyper::service::service_fn(route),
-                    )
+                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper::service::service_fn(route))
                     .await;
             });
         }
@@ -54,24 +49,14 @@ pub fn pattern(i: u64) -> u8 {
 }
 
 fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(text.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(Full::new(text.into()).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
     r
 }
 
 async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let response = match (req.method().as_str(), path.as_str()) {
         ("GET", "/hello") => {
             let mut r = full(StatusCode::OK, "hello from device");
@@ -96,20 +81,14 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible>
                 match frame {
                     Ok(frame) => {
                         if let Some(data) = frame.data_ref() {
-                            ok &= data
-                                .iter()
-                                .enumerate()
-                                .all(|(i, b)| *b == pattern(count + i as u64));
+                            ok &= data.iter().enumerate().all(|(i, b)| *b == pattern(count + i as u64));
                             count += data.len() as u64;
                         }
                     }
                     Err(_) => return Ok(full(StatusCode::BAD_REQUEST, "body broke")),
                 }
             }
-            full(
-                StatusCode::OK,
-                format!("{count} {}", if ok { "ok" } else { "corrupt" }),
-            )
+            full(StatusCode::OK, format!("{count} {}", if ok { "ok" } else { "corrupt" }))
         }
         ("GET", p) if p.starts_with("/bytes/") => match p["/bytes/".len()..].parse::<u64>() {
             Ok(n) => Response::new(BodyExt::boxed(StreamBody::new(pattern_stream(n)))),
@@ -145,12 +124,8 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() || msg.is_binary() {
                 if ws.send(msg).await.is_err() {
@@ -167,9 +142,7 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
     h.insert(http::header::CONNECTION, "upgrade".parse().expect("static"));
     h.insert(
         http::header::SEC_WEBSOCKET_ACCEPT,
-        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
-            .parse()
-            .expect("accept key"),
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()).parse().expect("accept key"),
     );
     r
 }
@@ -186,9 +159,7 @@ pub async fn banner_echo(banner: &'static [u8]) -> SocketAddr {
 }
 
 async fn serve_tcp(banner: Option<&'static [u8]>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind tcp upstream");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp upstream");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {

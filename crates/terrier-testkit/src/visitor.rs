@@ -34,20 +34,11 @@ pub struct Page {
 impl Visitor {
     /// A client for the server at `server`.
     pub fn new(server: SocketAddr) -> Self {
-        Self {
-            server,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Self { server, client: Client::builder(TokioExecutor::new()).build_http() }
     }
 
     /// Sends `method path` for `host` with `body`, returning the streaming response.
-    pub async fn send(
-        &self,
-        method: &str,
-        host: &str,
-        path: &str,
-        body: Body,
-    ) -> Response<Incoming> {
+    pub async fn send(&self, method: &str, host: &str, path: &str, body: Body) -> Response<Incoming> {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.server, path))
@@ -59,17 +50,13 @@ impl Visitor {
 
     /// `GET path` for `host`, read whole.
     pub async fn get(&self, host: &str, path: &str) -> Page {
-        let empty = Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed();
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
         read(self.send("GET", host, path, empty).await).await
     }
 
     /// `POST path` for `host` with a small body, read whole.
     pub async fn post(&self, host: &str, path: &str, body: impl Into<Bytes>) -> Page {
-        let body = Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed();
+        let body = Full::new(body.into()).map_err(|never| match never {}).boxed();
         read(self.send("POST", host, path, body).await).await
     }
 }
@@ -78,17 +65,8 @@ impl Visitor {
 pub async fn read(response: Response<Incoming>) -> Page {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("response body")
-        .to_bytes();
-    Page {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    let bytes = response.into_body().collect().await.expect("response body").to_bytes();
+    Page { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
 }
 
 /// The `Host` for a device subdomain on the test domain (`localhost`).

@@ -13,9 +13,7 @@ pub fn random_id() -> String {
 /// A fresh subdomain label: [`SUBDOMAIN_LEN`] characters of `[a-z0-9]`.
 pub fn random_subdomain() -> String {
     let mut rng = rand::rng();
-    (0..SUBDOMAIN_LEN)
-        .map(|_| SUBDOMAIN_ALPHABET[rng.random_range(0..SUBDOMAIN_ALPHABET.len())] as char)
-        .collect()
+    (0..SUBDOMAIN_LEN).map(|_| SUBDOMAIN_ALPHABET[rng.random_range(0..SUBDOMAIN_ALPHABET.len())] as char).collect()
 }
 
 #[cfg(test)]
@@ -35,8 +33,6 @@ mod tests {
     fn subdomains_are_valid_labels() {
         let subs: HashSet<String> = (0..1000).map(|_| random_subdomain()).collect();
         assert_eq!(subs.len(), 1000);
-        assert!(subs
-            .iter()
-            .all(|s| is_valid_subdomain(s) && s.len() == SUBDOMAIN_LEN));
+        assert!(subs.iter().all(|s| is_valid_subdomain(s) && s.len() == SUBDOMAIN_LEN));
     }
 }

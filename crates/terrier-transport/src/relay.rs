@@ -105,8 +105,5 @@ where
         }
     })
     .await;
-    Ok(RelayStats {
-        to_socket,
-        from_socket,
-    })
+    Ok(RelayStats { to_socket, from_socket })
 }

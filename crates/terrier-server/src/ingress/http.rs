@@ -40,20 +40,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         }
     }
     drop(listener);
-    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("HTTP connections still open after the drain timeout; closing them");
     }
 }
 
-fn serve_connection(
-    node: &Arc<Node>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-    remote: SocketAddr,
-) {
+fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limits = &node.config.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -62,18 +54,13 @@ fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     let service_node = node.clone();
     let service = hyper::service::service_fn(move |req| {
         let node = service_node.clone();
         async move { Ok::<_, std::convert::Infallible>(route(node, remote, req).await) }
     });
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
     let watched = graceful.watch(connection);
     node.tasks.spawn(async move {
         if let Err(e) = watched.await {
@@ -98,10 +85,7 @@ pub fn classify<'a>(host: &'a str, domain: &str) -> Target<'a> {
     if host == domain {
         return Target::Apex;
     }
-    match host
-        .strip_suffix(domain)
-        .and_then(|rest| rest.strip_suffix('.'))
-    {
+    match host.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.')) {
         Some(label) if terrier_proto::name::is_valid_subdomain(label) => Target::Device(label),
         _ => Target::Unknown,
     }
@@ -114,21 +98,10 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
         .uri()
         .authority()
         .map(|a| a.host().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
-        })?;
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok().map(str::to_owned))?;
     let host = match raw.rsplit_once(':') {
         // `[::1]:80` and `example.com:80` lose the port; a bare IPv6 keeps its colons.
-        Some((h, port))
-            if port.bytes().all(|b| b.is_ascii_digit())
-                && (!h.contains(':') || h.ends_with(']')) =>
-        {
-            h
-        }
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
         _ => raw.as_str(),
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -150,9 +123,7 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
         Target::Apex => apex(node, req).await,
         Target::Device(sub) => proxy::forward(node.clone(), sub, &host, remote, req).await,
         // Agents may dial the server by IP address or another name.
-        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => {
-            apex(node, req).await
-        }
+        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, req).await,
         Target::Unknown => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Unknown host",
@@ -194,36 +165,21 @@ mod tests {
     #[test]
     fn hosts_classify_by_domain() {
         assert_eq!(classify("localhost", "localhost"), Target::Apex);
-        assert_eq!(
-            classify("abc.localhost", "localhost"),
-            Target::Device("abc")
-        );
+        assert_eq!(classify("abc.localhost", "localhost"), Target::Device("abc"));
         assert_eq!(classify("a.b.localhost", "localhost"), Target::Unknown);
         assert_eq!(classify("evillocalhost", "localhost"), Target::Unknown);
         assert_eq!(classify(".localhost", "localhost"), Target::Unknown);
-        assert_eq!(
-            classify("x.tunnel.example.com", "tunnel.example.com"),
-            Target::Device("x")
-        );
+        assert_eq!(classify("x.tunnel.example.com", "tunnel.example.com"), Target::Device("x"));
     }
 
     #[test]
     fn host_header_loses_port_and_case() {
         let req = |h: &str| Request::builder().header("host", h).body(()).unwrap();
-        assert_eq!(
-            request_host(&req("ABC.Localhost:8080")).as_deref(),
-            Some("abc.localhost")
-        );
+        assert_eq!(request_host(&req("ABC.Localhost:8080")).as_deref(), Some("abc.localhost"));
         assert_eq!(request_host(&req("[::1]:8080")).as_deref(), Some("[::1]"));
-        assert_eq!(
-            request_host(&req("example.com.")).as_deref(),
-            Some("example.com")
-        );
+        assert_eq!(request_host(&req("example.com.")).as_deref(), Some("example.com"));
         assert_eq!(request_host(&Request::builder().body(()).unwrap()), None);
-        let h2 = Request::builder()
-            .uri("https://dev.localhost/x")
-            .body(())
-            .unwrap();
+        let h2 = Request::builder().uri("https://dev.localhost/x").body(()).unwrap();
         assert_eq!(request_host(&h2).as_deref(), Some("dev.localhost"));
     }
 }

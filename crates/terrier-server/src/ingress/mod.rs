@@ -15,14 +15,11 @@ pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// A small plain-text response (handshake errors the agent prints).
 pub fn text(status: u16, message: impl Into<String>) -> ::http::Response<Body> {
-    let mut response =
-        ::http::Response::new(Either::Right(Full::new(Bytes::from(message.into() + "\n"))));
-    *response.status_mut() =
-        ::http::StatusCode::from_u16(status).unwrap_or(::http::StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        ::http::header::CONTENT_TYPE,
-        ::http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut response = ::http::Response::new(Either::Right(Full::new(Bytes::from(message.into() + "\n"))));
+    *response.status_mut() = ::http::StatusCode::from_u16(status).unwrap_or(::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(::http::header::CONTENT_TYPE, ::http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

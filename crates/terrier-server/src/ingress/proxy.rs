@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
+use crate::cluster::forward;
 use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::registry::Registry;
@@ -65,11 +66,7 @@ pub fn client(
         .pool_idle_timeout(limits.http_idle_timeout)
         .pool_max_idle_per_host(limits.max_idle_http_per_device)
         .set_host(false)
-        .build(StreamConnector {
-            sessions: node_sessions,
-            tasks,
-            idle_stop,
-        })
+        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop })
 }
 
 /// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
@@ -81,7 +78,7 @@ pub async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(session) = node.sessions.by_subdomain(sub) else {
-        return offline_or_unknown(&node, sub, host).await;
+        return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
     if !session.http {
         return node.pages.render(Page {
@@ -93,13 +90,7 @@ pub async fn forward(
         });
     }
     let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    if let Err(detail) = prepare_request(
-        &mut req,
-        &session.id,
-        host,
-        remote,
-        &node.config.public_scheme,
-    ) {
+    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, &node.config.public_scheme) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -145,17 +136,9 @@ fn prepare_request(
         .headers()
         .get(header::HOST)
         .cloned()
-        .or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        })
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
         .ok_or("no host")?;
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     // The authority is the session id: the client pools connections per
     // session, so a device that reconnects never gets its old sockets.
     *req.uri_mut() = Uri::builder()
@@ -176,30 +159,19 @@ fn prepare_request(
         Some(prior) => format!("{prior}, {client_ip}"),
         None => client_ip,
     };
-    headers.insert(
-        "x-forwarded-for",
-        HeaderValue::from_str(&xff).map_err(|_| "bad X-Forwarded-For")?,
-    );
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_str(scheme).map_err(|_| "bad scheme")?,
-    );
-    headers.insert(
-        "x-forwarded-host",
-        HeaderValue::from_str(host).map_err(|_| "bad host")?,
-    );
+    headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).map_err(|_| "bad X-Forwarded-For")?);
+    headers.insert("x-forwarded-proto", HeaderValue::from_str(scheme).map_err(|_| "bad scheme")?);
+    headers.insert("x-forwarded-host", HeaderValue::from_str(host).map_err(|_| "bad host")?);
     Ok(())
 }
 
 /// Does the request ask to switch protocols (WebSocket and the like)?
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
 /// Removes hop-by-hop headers, and any header `Connection` names. With
@@ -223,11 +195,7 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_upgrade: bool) {
 }
 
 /// Splices a visitor's and a device's upgraded connections until both end.
-async fn splice_upgraded(
-    visitor: hyper::upgrade::OnUpgrade,
-    device: hyper::upgrade::OnUpgrade,
-    name: &str,
-) {
+async fn splice_upgraded(visitor: hyper::upgrade::OnUpgrade, device: hyper::upgrade::OnUpgrade, name: &str) {
     let (visitor, device) = match tokio::try_join!(visitor, device) {
         Ok(pair) => pair,
         Err(e) => {
@@ -244,21 +212,38 @@ async fn splice_upgraded(
 }
 
 /// The page for a subdomain with no session on this node.
-async fn offline_or_unknown(node: &Node, sub: &str, host: &str) -> Response<Body> {
+/// The answer for a subdomain with no session on this node: forwarded to the
+/// node that holds the device, or a page saying it is offline or unknown.
+async fn elsewhere_or_offline(
+    node: &Node,
+    sub: &str,
+    host: &str,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match node.store.by_subdomain(sub, now_ms()).await {
         Ok(Some(lease)) => {
-            let last_seen = httpdate::fmt_http_date(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(lease.last_seen_ms),
-            );
-            let mut response = node.pages.render(Page {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                title: "This device is offline",
-                message: "The device behind this address is not connected right now. It usually comes back on its own; try again in a little while.",
-                detail: &format!("last seen {last_seen}"),
-                host,
-            });
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-            response
+            let holder = lease.online.as_ref().map(|o| o.node.as_str()).filter(|n| *n != node.node_id);
+            let peer = match holder {
+                Some(id) if !forward::was_forwarded(&req) => crate::cluster::nodes::peer(node, id).await,
+                _ => None,
+            };
+            if let Some(peer) = peer {
+                return match forward::to_peer(&node.peer_client, &node.node_id, &peer, remote, req).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        tracing::warn!(device = %lease.name, node = %peer.id, error = %e, "forwarding to the device's node failed");
+                        node.pages.render(Page {
+                            status: StatusCode::BAD_GATEWAY,
+                            title: "The device's server did not answer",
+                            message: "The device is connected to another server of this service, which could not be reached.",
+                            detail: "",
+                            host,
+                        })
+                    }
+                };
+            }
+            offline_page(node, &lease, host)
         }
         Ok(None) => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -280,13 +265,23 @@ async fn offline_or_unknown(node: &Node, sub: &str, host: &str) -> Response<Body
     }
 }
 
+/// The 503 page for a device in its grace period.
+fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Response<Body> {
+    let last_seen =
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(lease.last_seen_ms));
+    let mut response = node.pages.render(Page {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        title: "This device is offline",
+        message: "The device behind this address is not connected right now. It usually comes back on its own; try again in a little while.",
+        detail: &format!("last seen {last_seen}"),
+        host,
+    });
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
+}
+
 /// The page for a request the device could not answer.
-fn forward_error(
-    node: &Node,
-    device: &str,
-    host: &str,
-    error: hyper_util::client::legacy::Error,
-) -> Response<Body> {
+fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::client::legacy::Error) -> Response<Body> {
     let open_error = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<OpenError>());
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
     let (status, title, message, detail) = match open_error {
@@ -321,13 +316,7 @@ fn forward_error(
             error.to_string(),
         ),
     };
-    node.pages.render(Page {
-        status,
-        title,
-        message,
-        detail: &detail,
-        host,
-    })
+    node.pages.render(Page { status, title, message, detail: &detail, host })
 }
 
 /// hyper "connector" that opens a tunnel stream to the session named by the
@@ -392,11 +381,7 @@ impl hyper::rt::Read for StreamConnection {
 }
 
 impl hyper::rt::Write for StreamConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -33,13 +33,7 @@ struct Bound {
 
 impl PortListeners {
     /// Makes sure `port` listens for `name`'s `service`, binding it if needed.
-    pub async fn ensure(
-        &self,
-        node: &Arc<Node>,
-        port: u16,
-        name: &str,
-        service: &str,
-    ) -> std::io::Result<()> {
+    pub async fn ensure(&self, node: &Arc<Node>, port: u16, name: &str, service: &str) -> std::io::Result<()> {
         {
             let mut bound = self.bound.lock().expect("ports lock");
             match bound.get(&port) {
@@ -55,19 +49,14 @@ impl PortListeners {
         }
         let listener = TcpListener::bind(SocketAddr::new(node.config.tcp_bind, port)).await?;
         let stop = node.shutdown.child_token();
-        self.bound.lock().expect("ports lock").insert(
-            port,
-            Bound {
-                name: name.to_owned(),
-                service: service.to_owned(),
-                stop: stop.clone(),
-            },
-        );
+        self.bound
+            .lock()
+            .expect("ports lock")
+            .insert(port, Bound { name: name.to_owned(), service: service.to_owned(), stop: stop.clone() });
         tracing::info!(device = name, service, port, "TCP port bound");
         let node2 = node.clone();
         let (name, service) = (name.to_owned(), service.to_owned());
-        node.tasks
-            .spawn(accept_loop(node2, listener, name, service, stop));
+        node.tasks.spawn(accept_loop(node2, listener, name, service, stop));
         Ok(())
     }
 
@@ -89,13 +78,7 @@ impl PortListeners {
     }
 }
 
-async fn accept_loop(
-    node: Arc<Node>,
-    listener: TcpListener,
-    name: String,
-    service: String,
-    stop: CancellationToken,
-) {
+async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, service: String, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -105,9 +88,7 @@ async fn accept_loop(
             Ok((stream, visitor)) => {
                 let node2 = node.clone();
                 let (name, service) = (name.clone(), service.clone());
-                node.tasks.spawn(async move {
-                    relay_visitor(node2, stream, visitor, &name, &service).await
-                });
+                node.tasks.spawn(async move { relay_visitor(node2, stream, visitor, &name, &service).await });
             }
             Err(e) => {
                 tracing::warn!(device = %name, %service, error = %e, "accept failed");
@@ -119,13 +100,7 @@ async fn accept_loop(
 
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
-async fn relay_visitor(
-    node: Arc<Node>,
-    stream: TcpStream,
-    visitor: SocketAddr,
-    name: &str,
-    service: &str,
-) {
+async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
     let _ = stream.set_nodelay(true);
     let Some(session) = node.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");

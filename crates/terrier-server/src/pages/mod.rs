@@ -49,10 +49,7 @@ pub struct Page<'a> {
 
 impl Default for Pages {
     fn default() -> Self {
-        Self {
-            fallback: DEFAULT_TEMPLATE.to_owned(),
-            by_status: HashMap::new(),
-        }
+        Self { fallback: DEFAULT_TEMPLATE.to_owned(), by_status: HashMap::new() }
     }
 }
 
@@ -80,10 +77,7 @@ impl Pages {
 
     /// Renders `page` into an HTML response.
     pub fn render(&self, page: Page<'_>) -> Response<Body> {
-        let template = self
-            .by_status
-            .get(&page.status.as_u16())
-            .unwrap_or(&self.fallback);
+        let template = self.by_status.get(&page.status.as_u16()).unwrap_or(&self.fallback);
         let html = template
             .replace("{{status}}", page.status.as_str())
             .replace("{{title}}", &escape(page.title))
@@ -93,10 +87,7 @@ impl Pages {
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
         *response.status_mut() = page.status;
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            "text/html; charset=utf-8".parse().expect("static header"),
-        );
+        headers.insert(CONTENT_TYPE, "text/html; charset=utf-8".parse().expect("static header"));
         headers.insert(CACHE_CONTROL, "no-store".parse().expect("static header"));
         response
     }
@@ -133,13 +124,9 @@ mod tests {
             host: "x.localhost",
         });
         assert_eq!(res.status(), 404);
-        let Either::Right(body) = res.into_body() else {
-            panic!("page body")
-        };
-        let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
-            .unwrap()
-            .unwrap()
-            .to_bytes();
+        let Either::Right(body) = res.into_body() else { panic!("page body") };
+        let bytes =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body)).unwrap().unwrap().to_bytes();
         let html = std::str::from_utf8(&bytes).unwrap();
         assert!(html.contains("No &lt;script&gt;"));
         assert!(html.contains("a &amp; b"));

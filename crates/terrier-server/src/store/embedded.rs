@@ -5,16 +5,17 @@
 //! One node owns the file, so [`Store::recover_node`] treats every online
 //! lease as belonging to the restarting node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Claim, Lease, Online, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Online, Store, StoreError};
 
 /// name -> JSON-encoded [`Lease`].
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
@@ -31,6 +32,9 @@ const PORT_PROBES: usize = 64;
 pub struct EmbeddedStore {
     /// The open database; redb serialises write transactions itself.
     db: Arc<Database>,
+    /// Node registrations with their expiry. Only one node uses a file, so
+    /// they live in memory: a restart forgets them, as it should.
+    nodes: Arc<Mutex<HashMap<String, (NodeInfo, Instant)>>>,
 }
 
 impl EmbeddedStore {
@@ -44,7 +48,7 @@ impl EmbeddedStore {
             txn.open_table(PORTS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), nodes: Arc::default() })
     }
 
     /// Runs `f` in one write transaction on the blocking pool and commits it.
@@ -126,18 +130,14 @@ impl<'txn> Tables<'txn> {
 
     fn put(&mut self, lease: &Lease) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(lease).map_err(backend)?;
-        self.leases
-            .insert(lease.name.as_str(), bytes.as_slice())
-            .map_err(backend)?;
+        self.leases.insert(lease.name.as_str(), bytes.as_slice()).map_err(backend)?;
         Ok(())
     }
 
     /// Removes a lease and its index entries.
     fn delete(&mut self, lease: &Lease) -> Result<(), StoreError> {
         self.leases.remove(lease.name.as_str()).map_err(backend)?;
-        self.subdomains
-            .remove(lease.subdomain.as_str())
-            .map_err(backend)?;
+        self.subdomains.remove(lease.subdomain.as_str()).map_err(backend)?;
         for port in lease.ports.values() {
             self.ports.remove(*port).map_err(backend)?;
         }
@@ -147,15 +147,8 @@ impl<'txn> Tables<'txn> {
     fn fresh_subdomain(&mut self, name: &str) -> Result<String, StoreError> {
         loop {
             let sub = terrier_transport::ids::random_subdomain();
-            if self
-                .subdomains
-                .get(sub.as_str())
-                .map_err(backend)?
-                .is_none()
-            {
-                self.subdomains
-                    .insert(sub.as_str(), name)
-                    .map_err(backend)?;
+            if self.subdomains.get(sub.as_str()).map_err(backend)?.is_none() {
+                self.subdomains.insert(sub.as_str(), name).map_err(backend)?;
                 return Ok(sub);
             }
         }
@@ -163,12 +156,7 @@ impl<'txn> Tables<'txn> {
 
     /// Picks a port of `range` nobody holds and that is not in `avoid`, and
     /// records it for `name`.
-    fn fresh_port(
-        &mut self,
-        name: &str,
-        range: &RangeInclusive<u16>,
-        avoid: &[u16],
-    ) -> Result<u16, StoreError> {
+    fn fresh_port(&mut self, name: &str, range: &RangeInclusive<u16>, avoid: &[u16]) -> Result<u16, StoreError> {
         let free = |tables: &Self, port: u16| -> Result<bool, StoreError> {
             Ok(!avoid.contains(&port) && tables.ports.get(port).map_err(backend)?.is_none())
         };
@@ -215,12 +203,7 @@ impl<'txn> Tables<'txn> {
                 expires_at_ms: None,
             },
         };
-        let dropped: Vec<String> = lease
-            .ports
-            .keys()
-            .filter(|s| !claim.services.contains(s))
-            .cloned()
-            .collect();
+        let dropped: Vec<String> = lease.ports.keys().filter(|s| !claim.services.contains(s)).cloned().collect();
         for service in dropped {
             if let Some(port) = lease.ports.remove(&service) {
                 self.ports.remove(port).map_err(backend)?;
@@ -237,11 +220,8 @@ impl<'txn> Tables<'txn> {
             let port = self.fresh_port(claim.name, &claim.port_range, &[])?;
             lease.ports.insert(service.clone(), port);
         }
-        lease.online = Some(Online {
-            session: claim.session.to_owned(),
-            node: claim.node.to_owned(),
-            since_ms: claim.now_ms,
-        });
+        lease.online =
+            Some(Online { session: claim.session.to_owned(), node: claim.node.to_owned(), since_ms: claim.now_ms });
         lease.last_seen_ms = claim.now_ms;
         lease.expires_at_ms = None;
         self.put(&lease)?;
@@ -265,9 +245,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Lease, StoreError> {
         let (name, service, avoid) = (name.to_owned(), service.to_owned(), avoid.to_vec());
         self.write(move |t| {
-            let mut lease = t
-                .get(&name)?
-                .ok_or_else(|| StoreError::NoLease(name.clone()))?;
+            let mut lease = t.get(&name)?.ok_or_else(|| StoreError::NoLease(name.clone()))?;
             let port = t.fresh_port(&name, &port_range, &avoid)?;
             if let Some(old) = lease.ports.insert(service, port) {
                 t.ports.remove(old).map_err(backend)?;
@@ -278,13 +256,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn release(
-        &self,
-        name: &str,
-        session: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, name: &str, session: &str, now_ms: u64, grace_ms: u64) -> Result<(), StoreError> {
         let (name, session) = (name.to_owned(), session.to_owned());
         self.write(move |t| {
             let Some(mut lease) = t.get(&name)? else {
@@ -301,18 +273,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn by_subdomain(
-        &self,
-        subdomain: &str,
-        now_ms: u64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.read_lease(ReadKey::Subdomain(subdomain.to_owned()), now_ms)
-            .await
+    async fn by_subdomain(&self, subdomain: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        self.read_lease(ReadKey::Subdomain(subdomain.to_owned()), now_ms).await
     }
 
     async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
-        self.read_lease(ReadKey::Name(name.to_owned()), now_ms)
-            .await
+        self.read_lease(ReadKey::Name(name.to_owned()), now_ms).await
     }
 
     async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
@@ -333,12 +299,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn recover_node(
-        &self,
-        _node: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<usize, StoreError> {
+    async fn recover_node(&self, _node: &str, now_ms: u64, grace_ms: u64) -> Result<usize, StoreError> {
         self.write(move |t| {
             let mut stale = Vec::new();
             for row in t.leases.iter().map_err(backend)? {
@@ -354,6 +315,61 @@ impl Store for EmbeddedStore {
                 t.put(lease)?;
             }
             Ok(stale.len())
+        })
+        .await
+    }
+
+    async fn register_node(&self, node: &NodeInfo, ttl_ms: u64) -> Result<(), StoreError> {
+        let until = Instant::now() + Duration::from_millis(ttl_ms);
+        self.nodes.lock().expect("nodes lock").insert(node.id.clone(), (node.clone(), until));
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock().expect("nodes lock");
+        Ok(nodes.values().filter(|(_, until)| *until > now).map(|(n, _)| n.clone()).collect())
+    }
+
+    async fn dead_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        let dead: Vec<String> =
+            nodes.iter().filter(|(_, (_, until))| *until <= now).map(|(id, _)| id.clone()).collect();
+        for id in &dead {
+            nodes.remove(id);
+        }
+        Ok(dead)
+    }
+
+    async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError> {
+        let lease = lease.clone();
+        self.write(move |t| {
+            if let Some(current) = t.get(&lease.name)? {
+                if current.online.is_some() && current.is_live(now_ms) {
+                    return Ok(current);
+                }
+                t.delete(&current)?;
+            }
+            let sub_owner = t.subdomains.get(lease.subdomain.as_str()).map_err(backend)?.map(|v| v.value().to_owned());
+            if sub_owner.is_some_and(|owner| owner != lease.name) {
+                return Err(StoreError::Backend(format!("subdomain {} was given to another device", lease.subdomain)));
+            }
+            for port in lease.ports.values() {
+                let owner = t.ports.get(*port).map_err(backend)?.map(|v| v.value().to_owned());
+                if owner.is_some_and(|owner| owner != lease.name) {
+                    return Err(StoreError::Backend(format!("port {port} was given to another device")));
+                }
+            }
+            t.subdomains.insert(lease.subdomain.as_str(), lease.name.as_str()).map_err(backend)?;
+            for port in lease.ports.values() {
+                t.ports.insert(*port, lease.name.as_str()).map_err(backend)?;
+            }
+            let mut stored = lease.clone();
+            stored.expires_at_ms = None;
+            stored.last_seen_ms = now_ms;
+            t.put(&stored)?;
+            Ok(stored)
         })
         .await
     }

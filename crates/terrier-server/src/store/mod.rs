@@ -104,17 +104,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the lease offline if `session` still holds it; the lease then
     /// lasts `grace_ms` more.
-    async fn release(
-        &self,
-        name: &str,
-        session: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<(), StoreError>;
+    async fn release(&self, name: &str, session: &str, now_ms: u64, grace_ms: u64) -> Result<(), StoreError>;
 
     /// The live lease a subdomain belongs to.
-    async fn by_subdomain(&self, subdomain: &str, now_ms: u64)
-        -> Result<Option<Lease>, StoreError>;
+    async fn by_subdomain(&self, subdomain: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
 
     /// The live lease of a device name.
     async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
@@ -125,18 +118,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// After `node` restarted, its sessions are gone: mark their leases
     /// offline with a fresh grace period so returning devices keep them.
-    async fn recover_node(
-        &self,
-        node: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<usize, StoreError>;
+    async fn recover_node(&self, node: &str, now_ms: u64, grace_ms: u64) -> Result<usize, StoreError>;
+
+    /// Announces (or refreshes) a node for `ttl_ms`; a node that stops
+    /// refreshing disappears from [`Store::nodes`] when the TTL runs out.
+    async fn register_node(&self, node: &NodeInfo, ttl_ms: u64) -> Result<(), StoreError>;
+
+    /// The live nodes (registered and not expired).
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+
+    /// Ids of nodes that once registered and whose registration expired,
+    /// forgetting them. Their online leases should be recovered.
+    async fn dead_nodes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Writes back a lease this node holds online after the store lost it
+    /// (Redis restarted empty): kept if the name has no other live lease and
+    /// its subdomain and ports are still free. Returns the lease now stored.
+    async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError>;
+}
+
+/// One terrierd node as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Base URL agents use to reach this node (the target of 307 redirects).
+    pub advertise_url: String,
+    /// Base URL other nodes forward visitor requests to.
+    pub internal_url: String,
+    /// Devices online on this node.
+    pub devices: u64,
 }
 
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{Claim, Lease, Online, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Online, Store, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Fresh candidates per attempt; with 51-bit subdomains, one is plenty.
@@ -45,13 +46,21 @@ struct Scripts {
     reassign: Script,
     sweep: Script,
     recover: Script,
+    restore: Script,
 }
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`); keys start with `prefix`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+    /// Each command fails after `timeout` when Redis does not answer, so a
+    /// Redis outage becomes a quick 503 for new devices, never a hang.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(backend)?;
-        let conn = ConnectionManager::new(client).await.map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(timeout);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(backend)?;
         let script = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Ok(Self {
             conn,
@@ -62,6 +71,7 @@ impl RedisStore {
                 reassign: script(include_str!("lua/reassign.lua")),
                 sweep: script(include_str!("lua/sweep.lua")),
                 recover: script(include_str!("lua/recover.lua")),
+                restore: script(include_str!("lua/restore.lua")),
             },
         })
     }
@@ -70,13 +80,30 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.prefix)
     }
 
-    async fn lease(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+    /// Every registered node id with its info (`None` once its TTL ran out).
+    async fn node_table(&self) -> Result<Vec<(String, Option<NodeInfo>)>, StoreError> {
         let mut conn = self.conn.clone();
-        let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.key("lease", name))
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}nodes", self.prefix))
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key("nodeinfo", id)).collect();
+        let infos: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.map_err(backend)?;
+        Ok(ids
+            .into_iter()
+            .zip(infos)
+            .map(|(id, info)| (id, info.and_then(|json| serde_json::from_str(&json).ok())))
+            .collect())
+    }
+
+    async fn lease(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(self.key("lease", name)).query_async(&mut conn).await.map_err(backend)?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -100,13 +127,8 @@ impl Store for RedisStore {
     async fn claim(&self, claim: Claim<'_>) -> Result<Lease, StoreError> {
         let mut conn = self.conn.clone();
         for _ in 0..CLAIM_ATTEMPTS {
-            let subs: Vec<String> = (0..SUB_CANDIDATES)
-                .map(|_| terrier_transport::ids::random_subdomain())
-                .collect();
-            let ports = port_candidates(
-                &claim.port_range,
-                claim.services.len() * PORT_CANDIDATES_PER_SERVICE,
-            );
+            let subs: Vec<String> = (0..SUB_CANDIDATES).map(|_| terrier_transport::ids::random_subdomain()).collect();
+            let ports = port_candidates(&claim.port_range, claim.services.len() * PORT_CANDIDATES_PER_SERVICE);
             let result: redis::RedisResult<[String; 8]> = self
                 .scripts
                 .claim
@@ -125,15 +147,11 @@ impl Store for RedisStore {
             match result {
                 Ok(fields) => return decode(fields),
                 Err(e) if script_error(&e) == Some("NOSUB") => continue,
-                Err(e) if script_error(&e) == Some("NOPORT") => {
-                    return Err(StoreError::NoFreePort(claim.port_range))
-                }
+                Err(e) if script_error(&e) == Some("NOPORT") => return Err(StoreError::NoFreePort(claim.port_range)),
                 Err(e) => return Err(backend(e)),
             }
         }
-        Err(StoreError::Backend(
-            "no free subdomain after several attempts".into(),
-        ))
+        Err(StoreError::Backend("no free subdomain after several attempts".into()))
     }
 
     async fn reassign_port(
@@ -159,21 +177,13 @@ impl Store for RedisStore {
             .await;
         match result {
             Ok(fields) => decode(fields),
-            Err(e) if script_error(&e) == Some("NOLEASE") => {
-                Err(StoreError::NoLease(name.to_owned()))
-            }
+            Err(e) if script_error(&e) == Some("NOLEASE") => Err(StoreError::NoLease(name.to_owned())),
             Err(e) if script_error(&e) == Some("NOPORT") => Err(StoreError::NoFreePort(port_range)),
             Err(e) => Err(backend(e)),
         }
     }
 
-    async fn release(
-        &self,
-        name: &str,
-        session: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, name: &str, session: &str, now_ms: u64, grace_ms: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 = self
             .scripts
@@ -189,22 +199,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn by_subdomain(
-        &self,
-        subdomain: &str,
-        now_ms: u64,
-    ) -> Result<Option<Lease>, StoreError> {
+    async fn by_subdomain(&self, subdomain: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
         let mut conn = self.conn.clone();
-        let name: Option<String> = redis::cmd("GET")
-            .arg(self.key("sub", subdomain))
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)?;
+        let name: Option<String> =
+            redis::cmd("GET").arg(self.key("sub", subdomain)).query_async(&mut conn).await.map_err(backend)?;
         match name {
-            Some(name) => Ok(self
-                .lease(&name, now_ms)
-                .await?
-                .filter(|l| l.subdomain == subdomain)),
+            Some(name) => Ok(self.lease(&name, now_ms).await?.filter(|l| l.subdomain == subdomain)),
             None => Ok(None),
         }
     }
@@ -215,14 +215,8 @@ impl Store for RedisStore {
 
     async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
         let mut conn = self.conn.clone();
-        let names: Vec<String> = self
-            .scripts
-            .sweep
-            .arg(&self.prefix)
-            .arg(now_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
+        let names: Vec<String> =
+            self.scripts.sweep.arg(&self.prefix).arg(now_ms).invoke_async(&mut conn).await.map_err(backend)?;
         // The keys may be gone already (Redis expired them), so only the
         // names are known; that is all a node needs to close listeners.
         Ok(names
@@ -238,12 +232,7 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn recover_node(
-        &self,
-        node: &str,
-        now_ms: u64,
-        grace_ms: u64,
-    ) -> Result<usize, StoreError> {
+    async fn recover_node(&self, node: &str, now_ms: u64, grace_ms: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         let n: usize = self
             .scripts
@@ -257,67 +246,107 @@ impl Store for RedisStore {
             .map_err(backend)?;
         Ok(n)
     }
+
+    async fn register_node(&self, node: &NodeInfo, ttl_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(node).map_err(backend)?;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.key("nodeinfo", &node.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .cmd("SADD")
+            .arg(format!("{}nodes", self.prefix))
+            .arg(&node.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        Ok(self.node_table().await?.into_iter().filter_map(|(_, info)| info).collect())
+    }
+
+    async fn dead_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let dead: Vec<String> =
+            self.node_table().await?.into_iter().filter(|(_, info)| info.is_none()).map(|(id, _)| id).collect();
+        if !dead.is_empty() {
+            let mut conn = self.conn.clone();
+            let _: i64 = redis::cmd("SREM")
+                .arg(format!("{}nodes", self.prefix))
+                .arg(&dead)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(dead)
+    }
+
+    async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError> {
+        let mut conn = self.conn.clone();
+        let online =
+            lease.online.as_ref().ok_or_else(|| StoreError::Backend("restore needs an online lease".into()))?;
+        let ports: Vec<String> = lease.ports.iter().map(|(s, p)| format!("{s}={p}")).collect();
+        let result: redis::RedisResult<[String; 8]> = self
+            .scripts
+            .restore
+            .arg(&self.prefix)
+            .arg(&lease.name)
+            .arg(&lease.subdomain)
+            .arg(ports.join(";"))
+            .arg(&online.session)
+            .arg(&online.node)
+            .arg(online.since_ms)
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(fields) => decode(fields),
+            Err(e) if script_error(&e) == Some("NOSUB") => {
+                Err(StoreError::Backend(format!("subdomain {} was given to another device", lease.subdomain)))
+            }
+            Err(e) if script_error(&e) == Some("NOPORT") => {
+                Err(StoreError::Backend("a port of the lease was given to another device".into()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
 }
 
 /// Random ports of `range` as a comma-separated list.
 fn port_candidates(range: &RangeInclusive<u16>, count: usize) -> String {
     let mut rng = rand::rng();
-    (0..count)
-        .map(|_| rng.random_range(range.clone()).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    (0..count).map(|_| rng.random_range(range.clone()).to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// The code a script returned with `redis.error_reply`, if that is what `e`
 /// is. Redis versions decorate script errors differently, so look for ours.
 fn script_error(e: &redis::RedisError) -> Option<&'static str> {
     let text = e.to_string();
-    ["NOSUB", "NOPORT", "NOLEASE"]
-        .into_iter()
-        .find(|code| text.contains(code))
+    ["NOSUB", "NOPORT", "NOLEASE"].into_iter().find(|code| text.contains(code))
 }
 
 /// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.
 fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
     let [name, subdomain, ports, session, node, since, seen, exp] = fields;
     let number = |s: &str| -> Result<u64, StoreError> {
-        s.parse().map_err(|_| {
-            StoreError::Backend(format!("corrupt lease {name:?}: {s:?} is not a number"))
-        })
+        s.parse().map_err(|_| StoreError::Backend(format!("corrupt lease {name:?}: {s:?} is not a number")))
     };
     let mut port_map = BTreeMap::new();
     for pair in ports.split(';').filter(|p| !p.is_empty()) {
-        let (svc, port) = pair
-            .split_once('=')
-            .ok_or_else(|| StoreError::Backend(format!("corrupt ports of {name:?}: {ports:?}")))?;
-        let port = port
-            .parse()
-            .map_err(|_| StoreError::Backend(format!("corrupt port of {name:?}: {pair:?}")))?;
+        let (svc, port) =
+            pair.split_once('=').ok_or_else(|| StoreError::Backend(format!("corrupt ports of {name:?}: {ports:?}")))?;
+        let port = port.parse().map_err(|_| StoreError::Backend(format!("corrupt port of {name:?}: {pair:?}")))?;
         port_map.insert(svc.to_owned(), port);
     }
-    let online = if session.is_empty() {
-        None
-    } else {
-        Some(Online {
-            session,
-            node,
-            since_ms: number(&since)?,
-        })
-    };
-    let expires_at_ms = if exp.is_empty() {
-        None
-    } else {
-        Some(number(&exp)?)
-    };
+    let online = if session.is_empty() { None } else { Some(Online { session, node, since_ms: number(&since)? }) };
+    let expires_at_ms = if exp.is_empty() { None } else { Some(number(&exp)?) };
     let last_seen_ms = number(&seen)?;
-    Ok(Lease {
-        name,
-        subdomain,
-        ports: port_map,
-        online,
-        last_seen_ms,
-        expires_at_ms,
-    })
+    Ok(Lease { name, subdomain, ports: port_map, online, last_seen_ms, expires_at_ms })
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {

@@ -9,9 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use terrier_proto::handshake::{
-    close, status, PARAM_AGENT, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_TCP,
+    close, status, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_TCP,
 };
-use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_SERVICES};
+use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
 use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
 use terrier_proto::name::{is_valid_name, is_valid_service_id};
 use terrier_transport::ids::random_id;
@@ -40,6 +40,8 @@ pub struct ControlParams {
     pub http: bool,
     /// TCP service ids.
     pub tcp: Vec<String>,
+    /// Redirects the agent already followed.
+    pub hops: u8,
     /// Agent software.
     pub agent: String,
     /// Agent platform.
@@ -57,9 +59,7 @@ impl ControlParams {
                 PARAM_TCP => {
                     for id in value.split(',').filter(|s| !s.is_empty()) {
                         if !is_valid_service_id(id) {
-                            return Err(format!(
-                                "bad TCP service id {id:?}: use 1-32 of [a-z0-9_-], not \"http\""
-                            ));
+                            return Err(format!("bad TCP service id {id:?}: use 1-32 of [a-z0-9_-], not \"http\""));
                         }
                         if params.tcp.iter().any(|t| t == id) {
                             return Err(format!("TCP service id {id:?} given twice"));
@@ -69,6 +69,7 @@ impl ControlParams {
                 }
                 PARAM_AGENT => params.agent = value.chars().take(64).collect(),
                 PARAM_PLATFORM => params.platform = value.chars().take(64).collect(),
+                PARAM_HOPS => params.hops = value.parse().unwrap_or(u8::MAX),
                 _ => {}
             }
         }
@@ -98,6 +99,16 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
+    if params.hops < MAX_REDIRECT_HOPS {
+        if let Some(target) = crate::cluster::nodes::redirect_target(&node).await {
+            tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
+            let mut response = text(status::REDIRECT, format!("use {}", target.advertise_url));
+            if let Ok(location) = http::HeaderValue::from_str(&target.advertise_url) {
+                response.headers_mut().insert(http::header::LOCATION, location);
+            }
+            return response;
+        }
+    }
     if node.shutdown.is_cancelled() {
         return text(status::UNAVAILABLE, "server is shutting down");
     }
@@ -150,11 +161,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
 
 /// Claims the lease and binds its TCP ports, moving a service to another
 /// port when its leased one cannot be bound.
-async fn acquire_lease(
-    node: &Arc<Node>,
-    params: &ControlParams,
-    session: &str,
-) -> Result<Lease, StoreError> {
+async fn acquire_lease(node: &Arc<Node>, params: &ControlParams, session: &str) -> Result<Lease, StoreError> {
     let range = node.config.tcp_port_min..=node.config.tcp_port_max;
     let mut lease = node
         .store
@@ -176,10 +183,7 @@ async fn acquire_lease(
                 Err(e) if avoid.len() < MAX_BIND_ATTEMPTS => {
                     tracing::info!(device = %params.name, service, port, error = %e, "leased port not bindable; moving");
                     avoid.push(port);
-                    lease = node
-                        .store
-                        .reassign_port(&params.name, service, &avoid, range.clone())
-                        .await?;
+                    lease = node.store.reassign_port(&params.name, service, &avoid, range.clone()).await?;
                 }
                 Err(_) => return Err(StoreError::NoFreePort(range)),
             }
@@ -260,18 +264,11 @@ fn handle_frame(session: &Session, msg: Message) -> Result<(), String> {
 }
 
 fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
-    let url = if session.http {
-        node.config.device_url(&lease.subdomain)
-    } else {
-        String::new()
-    };
+    let url = if session.http { node.config.device_url(&lease.subdomain) } else { String::new() };
     let mut tcp = heapless::Vec::<TcpPort<'_>, MAX_SERVICES>::new();
     for (service, port) in &session.tcp {
         // The handshake capped the service count at MAX_SERVICES.
-        let _ = tcp.push(TcpPort {
-            service,
-            port: *port,
-        });
+        let _ = tcp.push(TcpPort { service, port: *port });
     }
     let welcome = ServerMessage::Welcome(Welcome {
         session: &session.id,
@@ -280,20 +277,8 @@ fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
         url: &url,
         tcp_host: node.config.tcp_host(),
         tcp,
-        grace_secs: node
-            .config
-            .grace_period
-            .as_secs()
-            .try_into()
-            .unwrap_or(u32::MAX),
-        heartbeat_secs: node
-            .config
-            .limits
-            .heartbeat_interval
-            .as_secs()
-            .max(1)
-            .try_into()
-            .unwrap_or(u32::MAX),
+        grace_secs: node.config.grace_period.as_secs().try_into().unwrap_or(u32::MAX),
+        heartbeat_secs: node.config.limits.heartbeat_interval.as_secs().max(1).try_into().unwrap_or(u32::MAX),
     });
     terrier_transport::control::encode(&welcome)
 }
@@ -307,10 +292,7 @@ async fn send(ws: &mut DataSocket, msg: Message, timeout: Duration) -> Result<()
 }
 
 async fn close_with(ws: &mut DataSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.chars().take(100).collect::<String>().into(),
-    };
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.chars().take(100).collect::<String>().into() };
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
 }
 
@@ -320,11 +302,7 @@ async fn end_session(node: &Node, session: &Session) {
     session.closed.cancel();
     node.sessions.remove(session);
     let grace = node.config.grace_period.as_millis() as u64;
-    if let Err(e) = node
-        .store
-        .release(&session.name, &session.id, now_ms(), grace)
-        .await
-    {
+    if let Err(e) = node.store.release(&session.name, &session.id, now_ms(), grace).await {
         tracing::error!(error = %e, "could not release lease");
     }
 }
@@ -335,32 +313,17 @@ mod tests {
 
     #[test]
     fn params_parse_and_validate() {
-        let p = ControlParams::parse(Some(
-            "name=thermo-42&http=1&tcp=22,1883&agent=terrier%2F0.1",
-        ))
-        .unwrap();
+        let p = ControlParams::parse(Some("name=thermo-42&http=1&tcp=22,1883&agent=terrier%2F0.1")).unwrap();
         assert_eq!(p.name, "thermo-42");
         assert!(p.http);
         assert_eq!(p.tcp, vec!["22", "1883"]);
         assert_eq!(p.agent, "terrier/0.1");
-        assert!(ControlParams::parse(Some("name=Bad&http=1"))
-            .unwrap_err()
-            .contains("bad device name"));
-        assert!(ControlParams::parse(Some("http=1"))
-            .unwrap_err()
-            .contains("bad device name"));
-        assert!(ControlParams::parse(Some("name=a"))
-            .unwrap_err()
-            .contains("no services"));
-        assert!(ControlParams::parse(Some("name=a&tcp=22,22"))
-            .unwrap_err()
-            .contains("twice"));
-        assert!(ControlParams::parse(Some("name=a&tcp=http"))
-            .unwrap_err()
-            .contains("bad TCP service"));
+        assert!(ControlParams::parse(Some("name=Bad&http=1")).unwrap_err().contains("bad device name"));
+        assert!(ControlParams::parse(Some("http=1")).unwrap_err().contains("bad device name"));
+        assert!(ControlParams::parse(Some("name=a")).unwrap_err().contains("no services"));
+        assert!(ControlParams::parse(Some("name=a&tcp=22,22")).unwrap_err().contains("twice"));
+        assert!(ControlParams::parse(Some("name=a&tcp=http")).unwrap_err().contains("bad TCP service"));
         let many = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-        assert!(ControlParams::parse(Some(&format!("name=a&tcp={many}")))
-            .unwrap_err()
-            .contains("too many"));
+        assert!(ControlParams::parse(Some(&format!("name=a&tcp={many}"))).unwrap_err().contains("too many"));
     }
 }

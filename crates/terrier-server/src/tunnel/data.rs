@@ -28,10 +28,7 @@ pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> 
         }
     }
     if !is_valid_id(&session_id) || !is_valid_id(&stream) {
-        return text(
-            status::BAD_REQUEST,
-            "session and stream must be 32 lowercase hex digits",
-        );
+        return text(status::BAD_REQUEST, "session and stream must be 32 lowercase hex digits");
     }
     let accept = match upgrade::accept(req.headers()) {
         Ok(accept) => accept,

@@ -9,5 +9,4 @@ pub mod session;
 pub mod upgrade;
 
 /// A data socket once upgraded: a WebSocket over hyper's upgraded connection.
-pub type DataSocket =
-    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+pub type DataSocket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;

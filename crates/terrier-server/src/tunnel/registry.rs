@@ -28,8 +28,7 @@ impl Registry {
             idx.by_id.remove(&old.id);
             idx.by_subdomain.remove(&old.subdomain);
         }
-        idx.by_subdomain
-            .insert(session.subdomain.clone(), session.clone());
+        idx.by_subdomain.insert(session.subdomain.clone(), session.clone());
         idx.by_id.insert(session.id.clone(), session);
         old
     }
@@ -38,10 +37,7 @@ impl Registry {
     /// Returns whether it was.
     pub fn remove(&self, session: &Session) -> bool {
         let mut idx = self.inner.write().expect("registry lock");
-        let current = idx
-            .by_name
-            .get(&session.name)
-            .is_some_and(|s| s.id == session.id);
+        let current = idx.by_name.get(&session.name).is_some_and(|s| s.id == session.id);
         if current {
             idx.by_name.remove(&session.name);
             idx.by_subdomain.remove(&session.subdomain);
@@ -52,43 +48,22 @@ impl Registry {
 
     /// The online session serving `subdomain`.
     pub fn by_subdomain(&self, subdomain: &str) -> Option<Arc<Session>> {
-        self.inner
-            .read()
-            .expect("registry lock")
-            .by_subdomain
-            .get(subdomain)
-            .cloned()
+        self.inner.read().expect("registry lock").by_subdomain.get(subdomain).cloned()
     }
 
     /// The online session of device `name`.
     pub fn by_name(&self, name: &str) -> Option<Arc<Session>> {
-        self.inner
-            .read()
-            .expect("registry lock")
-            .by_name
-            .get(name)
-            .cloned()
+        self.inner.read().expect("registry lock").by_name.get(name).cloned()
     }
 
     /// The session with id `id`.
     pub fn by_id(&self, id: &str) -> Option<Arc<Session>> {
-        self.inner
-            .read()
-            .expect("registry lock")
-            .by_id
-            .get(id)
-            .cloned()
+        self.inner.read().expect("registry lock").by_id.get(id).cloned()
     }
 
     /// Every online session (for shutdown and stats).
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.inner
-            .read()
-            .expect("registry lock")
-            .by_name
-            .values()
-            .cloned()
-            .collect()
+        self.inner.read().expect("registry lock").by_name.values().cloned().collect()
     }
 
     /// Number of online sessions.

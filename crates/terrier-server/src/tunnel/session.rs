@@ -34,6 +34,8 @@ pub struct Session {
     pub tcp: BTreeMap<String, u16>,
     /// Agent software (`terrier/0.1.0`), for logs.
     pub agent: String,
+    /// When the session started, Unix ms.
+    pub since_ms: u64,
     /// Frames to send on the control socket (bounded: back-pressure).
     control: mpsc::Sender<Message>,
     /// Cancelled when the session ends (control socket gone or replaced).
@@ -99,11 +101,7 @@ impl Session {
     /// Creates a session and the receiving end of its control queue;
     /// `closed` is cancelled when the session must end (a child of the
     /// node's shutdown token).
-    pub fn new(
-        init: SessionInit,
-        queue: usize,
-        closed: CancellationToken,
-    ) -> (Arc<Self>, mpsc::Receiver<Message>) {
+    pub fn new(init: SessionInit, queue: usize, closed: CancellationToken) -> (Arc<Self>, mpsc::Receiver<Message>) {
         let (control, rx) = mpsc::channel(queue);
         let session = Arc::new(Self {
             id: init.id,
@@ -112,6 +110,7 @@ impl Session {
             http: init.http,
             tcp: init.tcp,
             agent: init.agent,
+            since_ms: crate::store::now_ms(),
             control,
             closed,
             close_code: Mutex::new(None),
@@ -144,21 +143,12 @@ impl Session {
             pending.insert(stream.clone(), tx);
         }
         // Whatever happens next, the id must not outlive this call.
-        let _forget = PendingGuard {
-            session: self,
-            stream: &stream,
-        };
+        let _forget = PendingGuard { session: self, stream: &stream };
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
-        let open = terrier_transport::control::encode(&ServerMessage::Open(Open {
-            stream: &stream,
-            service,
-        }));
+        let open = terrier_transport::control::encode(&ServerMessage::Open(Open { stream: &stream, service }));
         tracing::debug!(device = %self.name, %stream, service, "open stream");
         let wait = async {
-            self.control
-                .send(open)
-                .await
-                .map_err(|_| OpenError::Offline)?;
+            self.control.send(open).await.map_err(|_| OpenError::Offline)?;
             rx.await.map_err(|_| OpenError::Offline)
         };
         let reply = tokio::select! {
@@ -191,10 +181,7 @@ impl Session {
 
     /// Ends the session, telling the agent why with a close code.
     pub fn close(&self, code: u16) {
-        self.close_code
-            .lock()
-            .expect("close lock")
-            .get_or_insert(code);
+        self.close_code.lock().expect("close lock").get_or_insert(code);
         self.closed.cancel();
     }
 

@@ -1,0 +1,150 @@
+//! The node registry loop and least-loaded balancing.
+//!
+//! Every `cluster.heartbeat_interval` a node registers itself (id, URLs,
+//! online devices) under a TTL of `cluster.node_ttl`, reads the live nodes
+//! (kept in memory for handshakes to consult without a store round trip),
+//! recovers the leases of nodes whose registration expired (their devices
+//! get their grace period), and, when it finds itself missing from the
+//! registry (the store lost its data), writes its online leases back.
+
+use std::sync::{Arc, RwLock};
+
+use crate::store::{now_ms, Lease, NodeInfo, Online};
+use crate::tunnel::session::Session;
+use crate::Node;
+
+/// The live nodes as last read from the store.
+#[derive(Default)]
+pub struct Peers {
+    /// Last successful read; empty until the first heartbeat.
+    nodes: RwLock<Vec<NodeInfo>>,
+}
+
+impl Peers {
+    /// The node `id`, if it is live.
+    pub fn get(&self, id: &str) -> Option<NodeInfo> {
+        self.nodes.read().expect("peers lock").iter().find(|n| n.id == id).cloned()
+    }
+
+    /// All live nodes.
+    pub fn all(&self) -> Vec<NodeInfo> {
+        self.nodes.read().expect("peers lock").clone()
+    }
+
+    fn set(&self, nodes: Vec<NodeInfo>) {
+        *self.nodes.write().expect("peers lock") = nodes;
+    }
+}
+
+/// Where a new device should go instead of `node`, if anywhere: the least
+/// loaded live node, when this one has more than `balance_tolerance` devices
+/// beyond it. Reads the registry fresh (handshakes are rare next to
+/// traffic); if the store cannot answer, the device stays here.
+pub async fn redirect_target(node: &Node) -> Option<NodeInfo> {
+    let nodes = node.store.nodes().await.ok()?;
+    node.peers.set(nodes.clone());
+    let mine = node.sessions.len() as u64;
+    let least = nodes.into_iter().filter(|n| n.id != node.node_id).min_by_key(|n| n.devices)?;
+    (mine > least.devices + node.config.cluster.balance_tolerance).then_some(least)
+}
+
+/// The live node `id`: from the last registry read, or read fresh when it
+/// is not there (it may have joined since).
+pub async fn peer(node: &Node, id: &str) -> Option<NodeInfo> {
+    if let Some(peer) = node.peers.get(id) {
+        return Some(peer);
+    }
+    let nodes = node.store.nodes().await.ok()?;
+    node.peers.set(nodes);
+    node.peers.get(id)
+}
+
+/// This node as the registry shows it.
+fn info(node: &Node) -> NodeInfo {
+    NodeInfo {
+        id: node.node_id.clone(),
+        advertise_url: node.config.advertise_url(),
+        internal_url: node.config.internal_url(),
+        devices: node.sessions.len() as u64,
+    }
+}
+
+/// Runs the registry heartbeat until shutdown.
+pub async fn heartbeat(node: Arc<Node>) {
+    let mut ticker = tokio::time::interval(node.config.cluster.heartbeat_interval);
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match beat(&node).await {
+            Ok(()) if !healthy => {
+                tracing::info!("store reachable again; registration and leases re-synced");
+                healthy = true;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if healthy {
+                    tracing::error!(error = %e, "store unreachable: online tunnels keep working, new devices get 503");
+                }
+                healthy = false;
+            }
+        }
+    }
+}
+
+async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
+    let ttl = node.config.cluster.node_ttl.as_millis() as u64;
+    let before = node.store.nodes().await?;
+    let known = before.iter().any(|n| n.id == node.node_id);
+    node.store.register_node(&info(node), ttl).await?;
+    if !known {
+        resync(node).await;
+    }
+    let grace = node.config.grace_period.as_millis() as u64;
+    for dead in node.store.dead_nodes().await? {
+        if dead != node.node_id {
+            let n = node.store.recover_node(&dead, now_ms(), grace).await?;
+            tracing::warn!(node = %dead, devices = n, "node stopped refreshing; its devices are offline");
+        }
+    }
+    node.peers.set(node.store.nodes().await?);
+    Ok(())
+}
+
+/// Writes the leases of this node's online sessions back into the store.
+/// A session whose lease now belongs to another session (or whose addresses
+/// went to another device) is closed, so its agent reconnects and learns
+/// where it stands.
+async fn resync(node: &Node) {
+    let sessions = node.sessions.all();
+    if sessions.is_empty() {
+        return;
+    }
+    let now = now_ms();
+    for session in sessions {
+        match node.store.restore(&lease_of(node, &session, now), now).await {
+            Ok(stored) if stored.online.as_ref().is_some_and(|o| o.session == session.id) => {}
+            Ok(_) => {
+                tracing::info!(device = %session.name, "lease taken by another session while the store was away");
+                session.close(terrier_proto::handshake::close::REPLACED);
+            }
+            Err(e) => {
+                tracing::warn!(device = %session.name, error = %e, "lease could not be restored; asking the device to reconnect");
+                session.close(terrier_proto::handshake::close::GOING_AWAY);
+            }
+        }
+    }
+}
+
+fn lease_of(node: &Node, session: &Session, now: u64) -> Lease {
+    Lease {
+        name: session.name.clone(),
+        subdomain: session.subdomain.clone(),
+        ports: session.tcp.clone(),
+        online: Some(Online { session: session.id.clone(), node: node.node_id.clone(), since_ms: session.since_ms }),
+        last_seen_ms: now,
+        expires_at_ms: None,
+    }
+}
