@@ -51,6 +51,9 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// Cancelled when the node must stop.
     pub shutdown: CancellationToken,
+    /// Cancelled when the drain timeout after shutdown ran out: relays still
+    /// open then are cut, so `run` returns with nothing left running.
+    pub hard_stop: CancellationToken,
 }
 
 /// Serves one node on `listener` with the store `config.store` names (the
@@ -110,6 +113,7 @@ pub async fn run_with_store(
         peer_client: cluster::forward::client(),
         tasks: tasks.clone(),
         shutdown,
+        hard_stop: CancellationToken::new(),
     });
     tracing::info!(
         node = %node.node_id,
@@ -127,11 +131,18 @@ pub async fn run_with_store(
     // child tokens. Give in-flight streams the drain timeout.
     tasks.close();
     if tokio::time::timeout(node.config.drain_timeout, tasks.wait()).await.is_err() {
-        tracing::warn!(open = tasks.len(), "tasks still running after the drain timeout");
+        tracing::warn!(open = tasks.len(), "streams still open after the drain timeout; cutting them");
+        node.hard_stop.cancel();
+        if tokio::time::timeout(HARD_STOP_WAIT, tasks.wait()).await.is_err() {
+            tracing::error!(open = tasks.len(), "tasks ignored the hard stop");
+        }
     }
     tracing::info!("terrierd stopped");
     Ok(())
 }
+
+/// How long cut relays get to unwind after the hard stop.
+const HARD_STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Periodically deletes leases whose grace period ended and closes their ports.
 async fn sweep_leases(node: Arc<Node>) {

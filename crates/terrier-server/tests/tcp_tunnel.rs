@@ -491,3 +491,27 @@ async fn visitor_of_offline_device_is_closed_and_port_works_again_after_reconnec
     drop(stream);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stream_still_open_at_shutdown_is_cut_after_the_drain_timeout() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.tcp_host = Some("127.0.0.1".into());
+        c.drain_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let echo = upstream::tcp_echo().await;
+    let mut agent = TestAgent::start(server.url(), "lingering", None, &[("echo", echo)]);
+    let connected = agent.connected(1).await;
+    let mut visitor = connect(public_addr(&connected, "echo")).await;
+    visitor.write_all(b"still here").await.unwrap();
+    assert_eq!(read_exactly(&mut visitor, 10, "echo before shutdown").await, b"still here");
+
+    let started = Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(3), "stop took {:?}", started.elapsed());
+    // The relay is gone: the visitor's connection ends instead of lingering.
+    let mut buf = [0u8; 16];
+    let ended = timeout(Duration::from_secs(3), visitor.read(&mut buf)).await.expect("visitor sees the end");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+}

@@ -112,8 +112,12 @@ pub async fn forward(
         if let Some(visitor_upgrade) = visitor_upgrade {
             let device_upgrade = hyper::upgrade::on(&mut response);
             let device = session.name.clone();
+            let hard_stop = node.hard_stop.clone();
             node.tasks.spawn(async move {
-                splice_upgraded(visitor_upgrade, device_upgrade, &device).await;
+                tokio::select! {
+                    () = splice_upgraded(visitor_upgrade, device_upgrade, &device) => {}
+                    () = hard_stop.cancelled() => {}
+                }
             });
         }
         return response.map(|_| Either::Right(Default::default()));

@@ -113,7 +113,11 @@ async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, 
             return;
         }
     };
-    match terrier_transport::relay(socket, stream).await {
+    let relayed = tokio::select! {
+        relayed = terrier_transport::relay(socket, stream) => relayed,
+        () = node.hard_stop.cancelled() => return,
+    };
+    match relayed {
         Ok(stats) => {
             tracing::debug!(device = name, service, %visitor, up = stats.to_socket, down = stats.from_socket, "TCP stream closed")
         }
