@@ -183,3 +183,64 @@ async fn redis_outage_keeps_tunnels_refuses_new_devices_and_resyncs_after() {
     assert_eq!(visitor.get(&host, "/hello").await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn killed_node_is_declared_dead_and_its_devices_move_on() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    // Node A is a real process, so it can die without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let port = terrier_testkit::redis::free_port().await;
+    let config = dir.path().join("a.toml");
+    std::fs::write(&config, "[cluster]\nheartbeat_interval = \"200ms\"\nnode_ttl = \"1s\"\nbalance_tolerance = 100\n")
+        .unwrap();
+    let mut a = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrierd"))
+        .args(["--store", &redis.url(), "--node-id", "node-a", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_nodes(&redis, 2).await;
+    let a_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+
+    let web = upstream::http_service().await;
+    let mut config = terrier_testkit::agent::agent_config(a_url.clone(), "mover");
+    config.fallback_servers = vec![b.url()];
+    config.http = Some(terrier_agent::Service::http(terrier_testkit::agent::target(web)));
+    let mut mover = TestAgent::start_with(config);
+    let first = mover.connected(1).await;
+    assert_eq!(first.server, a_url.to_string());
+    // A second device that only knows A, so it cannot move when A dies.
+    let mut goner = TestAgent::start(a_url.clone(), "goner", Some(web), &[]);
+    goner.connected(1).await;
+
+    a.kill().await.unwrap();
+    let second = mover.connected(2).await;
+    assert_eq!(second.server, b.url().to_string());
+    assert_eq!(second.subdomain, first.subdomain);
+
+    // B notices A stopped refreshing and releases A's devices into their grace period.
+    let store =
+        terrier_server::store::redis::RedisStore::connect(&redis.url(), "terrier:", std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+    terrier_testkit::eventually(std::time::Duration::from_secs(10), "A's leases to be recovered", || {
+        let store = store.clone();
+        async move {
+            use terrier_server::store::Store;
+            let lease = store.by_name("goner", terrier_server::store::now_ms()).await.ok()??;
+            let nodes = store.nodes().await.ok()?;
+            (lease.online.is_none() && nodes.len() == 1).then_some(())
+        }
+    })
+    .await;
+    let page = Visitor::new(b.addr).get(&device_host(&second.subdomain), "/hello").await;
+    assert_eq!(page.status, 200);
+    b.stop().await;
+}
