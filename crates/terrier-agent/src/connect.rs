@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::header::{LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
-    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_SESSION,
+    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL, PARAM_SESSION,
     PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
@@ -135,6 +135,15 @@ pub fn data_url(base: &Url, session: &str, stream: &str) -> Url {
     url.set_path(DATA_PATH);
     url.set_query(None);
     url.query_pairs_mut().append_pair(PARAM_SESSION, session).append_pair(PARAM_STREAM, stream);
+    url
+}
+
+/// The URL of an idle pooled data socket for `session`.
+pub fn pool_url(base: &Url, session: &str) -> Url {
+    let mut url = ws_url(base);
+    url.set_path(DATA_PATH);
+    url.set_query(None);
+    url.query_pairs_mut().append_pair(PARAM_SESSION, session).append_pair(PARAM_POOL, "1");
     url
 }
 

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod pool;
 pub mod reconnect;
 pub mod service;
 pub mod session;
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub max_control_frame_bytes: usize,
     /// Largest data frame accepted.
     pub max_data_frame_bytes: usize,
+    /// Idle data sockets kept open ahead of visitors (0: open one per visitor).
+    pub pool: usize,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +68,7 @@ impl Default for AgentConfig {
             connect_timeout: Duration::from_secs(10),
             max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
+            pool: 0,
         }
     }
 }

@@ -28,6 +28,9 @@ struct Args {
     /// Expose a TCP service at [ID=][HOST:]PORT on a public port (repeatable; ID defaults to PORT).
     #[arg(long = "tcp", value_name = "[ID=][HOST:]PORT", value_parser = Service::parse_tcp)]
     tcp: Vec<Service>,
+    /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake (0-16).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pool: u8,
     /// How to print events on stdout: human-readable text, or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -82,6 +85,7 @@ fn config(args: Args) -> Result<AgentConfig, String> {
         http: args.http.map(Service::http),
         tcp: args.tcp,
         backoff_max: args.backoff_max,
+        pool: args.pool.into(),
         ..AgentConfig::default()
     })
 }

@@ -80,6 +80,19 @@ impl Serve<'_> {
     async fn serve(&self, mut socket: Socket, heartbeat: Duration) -> Outcome {
         let silence_limit = heartbeat * HEARTBEAT_MISSES;
         let (refuse_tx, mut refusals) = mpsc::channel::<Refusal>(REFUSAL_QUEUE);
+        // Pooled sockets belong to this session: they stop when it ends.
+        let pool_stop = self.shutdown.child_token();
+        let _pool_guard = pool_stop.clone().drop_guard();
+        if self.config.pool > 0 {
+            let pool = crate::pool::Pool {
+                config: self.config.clone(),
+                server: self.server.clone(),
+                session: self.session.clone(),
+                streams: self.streams.clone(),
+                refusals: refuse_tx.clone(),
+            };
+            pool.start(pool_stop);
+        }
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mut last_heard = Instant::now();
         let ended = |reason: String| Outcome::Ended { reason, go_away: None };

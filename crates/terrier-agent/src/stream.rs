@@ -34,13 +34,8 @@ pub type Refusal = (String, String);
 
 /// Runs one stream to its end. Refusals go to `refusals`.
 pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
-    let local = match dial_local(&req.target, req.timeout).await {
-        Ok(local) => local,
-        Err(reason) => {
-            tracing::info!(stream = %req.stream, service = %req.service, target = %req.target, %reason, "local service unreachable");
-            let _ = refusals.send((req.stream, reason)).await;
-            return;
-        }
+    let Some(local) = dial_or_refuse(&req.target, &req.stream, &req.service, req.timeout, &refusals).await else {
+        return;
     };
     let url = connect::data_url(&req.server, &req.session, &req.stream);
     let socket = match connect::open(&url, req.max_frame, req.timeout).await {
@@ -50,11 +45,46 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
             return;
         }
     };
+    relay(socket, local, &req.stream, &req.service).await;
+}
+
+/// Runs a stream whose data socket is already open (a pooled socket that
+/// was just assigned): dial the local service, then relay.
+pub async fn relay_to_local(
+    socket: connect::Socket,
+    target: &Target,
+    stream: &str,
+    service: &str,
+    timeout: Duration,
+    refusals: mpsc::Sender<Refusal>,
+) {
+    // On refusal the socket is dropped: the visitor sees the stream end.
+    if let Some(local) = dial_or_refuse(target, stream, service, timeout, &refusals).await {
+        relay(socket, local, stream, service).await;
+    }
+}
+
+async fn relay(socket: connect::Socket, local: TcpStream, stream: &str, service: &str) {
     match terrier_transport::relay(socket, local).await {
-        Ok(stats) => tracing::debug!(stream = %req.stream, service = %req.service,
-            up = stats.to_socket, down = stats.from_socket, "stream closed"),
-        Err(e) => {
-            tracing::debug!(stream = %req.stream, service = %req.service, error = %e, "stream aborted")
+        Ok(stats) => tracing::debug!(stream, service, up = stats.to_socket, down = stats.from_socket, "stream closed"),
+        Err(e) => tracing::debug!(stream, service, error = %e, "stream aborted"),
+    }
+}
+
+/// Dials the local service; on failure tells the server why (`refused`).
+async fn dial_or_refuse(
+    target: &Target,
+    stream: &str,
+    service: &str,
+    timeout: Duration,
+    refusals: &mpsc::Sender<Refusal>,
+) -> Option<TcpStream> {
+    match dial_local(target, timeout).await {
+        Ok(local) => Some(local),
+        Err(reason) => {
+            tracing::info!(stream, service, %target, %reason, "local service unreachable");
+            let _ = refusals.send((stream.to_owned(), reason)).await;
+            None
         }
     }
 }

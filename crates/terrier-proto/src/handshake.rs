@@ -22,6 +22,8 @@ pub const PARAM_PLATFORM: &str = "platform";
 pub const PARAM_SESSION: &str = "session";
 /// Data socket: the stream id from `open`.
 pub const PARAM_STREAM: &str = "stream";
+/// Data socket: present (`1`) for an idle pooled socket awaiting `assign`.
+pub const PARAM_POOL: &str = "pool";
 
 /// Service id of the device's HTTP service in `open`.
 pub const HTTP_SERVICE: &str = "http";

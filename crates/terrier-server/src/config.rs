@@ -105,6 +105,8 @@ pub struct Limits {
     pub max_data_frame_bytes: usize,
     /// Visitor streams of one device waiting for their data socket at once (503 past it).
     pub max_pending_streams: usize,
+    /// Idle pooled data sockets one device may keep open (`--pool` on the agent).
+    pub max_pool_sockets: usize,
     /// Idle keep-alive connections kept per device for HTTP forwarding.
     pub max_idle_http_per_device: usize,
     /// How long an idle forwarded keep-alive connection stays open.
@@ -151,6 +153,7 @@ impl Default for Limits {
             max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
             max_pending_streams: 256,
+            max_pool_sockets: 16,
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
             control_queue: 256,

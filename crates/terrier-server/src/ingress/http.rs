@@ -12,10 +12,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::sniff::{sniff, Prefixed, Protocol};
 use super::{proxy, Body};
 use crate::pages::Page;
 use crate::tunnel::{control, data};
@@ -46,9 +47,33 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 }
 
 fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpStream, remote: SocketAddr) {
+    let watcher = graceful.watcher();
+    let node2 = node.clone();
+    node.tasks.spawn(async move {
+        // Under the shutdown token too: a connection still sniffing when the
+        // server stops is simply dropped.
+        tokio::select! {
+            () = serve_one(node2.clone(), watcher, stream, remote) => {}
+            () = node2.hard_stop.cancelled() => {}
+        }
+    });
+}
+
+async fn serve_one(node: Arc<Node>, watcher: Watcher, mut stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limits = &node.config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "connection closed before a request");
+            return;
+        }
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -60,13 +85,11 @@ fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpSt
         let node = service_node.clone();
         async move { Ok::<_, std::convert::Infallible>(route(node, remote, req).await) }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    let watched = graceful.watch(connection);
-    node.tasks.spawn(async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
-        }
-    });
+    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 /// Where a request's host points.

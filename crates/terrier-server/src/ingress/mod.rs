@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod sniff;
 pub mod tcp;
 
 use bytes::Bytes;

@@ -131,6 +131,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
             agent: params.agent.clone(),
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
+            max_pool: limits.max_pool_sockets,
         },
         limits.control_queue,
         node.shutdown.child_token(),
@@ -300,6 +301,7 @@ async fn close_with(ws: &mut DataSocket, code: u16, reason: &str) {
 /// period, and fail its waiting visitors.
 async fn end_session(node: &Node, session: &Session) {
     session.closed.cancel();
+    session.clear_pool();
     node.sessions.remove(session);
     let grace = node.config.grace_period.as_millis() as u64;
     if let Err(e) = node.store.release(&session.name, &session.id, now_ms(), grace).await {

@@ -16,6 +16,7 @@ use terrier_proto::messages::{Open, ServerMessage};
 use terrier_transport::ids::random_id;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use super::DataSocket;
@@ -48,9 +49,17 @@ pub struct Session {
     max_pending: usize,
     /// How long a visitor waits for its data socket.
     open_timeout: Duration,
+    /// Idle pooled data sockets the agent opened ahead of visitors.
+    pool: Mutex<Vec<DataSocket>>,
+    /// Limit on `pool`.
+    max_pool: usize,
     /// Streams opened in this session, for logs and stats.
     pub streams_opened: AtomicU64,
 }
+
+/// How long sending `assign` on a pooled socket may take before the socket
+/// counts as dead.
+const POOL_ASSIGN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the agent answered an `open`.
 pub enum StreamReply {
@@ -95,6 +104,8 @@ pub struct SessionInit {
     pub max_pending: usize,
     /// Wait for a data socket.
     pub open_timeout: Duration,
+    /// Limit on idle pooled data sockets.
+    pub max_pool: usize,
 }
 
 impl Session {
@@ -117,6 +128,8 @@ impl Session {
             pending: Mutex::new(HashMap::new()),
             max_pending: init.max_pending,
             open_timeout: init.open_timeout,
+            pool: Mutex::new(Vec::new()),
+            max_pool: init.max_pool,
             streams_opened: AtomicU64::new(0),
         });
         (session, rx)
@@ -131,9 +144,15 @@ impl Session {
         }
     }
 
-    /// Asks the device for a new stream to `service` and waits for its data socket.
+    /// A data socket for a new stream to `service`: an idle pooled one at
+    /// once if the agent keeps a pool, otherwise asks the device with `open`
+    /// and waits for its data socket.
     pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
         let stream = random_id();
+        if let Some(socket) = self.assign_pooled(&stream, service).await {
+            self.streams_opened.fetch_add(1, Ordering::Relaxed);
+            return Ok(socket);
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock().expect("pending lock");
@@ -164,6 +183,44 @@ impl Session {
                 Err(OpenError::Timeout(self.open_timeout))
             }
         }
+    }
+
+    /// Parks an idle pooled data socket; returns false (and drops it) when
+    /// the pool is full.
+    pub fn add_pooled(&self, socket: DataSocket) -> bool {
+        let mut pool = self.pool.lock().expect("pool lock");
+        if pool.len() >= self.max_pool {
+            return false;
+        }
+        pool.push(socket);
+        true
+    }
+
+    /// Hands `stream` to an idle pooled socket with `assign`; `None` when the
+    /// pool is empty (or every socket in it turned out dead).
+    async fn assign_pooled(&self, stream: &str, service: &str) -> Option<DataSocket> {
+        loop {
+            // Most recently parked first: the least likely to have gone stale.
+            let mut socket = self.pool.lock().expect("pool lock").pop()?;
+            let assign = terrier_transport::control::encode(&ServerMessage::Assign(Open { stream, service }));
+            match tokio::time::timeout(POOL_ASSIGN_TIMEOUT, socket.send(assign)).await {
+                Ok(Ok(())) => {
+                    tracing::debug!(device = %self.name, %stream, service, "stream assigned to a pooled socket");
+                    return Some(socket);
+                }
+                _ => tracing::debug!(device = %self.name, "dropping a dead pooled socket"),
+            }
+        }
+    }
+
+    /// Closes the idle pooled sockets (the session ended).
+    pub fn clear_pool(&self) {
+        self.pool.lock().expect("pool lock").clear();
+    }
+
+    /// Idle pooled data sockets right now.
+    pub fn pooled_count(&self) -> usize {
+        self.pool.lock().expect("pool lock").len()
     }
 
     /// Takes the waiting visitor of `stream`; `None` if unknown, expired or used.
