@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::header::{LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
-    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL, PARAM_SESSION,
-    PARAM_STREAM, PARAM_TCP,
+    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL,
+    PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
 use tokio::net::TcpStream;

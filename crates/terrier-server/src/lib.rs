@@ -47,6 +47,8 @@ pub struct Node {
     pub peers: cluster::nodes::Peers,
     /// HTTP client that forwards visitors to other nodes.
     pub peer_client: cluster::forward::PeerClient,
+    /// Lease releases that failed while the store was away, to retry.
+    pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
     /// Every task the node spawns, awaited on shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the node must stop.
@@ -111,6 +113,7 @@ pub async fn run_with_store(
         client,
         peers: cluster::nodes::Peers::default(),
         peer_client: cluster::forward::client(),
+        unreleased: Default::default(),
         tasks: tasks.clone(),
         shutdown,
         hard_stop: CancellationToken::new(),

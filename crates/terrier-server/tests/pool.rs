@@ -15,7 +15,8 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 async fn next_text(ws: &mut Ws) -> String {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame in time").unwrap().unwrap();
+        let msg =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame in time").unwrap().unwrap();
         if let Message::Text(text) = msg {
             return text.as_str().to_owned();
         }
@@ -27,12 +28,16 @@ async fn pooled_socket_gets_the_visitor_with_assign_then_open_takes_over() {
     init_logging();
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
     let (mut control, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/v1/control?name=pooled&tcp=echo", server.addr)).await.unwrap();
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/control?name=pooled&tcp=echo", server.addr))
+            .await
+            .unwrap();
     let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
     let session = welcome["welcome"]["session"].as_str().unwrap().to_owned();
     let port = welcome["welcome"]["tcp"][0]["port"].as_u64().unwrap();
     let (mut pooled, response) =
-        tokio_tungstenite::connect_async(format!("ws://{}/v1/data?session={session}&pool=1", server.addr)).await.unwrap();
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/data?session={session}&pool=1", server.addr))
+            .await
+            .unwrap();
     assert_eq!(response.status(), 101);
 
     // The pooled socket is parked once its handshake completed; a visitor

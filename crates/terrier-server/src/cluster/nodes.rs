@@ -59,6 +59,26 @@ pub async fn peer(node: &Node, id: &str) -> Option<NodeInfo> {
     node.peers.get(id)
 }
 
+/// A lease release that failed (store unreachable), to retry.
+#[derive(Debug, Clone)]
+pub struct Unreleased {
+    /// Device name.
+    pub name: String,
+    /// The session that ended.
+    pub session: String,
+    /// When it ended, Unix ms: the grace period counts from here.
+    pub at_ms: u64,
+}
+
+/// Refreshes this node's registration now (its device count changed), so
+/// other nodes balance on fresh numbers. Failures wait for the heartbeat.
+pub async fn announce(node: &Node) {
+    let ttl = node.config.cluster.node_ttl.as_millis() as u64;
+    if let Err(e) = node.store.register_node(&info(node), ttl).await {
+        tracing::debug!(error = %e, "registration refresh failed");
+    }
+}
+
 /// This node as the registry shows it.
 fn info(node: &Node) -> NodeInfo {
     NodeInfo {
@@ -99,10 +119,11 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
     let before = node.store.nodes().await?;
     let known = before.iter().any(|n| n.id == node.node_id);
     node.store.register_node(&info(node), ttl).await?;
-    if !known {
-        resync(node).await;
-    }
     let grace = node.config.grace_period.as_millis() as u64;
+    if !known {
+        resync(node, grace).await?;
+    }
+    retry_releases(node, grace).await?;
     for dead in node.store.dead_nodes().await? {
         if dead != node.node_id {
             let n = node.store.recover_node(&dead, now_ms(), grace).await?;
@@ -113,16 +134,29 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
-/// Writes the leases of this node's online sessions back into the store.
-/// A session whose lease now belongs to another session (or whose addresses
-/// went to another device) is closed, so its agent reconnects and learns
-/// where it stands.
-async fn resync(node: &Node) {
-    let sessions = node.sessions.all();
-    if sessions.is_empty() {
-        return;
+/// Retries releases that failed while the store was unreachable, so no
+/// lease is left claiming a device that went away meanwhile.
+async fn retry_releases(node: &Node, grace: u64) -> Result<(), crate::store::StoreError> {
+    let pending = std::mem::take(&mut *node.unreleased.lock().expect("unreleased lock"));
+    for (i, r) in pending.iter().enumerate() {
+        if let Err(e) = node.store.release(&r.name, &r.session, r.at_ms, grace).await {
+            node.unreleased.lock().expect("unreleased lock").extend_from_slice(&pending[i..]);
+            return Err(e);
+        }
     }
+    Ok(())
+}
+
+/// The registry had forgotten this node (its TTL ran out while the store
+/// was unreachable, or the store lost its data): mark every lease the store
+/// still thinks is online here offline, then write back the leases of the
+/// sessions that really are. A session whose lease now belongs to another
+/// session (or whose addresses went to another device) is closed, so its
+/// agent reconnects and learns where it stands.
+async fn resync(node: &Node, grace: u64) -> Result<(), crate::store::StoreError> {
     let now = now_ms();
+    node.store.recover_node(&node.node_id, now, grace).await?;
+    let sessions = node.sessions.all();
     for session in sessions {
         match node.store.restore(&lease_of(node, &session, now), now).await {
             Ok(stored) if stored.online.as_ref().is_some_and(|o| o.session == session.id) => {}
@@ -136,6 +170,7 @@ async fn resync(node: &Node) {
             }
         }
     }
+    Ok(())
 }
 
 fn lease_of(node: &Node, session: &Session, now: u64) -> Lease {

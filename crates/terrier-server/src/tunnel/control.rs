@@ -140,6 +140,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         tracing::info!(device = %old.name, session = %old.id, "replaced by a new control socket");
         old.close(close::REPLACED);
     }
+    crate::cluster::nodes::announce(&node).await;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("session", device = %session.name, session = %session.id);
     let node2 = node.clone();
@@ -304,9 +305,17 @@ async fn end_session(node: &Node, session: &Session) {
     session.clear_pool();
     node.sessions.remove(session);
     let grace = node.config.grace_period.as_millis() as u64;
-    if let Err(e) = node.store.release(&session.name, &session.id, now_ms(), grace).await {
-        tracing::error!(error = %e, "could not release lease");
+    let now = now_ms();
+    if let Err(e) = node.store.release(&session.name, &session.id, now, grace).await {
+        // Retried by the registry heartbeat once the store answers again.
+        tracing::error!(error = %e, "could not release lease; will retry");
+        node.unreleased.lock().expect("unreleased lock").push(crate::cluster::nodes::Unreleased {
+            name: session.name.clone(),
+            session: session.id.clone(),
+            at_ms: now,
+        });
     }
+    crate::cluster::nodes::announce(node).await;
 }
 
 #[cfg(test)]

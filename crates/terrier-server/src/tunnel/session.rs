@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use terrier_proto::messages::{Open, ServerMessage};
 use terrier_transport::ids::random_id;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use super::DataSocket;
