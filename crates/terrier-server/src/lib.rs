@@ -47,6 +47,9 @@ pub struct Node {
     pub peers: cluster::nodes::Peers,
     /// HTTP client that forwards visitors to other nodes.
     pub peer_client: cluster::forward::PeerClient,
+    /// Set while the store may not reflect this node's sessions (at start,
+    /// after a store failure); the heartbeat then resyncs before registering.
+    pub needs_resync: std::sync::atomic::AtomicBool,
     /// Lease releases that failed while the store was away, to retry.
     pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
     /// Every task the node spawns, awaited on shutdown.
@@ -114,6 +117,7 @@ pub async fn run_with_store(
         peers: cluster::nodes::Peers::default(),
         peer_client: cluster::forward::client(),
         unreleased: Default::default(),
+        needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
         shutdown,
         hard_stop: CancellationToken::new(),

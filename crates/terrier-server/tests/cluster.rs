@@ -47,6 +47,34 @@ fn node(redis: &RedisServer, id: &str) -> impl FnOnce(&mut terrier_server::Serve
     }
 }
 
+/// Starts a `terrierd` process as a cluster node (so a test can kill -9 it),
+/// with fast heartbeats; returns the child and its URL.
+async fn node_process(
+    redis: &RedisServer,
+    id: &str,
+    dir: &std::path::Path,
+    balance_tolerance: u64,
+) -> (tokio::process::Child, url::Url) {
+    let port = terrier_testkit::redis::free_port().await;
+    let config = dir.join(format!("{id}.toml"));
+    let toml = format!(
+        "tcp_host = \"127.0.0.1\"\n[cluster]\nheartbeat_interval = \"200ms\"\nnode_ttl = \"1s\"\nbalance_tolerance = {balance_tolerance}\n"
+    );
+    std::fs::write(&config, toml).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrierd"))
+        .args(["--store", &redis.url(), "--node-id", id, "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap())
+}
+
 /// Waits until the registry in Redis lists `n` live nodes.
 async fn wait_for_nodes(redis: &RedisServer, n: usize) {
     let store =
@@ -191,23 +219,8 @@ async fn killed_node_is_declared_dead_and_its_devices_move_on() {
     let b = TestServer::start(node(&redis, "node-b")).await;
     // Node A is a real process, so it can die without a word.
     let dir = tempfile::tempdir().unwrap();
-    let port = terrier_testkit::redis::free_port().await;
-    let config = dir.path().join("a.toml");
-    std::fs::write(&config, "[cluster]\nheartbeat_interval = \"200ms\"\nnode_ttl = \"1s\"\nbalance_tolerance = 100\n")
-        .unwrap();
-    let mut a = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrierd"))
-        .args(["--store", &redis.url(), "--node-id", "node-a", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut a, a_url) = node_process(&redis, "node-a", dir.path(), 100).await;
     wait_for_nodes(&redis, 2).await;
-    let a_url = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
 
     let web = upstream::http_service().await;
     let mut config = terrier_testkit::agent::agent_config(a_url.clone(), "mover");
@@ -243,4 +256,145 @@ async fn killed_node_is_declared_dead_and_its_devices_move_on() {
     let page = Visitor::new(b.addr).get(&device_host(&second.subdomain), "/hello").await;
     assert_eq!(page.status, 200);
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_spread_thirty_devices_and_survive_a_killed_node_and_a_redis_restart() {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b", "node-c"] {
+        nodes.push(node_process(&redis, id, dir.path(), 0).await);
+    }
+    wait_for_nodes(&redis, 3).await;
+    let urls: Vec<url::Url> = nodes.iter().map(|(_, url)| url.clone()).collect();
+    let addrs: Vec<std::net::SocketAddr> =
+        urls.iter().map(|u| format!("{}:{}", u.host_str().unwrap(), u.port().unwrap()).parse().unwrap()).collect();
+
+    // 30 devices, all told node A first: balancing spreads them.
+    let web = upstream::http_service().await;
+    let mut agents = Vec::new();
+    let mut placed = Vec::new();
+    for i in 0..30 {
+        let mut config = terrier_testkit::agent::agent_config(urls[0].clone(), &format!("dev-{i}"));
+        config.fallback_servers = urls[1..].to_vec();
+        config.http = Some(terrier_agent::Service::http(terrier_testkit::agent::target(web)));
+        let mut agent = TestAgent::start_with(config);
+        placed.push(agent.connected(1).await);
+        agents.push(agent);
+    }
+    for url in &urls {
+        let on_node = placed.iter().filter(|c| c.server == url.to_string()).count();
+        assert!((8..=12).contains(&on_node), "{on_node} devices on {url}: not within 20% of 10");
+    }
+    // Every device through every node.
+    for addr in &addrs {
+        let visitor = Visitor::new(*addr);
+        for c in &placed {
+            assert_eq!(visitor.get(&device_host(&c.subdomain), "/hello").await.status, 200, "{} via {addr}", c.name);
+        }
+    }
+
+    // kill -9 node B: its devices come back on A or C with their subdomains.
+    let victim = urls[1].to_string();
+    nodes[1].0.kill().await.unwrap();
+    let mut moved = 0;
+    for (agent, before) in agents.iter_mut().zip(&placed) {
+        if before.server == victim {
+            let after = agent.connected(2).await;
+            assert_ne!(after.server, victim);
+            assert_eq!(after.subdomain, before.subdomain);
+            moved += 1;
+        }
+    }
+    assert!(moved >= 8);
+    for addr in [addrs[0], addrs[2]] {
+        let visitor = Visitor::new(addr);
+        for c in &placed {
+            assert_eq!(visitor.get(&device_host(&c.subdomain), "/hello").await.status, 200, "{} via {addr}", c.name);
+        }
+    }
+
+    // Redis stops and comes back empty: tunnels keep working on their own
+    // node meanwhile, then registration and leases come back.
+    let port = redis.port;
+    redis.kill().await;
+    let on_a: Vec<_> = agents
+        .iter()
+        .map(|a| a.events())
+        .filter_map(|events| {
+            events.iter().rev().find_map(|e| match e {
+                terrier_agent::Event::Connected(c) => Some(c.clone()),
+                _ => None,
+            })
+        })
+        .filter(|c| c.server == urls[0].to_string())
+        .collect();
+    assert!(!on_a.is_empty());
+    for c in &on_a {
+        assert_eq!(Visitor::new(addrs[0]).get(&device_host(&c.subdomain), "/hello").await.status, 200);
+    }
+    let redis = RedisServer::start_on(port).await;
+    wait_for_nodes(&redis, 2).await;
+    for addr in [addrs[0], addrs[2]] {
+        let visitor = Visitor::new(addr);
+        for c in &placed {
+            let host = device_host(&c.subdomain);
+            terrier_testkit::eventually(std::time::Duration::from_secs(10), "device reachable again", || {
+                let (visitor, host) = (visitor.clone(), host.clone());
+                async move { (visitor.get(&host, "/hello").await.status == 200).then_some(()) }
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_port_or_one_name_get_exactly_one_winner() {
+    use terrier_server::store::{Claim, Store, StoreError};
+    init_logging();
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let connect =
+        || terrier_server::store::redis::RedisStore::connect(&url, "terrier:", std::time::Duration::from_secs(2));
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let svc = vec!["ssh".to_string()];
+    for round in 0..20u16 {
+        // One free port, two devices on two nodes asking for it at once.
+        let port = 41000 + round;
+        let (name_a, name_b) = (format!("a-{round}"), format!("b-{round}"));
+        let now = terrier_server::store::now_ms();
+        let claim = |name: &'static str| Claim {
+            name,
+            services: &svc,
+            session: "s",
+            node: "n",
+            now_ms: now,
+            port_range: port..=port,
+        };
+        let (ra, rb) = tokio::join!(
+            a.claim(Claim { name: &name_a, node: "node-a", ..claim("x") }),
+            b.claim(Claim { name: &name_b, node: "node-b", ..claim("x") }),
+        );
+        let winners = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(winners, 1, "round {round}: {ra:?} / {rb:?}");
+        assert!([&ra, &rb].iter().any(|r| matches!(r, Err(StoreError::NoFreePort(_)))));
+
+        // One name, two nodes: the lease ends up with exactly one session,
+        // and both saw the same subdomain.
+        let name = format!("contested-{round}");
+        let (ra, rb) = tokio::join!(
+            a.claim(Claim { name: &name, session: "from-a", node: "node-a", port_range: 42000..=42999, ..claim("x") }),
+            b.claim(Claim { name: &name, session: "from-b", node: "node-b", port_range: 42000..=42999, ..claim("x") }),
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.subdomain, rb.subdomain);
+        let holder = a.by_name(&name, now).await.unwrap().unwrap().online.unwrap();
+        assert!(
+            (holder.session == "from-a" && holder.node == "node-a")
+                || (holder.session == "from-b" && holder.node == "node-b"),
+            "{holder:?}"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! get their grace period), and, when it finds itself missing from the
 //! registry (the store lost its data), writes its online leases back.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use crate::store::{now_ms, Lease, NodeInfo, Online};
@@ -73,6 +74,11 @@ pub struct Unreleased {
 /// Refreshes this node's registration now (its device count changed), so
 /// other nodes balance on fresh numbers. Failures wait for the heartbeat.
 pub async fn announce(node: &Node) {
+    // Registering now would hide from the heartbeat that the store lost (or
+    // missed) this node's leases; it re-registers after the resync.
+    if node.needs_resync.load(Ordering::Acquire) {
+        return;
+    }
     let ttl = node.config.cluster.node_ttl.as_millis() as u64;
     if let Err(e) = node.store.register_node(&info(node), ttl).await {
         tracing::debug!(error = %e, "registration refresh failed");
@@ -105,6 +111,9 @@ pub async fn heartbeat(node: Arc<Node>) {
             }
             Ok(()) => {}
             Err(e) => {
+                // Whatever changed meanwhile (releases, a Redis restart), the
+                // store must be brought up to date before trusting it again.
+                node.needs_resync.store(true, Ordering::Release);
                 if healthy {
                     tracing::error!(error = %e, "store unreachable: online tunnels keep working, new devices get 503");
                 }
@@ -117,12 +126,16 @@ pub async fn heartbeat(node: Arc<Node>) {
 async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
     let ttl = node.config.cluster.node_ttl.as_millis() as u64;
     let before = node.store.nodes().await?;
-    let known = before.iter().any(|n| n.id == node.node_id);
-    node.store.register_node(&info(node), ttl).await?;
+    let known = before.iter().any(|n| n.id == node.node_id) && !node.needs_resync.load(Ordering::Acquire);
     let grace = node.config.grace_period.as_millis() as u64;
+    // Resync before registering: if it fails half-way, the node is still
+    // unknown at the next beat and tries again.
     if !known {
+        node.needs_resync.store(true, Ordering::Release);
         resync(node, grace).await?;
+        node.needs_resync.store(false, Ordering::Release);
     }
+    node.store.register_node(&info(node), ttl).await?;
     retry_releases(node, grace).await?;
     for dead in node.store.dead_nodes().await? {
         if dead != node.node_id {
