@@ -398,3 +398,34 @@ async fn two_nodes_racing_for_one_port_or_one_name_get_exactly_one_winner() {
         );
     }
 }
+
+#[tokio::test]
+async fn websocket_through_another_node_reaches_the_device() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(a.url(), "ws-far", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let tcp = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let request = http::Request::builder()
+        .uri(format!("ws://{host}/ws"))
+        .header("host", &host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("websocket via node B");
+    ws.send(Message::text("across nodes")).await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, Message::text("across nodes"));
+    ws.close(None).await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}

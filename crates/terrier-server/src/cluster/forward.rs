@@ -5,8 +5,8 @@
 //!
 //! A forwarded request carries [`HOP_HEADER`]; a node never forwards a
 //! request that has it, so a stale registry cannot make requests circle.
-//! Upgrades (WebSocket) are not forwarded yet: the visitor gets a 502 page
-//! and should reach the device's own node.
+//! Upgrades (WebSocket) are forwarded too: on `101` from the peer, the
+//! visitor's and the peer's upgraded connections are spliced.
 
 use http::header::HeaderValue;
 use http::{Request, Response, Uri};
@@ -16,8 +16,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::ingress::proxy::{is_upgrade, switch_protocols};
 use crate::ingress::Body;
 use crate::store::NodeInfo;
+use crate::Node;
 
 /// Header naming the node that forwarded a request.
 pub const HOP_HEADER: &str = "x-terrier-forwarded-by";
@@ -39,12 +41,14 @@ pub fn was_forwarded<B>(req: &Request<B>) -> bool {
 
 /// Sends `req` to `peer` and returns its answer, or the reason it failed.
 pub async fn to_peer(
-    client: &PeerClient,
-    me: &str,
+    node: &Node,
     peer: &NodeInfo,
+    device: &str,
     visitor: std::net::SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, String> {
+    let me = node.node_id.as_str();
+    let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let base: Uri = peer.internal_url.parse().map_err(|e| format!("bad internal URL {:?}: {e}", peer.internal_url))?;
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let authority = base.authority().ok_or("internal URL has no host")?.clone();
@@ -65,6 +69,9 @@ pub async fn to_peer(
         None => visitor.ip().to_string(),
     };
     req.headers_mut().insert("x-forwarded-for", HeaderValue::from_str(&xff).map_err(|e| e.to_string())?);
-    let response = client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
+    let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(switch_protocols(node, visitor_upgrade, response, device));
+    }
     Ok(response.map(Either::Left))
 }

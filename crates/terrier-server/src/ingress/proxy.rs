@@ -109,18 +109,7 @@ pub async fn forward(
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(visitor_upgrade) = visitor_upgrade {
-            let device_upgrade = hyper::upgrade::on(&mut response);
-            let device = session.name.clone();
-            let hard_stop = node.hard_stop.clone();
-            node.tasks.spawn(async move {
-                tokio::select! {
-                    () = splice_upgraded(visitor_upgrade, device_upgrade, &device) => {}
-                    () = hard_stop.cancelled() => {}
-                }
-            });
-        }
-        return response.map(|_| Either::Right(Default::default()));
+        return switch_protocols(&node, visitor_upgrade, response, &session.name);
     }
     strip_hop_by_hop(response.headers_mut(), false);
     response.map(Either::Left)
@@ -169,8 +158,29 @@ fn prepare_request(
     Ok(())
 }
 
+/// Answers the visitor's upgrade with the `101` from upstream (the device,
+/// or the node holding it) and splices the two upgraded connections.
+pub(crate) fn switch_protocols(
+    node: &Node,
+    visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut response: Response<Incoming>,
+    device: &str,
+) -> Response<Body> {
+    if let Some(visitor_upgrade) = visitor_upgrade {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (device, hard_stop) = (device.to_owned(), node.hard_stop.clone());
+        node.tasks.spawn(async move {
+            tokio::select! {
+                () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device) => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+    response.map(|_| Either::Right(Default::default()))
+}
+
 /// Does the request ask to switch protocols (WebSocket and the like)?
-fn is_upgrade(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -233,7 +243,7 @@ async fn elsewhere_or_offline(
                 _ => None,
             };
             if let Some(peer) = peer {
-                return match forward::to_peer(&node.peer_client, &node.node_id, &peer, remote, req).await {
+                return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
                     Ok(response) => response,
                     Err(e) => {
                         tracing::warn!(device = %lease.name, node = %peer.id, error = %e, "forwarding to the device's node failed");
