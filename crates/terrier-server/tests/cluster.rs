@@ -47,6 +47,16 @@ fn node(redis: &RedisServer, id: &str) -> impl FnOnce(&mut terrier_server::Serve
     }
 }
 
+/// Redis and two in-process nodes on it, both registered.
+async fn two_nodes() -> (RedisServer, TestServer, TestServer) {
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    let b = TestServer::start(node(&redis, "node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    (redis, a, b)
+}
+
 /// Starts a `terrierd` process as a cluster node (so a test can kill -9 it),
 /// with fast heartbeats; returns the child and its URL.
 async fn node_process(
@@ -93,11 +103,7 @@ async fn wait_for_nodes(redis: &RedisServer, n: usize) {
 
 #[tokio::test]
 async fn handshake_is_redirected_to_the_least_loaded_node() {
-    init_logging();
-    let redis = RedisServer::start().await;
-    let a = TestServer::start(node(&redis, "node-a")).await;
-    let b = TestServer::start(node(&redis, "node-b")).await;
-    wait_for_nodes(&redis, 2).await;
+    let (redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut first = TestAgent::start(a.url(), "first", Some(web), &[]);
     assert_eq!(first.connected(1).await.server, a.url().to_string(), "A was not more loaded than B yet");
@@ -118,11 +124,7 @@ async fn handshake_is_redirected_to_the_least_loaded_node() {
 
 #[tokio::test]
 async fn visitor_at_any_node_reaches_a_device_on_another_node() {
-    init_logging();
-    let redis = RedisServer::start().await;
-    let a = TestServer::start(node(&redis, "node-a")).await;
-    let b = TestServer::start(node(&redis, "node-b")).await;
-    wait_for_nodes(&redis, 2).await;
+    let (redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut agent = TestAgent::start(a.url(), "far-away", Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
@@ -140,11 +142,7 @@ async fn visitor_at_any_node_reaches_a_device_on_another_node() {
 
 #[tokio::test]
 async fn device_of_a_stopped_node_reconnects_to_another_and_keeps_its_subdomain() {
-    init_logging();
-    let redis = RedisServer::start().await;
-    let a = TestServer::start(node(&redis, "node-a")).await;
-    let b = TestServer::start(node(&redis, "node-b")).await;
-    wait_for_nodes(&redis, 2).await;
+    let (redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut config = terrier_testkit::agent::agent_config(a.url(), "survivor");
     config.fallback_servers = vec![b.url()];
@@ -403,25 +401,11 @@ async fn two_nodes_racing_for_one_port_or_one_name_get_exactly_one_winner() {
 async fn websocket_through_another_node_reaches_the_device() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    init_logging();
-    let redis = RedisServer::start().await;
-    let a = TestServer::start(node(&redis, "node-a")).await;
-    let b = TestServer::start(node(&redis, "node-b")).await;
-    wait_for_nodes(&redis, 2).await;
+    let (redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut agent = TestAgent::start(a.url(), "ws-far", Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
-    let tcp = tokio::net::TcpStream::connect(b.addr).await.unwrap();
-    let request = http::Request::builder()
-        .uri(format!("ws://{host}/ws"))
-        .header("host", &host)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("websocket via node B");
+    let mut ws = terrier_testkit::visitor::websocket(b.addr, &host, "/ws").await;
     ws.send(Message::text("across nodes")).await.unwrap();
     let back = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(back, Message::text("across nodes"));

@@ -77,18 +77,7 @@ async fn websocket_served_by_the_device_works_through_the_tunnel() {
     let mut agent = TestAgent::start(server.url(), "ws-device", Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
 
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let request = http::Request::builder()
-        .uri(format!("ws://{host}/ws"))
-        .header("host", &host)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .unwrap();
-    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.expect("websocket through tunnel");
-    assert_eq!(response.status(), 101);
+    let mut ws = terrier_testkit::visitor::websocket(server.addr, &host, "/ws").await;
     for i in 0..20 {
         let text = format!("message {i}");
         ws.send(Message::text(text.clone())).await.unwrap();

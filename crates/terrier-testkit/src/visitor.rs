@@ -73,3 +73,26 @@ pub async fn read(response: Response<Incoming>) -> Page {
 pub fn device_host(subdomain: &str) -> String {
     format!("{subdomain}.localhost")
 }
+
+/// Opens a WebSocket to `path` on the device at `host`, through the server
+/// at `server` (as a browser on the device's URL would); panics unless the
+/// answer is `101`.
+pub async fn websocket(
+    server: SocketAddr,
+    host: &str,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(server).await.expect("connect to server");
+    let request = Request::builder()
+        .uri(format!("ws://{host}{path}"))
+        .header(http::header::HOST, host)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+        .header(http::header::SEC_WEBSOCKET_KEY, tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.expect("WebSocket through the tunnel");
+    assert_eq!(response.status(), 101);
+    ws
+}
