@@ -103,7 +103,7 @@ async fn wait_for_nodes(redis: &RedisServer, n: usize) {
 
 #[tokio::test]
 async fn handshake_is_redirected_to_the_least_loaded_node() {
-    let (redis, a, b) = two_nodes().await;
+    let (_redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut first = TestAgent::start(a.url(), "first", Some(web), &[]);
     assert_eq!(first.connected(1).await.server, a.url().to_string(), "A was not more loaded than B yet");
@@ -124,7 +124,7 @@ async fn handshake_is_redirected_to_the_least_loaded_node() {
 
 #[tokio::test]
 async fn visitor_at_any_node_reaches_a_device_on_another_node() {
-    let (redis, a, b) = two_nodes().await;
+    let (_redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut agent = TestAgent::start(a.url(), "far-away", Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
@@ -142,7 +142,7 @@ async fn visitor_at_any_node_reaches_a_device_on_another_node() {
 
 #[tokio::test]
 async fn device_of_a_stopped_node_reconnects_to_another_and_keeps_its_subdomain() {
-    let (redis, a, b) = two_nodes().await;
+    let (_redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut config = terrier_testkit::agent::agent_config(a.url(), "survivor");
     config.fallback_servers = vec![b.url()];
@@ -401,7 +401,7 @@ async fn two_nodes_racing_for_one_port_or_one_name_get_exactly_one_winner() {
 async fn websocket_through_another_node_reaches_the_device() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let (redis, a, b) = two_nodes().await;
+    let (_redis, a, b) = two_nodes().await;
     let web = upstream::http_service().await;
     let mut agent = TestAgent::start(a.url(), "ws-far", Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
