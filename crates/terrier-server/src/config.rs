@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// On shutdown, how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// On shutdown, agents are told (`go_away`) to reconnect after a random
+    /// delay up to this, so they do not all return in the same second.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_spread: Duration,
     /// Limits and timeouts.
     pub limits: Limits,
     /// How this node works with others sharing a Redis store.
@@ -137,6 +141,7 @@ impl Default for ServerConfig {
             pages_dir: None,
             node_id: None,
             drain_timeout: Duration::from_secs(10),
+            reconnect_spread: Duration::from_secs(5),
             limits: Limits::default(),
             cluster: Cluster::default(),
         }

@@ -215,6 +215,9 @@ async fn run(
         tokio::select! {
             () = session.closed.cancelled() => {
                 let code = session.close_code().unwrap_or(close::GOING_AWAY);
+                if code == close::GOING_AWAY {
+                    let _ = send(&mut ws, go_away(node.config.reconnect_spread), send_timeout).await;
+                }
                 close_with(&mut ws, code, "session closed").await;
                 return format!("closed by server (code {code})");
             }
@@ -263,6 +266,14 @@ fn handle_frame(session: &Session, msg: Message) -> Result<(), String> {
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
         Message::Close(_) => Err("agent closed the control socket".into()),
     }
+}
+
+/// `go_away` with a random delay up to `spread` (full jitter).
+fn go_away(spread: Duration) -> Message {
+    use rand::Rng;
+    let max = spread.as_millis().min(u32::MAX as u128) as u32;
+    let after_ms = rand::rng().random_range(0..=max);
+    terrier_transport::control::encode(&ServerMessage::GoAway(terrier_proto::messages::GoAway { after_ms }))
 }
 
 fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
