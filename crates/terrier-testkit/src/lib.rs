@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod proxy;
 pub mod redis;
 pub mod server;
 pub mod upstream;

@@ -26,7 +26,12 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// - `GET /bytes/N` → N bytes of [`pattern`], streamed in 64 KiB chunks;
 /// - `GET /ws` → a WebSocket echo.
 pub async fn http_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http upstream");
+    http_service_on("127.0.0.1:0".parse().expect("addr")).await
+}
+
+/// [`http_service`] on a given address (to bring a device's service back up).
+pub async fn http_service_on(addr: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.expect("bind http upstream");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
