@@ -413,3 +413,32 @@ async fn websocket_through_another_node_reaches_the_device() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn device_reconnecting_through_another_node_is_dropped_by_the_old_one() {
+    let (_redis, a, b) = two_nodes().await;
+    let web = upstream::http_service().await;
+    // The device's first path to A goes through a link that will go dead.
+    let link = terrier_testkit::proxy::PausingProxy::start(a.addr).await;
+    let via_link = url::Url::parse(&format!("http://{}", link.addr)).unwrap();
+    let old = TestAgent::start(via_link, "wanderer", Some(web), &[]);
+    let mut old = old;
+    let first = old.connected(1).await;
+    // The link dies silently and the device comes back through B.
+    link.pause();
+    let mut new = TestAgent::start(b.url(), "wanderer", Some(web), &[]);
+    let second = new.connected(1).await;
+    assert_eq!(second.subdomain, first.subdomain);
+    // A notices at its next heartbeat (well before the dead socket's own
+    // 3-interval timeout) and drops the old session: visitors arriving at A
+    // reach the device through B.
+    let host = device_host(&second.subdomain);
+    terrier_testkit::eventually(std::time::Duration::from_secs(2), "A to forward to B", || {
+        let (visitor, host) = (Visitor::new(a.addr), host.clone());
+        async move { (visitor.get(&host, "/hello").await.status == 200).then_some(()) }
+    })
+    .await;
+    drop(old);
+    a.stop().await;
+    b.stop().await;
+}

@@ -80,6 +80,11 @@ macro_rules! contract {
                 check_recovery(&*store).await;
             }
             #[tokio::test]
+            async fn holders_name_the_current_session() {
+                let (store, _keep) = $make.await;
+                check_holders(&*store).await;
+            }
+            #[tokio::test]
             async fn reassigned_port_avoids_unbindable_ones() {
                 let (store, _keep) = $make.await;
                 check_reassign(&*store).await;
@@ -225,4 +230,18 @@ async fn check_reassign(store: &dyn Store) {
         Err(StoreError::NoFreePort(_))
     ));
     assert!(matches!(store.reassign_port("ghost", "22", &[], 50000..=50002).await, Err(StoreError::NoLease(_))));
+}
+
+async fn check_holders(store: &dyn Store) {
+    let t0 = clock_now();
+    let none = services(&[]);
+    store.claim(claim("on", &none, "s-on", t0)).await.unwrap();
+    store.claim(claim("off", &none, "s-off", t0)).await.unwrap();
+    store.release("off", "s-off", t0, GRACE_MS).await.unwrap();
+    let names = ["on", "off", "never"].map(String::from);
+    let holders = store.holders(&names).await.unwrap();
+    assert_eq!(holders, vec![Some("s-on".to_string()), None, None]);
+    store.claim(claim("on", &none, "s-new", t0 + 1)).await.unwrap();
+    assert_eq!(store.holders(&names[..1]).await.unwrap(), vec![Some("s-new".to_string())]);
+    assert!(store.holders(&[]).await.unwrap().is_empty());
 }

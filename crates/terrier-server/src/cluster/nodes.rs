@@ -137,6 +137,7 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
     }
     node.store.register_node(&info(node), ttl).await?;
     retry_releases(node, grace).await?;
+    close_moved_sessions(node).await?;
     for dead in node.store.dead_nodes().await? {
         if dead != node.node_id {
             let n = node.store.recover_node(&dead, now_ms(), grace).await?;
@@ -144,6 +145,22 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
         }
     }
     node.peers.set(node.store.nodes().await?);
+    Ok(())
+}
+
+/// Closes local sessions whose lease another session took (the device
+/// connected again elsewhere, e.g. through another node): visitors arriving
+/// here must not reach the old, probably half-dead, socket.
+async fn close_moved_sessions(node: &Node) -> Result<(), crate::store::StoreError> {
+    let sessions = node.sessions.all();
+    let names: Vec<String> = sessions.iter().map(|s| s.name.clone()).collect();
+    let holders = node.store.holders(&names).await?;
+    for (session, holder) in sessions.iter().zip(holders) {
+        if holder.as_deref() != Some(session.id.as_str()) && !session.closed.is_cancelled() {
+            tracing::info!(device = %session.name, session = %session.id, "lease moved to another session; closing this one");
+            session.close(terrier_proto::handshake::close::REPLACED);
+        }
+    }
     Ok(())
 }
 

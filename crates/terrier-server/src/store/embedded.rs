@@ -342,6 +342,23 @@ impl Store for EmbeddedStore {
         Ok(dead)
     }
 
+    async fn holders(&self, names: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let (db, names) = (self.db.clone(), names.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let leases = txn.open_table(LEASES).map_err(backend)?;
+            names
+                .iter()
+                .map(|name| match leases.get(name.as_str()).map_err(backend)? {
+                    Some(bytes) => Ok(decode(bytes.value())?.online.map(|o| o.session)),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+        .await
+        .map_err(backend)?
+    }
+
     async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError> {
         let lease = lease.clone();
         self.write(move |t| {

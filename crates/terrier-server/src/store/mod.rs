@@ -131,6 +131,11 @@ pub trait Store: Send + Sync + 'static {
     /// forgetting them. Their online leases should be recovered.
     async fn dead_nodes(&self) -> Result<Vec<String>, StoreError>;
 
+    /// The session holding each named lease now (`None`: offline or no
+    /// lease), in one round trip. Nodes use it to notice that a device moved
+    /// to another node.
+    async fn holders(&self, names: &[String]) -> Result<Vec<Option<String>>, StoreError>;
+
     /// Writes back a lease this node holds online after the store lost it
     /// (Redis restarted empty): kept if the name has no other live lease and
     /// its subdomain and ports are still free. Returns the lease now stored.

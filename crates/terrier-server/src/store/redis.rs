@@ -286,6 +286,19 @@ impl Store for RedisStore {
         Ok(dead)
     }
 
+    async fn holders(&self, names: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.cmd("HGET").arg(self.key("lease", name)).arg("session");
+        }
+        let sessions: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        Ok(sessions.into_iter().map(|s| s.filter(|s| !s.is_empty())).collect())
+    }
+
     async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError> {
         let mut conn = self.conn.clone();
         let online =
