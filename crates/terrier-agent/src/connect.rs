@@ -11,6 +11,7 @@ use terrier_proto::handshake::{
     PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
+use terrier_transport::ws::Kind;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self};
@@ -77,11 +78,11 @@ pub async fn dial(url: &Url, timeout: Duration) -> Result<Transport, HandshakeEr
 
 /// Opens a WebSocket at `url` (ws/wss). A non-101 answer becomes
 /// [`HandshakeError::Rejected`] (with the `Location` of a 307 kept in `reason`).
-pub async fn open(url: &Url, max_frame: usize, timeout: Duration) -> Result<Socket, HandshakeError> {
+pub async fn open(url: &Url, kind: Kind, max_frame: usize, timeout: Duration) -> Result<Socket, HandshakeError> {
     let stream = dial(url, timeout).await?;
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
-    let config = terrier_transport::ws::config(max_frame);
+    let config = terrier_transport::ws::config(kind, max_frame);
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(HandshakeError::Timeout(url.to_string())),
@@ -154,7 +155,7 @@ pub async fn open_control(config: &AgentConfig, server: &Url) -> Result<(Socket,
     let mut base = server.clone();
     for hops in 0..=MAX_REDIRECT_HOPS {
         let url = control_url(&base, config, hops);
-        match open(&url, config.max_control_frame_bytes, config.connect_timeout).await {
+        match open(&url, Kind::Control, config.max_control_frame_bytes, config.connect_timeout).await {
             Ok(socket) => return Ok((socket, base)),
             Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
                 tracing::info!(from = %base, to = %reason, "redirected to another node");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use terrier_proto::messages::ServerMessage;
+use terrier_transport::ws::Kind;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +57,9 @@ impl Pool {
         let url = connect::pool_url(&self.server, &self.session);
         loop {
             let mut socket =
-                match connect::open(&url, self.config.max_data_frame_bytes, self.config.connect_timeout).await {
+                match connect::open(&url, Kind::Data, self.config.max_data_frame_bytes, self.config.connect_timeout)
+                    .await
+                {
                     Ok(socket) => socket,
                     Err(e) => {
                         tracing::debug!(error = %e, "pooled data socket not opened");

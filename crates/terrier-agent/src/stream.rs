@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use terrier_transport::ws::Kind;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use url::Url;
@@ -38,7 +39,7 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
         return;
     };
     let url = connect::data_url(&req.server, &req.session, &req.stream);
-    let socket = match connect::open(&url, req.max_frame, req.timeout).await {
+    let socket = match connect::open(&url, Kind::Data, req.max_frame, req.timeout).await {
         Ok(socket) => socket,
         Err(e) => {
             tracing::info!(stream = %req.stream, service = %req.service, error = %e, "data socket not opened");

@@ -15,6 +15,7 @@ use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
 use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
 use terrier_proto::name::{is_valid_name, is_valid_service_id};
 use terrier_transport::ids::random_id;
+use terrier_transport::ws::Kind;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -146,7 +147,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
     let node2 = node.clone();
     node.tasks.spawn(
         async move {
-            match upgrade::websocket(on_upgrade, node2.config.limits.max_control_frame_bytes).await {
+            match upgrade::websocket(on_upgrade, Kind::Control, node2.config.limits.max_control_frame_bytes).await {
                 Ok(ws) => {
                     tracing::info!(agent = %params.agent, platform = %params.platform, subdomain = %lease.subdomain, "device online");
                     let why = run(&node2, &session, &lease, ws, outgoing).await;

@@ -18,6 +18,7 @@ use super::session::StreamReply;
 use super::upgrade;
 use crate::ingress::{empty, text, Body};
 use crate::Node;
+use terrier_transport::ws::Kind;
 
 /// Handles `GET /v1/data`.
 pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
@@ -50,7 +51,7 @@ pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_frame = node.config.limits.max_data_frame_bytes;
     node.tasks.spawn(async move {
-        match upgrade::websocket(on_upgrade, max_frame).await {
+        match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
             // If the visitor gave up meanwhile, the socket is dropped here and
             // the agent sees it close.
             Ok(ws) => drop(visitor.send(StreamReply::Socket(Box::new(ws)))),
@@ -77,7 +78,7 @@ fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str)
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_frame = node.config.limits.max_data_frame_bytes;
     node.tasks.spawn(async move {
-        match upgrade::websocket(on_upgrade, max_frame).await {
+        match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
             Ok(ws) => {
                 if session.closed.is_cancelled() || !session.add_pooled(ws) {
                     tracing::debug!(device = %session.name, "pooled socket not kept (session over or pool full)");

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use terrier_proto::limits::SUBPROTOCOL;
+use terrier_transport::ws::Kind;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -45,8 +46,8 @@ pub fn accept(headers: &HeaderMap) -> Result<Response<()>, &'static str> {
 
 /// Waits for hyper to hand over the upgraded connection and wraps it as a
 /// server-side WebSocket accepting frames up to `max_frame_bytes`.
-pub async fn websocket(on_upgrade: OnUpgrade, max_frame_bytes: usize) -> Result<DataSocket, hyper::Error> {
+pub async fn websocket(on_upgrade: OnUpgrade, kind: Kind, max_frame_bytes: usize) -> Result<DataSocket, hyper::Error> {
     let upgraded = on_upgrade.await?;
-    let config = terrier_transport::ws::config(max_frame_bytes);
+    let config = terrier_transport::ws::config(kind, max_frame_bytes);
     Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
 }

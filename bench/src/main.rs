@@ -1,0 +1,142 @@
+//! `terrier-bench`: measures terrier against the same traffic without a
+//! tunnel, on loopback, and prints a markdown table of ratios (`all` also
+//! writes it to `bench/RESULTS.md`). See bench/README.md.
+//!
+//! Modules: [`procs`] starts and stops programs, [`lab`] sets up nginx,
+//! iperf3, terrierd and the agent, [`parts`] runs each measurement with
+//! [`wrk`], [`iperf`], [`connect`] and [`devices`], [`stats`] and
+//! [`report`] turn samples into the table.
+#![forbid(unsafe_code)]
+
+mod connect;
+mod devices;
+mod iperf;
+mod lab;
+mod parts;
+mod procs;
+mod report;
+mod stats;
+mod wrk;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::time::Instant;
+
+use lab::{Lab, Route};
+use parts::Settings;
+use procs::Binaries;
+use report::{Report, RunInfo};
+
+/// Benchmarks terrier's tunnel against direct traffic (nginx, iperf3) on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(about, long_about = None)]
+struct Cli {
+    /// Which part to run.
+    #[command(subcommand)]
+    part: Part,
+    /// Use the release binaries already built instead of running cargo build first.
+    #[arg(long, global = true)]
+    no_build: bool,
+    /// Run lengths and counts.
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Part {
+    /// Everything below, then writes bench/RESULTS.md.
+    All,
+    /// wrk through the HTTP vhost (Host: <sub>.localhost) against direct.
+    Http,
+    /// wrk through the device's public TCP port against direct.
+    Tcp,
+    /// iperf3 both ways through the TCP port against direct.
+    Bulk,
+    /// Sequential new connections with one request each.
+    Connect,
+    /// RSS of terrierd and the agent, idle and after a short load.
+    Memory,
+    /// terrierd RSS per idle device with many simulated devices online.
+    Devices,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    // Leaving `run` (error or Ctrl-C) drops every child process, which kills it.
+    let outcome = tokio::select! {
+        outcome = run(&cli, started) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
+        Ok(()) => {
+            println!("total run time: {:.0} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("terrier-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
+    let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
+    if !matches!(cli.part, Part::Devices) {
+        procs::check_tools()?;
+    }
+    let nofile = procs::raise_nofile_limit();
+    eprintln!("open-file limit raised to {nofile} (children inherit it)");
+    let bins = if cli.no_build {
+        Binaries::locate()?
+    } else {
+        let bins = Binaries::build().await?;
+        run.build = started.elapsed();
+        bins
+    };
+    let s = &cli.settings;
+    let mut report = Report::default();
+    if !matches!(cli.part, Part::Devices) {
+        let mut lab = Lab::start(&bins).await?;
+        eprintln!(
+            "lab up: nginx {}, iperf3 {}, terrierd {}, device {}",
+            lab.nginx_addr, lab.iperf_addr, lab.server_addr, lab.info.host
+        );
+        match cli.part {
+            Part::All => {
+                parts::rss(&lab, "idle", &mut report).await;
+                parts::web(&lab, s, &[Route::Vhost, Route::TcpPort], &mut report).await;
+                parts::bulk(&lab, s, &mut report).await;
+                parts::new_connections(&mut lab, s, &mut report).await;
+                parts::rss(&lab, "after load", &mut report).await;
+            }
+            Part::Http => parts::web(&lab, s, &[Route::Vhost], &mut report).await,
+            Part::Tcp => parts::web(&lab, s, &[Route::TcpPort], &mut report).await,
+            Part::Bulk => parts::bulk(&lab, s, &mut report).await,
+            Part::Connect => parts::new_connections(&mut lab, s, &mut report).await,
+            Part::Memory => {
+                parts::rss(&lab, "idle", &mut report).await;
+                parts::short_load(&lab, s).await;
+                parts::rss(&lab, "after load", &mut report).await;
+            }
+            Part::Devices => {}
+        }
+        run.commands.extend(lab.commands.iter().cloned());
+        run.commands.extend(parts::commands(&lab, s));
+    }
+    if matches!(cli.part, Part::All | Part::Devices) {
+        parts::devices(&bins, s, &mut report, &mut run.commands).await;
+    }
+    println!("\n{}", report.markdown());
+    if matches!(cli.part, Part::All) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
+        run.total = started.elapsed();
+        report::write_results(&path, &report, &run)?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The parts of the benchmark. Each runs direct and tunnel traffic
+//! interleaved (direct, tunnel, direct, tunnel… within every repetition) and
+//! adds its rows to the [`Report`]. A failed run is noted and left out; it
+//! does not end the benchmark.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lab::{self, Lab, Route};
+use crate::procs::Binaries;
+use crate::report::{Report, Unit};
+use crate::{connect, devices, iperf, wrk};
+
+/// A wrk run with more failed answers than this share is left out.
+const MAX_FAILED_SHARE: f64 = 0.01;
+
+/// How long the wrk, iperf3 and connection loops run; the defaults keep
+/// `all` around 5 minutes on 2 cores.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Repetitions of every direct/tunnel pair (at least 3 for a median that means something).
+    #[arg(long, default_value_t = 3, global = true)]
+    pub reps: usize,
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 5, global = true)]
+    pub wrk_secs: u64,
+    /// Measured seconds of each iperf3 run (plus 1 s omitted at the start).
+    #[arg(long, default_value_t = 3, global = true)]
+    pub iperf_secs: u64,
+    /// Sequential new connections per connection run.
+    #[arg(long, default_value_t = 500, global = true)]
+    pub connections: usize,
+    /// Numbers of simulated idle devices (comma-separated).
+    #[arg(long, default_value = "1000,10000", value_delimiter = ',', global = true)]
+    pub devices: Vec<usize>,
+}
+
+/// Per-repetition samples of one route.
+#[derive(Debug, Default)]
+struct Samples {
+    rps: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+/// wrk at -c32 and -c1: req/s, p50 and p99, direct against each of `routes`.
+pub async fn web(lab: &Lab, s: &Settings, routes: &[Route], report: &mut Report) {
+    for connections in [32, 1] {
+        let mut runs: Vec<(Route, Samples)> =
+            std::iter::once(Route::Direct).chain(routes.iter().copied()).map(|r| (r, Samples::default())).collect();
+        for rep in 1..=s.reps {
+            for (route, samples) in &mut runs {
+                let what = format!("wrk -c{connections} {} rep {rep}/{}", route.label(), s.reps);
+                let (rps, p50, p99) = wrk_once(lab, *route, connections, s, &what, report).await;
+                samples.rps.push(rps);
+                samples.p50.push(p50);
+                samples.p99.push(p99);
+            }
+        }
+        let Some(((_, direct), tunnels)) = runs.split_first() else { continue };
+        for (route, samples) in tunnels {
+            let (rps_goal, p99_goal) = match (connections, route) {
+                (32, Route::Vhost) => ("≥ 0.40× (rathole 0.32×)", "≤ 3× (rathole 4.2×)"),
+                (32, _) => ("≥ 0.45×", "≤ 3×"),
+                _ => ("", ""),
+            };
+            let name = |what: &str| format!("{what}, -c{connections}, {}", route.label());
+            report.ratio(name("HTTP req/s"), Unit::ReqPerSec, rps_goal, &direct.rps, &samples.rps);
+            report.ratio(name("p50 latency"), Unit::Millis, "", &direct.p50, &samples.p50);
+            report.ratio(name("p99 latency"), Unit::Millis, p99_goal, &direct.p99, &samples.p99);
+        }
+    }
+}
+
+/// One wrk run: (req/s, p50 ms, p99 ms), all NaN when it failed.
+async fn wrk_once(
+    lab: &Lab,
+    route: Route,
+    connections: u32,
+    s: &Settings,
+    what: &str,
+    report: &mut Report,
+) -> (f64, f64, f64) {
+    let endpoint = lab.web(route);
+    let load =
+        wrk::Load { addr: endpoint.addr, host: endpoint.host, connections, duration: Duration::from_secs(s.wrk_secs) };
+    let r = match load.run().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{what}: failed: {e:#}");
+            report.note(format!("{what} failed: {}", one_line(&e)));
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+    };
+    eprintln!("{what}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", r.requests_per_sec, r.p50_ms, r.p99_ms);
+    let failed = r.non_2xx + r.socket_errors;
+    if failed > 0 {
+        report.note(format!(
+            "{what}: {} non-2xx answers and {} socket errors in {} requests",
+            r.non_2xx, r.socket_errors, r.requests
+        ));
+    }
+    if failed as f64 > MAX_FAILED_SHARE * r.requests.max(1) as f64 {
+        report.note(format!("{what} left out: over {:.0}% failed", MAX_FAILED_SHARE * 100.0));
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    (r.requests_per_sec, r.p50_ms, r.p99_ms)
+}
+
+/// iperf3, one stream each way, direct against the tunnel's TCP port.
+pub async fn bulk(lab: &Lab, s: &Settings, report: &mut Report) {
+    for reverse in [false, true] {
+        let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+        for rep in 1..=s.reps {
+            for (route, samples) in [(Route::Direct, &mut direct), (Route::TcpPort, &mut tunnel)] {
+                let transfer =
+                    iperf::Transfer { addr: lab.bulk(route), reverse, duration: Duration::from_secs(s.iperf_secs) };
+                let what = format!("iperf3{} {} rep {rep}/{}", if reverse { " -R" } else { "" }, route.label(), s.reps);
+                samples.push(match transfer.run().await {
+                    Ok(gbits) => {
+                        eprintln!("{what}: {gbits:.2} Gbit/s");
+                        gbits
+                    }
+                    Err(e) => {
+                        eprintln!("{what}: failed: {e:#}");
+                        report.note(format!("{what} failed: {}", one_line(&e)));
+                        f64::NAN
+                    }
+                });
+            }
+        }
+        let way = if reverse { "device → visitor (iperf3 -R)" } else { "visitor → device (iperf3)" };
+        report.ratio(
+            format!("bulk throughput, {way}, TCP port"),
+            Unit::Gbits,
+            "≥ 0.35× (bore 0.30×)",
+            &direct,
+            &tunnel,
+        );
+    }
+}
+
+/// `s.connections` sequential new connections with one request each; mean time per connection.
+pub async fn new_connections(lab: &mut Lab, s: &Settings, report: &mut Report) {
+    let no_pool = match lab.start_pool_agent().await {
+        Ok(true) => None,
+        Ok(false) => Some("n/a (pool not implemented)".to_owned()),
+        Err(e) => {
+            report.note(format!("the --pool 4 agent did not start: {}", one_line(&e)));
+            Some("n/a (the --pool 4 agent did not start)".to_owned())
+        }
+    };
+    let mut routes: Vec<(String, crate::lab::Endpoint)> = vec![
+        (Route::Direct.label().to_owned(), lab.web(Route::Direct)),
+        (Route::Vhost.label().to_owned(), lab.web(Route::Vhost)),
+        (Route::TcpPort.label().to_owned(), lab.web(Route::TcpPort)),
+    ];
+    for route in [Route::Vhost, Route::TcpPort] {
+        if let Some(endpoint) = lab.pool_web(route) {
+            routes.push((format!("{}, --pool 4", route.label()), endpoint));
+        }
+    }
+    let mut samples: Vec<Vec<f64>> = routes.iter().map(|_| Vec::new()).collect();
+    for rep in 1..=s.reps {
+        for ((label, endpoint), samples) in routes.iter().zip(&mut samples) {
+            let what = format!("{} new connections {label} rep {rep}/{}", s.connections, s.reps);
+            samples.push(match connect::mean_ms(endpoint, s.connections).await {
+                Ok(ms) => {
+                    eprintln!("{what}: {ms:.3} ms each");
+                    ms
+                }
+                Err(e) => {
+                    eprintln!("{what}: failed: {e:#}");
+                    report.note(format!("{what} failed: {}", one_line(&e)));
+                    f64::NAN
+                }
+            });
+        }
+    }
+    for ((label, _), tunnel) in routes.iter().zip(&samples).skip(1) {
+        let goal = if label.contains("--pool") { "≤ 1.6× (rathole 2.1×)" } else { "(rathole 2.1×)" };
+        report.ratio(format!("new connection + 1 request, {label}"), Unit::Millis, goal, &samples[0], tunnel);
+    }
+    if let Some(why) = no_pool {
+        for route in [Route::Vhost, Route::TcpPort] {
+            let figure = format!("new connection + 1 request, {}, --pool 4", route.label());
+            report.ratio_missing(figure, Unit::Millis, "≤ 1.6× (rathole 2.1×)", why.clone());
+        }
+    }
+    lab.stop_pool_agent().await;
+}
+
+/// Resident memory of terrierd and the agent, labelled `when` ("idle", "after load").
+pub async fn rss(lab: &Lab, when: &str, report: &mut Report) {
+    let idle = when == "idle";
+    for (name, proc, goal) in [
+        ("terrierd", &lab.server, if idle { "≤ 4 MiB (rathole 7.1)" } else { "" }),
+        ("terrier agent", &lab.agent, if idle { "≤ 3 MiB (rathole 7.0)" } else { "" }),
+    ] {
+        let value = proc.settled_rss_kib().await.map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
+        eprintln!("{name} RSS {when}: {}", value.as_deref().unwrap_or_else(|e| e));
+        report.value(format!("{name} RSS, {when}"), value, goal);
+    }
+}
+
+/// A short load for the `memory` part alone: one wrk run per route and one
+/// iperf3 run each way through the tunnel.
+pub async fn short_load(lab: &Lab, s: &Settings) {
+    for route in [Route::Vhost, Route::TcpPort] {
+        let load = wrk::Load {
+            addr: lab.web(route).addr,
+            host: lab.web(route).host,
+            connections: 32,
+            duration: Duration::from_secs(s.wrk_secs),
+        };
+        if let Err(e) = load.run().await {
+            eprintln!("load through {}: {e:#}", route.label());
+        }
+    }
+    for reverse in [false, true] {
+        let transfer =
+            iperf::Transfer { addr: lab.bulk(Route::TcpPort), reverse, duration: Duration::from_secs(s.iperf_secs) };
+        if let Err(e) = transfer.run().await {
+            eprintln!("iperf3 through the tunnel: {e:#}");
+        }
+    }
+}
+
+/// terrierd's memory per idle device: a fresh terrierd per count, RSS before
+/// and after that many control sockets are online.
+pub async fn devices(bins: &Binaries, s: &Settings, report: &mut Report, commands: &mut Vec<String>) {
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0);
+    for &count in &s.devices {
+        let figure = format!("terrierd RSS per idle device, {count} devices");
+        let goal = if count >= 10_000 { "≤ 16 KiB" } else { "" };
+        let needed = count as u64 + 256;
+        if nofile < needed {
+            let why = format!("n/a (open-file limit {nofile} < {needed}: raise `ulimit -Hn`)");
+            report.value(figure, Err(why), goal);
+            continue;
+        }
+        let value = match one_device_count(bins, count, commands).await {
+            Ok((per_device_kib, note)) => {
+                report.note(note);
+                Ok(format!("{per_device_kib:.1} KiB"))
+            }
+            Err(e) => Err(format!("n/a ({})", one_line(&e))),
+        };
+        eprintln!("{figure}: {}", value.as_deref().unwrap_or_else(|e| e));
+        report.value(figure, value, goal);
+    }
+}
+
+async fn one_device_count(bins: &Binaries, count: usize, commands: &mut Vec<String>) -> anyhow::Result<(f64, String)> {
+    let dir = tempfile::Builder::new().prefix("terrier-bench-devices-").tempdir()?;
+    let (server, addr) = lab::start_terrierd(bins, dir.path(), commands).await?;
+    let before = server.settled_rss_kib().await?;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(60 + count as u64 / 100);
+    let devices = devices::connect(addr, count, deadline).await;
+    let took = started.elapsed();
+    let after = server.settled_rss_kib().await?;
+    if let Some(e) = &devices.first_error {
+        eprintln!("devices: {e}");
+    }
+    if devices.online == 0 {
+        anyhow::bail!("no device came online: {}", devices.first_error.as_deref().unwrap_or("?"));
+    }
+    let per_device = after.saturating_sub(before) as f64 / devices.online as f64;
+    let mut note = format!(
+        "{count} devices: {} online in {:.1} s ({:.0} handshakes/s); terrierd RSS {} → {}",
+        devices.online,
+        took.as_secs_f64(),
+        devices.online as f64 / took.as_secs_f64(),
+        mib(before),
+        mib(after)
+    );
+    if let Some(e) = &devices.first_error {
+        note.push_str(&format!("; first failure: {e}"));
+    }
+    drop(devices);
+    server.stop().await;
+    Ok((per_device, note))
+}
+
+/// The traffic commands as run, for RESULTS.md.
+pub fn commands(lab: &Lab, s: &Settings) -> Vec<String> {
+    let mut lines = Vec::new();
+    for route in [Route::Direct, Route::Vhost, Route::TcpPort] {
+        let endpoint = lab.web(route);
+        let load = wrk::Load {
+            addr: endpoint.addr,
+            host: endpoint.host,
+            connections: 32,
+            duration: Duration::from_secs(s.wrk_secs),
+        };
+        lines.push(format!("wrk {}   # {}; also with -c1", shell_words(&load.args()), route.label()));
+    }
+    for route in [Route::Direct, Route::TcpPort] {
+        let transfer =
+            iperf::Transfer { addr: lab.bulk(route), reverse: false, duration: Duration::from_secs(s.iperf_secs) };
+        lines.push(format!("iperf3 {}   # {}; also with -R", shell_words(&transfer.args()), route.label()));
+    }
+    lines.push(format!(
+        "{} x (connect, GET / with Connection: close, read the answer, close)   # direct, HTTP vhost, TCP port",
+        s.connections
+    ));
+    lines.push("devices: N x ws://<terrierd>/v1/control?name=bench-N&http=1 from one process, held idle".to_owned());
+    lines
+}
+
+/// Joins arguments as a shell would need them (quotes around those with spaces).
+fn shell_words(args: &[String]) -> String {
+    let quoted: Vec<String> = args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect();
+    quoted.join(" ")
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().next().unwrap_or_default().to_owned()
+}
