@@ -75,25 +75,14 @@ impl AgentProcess {
     }
 }
 
-/// terrier with nothing inherited from the environment that would change it.
+/// The binary with nothing inherited from the environment that would change it.
 fn terrier_command() -> Command {
-    let mut command = Command::new(TERRIER);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TERRIER_") {
-            command.env_remove(key);
-        }
-    }
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    command
+    terrier_testkit::process::clean_command(TERRIER, "TERRIER_")
 }
 
-/// Runs terrier to completion with `args` (bounded), returning its output.
+/// Runs the binary to completion with `args` (bounded), returning its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = terrier_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output();
-    tokio::time::timeout(Duration::from_secs(10), output)
-        .await
-        .unwrap_or_else(|_| panic!("terrier {args:?} exits within 10 s"))
-        .expect("run terrier")
+    terrier_testkit::process::run_to_exit(terrier_command(), args).await
 }
 
 /// Copies the agent's log lines to the test output.

@@ -105,25 +105,14 @@ impl Terrierd {
     }
 }
 
-/// terrierd with nothing inherited from the environment that would change it.
+/// The binary with nothing inherited from the environment that would change it.
 fn terrierd_command() -> Command {
-    let mut command = Command::new(TERRIERD);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TERRIERD_") {
-            command.env_remove(key);
-        }
-    }
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    command
+    terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_")
 }
 
-/// Runs terrierd to completion with `args` (bounded), returning its output.
+/// Runs the binary to completion with `args` (bounded), returning its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = terrierd_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).output();
-    tokio::time::timeout(Duration::from_secs(10), output)
-        .await
-        .unwrap_or_else(|_| panic!("terrierd {args:?} exits within 10 s"))
-        .expect("run terrierd")
+    terrier_testkit::process::run_to_exit(terrierd_command(), args).await
 }
 
 /// Copies a child's output lines to the test output, and to `tx` if given.

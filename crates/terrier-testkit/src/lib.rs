@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod server;
