@@ -41,8 +41,11 @@ impl Terrierd {
     /// Starts terrierd on a free port with a fresh data dir and `extra` flags,
     /// and waits until it accepts TCP connections.
     async fn start(extra: &[&str]) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
-        let addr = free_addr();
+        Self::start_at(free_addr(), tempfile::tempdir().expect("temp dir"), extra).await
+    }
+
+    /// Starts terrierd on `addr` with `data` as its data dir (to restart one).
+    async fn start_at(addr: SocketAddr, data: tempfile::TempDir, extra: &[&str]) -> Self {
         let mut child = terrierd_command()
             .arg("--listen")
             .arg(addr.to_string())
@@ -69,6 +72,12 @@ impl Terrierd {
     }
 
     /// The URL agents use.
+    /// kill -9: no shutdown at all. Returns what a restart needs.
+    async fn kill_hard(mut self) -> (SocketAddr, tempfile::TempDir) {
+        self.child.kill().await.expect("kill -9 terrierd");
+        (self.addr, self._data)
+    }
+
     fn url(&self) -> url::Url {
         url::Url::parse(&format!("http://{}", self.addr)).expect("server url")
     }
@@ -343,4 +352,51 @@ async fn demo_mode_serves_a_page() {
 
     let status = server.terminate().await;
     assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
+}
+
+#[tokio::test]
+async fn killed_server_mid_transfer_gives_a_reset_not_corrupt_bytes_and_the_agent_returns() {
+    init_logging();
+    let server = Terrierd::start(&["--tcp-ports", &free_port_range()]).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "survivor", Some(web), &[]);
+    let first = agent.connected(1).await;
+    let host = visitor::device_host(&first.subdomain);
+    // A 200 MB download, cut by kill -9 once some of it arrived.
+    let response = Visitor::new(server.addr).send("GET", &host, "/bytes/209715200", empty_body()).await;
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut server = Some(server);
+    let mut restart = None;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Err(_) => panic!("the download neither continued nor ended"),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(e),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let offset = received;
+                    assert!(
+                        data.iter().enumerate().all(|(i, b)| *b == upstream::pattern(offset + i as u64)),
+                        "corrupt at {offset}"
+                    );
+                    received += data.len() as u64;
+                }
+                if received > 5 * 1024 * 1024 {
+                    if let Some(server) = server.take() {
+                        restart = Some(server.kill_hard().await);
+                    }
+                }
+            }
+        }
+    };
+    assert!(ended.is_err(), "a cut transfer must end in an error, not a clean end ({received} bytes)");
+    assert!(received < 209_715_200);
+    let (addr, data) = restart.expect("server was killed");
+    let server = Terrierd::start_at(addr, data, &["--tcp-ports", &free_port_range()]).await;
+    let second = agent.connected(2).await;
+    assert_eq!(second.subdomain, first.subdomain);
+    let page = Visitor::new(server.addr).get(&host, "/hello").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(server.terminate().await.code(), Some(0));
 }
