@@ -442,3 +442,54 @@ async fn device_reconnecting_through_another_node_is_dropped_by_the_old_one() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_of_a_node_breaks_no_request() {
+    let (redis, a, b) = two_nodes().await;
+    let web = upstream::http_service().await;
+    let mut config = terrier_testkit::agent::agent_config(a.url(), "rolling");
+    config.fallback_servers = vec![b.url()];
+    config.http = Some(terrier_agent::Service::http(terrier_testkit::agent::target(web)));
+    let mut agent = TestAgent::start_with(config);
+    let host = device_host(&agent.connected(1).await.subdomain);
+
+    // Visitors keep asking through B while A restarts.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let visits = {
+        let (stop, host, visitor) = (stop.clone(), host.clone(), Visitor::new(b.addr));
+        tokio::spawn(async move {
+            let (mut ok, mut offline) = (0, 0);
+            for i in 0..2000 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let page = visitor.post(&host, "/echo", format!("visit {i}")).await;
+                match page.status {
+                    200 => {
+                        assert_eq!(page.body, format!("visit {i}"), "a completed request came back intact");
+                        ok += 1;
+                    }
+                    503 | 502 => offline += 1,
+                    other => panic!("visit {i}: unexpected {other}: {}", page.body),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            (ok, offline)
+        })
+    };
+    let addr = a.addr;
+    let dir = a.data_dir();
+    a.stop().await;
+    let a = TestServer::start_on(addr, &dir, node(&redis, "node-a")).await;
+    agent.connected(2).await;
+    terrier_testkit::eventually(std::time::Duration::from_secs(10), "the device to answer again", || {
+        let (visitor, host) = (Visitor::new(b.addr), host.clone());
+        async move { (visitor.get(&host, "/hello").await.status == 200).then_some(()) }
+    })
+    .await;
+    stop.cancel();
+    let (ok, offline) = visits.await.expect("no visitor request failed at the transport level");
+    assert!(ok > 0, "{ok} answered, {offline} offline pages");
+    a.stop().await;
+    b.stop().await;
+}
