@@ -558,3 +558,59 @@ async fn silent_connection_is_closed_after_the_header_read_timeout() {
     assert!(still_open.is_empty(), "connections still open 5 s after a 500 ms header read timeout: {still_open:?}");
     fixture.stop().await;
 }
+
+/// Sends raw frames on a fresh control socket and waits until the server ends it.
+async fn control_ends_after(fixture: &Fixture, name: &str, frames: Vec<Message>) {
+    let url = format!("ws://{}/v1/control?name={name}&http=1", fixture.addr());
+    let (mut control, _) = timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("control handshake in time")
+        .expect("control handshake");
+    next_json(&mut control).await.expect("welcome");
+    for frame in frames {
+        if control.send(frame).await.is_err() {
+            break;
+        }
+    }
+    timeout(STEP_TIMEOUT, async {
+        while let Some(Ok(msg)) = control.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name}: the server ended the socket within {STEP_TIMEOUT:?}"));
+}
+
+#[tokio::test]
+async fn oversized_invalid_utf8_and_fragmented_control_frames_cost_only_that_session() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    init_logging();
+    let fixture = Fixture::start(|c| c.limits.max_control_frame_bytes = 4096).await;
+    // Over the control frame limit.
+    control_ends_after(&fixture, "oversized", vec![Message::text("x".repeat(64 * 1024))]).await;
+    fixture.assert_steady("after an oversized control frame").await;
+    // A text frame that is not UTF-8.
+    let bad_utf8 = Frame::message(vec![0xff, 0xfe, b'{', 0xc0], OpCode::Data(Data::Text), true);
+    control_ends_after(&fixture, "bad-utf8", vec![Message::Frame(bad_utf8)]).await;
+    fixture.assert_steady("after invalid UTF-8").await;
+    // Fragments that add up past the limit, each small on its own.
+    let mut fragments = vec![Message::Frame(Frame::message(vec![b'x'; 1000], OpCode::Data(Data::Text), false))];
+    for _ in 0..10 {
+        fragments.push(Message::Frame(Frame::message(vec![b'x'; 1000], OpCode::Data(Data::Continue), false)));
+    }
+    control_ends_after(&fixture, "fragments", fragments).await;
+    fixture.assert_steady("after a fragmented flood").await;
+    // A flood of `refused` for streams that do not exist is harmless.
+    let url = format!("ws://{}/v1/control?name=refuser&http=1", fixture.addr());
+    let (mut control, _) = tokio_tungstenite::connect_async(url).await.expect("control handshake");
+    next_json(&mut control).await.expect("welcome");
+    for i in 0..2000 {
+        let refused = format!("{{\"refused\":{{\"stream\":\"{:032x}\",\"reason\":\"flood\"}}}}", i);
+        control.send(Message::text(refused)).await.expect("send refused");
+    }
+    fixture.assert_steady("during a refused flood").await;
+    fixture.stop().await;
+}
