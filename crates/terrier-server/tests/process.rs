@@ -400,3 +400,32 @@ async fn killed_server_mid_transfer_gives_a_reset_not_corrupt_bytes_and_the_agen
     assert_eq!(page.status, 200);
     assert_eq!(server.terminate().await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn visitor_that_never_reads_costs_the_server_bounded_memory() {
+    use tokio::io::AsyncReadExt;
+    init_logging();
+    let server = Terrierd::start(&["--tcp-ports", &free_port_range()]).await;
+    let hose = upstream::firehose(500 * 1024 * 1024).await;
+    let web = upstream::http_service().await;
+    let mut agent = TestAgent::start(server.url(), "hose", Some(web), &[("hose", hose)]);
+    let connected = agent.connected(1).await;
+    let public = SocketAddr::from(([127, 0, 0, 1], connected.tcp[0].port));
+    let before = rss_bytes(server.pid());
+    let sampler = RssSampler::start(server.pid());
+    // The visitor connects and reads nothing while the device pushes 500 MB.
+    let mut stalled = tokio::net::TcpStream::connect(public).await.expect("connect to the public port");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Others are unaffected meanwhile.
+    let page = Visitor::new(server.addr).get(&device_host(&connected.subdomain), "/hello").await;
+    assert_eq!(page.status, 200);
+    let peak = sampler.peak().await;
+    eprintln!("server RSS {:.1} MiB before, peak {:.1} MiB with a stalled visitor", mib(before), mib(peak));
+    assert!(peak.saturating_sub(before) < MAX_RSS_GROWTH_BYTES, "back-pressure must bound server memory");
+    // The bytes that were held back are intact when the visitor reads again.
+    let mut buf = vec![0u8; 1024 * 1024];
+    stalled.read_exact(&mut buf).await.expect("read after stalling");
+    assert!(buf.iter().enumerate().all(|(i, b)| *b == upstream::pattern(i as u64)));
+    drop(stalled);
+    assert_eq!(server.terminate().await.code(), Some(0));
+}

@@ -195,6 +195,31 @@ async fn serve_tcp(banner: Option<&'static [u8]>) -> SocketAddr {
     addr
 }
 
+/// A TCP service that writes `total` bytes of [`pattern`] to every
+/// connection as fast as the reader takes them, then closes.
+pub async fn firehose(total: u64) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind firehose");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while sent < total {
+                    let len = (64 * 1024).min(total - sent);
+                    let chunk: Vec<u8> = (sent..sent + len).map(pattern).collect();
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += len;
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// An address where nothing listens (bound, then released).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
