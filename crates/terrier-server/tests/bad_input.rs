@@ -614,3 +614,45 @@ async fn oversized_invalid_utf8_and_fragmented_control_frames_cost_only_that_ses
     fixture.assert_steady("during a refused flood").await;
     fixture.stop().await;
 }
+
+#[tokio::test]
+async fn agent_that_never_reads_gets_its_visitors_bounded_and_is_dropped_after_its_heartbeats() {
+    init_logging();
+    let fixture = Fixture::start(|c| {
+        c.limits.max_pending_streams = 4;
+        c.limits.stream_open_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let url = format!("ws://{}/v1/control?name=deaf&http=1", fixture.addr());
+    let (mut control, _) = tokio_tungstenite::connect_async(url).await.expect("control handshake");
+    let welcome = next_json(&mut control).await.expect("welcome");
+    let host = format!("{}.localhost", welcome["welcome"]["subdomain"].as_str().expect("subdomain"));
+    // From here on the fake agent reads nothing at all (not even pings).
+    let mut visits = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (visitor, host) = (Visitor::new(fixture.addr()), host.clone());
+        visits.spawn(async move { visitor.get(&host, "/").await.status });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = visits.join_next().await {
+        statuses.push(status.expect("visitor task"));
+    }
+    statuses.sort();
+    // At most `max_pending_streams` wait (and time out with 504); the rest
+    // are told at once that the device is busy.
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 504), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 504).count() <= 4, "{statuses:?}");
+    assert!(statuses.contains(&503), "{statuses:?}");
+    fixture.assert_steady("while a device does not read").await;
+    // Silent for three heartbeats (1 s each in tests): the server drops it.
+    terrier_testkit::eventually(Duration::from_secs(8), "the deaf device to be dropped", || {
+        let (visitor, host) = (Visitor::new(fixture.addr()), host.clone());
+        async move {
+            let page = visitor.get(&host, "/").await;
+            (page.status == 503 && page.body.contains("offline")).then_some(())
+        }
+    })
+    .await;
+    drop(control);
+    fixture.stop().await;
+}
