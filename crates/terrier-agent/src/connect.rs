@@ -72,7 +72,7 @@ pub async fn dial(url: &Url, timeout: Duration) -> Result<Transport, HandshakeEr
         .await
         .map_err(|_| HandshakeError::Timeout(url.to_string()))?
         .map_err(network)?;
-    let _ = stream.set_nodelay(true);
+    terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
     Ok(stream)
 }
 

@@ -93,7 +93,7 @@ async fn dial_or_refuse(
 async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
     match tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port))).await {
         Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
+            terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
             Ok(stream)
         }
         Ok(Err(e)) => Err(format!("{target}: {e}")),

@@ -118,6 +118,10 @@ pub struct Limits {
     pub http_idle_timeout: Duration,
     /// Most control messages queued for one device before visitors get 503.
     pub control_queue: usize,
+    /// Idle time before TCP keepalive probes start on every accepted
+    /// connection, so peers that vanished without a FIN are dropped.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
     /// How long one store (Redis) command may take before it fails.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
@@ -163,6 +167,7 @@ impl Default for Limits {
             http_idle_timeout: Duration::from_secs(60),
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
+            tcp_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -229,6 +234,7 @@ impl ServerConfig {
             ("limits.stream_open_timeout", l.stream_open_timeout),
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
+            ("limits.tcp_keepalive", l.tcp_keepalive),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be more than zero")));

@@ -12,6 +12,7 @@
 pub mod control;
 pub mod ids;
 pub mod relay;
+pub mod tcp;
 pub mod ws;
 
 pub use relay::{relay, RelayError, RelayStats};

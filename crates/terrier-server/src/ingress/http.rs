@@ -60,7 +60,7 @@ fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpSt
 }
 
 async fn serve_one(node: Arc<Node>, watcher: Watcher, mut stream: TcpStream, remote: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
     let limits = &node.config.limits;
     let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
         Ok(found) => found,

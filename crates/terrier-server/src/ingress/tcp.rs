@@ -101,7 +101,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
-    let _ = stream.set_nodelay(true);
+    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
     let Some(session) = node.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
