@@ -4,10 +4,11 @@
 //!
 //! Modules: [`procs`] starts and stops programs, [`lab`] sets up nginx,
 //! iperf3, terrierd and the agent, [`parts`] runs each measurement with
-//! [`wrk`], [`iperf`], [`connect`] and [`devices`], [`stats`] and
+//! [`wrk`], [`iperf`], [`connect`], [`devices`] and [`cluster`], [`stats`] and
 //! [`report`] turn samples into the table.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod connect;
 mod devices;
 mod iperf;
@@ -61,6 +62,8 @@ enum Part {
     Memory,
     /// terrierd RSS per idle device with many simulated devices online.
     Devices,
+    /// Registrations/s into a 3-node cluster (redis-server), and recovery after kill -9 of one node.
+    Cluster,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -86,7 +89,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    if !matches!(cli.part, Part::Devices) {
+    if !matches!(cli.part, Part::Devices | Part::Cluster) {
         procs::check_tools()?;
     }
     let nofile = procs::raise_nofile_limit();
@@ -100,7 +103,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     };
     let s = &cli.settings;
     let mut report = Report::default();
-    if !matches!(cli.part, Part::Devices) {
+    if !matches!(cli.part, Part::Devices | Part::Cluster) {
         let mut lab = Lab::start(&bins).await?;
         eprintln!(
             "lab up: nginx {}, iperf3 {}, terrierd {}, device {}",
@@ -123,13 +126,16 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 parts::short_load(&lab, s).await;
                 parts::rss(&lab, "after load", &mut report).await;
             }
-            Part::Devices => {}
+            Part::Devices | Part::Cluster => {}
         }
         run.commands.extend(lab.commands.iter().cloned());
         run.commands.extend(parts::commands(&lab, s));
     }
     if matches!(cli.part, Part::All | Part::Devices) {
         parts::devices(&bins, s, &mut report, &mut run.commands).await;
+    }
+    if matches!(cli.part, Part::All | Part::Cluster) {
+        parts::cluster(&bins, s, &mut report, &mut run.commands).await;
     }
     println!("\n{}", report.markdown());
     if matches!(cli.part, Part::All) {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::lab::{self, Lab, Route};
 use crate::procs::Binaries;
 use crate::report::{Report, Unit};
-use crate::{connect, devices, iperf, wrk};
+use crate::{cluster, connect, devices, iperf, wrk};
 
 /// A wrk run with more failed answers than this share is left out.
 const MAX_FAILED_SHARE: f64 = 0.01;
@@ -34,6 +34,9 @@ pub struct Settings {
     /// Numbers of simulated idle devices (comma-separated).
     #[arg(long, default_value = "1000,10000", value_delimiter = ',', global = true)]
     pub devices: Vec<usize>,
+    /// Simulated devices registered into the 3-node cluster (`cluster` part).
+    #[arg(long, default_value_t = 5000, global = true)]
+    pub cluster_devices: usize,
 }
 
 /// Per-repetition samples of one route.
@@ -282,6 +285,78 @@ async fn one_device_count(bins: &Binaries, count: usize, commands: &mut Vec<Stri
     drop(devices);
     server.stop().await;
     Ok((per_device, note))
+}
+
+/// Scale-out (issue 4): registrations/s into a 3-node cluster behind one
+/// Redis, and the time until every device is back after the busiest node
+/// is killed with SIGKILL.
+pub async fn cluster(bins: &Binaries, s: &Settings, report: &mut Report, commands: &mut Vec<String>) {
+    let count = s.cluster_devices;
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0);
+    let needed = count as u64 + 256;
+    let registrations = format!("cluster: registrations/s, {count} devices via node A of 3");
+    if nofile < needed {
+        let why = format!("n/a (open-file limit {nofile} < {needed}: raise `ulimit -Hn`)");
+        report.value(registrations, Err(why), "");
+        return;
+    }
+    commands.push(format!(
+        "cluster: {count} x ws://<node A>/v1/control?name=bench-N&http=1 (64 handshakes at a time, following 307 \
+         up to 3 hops), then kill -9 of the busiest node; its devices reconnect to a random survivor after \
+         U[0, 2 s]"
+    ));
+    let o = match cluster::run(bins, count, commands).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("cluster: {e:#}");
+            report.value(registrations, Err(format!("n/a ({})", one_line(&e))), "");
+            return;
+        }
+    };
+    let spread =
+        |per: &[(String, usize)]| per.iter().map(|(id, n)| format!("{id} {n}")).collect::<Vec<_>>().join(" / ");
+    report.value(
+        registrations,
+        Ok(format!(
+            "{:.0} /s ({} of {} in {:.2} s)",
+            o.registered as f64 / o.register_time.as_secs_f64().max(1e-9),
+            o.registered,
+            o.count,
+            o.register_time.as_secs_f64()
+        )),
+        "",
+    );
+    report.value("cluster: devices per node after registration".to_owned(), Ok(spread(&o.spread_before)), "");
+    report.value(
+        format!("cluster: all online again after kill -9 of {} ({} devices)", o.killed.0, o.killed.1),
+        match o.recovery_time {
+            Some(t) => Ok(format!("{:.2} s ({} of {} reconnected)", t.as_secs_f64(), o.recovered, o.killed.1)),
+            None => Err(format!("n/a (not within 120 s: {} of {} reconnected)", o.recovered, o.killed.1)),
+        },
+        "",
+    );
+    report.value(
+        "cluster: subdomain changed on reconnect".to_owned(),
+        Ok(format!("{} of {}", o.mismatches, o.recovered)),
+        "0",
+    );
+    report.value("cluster: devices per node after recovery".to_owned(), Ok(spread(&o.spread_after)), "");
+    let mut note = format!(
+        "cluster: {} redirects followed while registering, {} while reconnecting; {} devices on surviving nodes \
+         lost their socket after the kill",
+        o.register_hops, o.recovery_hops, o.collateral
+    );
+    note.push_str(&format!(
+        "; failed attempts (retried after U[0, 2 s]): {} while registering, {} while reconnecting",
+        o.register_retries, o.recovery_retries
+    ));
+    if let Some(e) = &o.first_retry {
+        note.push_str(&format!("; first failed attempt: {e}"));
+    }
+    if let Some(e) = &o.first_error {
+        note.push_str(&format!("; first device that gave up: {e}"));
+    }
+    report.note(note);
 }
 
 /// The traffic commands as run, for RESULTS.md.

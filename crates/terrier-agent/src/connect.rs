@@ -153,14 +153,26 @@ pub fn pool_url(base: &Url, session: &str) -> Url {
 /// to the same node).
 pub async fn open_control(config: &AgentConfig, server: &Url) -> Result<(Socket, Url), HandshakeError> {
     let mut base = server.clone();
-    for hops in 0..=MAX_REDIRECT_HOPS {
+    let mut redirected_from: Option<Url> = None;
+    let mut hops = 0;
+    while hops <= MAX_REDIRECT_HOPS {
         let url = control_url(&base, config, hops);
         match open(&url, Kind::Control, config.max_control_frame_bytes, config.connect_timeout).await {
             Ok(socket) => return Ok((socket, base)),
             Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
                 tracing::info!(from = %base, to = %reason, "redirected to another node");
-                base = Url::parse(&reason)
+                let target = Url::parse(&reason)
                     .map_err(|_| HandshakeError::Rejected { status, reason: format!("bad redirect {reason:?}") })?;
+                redirected_from = Some(std::mem::replace(&mut base, target));
+                hops += 1;
+            }
+            // The node we were sent to is unreachable (it may have just
+            // died): go back to the node that redirected us, with the hop
+            // count at its limit so it keeps us.
+            Err(HandshakeError::Network { .. } | HandshakeError::Timeout(_)) if redirected_from.is_some() => {
+                base = redirected_from.take().expect("checked");
+                tracing::info!(back_to = %base, "redirect target unreachable; returning to the redirecting node");
+                hops = MAX_REDIRECT_HOPS;
             }
             Err(e) => return Err(e),
         }

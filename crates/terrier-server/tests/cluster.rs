@@ -493,3 +493,46 @@ async fn rolling_restart_of_a_node_breaks_no_request() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn redirect_to_an_unreachable_node_brings_the_agent_back_and_stale_nodes_get_none() {
+    use terrier_server::store::{NodeInfo, Store};
+    init_logging();
+    let redis = RedisServer::start().await;
+    let a = TestServer::start(node(&redis, "node-a")).await;
+    wait_for_nodes(&redis, 1).await;
+    let store =
+        terrier_server::store::redis::RedisStore::connect(&redis.url(), "terrier:", std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+    let nowhere = terrier_testkit::upstream::closed_port().await;
+    let ghost = |updated_ms| NodeInfo {
+        id: "ghost".into(),
+        advertise_url: format!("http://{nowhere}"),
+        internal_url: format!("http://{nowhere}"),
+        devices: 0,
+        updated_ms,
+    };
+    let web = upstream::http_service().await;
+    let mut first = TestAgent::start(a.url(), "first", Some(web), &[]);
+    first.connected(1).await;
+
+    // A ghost that stopped refreshing a while ago (but whose TTL has not run
+    // out): A does not send anyone there.
+    store.register_node(&ghost(terrier_server::store::now_ms() - 60_000), 60_000).await.unwrap();
+    let mut second = TestAgent::start(a.url(), "second", Some(web), &[]);
+    assert_eq!(second.connected(1).await.server, a.url().to_string());
+
+    // A fresh-looking ghost that is in fact gone: the agent is redirected,
+    // cannot reach it, and comes back to A, which keeps it.
+    store.register_node(&ghost(terrier_server::store::now_ms() + 60_000), 60_000).await.unwrap();
+    let mut third = TestAgent::start(a.url(), "third", Some(web), &[]);
+    let third_on = third.connected(1).await;
+    assert_eq!(third_on.server, a.url().to_string());
+    assert!(
+        !third.events().iter().any(|e| matches!(e, terrier_agent::Event::Disconnected { .. })),
+        "no failed attempt: {:?}",
+        third.events()
+    );
+    a.stop().await;
+}

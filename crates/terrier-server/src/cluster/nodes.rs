@@ -45,7 +45,11 @@ pub async fn redirect_target(node: &Node) -> Option<NodeInfo> {
     let nodes = node.store.nodes().await.ok()?;
     node.peers.set(nodes.clone());
     let mine = node.sessions.len() as u64;
-    let least = nodes.into_iter().filter(|n| n.id != node.node_id).min_by_key(|n| n.devices)?;
+    // A node that missed two heartbeats is probably dead even if its
+    // registration has not expired yet: never send devices there.
+    let fresh_after = now_ms().saturating_sub(2 * node.config.cluster.heartbeat_interval.as_millis() as u64);
+    let least =
+        nodes.into_iter().filter(|n| n.id != node.node_id && n.updated_ms >= fresh_after).min_by_key(|n| n.devices)?;
     (mine > least.devices + node.config.cluster.balance_tolerance).then_some(least)
 }
 
@@ -92,6 +96,7 @@ fn info(node: &Node) -> NodeInfo {
         advertise_url: node.config.advertise_url(),
         internal_url: node.config.internal_url(),
         devices: node.sessions.len() as u64,
+        updated_ms: now_ms(),
     }
 }
 

@@ -153,6 +153,9 @@ pub struct NodeInfo {
     pub internal_url: String,
     /// Devices online on this node.
     pub devices: u64,
+    /// When the node last refreshed this, Unix ms.
+    #[serde(default)]
+    pub updated_ms: u64,
 }
 
 /// Current wall-clock time in Unix milliseconds.
