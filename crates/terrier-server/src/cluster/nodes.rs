@@ -27,11 +27,6 @@ impl Peers {
         self.nodes.read().expect("peers lock").iter().find(|n| n.id == id).cloned()
     }
 
-    /// All live nodes.
-    pub fn all(&self) -> Vec<NodeInfo> {
-        self.nodes.read().expect("peers lock").clone()
-    }
-
     fn set(&self, nodes: Vec<NodeInfo>) {
         *self.nodes.write().expect("peers lock") = nodes;
     }

@@ -8,7 +8,6 @@
 //! must name both the session and the stream to claim a visitor.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,8 +52,6 @@ pub struct Session {
     pool: Mutex<Vec<DataSocket>>,
     /// Limit on `pool`.
     max_pool: usize,
-    /// Streams opened in this session, for logs and stats.
-    pub streams_opened: AtomicU64,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
@@ -130,18 +127,8 @@ impl Session {
             open_timeout: init.open_timeout,
             pool: Mutex::new(Vec::new()),
             max_pool: init.max_pool,
-            streams_opened: AtomicU64::new(0),
         });
         (session, rx)
-    }
-
-    /// Does the device announce this service (`http` or a TCP id)?
-    pub fn has_service(&self, service: &str) -> bool {
-        if service == terrier_proto::handshake::HTTP_SERVICE {
-            self.http
-        } else {
-            self.tcp.contains_key(service)
-        }
     }
 
     /// A data socket for a new stream to `service`: an idle pooled one at
@@ -150,7 +137,6 @@ impl Session {
     pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
         let stream = random_id();
         if let Some(socket) = self.assign_pooled(&stream, service).await {
-            self.streams_opened.fetch_add(1, Ordering::Relaxed);
             return Ok(socket);
         }
         let (tx, rx) = oneshot::channel();
@@ -163,7 +149,6 @@ impl Session {
         }
         // Whatever happens next, the id must not outlive this call.
         let _forget = PendingGuard { session: self, stream: &stream };
-        self.streams_opened.fetch_add(1, Ordering::Relaxed);
         let open = terrier_transport::control::encode(&ServerMessage::Open(Open { stream: &stream, service }));
         tracing::debug!(device = %self.name, %stream, service, "open stream");
         let wait = async {
@@ -245,11 +230,6 @@ impl Session {
     /// The close code set by [`Session::close`], if any.
     pub fn close_code(&self) -> Option<u16> {
         *self.close_code.lock().expect("close lock")
-    }
-
-    /// Visitor streams waiting for a data socket right now.
-    pub fn pending_count(&self) -> usize {
-        self.pending.lock().expect("pending lock").len()
     }
 }
 
