@@ -125,9 +125,7 @@ async fn handshake_is_redirected_to_the_least_loaded_node() {
 #[tokio::test]
 async fn visitor_at_any_node_reaches_a_device_on_another_node() {
     let (_redis, a, b) = two_nodes().await;
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(a.url(), "far-away", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(a.url(), "far-away").await;
     let visitor = Visitor::new(b.addr);
     let page = visitor.get(&host, "/hello").await;
     assert_eq!(page.status, 200);
@@ -402,9 +400,7 @@ async fn websocket_through_another_node_reaches_the_device() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (_redis, a, b) = two_nodes().await;
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(a.url(), "ws-far", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(a.url(), "ws-far").await;
     let mut ws = terrier_testkit::visitor::websocket(b.addr, &host, "/ws").await;
     ws.send(Message::text("across nodes")).await.unwrap();
     let back = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();

@@ -49,9 +49,7 @@ async fn get_and_post_reach_the_device_with_forwarding_headers() {
 async fn two_hundred_concurrent_visitors_all_get_their_own_answer() {
     init_logging();
     let server = TestServer::start(|_| {}).await;
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(server.url(), "busy", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(server.url(), "busy").await;
     let visitor = Visitor::new(server.addr);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
@@ -73,9 +71,7 @@ async fn two_hundred_concurrent_visitors_all_get_their_own_answer() {
 async fn websocket_served_by_the_device_works_through_the_tunnel() {
     init_logging();
     let server = TestServer::start(|_| {}).await;
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(server.url(), "ws-device", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(server.url(), "ws-device").await;
 
     let mut ws = terrier_testkit::visitor::websocket(server.addr, &host, "/ws").await;
     for i in 0..20 {
@@ -96,9 +92,7 @@ async fn websocket_served_by_the_device_works_through_the_tunnel() {
 async fn large_bodies_stream_both_ways_intact() {
     init_logging();
     let server = TestServer::start(|_| {}).await;
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(server.url(), "bulk", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(server.url(), "bulk").await;
     let visitor = Visitor::new(server.addr);
     const SIZE: u64 = 50 * 1024 * 1024;
 

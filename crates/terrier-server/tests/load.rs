@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rand::Rng;
-use terrier_testkit::upstream;
-use terrier_testkit::visitor::{device_host, Visitor};
+use terrier_testkit::visitor::Visitor;
 use terrier_testkit::{init_logging, TestAgent, TestServer};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -56,9 +55,7 @@ async fn five_hundred_devices_online_while_visitors_are_relayed_and_a_reconnect_
     }
 
     // A real device among them serves 200 concurrent visitors.
-    let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(server.url(), "real", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let (_agent, host) = TestAgent::web_device(server.url(), "real").await;
     let visitor = Visitor::new(addr);
     let mut visits = JoinSet::new();
     for i in 0..200 {

@@ -44,6 +44,16 @@ impl TestAgent {
         Self::start_with(config)
     }
 
+    /// The most common device of the tests: a fresh [`crate::upstream::http_service`]
+    /// behind an agent named `name`, connected; returns the agent and the
+    /// `Host` visitors use for it.
+    pub async fn web_device(server: url::Url, name: &str) -> (Self, String) {
+        let web = crate::upstream::http_service().await;
+        let mut agent = Self::start(server, name, Some(web), &[]);
+        let host = crate::visitor::device_host(&agent.connected(1).await.subdomain);
+        (agent, host)
+    }
+
     /// Starts an agent with a full configuration.
     pub fn start_with(config: AgentConfig) -> Self {
         let (tx, events) = watch::channel(Vec::new());
