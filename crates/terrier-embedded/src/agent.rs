@@ -1,0 +1,207 @@
+//! The [`Agent`]: one device's configuration and the firmware's services,
+//! driven by two kinds of loops the firmware runs side by side (joined in one
+//! task, or as separate embassy tasks on a `'static` agent):
+//!
+//! * [`Agent::run_control`] keeps the control socket up forever: handshake,
+//!   `welcome`, `open`s, pings, reconnect with backoff. It returns only when
+//!   the server answers `400` (the configuration can never work).
+//! * [`Agent::run_data`] serves one visitor stream at a time; run several
+//!   (each with its own [`DataBuffers`]) to serve visitors in parallel.
+//!
+//! They talk through two small bounded queues: `open`s to the data workers,
+//! `refused`s back to the control socket.
+
+use core::convert::Infallible;
+
+use embassy_futures::select::{select, Either};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::channel::Channel;
+use heapless::String;
+use rand_core::RngCore;
+use terrier_proto::messages::Welcome;
+
+use crate::backoff::Backoff;
+use crate::buffers::{ControlBuffers, DataBuffers};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::connect::Connect;
+use crate::data::{self, Job, Refusal};
+use crate::relay::RelayStats;
+use crate::service::Service;
+use crate::ws::{HandshakeError, WsError, MAX_REASON_LEN};
+
+/// `open`s waiting for a free data worker; one more is answered `refused`
+/// ("busy") at once rather than left to time out.
+pub const OPEN_QUEUE: usize = 4;
+/// `refused` messages waiting for the control socket.
+const REFUSAL_QUEUE: usize = 4;
+
+/// Why a connection or a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The [`Connect`] implementation could not open a connection.
+    Connect,
+    /// Connecting, the handshake or `welcome` took longer than the timeout.
+    Timeout,
+    /// The server refused the handshake, redirected, or answered garbage.
+    Handshake(HandshakeError),
+    /// More than `MAX_REDIRECT_HOPS` redirects in one attempt.
+    TooManyRedirects,
+    /// The socket failed.
+    Socket(WsError),
+    /// The first control message was not a `welcome`.
+    NoWelcome,
+    /// Nothing came from the server for three heartbeat intervals.
+    HeartbeatTimeout,
+    /// The server closed the socket, with its close code (`4000` replaced,
+    /// `4001` going away, `4002` protocol error, `4003` heartbeat timeout).
+    Closed(Option<u16>),
+    /// The peer broke the protocol (binary on control, text on data).
+    Protocol,
+    /// The local service failed mid-stream.
+    Local(embedded_io::ErrorKind),
+    /// The local service could not be opened; `refused` was sent.
+    Refused,
+    /// A data socket saw no bytes for `data_idle_timeout_ms`.
+    IdleTimeout,
+    /// The server closed a data socket before the stream ended.
+    Aborted,
+}
+
+/// Something the firmware may want to show or log.
+#[derive(Debug)]
+pub enum Event<'e> {
+    /// The control socket is up: the subdomain, URL and TCP ports granted.
+    Connected(&'e Welcome<'e>),
+    /// The control socket ended (or could not be opened).
+    Disconnected(&'e Error),
+    /// The next connection attempt starts in `delay_ms`.
+    Reconnecting {
+        /// Milliseconds until the attempt.
+        delay_ms: u64,
+    },
+    /// A data worker took a visitor stream for `service`.
+    StreamOpened {
+        /// Service id.
+        service: &'e str,
+    },
+    /// A visitor stream ended, cleanly with its byte counts or with an error.
+    StreamEnded {
+        /// Service id.
+        service: &'e str,
+        /// Byte counts, or why it ended early.
+        result: Result<RelayStats, &'e Error>,
+    },
+}
+
+/// Receives [`Event`]s (logging, an LED, a display). `()` ignores them; any
+/// `Fn(Event)` closure works too.
+pub trait Events {
+    /// Called for each event, synchronously: keep it short.
+    fn event(&self, event: Event<'_>);
+}
+
+impl Events for () {
+    fn event(&self, _: Event<'_>) {}
+}
+
+impl<F: Fn(Event<'_>)> Events for F {
+    fn event(&self, event: Event<'_>) {
+        self(event)
+    }
+}
+
+/// The server answered `400`: the name or services can never be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    /// The server's reason.
+    pub reason: String<MAX_REASON_LEN>,
+}
+
+/// One device's agent. Not `Sync`: all its loops run on one executor.
+pub struct Agent<'a, C, S, K, E = ()> {
+    pub(crate) config: Config<'a>,
+    pub(crate) connector: C,
+    pub(crate) service: S,
+    pub(crate) clock: K,
+    pub(crate) events: E,
+    /// `open`s from the control socket to the data workers.
+    pub(crate) opens: Channel<NoopRawMutex, Job, OPEN_QUEUE>,
+    /// `refused`s from the data workers to the control socket.
+    pub(crate) refusals: Channel<NoopRawMutex, Refusal, REFUSAL_QUEUE>,
+}
+
+impl<'a, C: Connect, S: Service, K: Clock, E: Events> Agent<'a, C, S, K, E> {
+    /// An agent for `config` (validated here) over the firmware's network,
+    /// services, clock and event sink.
+    pub fn new(config: Config<'a>, connector: C, service: S, clock: K, events: E) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self { config, connector, service, clock, events, opens: Channel::new(), refusals: Channel::new() })
+    }
+
+    /// Keeps the control socket connected, forever; returns only on a `400`.
+    pub async fn run_control<R: RngCore>(&self, mut bufs: ControlBuffers<'_>, mut rng: R) -> Fatal {
+        let mut backoff = Backoff::default();
+        loop {
+            let mut connected_at = None;
+            let mut go_away = None;
+            let error = self.control_session(&mut bufs, &mut rng, &mut connected_at, &mut go_away).await;
+            if let Error::Handshake(HandshakeError::Rejected { status: 400, reason }) = &error {
+                return Fatal { reason: reason.clone() };
+            }
+            self.events.event(Event::Disconnected(&error));
+            if connected_at
+                .is_some_and(|at| self.clock.now_ms().saturating_sub(at) >= self.config.timing.stable_after_ms.into())
+            {
+                backoff.reset();
+            }
+            let delay_ms = match go_away {
+                Some(after_ms) => u64::from(after_ms),
+                None => backoff.next_delay_ms(&self.config.timing, &mut rng),
+            };
+            self.events.event(Event::Reconnecting { delay_ms });
+            self.clock.sleep_ms(delay_ms).await;
+        }
+    }
+
+    /// Serves visitor streams one at a time, forever.
+    pub async fn run_data<R: RngCore>(&self, mut bufs: DataBuffers<'_>, mut rng: R) -> Infallible {
+        let ctx = data::Ctx {
+            connector: &self.connector,
+            service: &self.service,
+            clock: &self.clock,
+            timing: &self.config.timing,
+            token: self.config.token,
+        };
+        loop {
+            let job = self.opens.receive().await;
+            self.events.event(Event::StreamOpened { service: &job.service });
+            let result = data::serve(&ctx, &job, &mut bufs, &mut rng).await;
+            let result = match result {
+                Ok(stats) => Ok(stats),
+                Err((error, refusal)) => {
+                    if let Some(refusal) = refusal {
+                        self.refusals.send(refusal).await;
+                    }
+                    Err(error)
+                }
+            };
+            self.events.event(Event::StreamEnded { service: &job.service, result: result.as_ref().map(|s| *s) });
+        }
+    }
+
+    /// One control socket and one data worker: the smallest working agent.
+    /// Returns only on a `400`.
+    pub async fn run<R1: RngCore, R2: RngCore>(
+        &self,
+        control: ControlBuffers<'_>,
+        data: DataBuffers<'_>,
+        control_rng: R1,
+        data_rng: R2,
+    ) -> Fatal {
+        match select(self.run_control(control, control_rng), self.run_data(data, data_rng)).await {
+            Either::First(fatal) => fatal,
+            Either::Second(never) => match never {},
+        }
+    }
+}
