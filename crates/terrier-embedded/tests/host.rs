@@ -39,7 +39,7 @@ impl Connect for TokioNet {
     type Conn<'a> = FromTokio<TcpStream>;
     type Error = std::io::Error;
 
-    async fn connect<'a>(&'a self, to: &Endpoint) -> Result<FromTokio<TcpStream>, std::io::Error> {
+    async fn connect(&self, to: &Endpoint) -> Result<FromTokio<TcpStream>, std::io::Error> {
         if to.tls {
             return Err(std::io::Error::other("this connector has no TLS"));
         }
