@@ -28,6 +28,8 @@ const STREAM: &str = "fedcba9876543210fedcba9876543210";
 
 /// Accepts one WebSocket on `listener`; returns it with the request's target
 /// and `Authorization` header.
+// tungstenite's handshake callback type fixes its (large) error type.
+#[allow(clippy::result_large_err)]
 async fn accept(listener: &TcpListener) -> (WebSocketStream<TcpStream>, String, Option<String>) {
     let (tcp, _) = timeout(STEP, listener.accept()).await.expect("agent connects").unwrap();
     let mut seen = (String::new(), None);
