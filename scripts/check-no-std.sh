@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 target="${NO_STD_TARGET:-thumbv7em-none-eabihf}"
 
+# The `alloc` feature's own tests run on the host (the workspace test run
+# builds terrier-proto without it).
+cargo test --quiet -p terrier-proto --features alloc --lib
+
 if ! rustc --print target-libdir --target "$target" >/dev/null 2>&1 ||
   [ ! -d "$(rustc --print target-libdir --target "$target")" ] ||
   [ -z "$(ls -A "$(rustc --print target-libdir --target "$target")" 2>/dev/null)" ]; then
