@@ -175,8 +175,8 @@ impl<'b, T: Read + Write, R: RngCore> WsConn<'b, T, R> {
         self.tx.len().saturating_sub(crate::buffers::FRAME_OVERHEAD)
     }
 
-    /// Reads the next piece of a frame into `out` (which must hold at least
-    /// one control frame, 125 bytes). Cancel-safe.
+    /// Reads the next piece of a message into `out` (not empty); control
+    /// frames are kept inside `self`. Cancel-safe.
     pub(crate) async fn read_part(&mut self, out: &mut [u8]) -> Result<Part, WsError> {
         loop {
             if let Some(part) = self.decode(out)? {
@@ -193,8 +193,10 @@ impl<'b, T: Read + Write, R: RngCore> WsConn<'b, T, R> {
             return Ok(None);
         }
         // A control frame (ping, pong, close) is decoded only when it is all
-        // here, so its payload (echoed by a pong, or a close code) is whole.
-        if !self.in_frame && pending[0] & 0x08 != 0 {
+        // here, and into `ping`, so its payload (echoed by a pong, or a close
+        // code) is whole and `out` only ever receives message bytes.
+        let control = !self.in_frame && pending[0] & 0x08 != 0;
+        if control {
             let len = usize::from(pending[1] & 0x7f);
             let masked = if pending[1] & 0x80 != 0 { 4 } else { 0 };
             if len > MAX_CONTROL_PAYLOAD {
@@ -204,7 +206,8 @@ impl<'b, T: Read + Write, R: RngCore> WsConn<'b, T, R> {
                 return Ok(None);
             }
         }
-        let r = match self.ws.read(pending, out) {
+        let to: &mut [u8] = if control { &mut self.ping[..] } else { &mut *out };
+        let r = match self.ws.read(pending, to) {
             Ok(r) => r,
             Err(WsCoreError::ReadFrameIncomplete) => return Ok(None),
             Err(_) => return Err(WsError::Protocol),
@@ -224,7 +227,11 @@ impl<'b, T: Read + Write, R: RngCore> WsConn<'b, T, R> {
             }
             Recv::Ping => {
                 self.ping_len = r.len_to.min(MAX_CONTROL_PAYLOAD);
-                self.ping[..self.ping_len].copy_from_slice(&out[..self.ping_len]);
+                if !control {
+                    // A ping between two fragments of a message: it was
+                    // decoded into `out`.
+                    self.ping[..self.ping_len].copy_from_slice(&out[..self.ping_len]);
+                }
                 Part::Ping
             }
             Recv::Pong => Part::Pong,
@@ -254,9 +261,9 @@ impl<'b, T: Read + Write, R: RngCore> WsConn<'b, T, R> {
     /// frame. Cancel-safe: a partly assembled text message is kept.
     pub(crate) async fn read_message(&mut self, msg: &mut [u8]) -> Result<Message, WsError> {
         loop {
-            if self.partial + MAX_CONTROL_PAYLOAD > msg.len() && !self.skipping {
-                // Less room left than a control frame needs: this message is
-                // too large for the buffer; drop it and read on.
+            if self.partial == msg.len() && !self.skipping {
+                // The buffer is full and the message goes on: it is too large;
+                // drop the rest of it and read on.
                 self.skipping = true;
                 self.partial = 0;
             }
@@ -407,4 +414,124 @@ async fn read_some<T: Read>(io: &mut T, buf: &mut [u8]) -> Result<usize, WsError
 
 fn io_error<E: embedded_io::Error>(e: E) -> HandshakeError {
     HandshakeError::Socket(WsError::Io(e.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// A server that sends `script` one byte per read and records writes.
+    struct Trickle {
+        script: Vec<u8>,
+        at: usize,
+        written: Vec<u8>,
+    }
+
+    impl embedded_io_async::ErrorType for Trickle {
+        type Error = core::convert::Infallible;
+    }
+    impl Read for Trickle {
+        async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            let n = usize::from(self.at < self.script.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.script[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+    impl Write for Trickle {
+        async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        async fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    /// An unmasked server frame.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = std::vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn open<'b>(script: Vec<u8>, rx: &'b mut [u8], tx: &'b mut [u8]) -> WsConn<'b, Trickle, rand_core::OsRng> {
+        let mut ws = WebSocketClient::new_client(rand_core::OsRng);
+        ws.state = WebSocketState::Open;
+        WsConn {
+            io: Trickle { script, at: 0, written: Vec::new() },
+            ws,
+            rx,
+            start: 0,
+            end: 0,
+            tx,
+            in_frame: false,
+            partial: 0,
+            skipping: false,
+            ping: [0; MAX_CONTROL_PAYLOAD],
+            ping_len: 0,
+        }
+    }
+
+    #[test]
+    fn messages_fed_byte_by_byte_fill_the_buffer_exactly_and_pings_keep_their_payload() {
+        let exact: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut script = frame(0x9, b"hb");
+        script.extend(frame(0x1, &exact));
+        script.extend(frame(0x1, &[b'x'; 301]));
+        script.extend(frame(0xA, b""));
+        script.extend(frame(0x1, b"ok"));
+        script.extend(frame(0x8, &4001u16.to_be_bytes()));
+        let (mut rx, mut tx, mut msg) = ([0u8; 256], [0u8; 256], [0u8; 300]);
+        let mut ws = open(script, &mut rx, &mut tx);
+        embassy_futures::block_on(async {
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::Ping));
+            ws.pong().await.unwrap();
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::Text(300)));
+            assert_eq!(&msg[..], &exact[..]);
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::TooLarge));
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::Pong));
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::Text(2)));
+            assert_eq!(&msg[..2], b"ok");
+            assert_eq!(ws.read_message(&mut msg).await, Ok(Message::Close(Some(4001))));
+            assert_eq!(ws.read_message(&mut msg).await, Err(WsError::Eof));
+        });
+        // The pong: FIN + opcode 10, masked, 2 bytes, payload "hb" under the mask.
+        let w = &ws.io.written;
+        assert_eq!((w[0], w[1]), (0x8A, 0x82));
+        let mask = &w[2..6];
+        assert_eq!([w[6] ^ mask[0], w[7] ^ mask[1]], *b"hb");
+    }
+
+    #[test]
+    fn a_large_binary_frame_arrives_in_pieces_and_an_empty_one_is_a_half_close() {
+        let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        // A 64-bit length header, then an empty frame.
+        let mut long = std::vec![0x82, 127];
+        long.extend_from_slice(&(40_000u64).to_be_bytes());
+        long.extend_from_slice(&big);
+        long.extend(frame(0x2, b""));
+        let (mut rx, mut tx, mut down) = ([0u8; 256], [0u8; 256], [0u8; 256]);
+        let mut ws = open(long, &mut rx, &mut tx);
+        let mut got = Vec::new();
+        embassy_futures::block_on(async {
+            loop {
+                match ws.read_part(&mut down).await.unwrap() {
+                    Part::Binary { len: 0, end: true } => break,
+                    Part::Binary { len, .. } => got.extend_from_slice(&down[..len]),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        assert_eq!(got, big);
+    }
 }
