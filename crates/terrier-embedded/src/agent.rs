@@ -7,15 +7,21 @@
 //!   the server answers `400` (the configuration can never work).
 //! * [`Agent::run_data`] serves one visitor stream at a time; run several
 //!   (each with its own [`DataBuffers`]) to serve visitors in parallel.
+//! * [`Agent::run_pooled_data`] instead keeps one idle data socket parked at
+//!   the server (`assign`, `docs/PROTOCOL.md` §4.3), which takes the
+//!   data-socket handshake off the visitor's path at the cost of an open
+//!   socket; optional, the protocol's default is none.
 //!
-//! They talk through two small bounded queues: `open`s to the data workers,
-//! `refused`s back to the control socket.
+//! They talk through two small bounded queues (`open`s to the data workers,
+//! `refused`s back to the control socket) and a watch of the current session
+//! (for pooled sockets, which quote it).
 
 use core::convert::Infallible;
 
 use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::channel::Channel;
+use embassy_sync::watch::Watch;
 use heapless::String;
 use rand_core::RngCore;
 use terrier_proto::messages::Welcome;
@@ -25,7 +31,7 @@ use crate::buffers::{ControlBuffers, DataBuffers};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::connect::Connect;
-use crate::data::{self, Job, Refusal};
+use crate::data::{self, Job, Refusal, SessionInfo};
 use crate::relay::RelayStats;
 use crate::service::Service;
 use crate::ws::{HandshakeError, WsError, MAX_REASON_LEN};
@@ -35,6 +41,8 @@ use crate::ws::{HandshakeError, WsError, MAX_REASON_LEN};
 pub const OPEN_QUEUE: usize = 4;
 /// `refused` messages waiting for the control socket.
 const REFUSAL_QUEUE: usize = 4;
+/// Most [`Agent::run_pooled_data`] loops one agent runs; more serve `open`s instead.
+pub const MAX_POOL_WORKERS: usize = 4;
 
 /// Why a connection or a stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +88,8 @@ pub enum Event<'e> {
         /// Milliseconds until the attempt.
         delay_ms: u64,
     },
+    /// A pooled data socket is parked at the server, ready for a visitor.
+    PoolReady,
     /// A data worker took a visitor stream for `service`.
     StreamOpened {
         /// Service id.
@@ -129,6 +139,8 @@ pub struct Agent<'a, C, S, K, E = ()> {
     pub(crate) opens: Channel<NoopRawMutex, Job, OPEN_QUEUE>,
     /// `refused`s from the data workers to the control socket.
     pub(crate) refusals: Channel<NoopRawMutex, Refusal, REFUSAL_QUEUE>,
+    /// The current session (node and id), for pooled data sockets.
+    pub(crate) session: Watch<NoopRawMutex, SessionInfo, MAX_POOL_WORKERS>,
 }
 
 impl<'a, C: Connect, S: Service, K: Clock, E: Events> Agent<'a, C, S, K, E> {
@@ -136,7 +148,16 @@ impl<'a, C: Connect, S: Service, K: Clock, E: Events> Agent<'a, C, S, K, E> {
     /// services, clock and event sink.
     pub fn new(config: Config<'a>, connector: C, service: S, clock: K, events: E) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self { config, connector, service, clock, events, opens: Channel::new(), refusals: Channel::new() })
+        Ok(Self {
+            config,
+            connector,
+            service,
+            clock,
+            events,
+            opens: Channel::new(),
+            refusals: Channel::new(),
+            session: Watch::new(),
+        })
     }
 
     /// Keeps the control socket connected, forever; returns only on a `400`.
@@ -166,27 +187,64 @@ impl<'a, C: Connect, S: Service, K: Clock, E: Events> Agent<'a, C, S, K, E> {
 
     /// Serves visitor streams one at a time, forever.
     pub async fn run_data<R: RngCore>(&self, mut bufs: DataBuffers<'_>, mut rng: R) -> Infallible {
-        let ctx = data::Ctx {
+        let ctx = self.data_ctx();
+        loop {
+            let job = self.opens.receive().await;
+            self.events.event(Event::StreamOpened { service: &job.service });
+            let result = self.hand_back(data::serve(&ctx, &job, &mut bufs, &mut rng).await);
+            self.events.event(Event::StreamEnded { service: &job.service, result: result.as_ref().map(|s| *s) });
+        }
+    }
+
+    /// Keeps one pooled data socket parked at the server, serves the stream
+    /// it is assigned, and parks a new one, forever. Beyond
+    /// [`MAX_POOL_WORKERS`] loops, it serves `open`s like [`Self::run_data`].
+    pub async fn run_pooled_data<R: RngCore>(&self, mut bufs: DataBuffers<'_>, mut rng: R) -> Infallible {
+        let Some(mut session) = self.session.receiver() else {
+            return self.run_data(bufs, rng).await;
+        };
+        let ctx = self.data_ctx();
+        let mut backoff = Backoff::default();
+        loop {
+            let current = session.get().await;
+            let parked = || self.events.event(Event::PoolReady);
+            match data::serve_pooled(&ctx, &current, &mut bufs, &mut rng, parked).await {
+                Ok((service, result)) => {
+                    backoff.reset();
+                    self.events.event(Event::StreamOpened { service: &service });
+                    let result = self.hand_back(result);
+                    self.events.event(Event::StreamEnded { service: &service, result: result.as_ref().map(|s| *s) });
+                }
+                Err(_) => {
+                    // Refused (404: the session ended; 429: pool full) or
+                    // dropped while parked: try again on the next session, or
+                    // after a backoff delay.
+                    let delay = backoff.next_delay_ms(&self.config.timing, &mut rng);
+                    let _ = select(session.changed(), self.clock.sleep_ms(delay)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a stream's `refused`, if it has one, to the control socket.
+    fn hand_back(&self, result: Result<RelayStats, (Error, Option<Refusal>)>) -> Result<RelayStats, Error> {
+        result.map_err(|(error, refusal)| {
+            if let Some(refusal) = refusal {
+                // A full queue means the control socket is down: the
+                // visitor's stream is gone with it, so dropping is fine.
+                let _ = self.refusals.try_send(refusal);
+            }
+            error
+        })
+    }
+
+    fn data_ctx(&self) -> data::Ctx<'_, C, S, K> {
+        data::Ctx {
             connector: &self.connector,
             service: &self.service,
             clock: &self.clock,
             timing: &self.config.timing,
             token: self.config.token,
-        };
-        loop {
-            let job = self.opens.receive().await;
-            self.events.event(Event::StreamOpened { service: &job.service });
-            let result = data::serve(&ctx, &job, &mut bufs, &mut rng).await;
-            let result = match result {
-                Ok(stats) => Ok(stats),
-                Err((error, refusal)) => {
-                    if let Some(refusal) = refusal {
-                        self.refusals.send(refusal).await;
-                    }
-                    Err(error)
-                }
-            };
-            self.events.event(Event::StreamEnded { service: &job.service, result: result.as_ref().map(|s| *s) });
         }
     }
 

@@ -16,7 +16,7 @@ use crate::agent::{Agent, Error, Event, Events};
 use crate::buffers::ControlBuffers;
 use crate::clock::Clock;
 use crate::connect::{Connect, Endpoint};
-use crate::data::{Job, Refusal};
+use crate::data::{Job, Refusal, SessionInfo};
 use crate::handshake::Target;
 use crate::service::Service;
 use crate::ws::{upgrade, Message, WsConn};
@@ -43,6 +43,7 @@ impl<C: Connect, S: Service, K: Clock, E: Events> Agent<'_, C, S, K, E> {
             Either::Second(()) => return Error::Timeout,
         };
         *connected_at = Some(self.clock.now_ms());
+        self.session.sender().send(SessionInfo { server: server.clone(), id: session.clone() });
 
         let mut last_heard = self.clock.now_ms();
         let mut next_ping = last_heard + heartbeat_ms;

@@ -8,8 +8,8 @@ use core::fmt::{self, Write as _};
 
 use heapless::String;
 use terrier_proto::handshake::{
-    CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_SESSION,
-    PARAM_STREAM, PARAM_TCP,
+    CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL,
+    PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::SUBPROTOCOL;
 
@@ -25,6 +25,8 @@ pub(crate) enum Target<'a> {
     Control { config: &'a Config<'a>, hops: u8 },
     /// The data socket of one stream.
     Data { session: &'a str, stream: &'a str },
+    /// An idle pooled data socket, waiting for `assign`.
+    Pool { session: &'a str },
 }
 
 /// What the response head says.
@@ -99,6 +101,7 @@ fn write_head(
         Target::Data { session, stream } => {
             write!(w, "GET {DATA_PATH}?{PARAM_SESSION}={session}&{PARAM_STREAM}={stream}")?;
         }
+        Target::Pool { session } => write!(w, "GET {DATA_PATH}?{PARAM_SESSION}={session}&{PARAM_POOL}=1")?,
     }
     write!(
         w,
@@ -215,6 +218,10 @@ mod tests {
         let text = core::str::from_utf8(&buf[..n]).unwrap();
         assert!(text.starts_with("GET /v1/data?session=aa&stream=bb HTTP/1.1\r\n"));
         assert!(!text.contains("Authorization"));
+        let n = write_request(&mut buf, &Target::Pool { session: "aa" }, &config.server, Some("t"), "k").unwrap();
+        let text = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("GET /v1/data?session=aa&pool=1 HTTP/1.1\r\n"));
+        assert!(text.contains("\r\nAuthorization: Bearer t\r\n"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, connected, led_device, next, server, spawn_agent, Note, STEP};
+use common::{config, connected, led_device, next, server, spawn_agent, spawn_agent_with_pool, Note, STEP};
 use terrier_testkit::proxy::PausingProxy;
 use terrier_testkit::upstream::{self, pattern};
 use terrier_testkit::visitor::{device_host, Visitor};
@@ -213,6 +213,36 @@ async fn a_silent_control_socket_is_dropped_and_reopened() {
             assert_eq!(again, subdomain);
             let page = Visitor::new(server.addr).get(&device_host(&subdomain), "/").await;
             assert_eq!(page.status, 200, "{page:?}");
+            server.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pooled_data_socket_serves_visitors_by_assign_and_is_refilled() {
+    init_logging();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let server = server().await;
+            // No `open` worker at all: a visitor is served only if the server
+            // assigns it to the parked socket.
+            let mut notes = spawn_agent_with_pool(config(server.addr, "pooled", &[]), led_device(vec![]), 0, 1);
+            let (subdomain, _) = connected(&mut notes).await;
+            let visitor = Visitor::new(server.addr);
+            let host = device_host(&subdomain);
+            for state in ["on", "off"] {
+                next(&mut notes, "a parked socket", |n| matches!(n, Note::PoolReady).then_some(())).await;
+                let page = visitor.post(&host, "/led", format!("state={state}")).await;
+                assert_eq!(page.status, 200, "{page:?}");
+                assert!(page.body.contains(&format!("LED is {state}")), "{}", page.body);
+                let ended = next(&mut notes, "stream end", |n| match n {
+                    Note::StreamEnded(r) => Some(r),
+                    _ => None,
+                })
+                .await;
+                assert!(ended.is_ok(), "{ended:?}");
+            }
             server.stop().await;
         })
         .await;

@@ -10,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{config, led_device, next, spawn_agent, Note, STEP};
+use common::{config, led_device, next, spawn_agent, spawn_agent_with_pool, Note, STEP};
 use futures_util::{SinkExt, StreamExt};
 use terrier_testkit::init_logging;
 use terrier_testkit::upstream;
@@ -224,6 +224,62 @@ async fn a_400_stops_the_agent_with_the_servers_reason_and_503_retries() {
             })
             .await;
             assert_eq!(fatal, "name \"Bad\" is not [a-z0-9-]");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pooled_socket_quotes_the_session_waits_for_assign_and_is_refilled() {
+    init_logging();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let echo = upstream::tcp_echo().await;
+            let config = config(listener.local_addr().unwrap(), "wired", &["echo"]);
+            let mut notes = spawn_agent_with_pool(config, led_device(vec![("echo", echo)]), 0, 1);
+            let (mut control, _, _) = accept(&listener).await;
+            control.send(welcome()).await.unwrap();
+
+            let (mut pooled, target, auth) = accept(&listener).await;
+            assert_eq!(target, format!("/v1/data?session={SESSION}&pool=1"));
+            assert_eq!(auth.as_deref(), Some("Bearer device-token-for-the-coming-auth"));
+            // Parked sockets answer pings too.
+            pooled.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
+            assert_eq!(recv(&mut pooled).await, Message::Pong(b"p".to_vec().into()));
+            // `assign` and the visitor's first bytes may arrive together.
+            pooled
+                .feed(Message::text(format!(r#"{{"assign":{{"stream":"{STREAM}","service":"echo"}}}}"#)))
+                .await
+                .unwrap();
+            pooled.feed(Message::binary(b"hello".to_vec())).await.unwrap();
+            pooled.send(Message::binary(Vec::new())).await.unwrap();
+            assert_eq!(recv(&mut pooled).await, Message::binary(b"hello".to_vec()));
+            assert_eq!(recv(&mut pooled).await, Message::binary(Vec::new()));
+            assert!(matches!(recv(&mut pooled).await, Message::Close(_)));
+            let ended = next(&mut notes, "stream end", |n| match n {
+                Note::StreamEnded(r) => Some(r),
+                _ => None,
+            })
+            .await;
+            assert_eq!(ended, Ok(10));
+
+            // The pool is refilled.
+            let (mut refill, target, _) = accept(&listener).await;
+            assert_eq!(target, format!("/v1/data?session={SESSION}&pool=1"));
+
+            // An `assign` for a service the device cannot open: the socket is
+            // dropped and the control socket says why.
+            let assign = format!(r#"{{"assign":{{"stream":"{STREAM}","service":"nope"}}}}"#);
+            refill.send(Message::text(assign)).await.unwrap();
+            assert!(matches!(recv(&mut refill).await, Message::Close(_)), "socket dropped");
+            match recv(&mut control).await {
+                Message::Text(t) => {
+                    assert!(t.starts_with(&format!(r#"{{"refused":{{"stream":"{STREAM}","reason":""#)), "{t}")
+                }
+                other => panic!("expected refused, got {other:?}"),
+            }
+            let (_next, _, _) = accept(&listener).await;
         })
         .await;
 }

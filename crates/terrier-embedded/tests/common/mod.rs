@@ -145,6 +145,8 @@ pub enum Note {
         tcp: Vec<(String, u16)>,
     },
     Disconnected(String),
+    /// A pooled data socket is parked.
+    PoolReady,
     /// `run_control` returned: the server answered 400.
     Fatal(String),
     StreamEnded(Result<u64, String>),
@@ -169,6 +171,17 @@ pub fn config(server: SocketAddr, name: &'static str, tcp: &'static [&'static st
 /// sockets, on the current `LocalSet` (the agent is single-threaded, as on a
 /// microcontroller); returns its events.
 pub fn spawn_agent(config: Config<'static>, device: Device, workers: usize) -> mpsc::UnboundedReceiver<Note> {
+    spawn_agent_with_pool(config, device, workers, 0)
+}
+
+/// Like [`spawn_agent`], plus `pooled` loops that keep a data socket parked
+/// at the server (`assign`).
+pub fn spawn_agent_with_pool(
+    config: Config<'static>,
+    device: Device,
+    workers: usize,
+    pooled: usize,
+) -> mpsc::UnboundedReceiver<Note> {
     let (tx, rx) = mpsc::unbounded_channel();
     let fatal_tx = tx.clone();
     tokio::task::spawn_local(async move {
@@ -179,6 +192,7 @@ pub fn spawn_agent(config: Config<'static>, device: Device, workers: usize) -> m
                     tcp: w.tcp.iter().map(|p| (p.service.to_owned(), p.port)).collect(),
                 },
                 Event::Disconnected(e) => Note::Disconnected(format!("{e:?}")),
+                Event::PoolReady => Note::PoolReady,
                 Event::StreamEnded { result, .. } => {
                     Note::StreamEnded(result.map(|s| s.to_server + s.from_server).map_err(|e| format!("{e:?}")))
                 }
@@ -188,10 +202,19 @@ pub fn spawn_agent(config: Config<'static>, device: Device, workers: usize) -> m
         };
         let agent = Agent::new(config, TokioNet, device, TokioClock(tokio::time::Instant::now()), events).unwrap();
         let mut control = vec![0u8; CONTROL_TOTAL];
-        let mut data: Vec<Vec<u8>> = (0..workers).map(|_| vec![0u8; DATA_TOTAL]).collect();
+        let mut data: Vec<Vec<u8>> = (0..workers + pooled).map(|_| vec![0u8; DATA_TOTAL]).collect();
         let control_loop = agent.run_control(ControlBuffers::split(&mut control).unwrap(), OsRng);
-        let data_loops =
-            futures_join_all(data.iter_mut().map(|buf| agent.run_data(DataBuffers::split(buf).unwrap(), OsRng)));
+        let agent = &agent;
+        let data_loops = futures_join_all(data.iter_mut().enumerate().map(|(i, buf)| {
+            let bufs = DataBuffers::split(buf).unwrap();
+            let worker: std::pin::Pin<Box<dyn std::future::Future<Output = std::convert::Infallible> + '_>> =
+                if i < workers {
+                    Box::pin(agent.run_data(bufs, OsRng))
+                } else {
+                    Box::pin(agent.run_pooled_data(bufs, OsRng))
+                };
+            worker
+        }));
         tokio::select! {
             Fatal { reason } = control_loop => {
                 let _ = fatal_tx.send(Note::Fatal(reason.as_str().to_owned()));
