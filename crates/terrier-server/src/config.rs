@@ -53,6 +53,26 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How this node works with others sharing a Redis store.
     pub cluster: Cluster,
+    /// How devices authenticate.
+    pub auth: AuthConfig,
+}
+
+/// Device authentication settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `auto` (token, but open when the domain is localhost), `token` or `open`.
+    pub mode: crate::auth::AuthMode,
+    /// How often the node re-reads the token store, so new tokens work and
+    /// revoked ones disconnect their devices within this time.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { mode: crate::auth::AuthMode::Auto, refresh_interval: Duration::from_secs(1) }
+    }
 }
 
 /// Cluster settings; they matter only with a shared (Redis) store.
@@ -125,6 +145,10 @@ pub struct Limits {
     /// How long one store (Redis) command may take before it fails.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// Control handshakes one source IP may make per minute (429 past it); 0 = no limit.
+    pub control_handshakes_per_ip_per_minute: u32,
+    /// Devices one fleet (prefix) token may have online on this node at once (429 past it).
+    pub max_devices_per_token: usize,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +172,7 @@ impl Default for ServerConfig {
             reconnect_spread: Duration::from_secs(5),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -168,6 +193,8 @@ impl Default for Limits {
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
+            control_handshakes_per_ip_per_minute: 600,
+            max_devices_per_token: 1000,
         }
     }
 }
@@ -235,6 +262,7 @@ impl ServerConfig {
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),
+            ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be more than zero")));

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
@@ -54,6 +55,8 @@ pub struct Node {
     pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
     /// Every task the node spawns, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Device tokens, auth mode, handshake rate limit.
+    pub auth: auth::Auth,
     /// Cancelled when the node must stop.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain timeout after shutdown ran out: relays still
@@ -100,6 +103,7 @@ pub async fn run_with_store(
     let node_id = config.node_id.clone().unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
+    let auth = auth::Auth::start(&config).await?;
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
     // Pooled upstream connections outlive requests; once the ingress has
@@ -119,6 +123,7 @@ pub async fn run_with_store(
         unreleased: Default::default(),
         needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
+        auth,
         shutdown,
         hard_stop: CancellationToken::new(),
     });
@@ -130,6 +135,7 @@ pub async fn run_with_store(
         "terrierd serving"
     );
     tasks.spawn(sweep_leases(node.clone()));
+    tasks.spawn(auth::watch(node.clone()));
     tasks.spawn(cluster::nodes::heartbeat(node.clone()));
     ingress::http::serve(node.clone(), listener).await;
     idle_stop.cancel();

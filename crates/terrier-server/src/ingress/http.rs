@@ -143,10 +143,10 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
         });
     };
     match classify(&host, &node.config.domain) {
-        Target::Apex => apex(node, req).await,
+        Target::Apex => apex(node, remote, req).await,
         Target::Device(sub) => proxy::forward(node.clone(), sub, &host, remote, req).await,
         // Agents may dial the server by IP address or another name.
-        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, req).await,
+        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, remote, req).await,
         Target::Unknown => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Unknown host",
@@ -158,10 +158,10 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
 }
 
 /// Requests to the server's own domain.
-async fn apex(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        CONTROL_PATH => control::handshake(node, req).await,
-        DATA_PATH => data::handshake(node, req),
+        CONTROL_PATH => control::handshake(node, remote, req).await,
+        DATA_PATH => data::handshake(node, req).await,
         "/" => super::text(
             200,
             format!(

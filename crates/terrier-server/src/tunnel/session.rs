@@ -36,6 +36,8 @@ pub struct Session {
     pub agent: String,
     /// When the session started, Unix ms.
     pub since_ms: u64,
+    /// How the device authenticated; data sockets must match it.
+    pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
     control: mpsc::Sender<Message>,
     /// Cancelled when the session ends (control socket gone or replaced).
@@ -103,6 +105,8 @@ pub struct SessionInit {
     pub open_timeout: Duration,
     /// Limit on idle pooled data sockets.
     pub max_pool: usize,
+    /// How the device authenticated.
+    pub identity: crate::auth::Identity,
 }
 
 impl Session {
@@ -119,6 +123,7 @@ impl Session {
             tcp: init.tcp,
             agent: init.agent,
             since_ms: crate::store::now_ms(),
+            identity: init.identity,
             control,
             closed,
             close_code: Mutex::new(None),
