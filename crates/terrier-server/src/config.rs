@@ -55,6 +55,34 @@ pub struct ServerConfig {
     pub cluster: Cluster,
     /// How devices authenticate.
     pub auth: AuthConfig,
+    /// The TLS listener.
+    pub tls: TlsConfig,
+}
+
+/// TLS settings; TLS is on when `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address of the TLS listener (HTTPS and wss for visitors and agents).
+    pub listen: Option<SocketAddr>,
+    /// Certificate/key PEM file pairs, chosen by SNI (e.g. a wildcard
+    /// `*.<domain>` plus the apex in one, or one each).
+    pub certificates: Vec<CertificateFiles>,
+    /// Also serve a generated development certificate for the domain and
+    /// `*.<domain>`, signed by `<data_dir>/tls/dev-ca.pem`.
+    pub self_signed: bool,
+    /// Answer plain-HTTP visitors of devices with a redirect to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// Certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Device authentication settings.
@@ -173,6 +201,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             cluster: Cluster::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -255,6 +284,19 @@ impl ServerConfig {
                 }
             }
         }
+        match &self.tls {
+            TlsConfig { listen: None, certificates, self_signed, redirect_http }
+                if !certificates.is_empty() || *self_signed || *redirect_http =>
+            {
+                return Err(ConfigError("tls.listen must be set to use certificates or redirect_http".into()));
+            }
+            TlsConfig { listen: Some(_), certificates, self_signed: false, .. } if certificates.is_empty() => {
+                return Err(ConfigError(
+                    "tls.listen needs tls.certificates (cert and key files) or tls.self_signed = true".into(),
+                ));
+            }
+            _ => {}
+        }
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
@@ -283,20 +325,33 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The port shown in public URLs.
+    /// The scheme shown in public URLs: `https` whenever TLS is on.
+    pub fn public_scheme(&self) -> &str {
+        if self.tls.listen.is_some() {
+            "https"
+        } else {
+            &self.public_scheme
+        }
+    }
+
+    /// The port shown in public URLs: the TLS port whenever TLS is on.
     pub fn public_port(&self) -> u16 {
-        self.public_port.unwrap_or(self.listen.port())
+        self.public_port.unwrap_or(self.tls.listen.unwrap_or(self.listen).port())
+    }
+
+    /// Public URL of `host` (a device subdomain's full host name).
+    pub fn public_url(&self, host: &str) -> String {
+        let (scheme, port) = (self.public_scheme(), self.public_port());
+        if matches!((scheme, port), ("http", 80) | ("https", 443)) {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        }
     }
 
     /// Public URL of a device's HTTP service.
     pub fn device_url(&self, subdomain: &str) -> String {
-        let port = self.public_port();
-        let default_port = matches!((self.public_scheme.as_str(), port), ("http", 80) | ("https", 443));
-        if default_port {
-            format!("{}://{}.{}", self.public_scheme, subdomain, self.domain)
-        } else {
-            format!("{}://{}.{}:{}", self.public_scheme, subdomain, self.domain, port)
-        }
+        self.public_url(&format!("{subdomain}.{}", self.domain))
     }
 
     /// Base URL agents are redirected to.

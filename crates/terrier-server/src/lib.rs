@@ -15,6 +15,7 @@ pub mod demo;
 pub mod ingress;
 pub mod pages;
 pub mod store;
+pub mod tls;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -104,6 +105,14 @@ pub async fn run_with_store(
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let auth = auth::Auth::start(&config).await?;
+    let tls = match tls::server_config(&config)? {
+        Some(tls_config) => {
+            let addr = config.tls.listen.expect("TLS on means a listen address");
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding TLS listener {addr}"))?;
+            Some((listener, tls_config))
+        }
+        None => None,
+    };
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
     // Pooled upstream connections outlive requests; once the ingress has
@@ -137,7 +146,16 @@ pub async fn run_with_store(
     tasks.spawn(sweep_leases(node.clone()));
     tasks.spawn(auth::watch(node.clone()));
     tasks.spawn(cluster::nodes::heartbeat(node.clone()));
-    ingress::http::serve(node.clone(), listener).await;
+    match tls {
+        Some((tls_listener, tls_config)) => {
+            tracing::info!(listen = %tls_listener.local_addr()?, "TLS listener serving");
+            tokio::join!(
+                ingress::http::serve(node.clone(), listener),
+                ingress::tls::serve(node.clone(), tls_listener, tls_config)
+            );
+        }
+        None => ingress::http::serve(node.clone(), listener).await,
+    }
     idle_stop.cancel();
 
     // Shutdown: accept loops have stopped; sessions end through their

@@ -59,6 +59,22 @@ struct Args {
     /// or auto (open on localhost, token elsewhere) [default: auto].
     #[arg(long, env = "TERRIERD_AUTH", value_parser = parse_auth_mode)]
     auth: Option<terrier_server::auth::AuthMode>,
+    /// Serve TLS (HTTPS, wss) with a generated development certificate: `self-signed`
+    /// (clients trust <data-dir>/tls/dev-ca.pem). For real certificates use --tls-cert/--tls-key.
+    #[arg(long, env = "TERRIERD_TLS", value_parser = ["self-signed"])]
+    tls: Option<String>,
+    /// Address of the TLS listener [default: 127.0.0.1:8443 when TLS is asked for].
+    #[arg(long, env = "TERRIERD_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS (e.g. a wildcard *.<domain> that also names <domain>); needs --tls-key.
+    #[arg(long, env = "TERRIERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TERRIERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Answer plain-HTTP visitors with a redirect to HTTPS (agents may still use ws://).
+    #[arg(long)]
+    redirect_http: bool,
     /// Also start a demo device (a small web page behind an in-process agent).
     #[arg(long)]
     demo: bool,
@@ -155,6 +171,22 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(mode) = args.auth {
         config.auth.mode = mode;
     }
+    if args.tls.is_some() {
+        config.tls.self_signed = true;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls.certificates.push(terrier_server::config::CertificateFiles { cert: cert.clone(), key: key.clone() });
+    }
+    if args.redirect_http {
+        config.tls.redirect_http = true;
+    }
+    if let Some(addr) = args.tls_listen {
+        config.tls.listen = Some(addr);
+    }
+    let tls_asked = config.tls.self_signed || !config.tls.certificates.is_empty();
+    if tls_asked && config.tls.listen.is_none() {
+        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8443)));
+    }
     if let Some(dir) = &args.pages_dir {
         config.pages_dir = Some(dir.clone());
     }
@@ -194,7 +226,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if args.demo {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
     }
-    println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain);
+    match config.tls.listen {
+        Some(tls) => {
+            println!("terrierd listening on http://{addr} and https://{tls} for *.{} (Ctrl-C to stop)", config.domain)
+        }
+        None => println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain),
+    }
     terrier_server::run(config, listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;

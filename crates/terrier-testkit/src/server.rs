@@ -55,6 +55,13 @@ impl TestServer {
         tweak(&mut config);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(terrier_server::run(config.clone(), listener, shutdown.clone()));
+        if let Some(tls) = config.tls.listen {
+            // The TLS listener is bound inside `run`: wait for it.
+            crate::eventually(Duration::from_secs(10), "the TLS listener accepts", || async move {
+                tokio::net::TcpStream::connect(tls).await.ok()
+            })
+            .await;
+        }
         Self { addr, config, shutdown, handle: Some(handle), _data: None }
     }
 
