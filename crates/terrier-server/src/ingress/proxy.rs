@@ -315,7 +315,7 @@ fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::clien
             "The device is connected, but its local web service refused the connection.",
             reason.clone(),
         ),
-        Some(OpenError::TooManyPending) => (
+        Some(OpenError::TooManyPending | OpenError::TooManyStreams) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The device is busy",
             "Too many visitors are waiting for this device. Try again shortly.",
@@ -364,9 +364,10 @@ impl tower_service::Service<Uri> for StreamConnector {
         let idle_stop = self.idle_stop.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
-            let socket = session.open_stream(HTTP_SERVICE).await?;
+            let open = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             tasks.spawn(async move {
+                let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {
                     result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
                         tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");

@@ -99,8 +99,8 @@ async fn passthrough(
     visitor: Prefixed<TcpStream>,
     remote: SocketAddr,
 ) {
-    let socket = match session.open_stream(PASSTHROUGH_SERVICE).await {
-        Ok(socket) => socket,
+    let (socket, _permit) = match session.open_stream(PASSTHROUGH_SERVICE).await {
+        Ok(open) => (open.socket, open.permit),
         Err(e) => return tracing::info!(device = %session.name, %remote, error = %e, "TLS passthrough not opened"),
     };
     let relayed = tokio::select! {

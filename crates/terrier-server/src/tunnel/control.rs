@@ -145,6 +145,8 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
+            pool_idle: limits.pool_idle_timeout,
+            max_streams: limits.max_streams_per_device,
             identity,
         },
         limits.control_queue,
@@ -265,6 +267,10 @@ async fn run(
                 }
             }
             _ = ticker.tick() => {
+                let pruned = session.prune_pool();
+                if pruned > 0 {
+                    tracing::debug!(pruned, "closed pooled data sockets past limits.pool_idle_timeout");
+                }
                 if last_heard.elapsed() >= send_timeout {
                     close_with(&mut ws, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
                     return format!("silent for {:?}", last_heard.elapsed());
