@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// The TLS listener.
     pub tls: TlsConfig,
+    /// Visitor access rules per device name (`[access."<name>"]`).
+    pub access: std::collections::BTreeMap<String, crate::access::AccessConfig>,
 }
 
 /// TLS settings; TLS is on when `listen` is set.
@@ -208,6 +210,7 @@ impl Default for ServerConfig {
             cluster: Cluster::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            access: Default::default(),
         }
     }
 }
@@ -305,6 +308,7 @@ impl ServerConfig {
             }
             _ => {}
         }
+        crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
+use crate::access::Denied;
 use crate::cluster::forward;
 use crate::pages::Page;
 use crate::store::now_ms;
@@ -80,6 +81,11 @@ pub async fn forward(
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
+    if !forward::was_forwarded(&req) {
+        if let Err(denied) = node.access.check_http(&session.name, remote.ip(), req.headers()) {
+            return access_denied(&node, &session.name, remote, denied, host);
+        }
+    }
     if !session.http {
         return node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -247,6 +253,9 @@ async fn elsewhere_or_offline(
                 _ => None,
             };
             if let Some(peer) = peer {
+                if let Err(denied) = node.access.check_http(&lease.name, remote.ip(), req.headers()) {
+                    return access_denied(node, &lease.name, remote, denied, host);
+                }
                 return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
                     Ok(response) => response,
                     Err(e) => {
@@ -279,6 +288,35 @@ async fn elsewhere_or_offline(
                 detail: "",
                 host,
             })
+        }
+    }
+}
+
+/// The page for a visitor the device's access rules turn away: 403 for an
+/// address off the allow-list, 401 asking for basic auth.
+fn access_denied(node: &Node, device: &str, remote: SocketAddr, denied: Denied, host: &str) -> Response<Body> {
+    tracing::info!(device, %remote, ?denied, "visitor denied by access rules");
+    match denied {
+        Denied::Address => node.pages.render(Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Access denied",
+            message: "This device only accepts visitors from certain networks.",
+            detail: "",
+            host,
+        }),
+        Denied::Credentials => {
+            let mut response = node.pages.render(Page {
+                status: StatusCode::UNAUTHORIZED,
+                title: "Sign in required",
+                message: "This device asks for a user name and password.",
+                detail: "",
+                host,
+            });
+            let realm = format!("Basic realm=\"{}\", charset=\"UTF-8\"", host.replace('"', ""));
+            if let Ok(value) = HeaderValue::from_str(&realm) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
         }
     }
 }
