@@ -62,7 +62,8 @@ pub enum Error {
     /// Nothing came from the server for three heartbeat intervals.
     HeartbeatTimeout,
     /// The server closed the socket, with its close code (`4000` replaced,
-    /// `4001` going away, `4002` protocol error, `4003` heartbeat timeout).
+    /// `4001` going away, `4002` protocol error, `4003` heartbeat timeout,
+    /// `4004` token revoked).
     Closed(Option<u16>),
     /// The peer broke the protocol (binary on control, text on data).
     Protocol,

@@ -247,3 +247,50 @@ async fn a_pooled_data_socket_serves_visitors_by_assign_and_is_refilled() {
         })
         .await;
 }
+
+/// Mints a token for `name` into the server's token file, as `terrierd token create` does.
+async fn mint(server: &TestServer, name: &str) -> &'static str {
+    use terrier_server::auth::store::{FileTokenStore, TokenStore};
+    use terrier_server::auth::token::{self, Scope};
+    let minted = token::mint(Scope::Name(name.into()), "embedded test", 0);
+    FileTokenStore::new(&server.data_dir()).insert(&minted.record).await.expect("store token");
+    Box::leak(minted.token.into_boxed_str())
+}
+
+#[tokio::test]
+async fn with_token_auth_the_device_token_admits_its_control_and_data_sockets() {
+    init_logging();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let server = TestServer::start(|c| c.auth.mode = terrier_server::auth::AuthMode::Token).await;
+            let token = mint(&server, "secure-led").await;
+
+            // A wrong token: 401 with the server's reason, and the agent keeps trying.
+            let mut wrong = config(server.addr, "secure-led", &[]);
+            wrong.token = Some("terrier_aaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+            let mut notes = spawn_agent(wrong, led_device(vec![]), 1);
+            for _ in 0..2 {
+                let why = next(&mut notes, "refusal", |n| match n {
+                    Note::Disconnected(why) => Some(why),
+                    _ => None,
+                })
+                .await;
+                assert!(why.contains("status: 401"), "{why}");
+            }
+
+            let mut right = config(server.addr, "secure-led", &[]);
+            right.token = Some(token);
+            let mut notes = spawn_agent_with_pool(right, led_device(vec![]), 1, 1);
+            let (subdomain, _) = connected(&mut notes).await;
+            // The server checks the token on every data socket, pooled or opened.
+            next(&mut notes, "a parked socket", |n| matches!(n, Note::PoolReady).then_some(())).await;
+            let visitor = Visitor::new(server.addr);
+            let host = device_host(&subdomain);
+            let (a, b) = tokio::join!(visitor.post(&host, "/led", "state=on"), visitor.get(&host, "/"));
+            assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+            assert!(visitor.get(&host, "/").await.body.contains("LED is on"));
+            server.stop().await;
+        })
+        .await;
+}
