@@ -69,14 +69,13 @@ pub(crate) async fn serve<C: Connect, S: Service, K: Clock, R: RngCore>(
     bufs: &mut DataBuffers<'_>,
     rng: R,
 ) -> Result<RelayStats, (Error, Option<Refusal>)> {
-    let local = match ctx.service.open(&job.service).await {
+    let mut local = match ctx.service.open(&job.service).await {
         Ok(local) => local,
         Err(e) => return Err((Error::Refused, Some(refusal(&job.stream, &e)))),
     };
     let DataBuffers { rx, down, up, tx } = bufs;
     let target = Target::Data { session: &job.session, stream: &job.stream };
     let mut ws = open_socket(ctx, &job.server, &target, rx, tx, rng).await.map_err(|e| (e, None))?;
-    let mut local = local;
     relay(&mut ws, &mut local, down, up, ctx.clock, ctx.timing).await.map_err(|e| (e, None))
 }
 
