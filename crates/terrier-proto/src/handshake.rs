@@ -57,4 +57,6 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 4002;
     /// The peer missed its heartbeats.
     pub const HEARTBEAT_TIMEOUT: u16 = 4003;
+    /// The operator disconnected the device (admin API); it may reconnect.
+    pub const DISCONNECTED: u16 = 4004;
 }

@@ -53,6 +53,45 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How this node works with others sharing a Redis store.
     pub cluster: Cluster,
+    /// The operator's side: admin API, dashboard, metrics.
+    pub admin: Admin,
+}
+
+/// Admin API, dashboard and metrics settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// File holding the admin token (`Authorization: Bearer`). When unset,
+    /// `<data_dir>/admin.token` is used, generated at first start (mode 0600).
+    pub token_file: Option<PathBuf>,
+    /// Also serve `/metrics` without a token on this separate address (the
+    /// Prometheus convention: a port only the scraper can reach). When unset,
+    /// `/metrics` is served on the main listener behind the admin token.
+    pub metrics_listen: Option<SocketAddr>,
+    /// HTTP requests kept per device for the live request log.
+    pub request_log: usize,
+    /// Serve the dashboard at `/dashboard` (the API stays on either way).
+    pub dashboard: bool,
+    /// The admin token itself, from `TERRIERD_ADMIN_TOKEN` (never from the
+    /// file: secrets stay out of configuration files); wins over `token_file`.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+/// A secret string whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { token_file: None, metrics_listen: None, request_log: 100, dashboard: true, token: None }
+    }
 }
 
 /// Cluster settings; they matter only with a shared (Redis) store.
@@ -148,6 +187,7 @@ impl Default for ServerConfig {
             reconnect_spread: Duration::from_secs(5),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            admin: Admin::default(),
         }
     }
 }
@@ -171,6 +211,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Largest `admin.request_log`: entries are small, but kept per device.
+pub const MAX_REQUEST_LOG: usize = 10_000;
 
 /// A configuration that cannot work, said in words the operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +295,15 @@ impl ServerConfig {
         if l.max_pending_streams == 0 || l.control_queue == 0 {
             return Err(ConfigError("limits.max_pending_streams and limits.control_queue must be > 0".into()));
         }
+        if self.admin.request_log > MAX_REQUEST_LOG {
+            return Err(ConfigError(format!("admin.request_log must be at most {MAX_REQUEST_LOG}")));
+        }
         Ok(())
+    }
+
+    /// The admin token file: the configured one or `<data_dir>/admin.token`.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin.token_file.clone().unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
 
     /// The port shown in public URLs.

@@ -52,6 +52,14 @@ struct Args {
     /// Folder with replacement error pages (page.html, 404.html, 503.html...).
     #[arg(long, env = "TERRIERD_PAGES_DIR")]
     pages_dir: Option<PathBuf>,
+    /// File holding the admin token for the API, dashboard and /metrics
+    /// [default: <data-dir>/admin.token, generated at first start]. The
+    /// token itself may come from TERRIERD_ADMIN_TOKEN instead.
+    #[arg(long, env = "TERRIERD_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Also serve /metrics without a token on this address (for Prometheus).
+    #[arg(long, env = "TERRIERD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Also start a demo device (a small web page behind an in-process agent).
     #[arg(long)]
     demo: bool,
@@ -104,6 +112,17 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(dir) = &args.pages_dir {
         config.pages_dir = Some(dir.clone());
     }
+    if let Some(file) = &args.admin_token_file {
+        config.admin.token_file = Some(file.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        config.admin.metrics_listen = Some(addr);
+    }
+    // The token itself only from the environment: never in a file we parse
+    // nor on a command line other users can see.
+    if let Ok(token) = std::env::var("TERRIERD_ADMIN_TOKEN") {
+        config.admin.token = Some(terrier_server::config::Secret(token));
+    }
     config.validate()?;
     Ok(config)
 }
@@ -138,6 +157,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
     }
     println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain);
+    let token = terrier_server::admin::token::AdminToken::load(&config)?;
+    let dashboard = format!("http://{}:{}/dashboard", config.domain, addr.port());
+    if args.demo {
+        // A first-time user needs the token to sign in; printing it is the point.
+        println!("dashboard: {dashboard}  (admin token: {})", token.reveal());
+    } else if let Some(file) = token.file() {
+        println!("dashboard: {dashboard}  (admin token in {})", file.display());
+    } else {
+        println!("dashboard: {dashboard}  (admin token from TERRIERD_ADMIN_TOKEN)");
+    }
     terrier_server::run(config, listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;

@@ -160,7 +160,11 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
 /// Requests to the server's own domain.
 async fn apex(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        CONTROL_PATH => control::handshake(node, req).await,
+        CONTROL_PATH => {
+            let response = control::handshake(node.clone(), req).await;
+            node.metrics.handshake(response.status().as_u16());
+            response
+        }
         DATA_PATH => data::handshake(node, req),
         "/" => super::text(
             200,
@@ -171,6 +175,7 @@ async fn apex(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
                 node.config.domain
             ),
         ),
+        path if crate::admin::owns(path) => crate::admin::serve(node, req).await,
         _ => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Not found",

@@ -34,8 +34,12 @@ pub struct Session {
     pub tcp: BTreeMap<String, u16>,
     /// Agent software (`terrier/0.1.0`), for logs.
     pub agent: String,
+    /// Agent platform (`linux-aarch64`), for the admin API.
+    pub platform: String,
     /// When the session started, Unix ms.
     pub since_ms: u64,
+    /// Bytes, streams and recent HTTP requests, for the admin API.
+    pub traffic: Arc<super::traffic::Traffic>,
     /// Frames to send on the control socket (bounded: back-pressure).
     control: mpsc::Sender<Message>,
     /// Cancelled when the session ends (control socket gone or replaced).
@@ -97,6 +101,8 @@ pub struct SessionInit {
     pub tcp: BTreeMap<String, u16>,
     /// Agent software.
     pub agent: String,
+    /// Agent platform.
+    pub platform: String,
     /// Limit on pending streams.
     pub max_pending: usize,
     /// Wait for a data socket.
@@ -118,7 +124,9 @@ impl Session {
             http: init.http,
             tcp: init.tcp,
             agent: init.agent,
+            platform: init.platform,
             since_ms: crate::store::now_ms(),
+            traffic: Arc::default(),
             control,
             closed,
             close_code: Mutex::new(None),
