@@ -5,6 +5,7 @@
 //! and stops on drop, so tests run in parallel without fixed ports.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod process;
 pub mod proxy;
