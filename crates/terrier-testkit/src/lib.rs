@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod process;
 pub mod proxy;
 pub mod redis;
