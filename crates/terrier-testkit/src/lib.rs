@@ -10,6 +10,7 @@ pub mod agent;
 pub mod browser;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod redis;
 pub mod server;
 pub mod upstream;

@@ -93,7 +93,11 @@ pub async fn forward(
         });
     }
     let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, &node.config.public_scheme) {
+    let scheme = match req.extensions().get::<super::http::Transport>() {
+        Some(super::http::Transport::Tls) => "https",
+        _ => node.config.public_scheme.as_str(),
+    };
+    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, scheme) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",

@@ -2,6 +2,7 @@
 //! it claims, the `welcome`, and the loop that forwards `open`s, reads
 //! `refused`, and pings until the device goes away.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,11 @@ impl ControlParams {
 }
 
 /// Handles `GET /v1/control`.
-pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    if !node.auth.handshakes.allow(remote.ip()) {
+        tracing::info!(%remote, "control handshake rate limit hit");
+        return text(status::TOO_MANY_REQUESTS, "too many control handshakes from this address; retry later");
+    }
     let params = match ControlParams::parse(req.uri().query()) {
         Ok(params) => params,
         Err(reason) => return text(status::BAD_REQUEST, reason),
@@ -99,6 +104,13 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
     let accept = match upgrade::accept(req.headers()) {
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
+    };
+    let identity = match crate::auth::admit(&node, req.headers(), &params.name).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::warn!(device = %params.name, %remote, error = %e, "control handshake refused");
+            return text(auth_status(&e), e.to_string());
+        }
     };
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&node).await {
@@ -134,6 +146,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
+            identity,
         },
         limits.control_queue,
         node.shutdown.child_token(),
@@ -161,6 +174,17 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         .instrument(span),
     );
     empty(accept)
+}
+
+/// The status for a refused credential: 401, except for limits (429) and
+/// a token store that cannot be read (503, the device should retry).
+pub fn auth_status(e: &crate::auth::AuthError) -> u16 {
+    use crate::auth::AuthError;
+    match e {
+        AuthError::TooManyDevices(_) => status::TOO_MANY_REQUESTS,
+        AuthError::Store(_) => status::UNAVAILABLE,
+        _ => status::UNAUTHORIZED,
+    }
 }
 
 /// Claims the lease and binds its TCP ports, moving a service to another

@@ -40,6 +40,8 @@ pub struct Session {
     pub since_ms: u64,
     /// Bytes, streams and recent HTTP requests, for the admin API.
     pub traffic: Arc<super::traffic::Traffic>,
+    /// How the device authenticated; data sockets must match it.
+    pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
     control: mpsc::Sender<Message>,
     /// Cancelled when the session ends (control socket gone or replaced).
@@ -109,6 +111,8 @@ pub struct SessionInit {
     pub open_timeout: Duration,
     /// Limit on idle pooled data sockets.
     pub max_pool: usize,
+    /// How the device authenticated.
+    pub identity: crate::auth::Identity,
 }
 
 impl Session {
@@ -127,6 +131,7 @@ impl Session {
             platform: init.platform,
             since_ms: crate::store::now_ms(),
             traffic: Arc::default(),
+            identity: init.identity,
             control,
             closed,
             close_code: Mutex::new(None),
