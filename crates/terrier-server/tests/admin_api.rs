@@ -51,6 +51,9 @@ async fn api_without_the_token_is_401_everywhere() {
             ("GET", "/api/v1/reservations"),
             ("PUT", "/api/v1/reservations/x"),
             ("DELETE", "/api/v1/reservations/x"),
+            ("GET", "/api/v1/tokens"),
+            ("POST", "/api/v1/tokens"),
+            ("DELETE", "/api/v1/tokens/x"),
             ("GET", "/metrics"),
         ] {
             let reply = client.call(method, path, None).await;
@@ -232,4 +235,45 @@ fn schema_check_rejects_a_drifted_response() {
     // A device missing fields and carrying an unknown one must fail: the
     // check above is only worth something if it can.
     assert_schema("Device", &serde_json::json!({ "name": "x", "colour": "red" }));
+}
+
+#[tokio::test]
+async fn tokens_created_over_the_api_admit_devices_and_revoking_disconnects_them() {
+    use terrier_testkit::raw::FakeDevice;
+    init_logging();
+    let server = TestServer::start(|c| c.auth.mode = terrier_server::auth::AuthMode::Token).await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    let created =
+        admin.call("POST", "/api/v1/tokens", Some(serde_json::json!({"name": "door-1", "note": "front door"}))).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_schema("CreatedToken", &created.json);
+    let token = created.json["token"].as_str().unwrap().to_owned();
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let fleet = admin.call("POST", "/api/v1/tokens", Some(serde_json::json!({"prefix": "cam-"}))).await;
+    assert_eq!(fleet.status, 201);
+    for bad in
+        [serde_json::json!({}), serde_json::json!({"name": "a", "prefix": "b"}), serde_json::json!({"name": "Bad!"})]
+    {
+        let reply = admin.call("POST", "/api/v1/tokens", Some(bad.clone())).await;
+        assert_eq!(reply.status, 400, "{bad}");
+        assert_schema("Error", &reply.json);
+    }
+
+    let list = admin.get("/api/v1/tokens").await;
+    ok(&list, "TokenList");
+    let tokens = list.json["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0]["name"], "door-1");
+    assert_eq!(tokens[0]["note"], "front door");
+    assert_eq!(tokens[1]["prefix"], "cam-");
+    assert!(!list.text.contains(&token[token.len() - 10..]), "a listing never shows a secret");
+
+    // The minted token admits its device; revoking it over the API disconnects it.
+    let mut device = FakeDevice::connect_with(server.addr, "door-1", Some(&token)).await.expect("admitted");
+    assert_eq!(admin.call("DELETE", &format!("/api/v1/tokens/{id}"), None).await.status, 204);
+    let code = device.closed_within(Duration::from_secs(5)).await.expect("disconnected after revocation");
+    assert_eq!(code, Some(terrier_proto::handshake::close::REVOKED));
+    assert_eq!(FakeDevice::connect_with(server.addr, "door-1", Some(&token)).await.err().unwrap().status, 401);
+    assert_eq!(admin.call("DELETE", &format!("/api/v1/tokens/{id}"), None).await.status, 404);
+    server.stop().await;
 }

@@ -110,7 +110,10 @@ pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             Ok(false) => error(StatusCode::NOT_FOUND, "no reservation for this name"),
             Err(e) => store_error(e),
         },
-        (_, ["server" | "devices" | "reservations", ..]) => {
+        (&Method::GET, ["tokens"]) => super::tokens::list(&node).await,
+        (&Method::POST, ["tokens"]) => super::tokens::create(&node, req).await,
+        (&Method::DELETE, ["tokens", id]) => super::tokens::revoke(&node, id).await,
+        (_, ["server" | "devices" | "reservations" | "tokens", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
         }
         _ => error(StatusCode::NOT_FOUND, "no such API endpoint"),
@@ -133,6 +136,10 @@ async fn server_info(node: &Node) -> serde_json::Value {
         "tcp_port_min": node.config.tcp_port_min,
         "tcp_port_max": node.config.tcp_port_max,
         "request_log": node.config.admin.request_log,
+        "auth_mode": match node.auth.mode {
+            crate::auth::AuthMode::Open => "open",
+            _ => "token",
+        },
         "nodes": nodes.iter().map(|n| serde_json::json!({
             "id": n.id, "advertise_url": n.advertise_url, "devices": n.devices,
         })).collect::<Vec<_>>(),
@@ -235,11 +242,7 @@ async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Bo
     if !terrier_proto::name::is_valid_name(name) {
         return error(StatusCode::BAD_REQUEST, "bad device name: 1-63 of [a-z0-9-]");
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large or broken"),
-    };
-    let Ok(ReserveBody { subdomain }) = serde_json::from_slice::<ReserveBody>(&body) else {
+    let Ok(ReserveBody { subdomain }) = read_json::<ReserveBody>(req).await else {
         return error(StatusCode::BAD_REQUEST, "expected JSON {\"subdomain\": \"label\"}");
     };
     if !terrier_proto::name::is_valid_subdomain(&subdomain) {
@@ -255,7 +258,14 @@ async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Bo
     }
 }
 
-fn store_error(e: StoreError) -> Response<Body> {
+/// Reads a small JSON body (at most 16 KiB).
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ()> {
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await.map_err(|_| ())?.to_bytes();
+    serde_json::from_slice(&body).map_err(|_| ())
+}
+
+/// A store failure as a `503` (logged).
+pub fn store_error(e: StoreError) -> Response<Body> {
     tracing::error!(error = %e, "admin API: store call failed");
     error(StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}"))
 }

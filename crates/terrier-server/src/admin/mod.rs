@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod live;
 pub mod metrics_listener;
 pub mod token;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Instant;
