@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod ingress;
 pub mod metrics;
+pub mod overrides;
 pub mod pages;
 pub mod reload;
 pub mod store;

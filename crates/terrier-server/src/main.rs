@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use terrier_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,11 +17,16 @@ use tokio_util::task::TaskTracker;
 /// WebSocket; visitors reach each device at http://<subdomain>.<domain> and on
 /// public TCP ports. Runs with no configuration at all on localhost.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "terrierd", version, about, long_about = None)]
 struct Args {
-    /// Manage device tokens instead of serving (see `terrierd token --help`).
+    /// Without a subcommand, terrierd serves. Subcommands manage device
+    /// tokens or print shell completions and the man page.
     #[command(subcommand)]
     command: Option<Command>,
+    /// Set any configuration key, e.g. --set limits.max_pending_streams=64 (repeatable;
+    /// also TERRIERD__<SECTION>__<KEY> environment variables). Dedicated flags win over it.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = terrier_server::overrides::parse_set)]
+    set: Vec<(String, String)>,
     /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
     #[arg(long, env = "TERRIERD_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -101,6 +106,13 @@ enum Command {
     /// picks up changes within auth.refresh_interval (1 s by default).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a shell completion script, e.g. `terrierd completions bash > /etc/bash_completion.d/terrierd`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `terrierd man > terrierd.1`.
+    Man,
 }
 
 /// `terrierd token ...`
@@ -145,10 +157,10 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
-    let mut config = match &args.config {
-        Some(path) => ServerConfig::from_toml_file(path)?,
-        None => ServerConfig::default(),
-    };
+    // File, then TERRIERD__* and --set overrides, then the dedicated flags.
+    let mut overrides = terrier_server::overrides::from_env(std::env::vars());
+    overrides.extend(args.set.iter().cloned());
+    let mut config = terrier_server::overrides::load(args.config.as_deref(), &overrides)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -232,6 +244,19 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    match &args.command {
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Args::command(), "terrierd", &mut script);
+            return write_stdout(&script);
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Args::command()).render(&mut page)?;
+            return write_stdout(&page);
+        }
+        _ => {}
+    }
     let config = load_config(&args)?;
     if let Some(Command::Token(command)) = args.command {
         return token_command(&config, command).await;
@@ -300,6 +325,15 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Writes generated text; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
