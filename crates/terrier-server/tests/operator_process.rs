@@ -215,3 +215,26 @@ async fn completions_and_man_page_are_generated() {
         assert!(text.contains("metrics-listen") || text.contains("metrics\\-listen"), "{args:?} knows every flag");
     }
 }
+
+#[tokio::test]
+async fn systemd_unit_verifies_with_the_real_binary() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze not installed; unit not verified");
+        return;
+    };
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/terrierd.service")).unwrap();
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terrierd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/terrierd", TERRIERD).replace(" man:terrierd(1)", "")).unwrap();
+    let output = Command::new(analyze).arg("verify").arg(&path).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
+        .ok_or(())
+}
