@@ -136,7 +136,7 @@ async fn devices_show_live_state_traffic_and_requests() {
     assert_eq!(admin.get("/api/v1/devices?status=sideways").await.status, 400);
 
     // A stopped device is offline within its grace period, with its last-seen time.
-    web.stop().await;
+    web.stop().await.unwrap();
     let offline = eventually(Duration::from_secs(10), "thermo-42 offline in the API", || async {
         let r = admin.get("/api/v1/devices?status=offline").await;
         (r.json["devices"].as_array().unwrap().len() == 1).then_some(r)
