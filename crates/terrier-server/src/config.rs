@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// The operator's side: admin API, dashboard, metrics.
     pub admin: Admin,
+    /// Visitor access rules per device name (`[access."<name>"]`).
+    pub access: std::collections::BTreeMap<String, crate::access::AccessConfig>,
 }
 
 /// TLS settings; TLS is on when `listen` is set.
@@ -198,6 +200,12 @@ pub struct Limits {
     pub max_pending_streams: usize,
     /// Idle pooled data sockets one device may keep open (`--pool` on the agent).
     pub max_pool_sockets: usize,
+    /// How long a pooled data socket may sit idle before the server closes it.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Visitor streams (HTTP connections, TCP connections) one device may
+    /// have open at once (503 or a closed connection past it).
+    pub max_streams_per_device: usize,
     /// Idle keep-alive connections kept per device for HTTP forwarding.
     pub max_idle_http_per_device: usize,
     /// How long an idle forwarded keep-alive connection stays open.
@@ -242,6 +250,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             admin: Admin::default(),
+            access: Default::default(),
         }
     }
 }
@@ -257,6 +266,8 @@ impl Default for Limits {
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
             max_pending_streams: 256,
             max_pool_sockets: 16,
+            pool_idle_timeout: Duration::from_secs(300),
+            max_streams_per_device: 1024,
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
             control_queue: 256,
@@ -340,6 +351,7 @@ impl ServerConfig {
             }
             _ => {}
         }
+        crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
@@ -347,6 +359,7 @@ impl ServerConfig {
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),
+            ("limits.pool_idle_timeout", l.pool_idle_timeout),
             ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {
@@ -362,8 +375,10 @@ impl ServerConfig {
                 limits::DATA_CHUNK_BYTES
             )));
         }
-        if l.max_pending_streams == 0 || l.control_queue == 0 {
-            return Err(ConfigError("limits.max_pending_streams and limits.control_queue must be > 0".into()));
+        if l.max_pending_streams == 0 || l.control_queue == 0 || l.max_streams_per_device == 0 {
+            return Err(ConfigError(
+                "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
+            ));
         }
         if self.admin.request_log > MAX_REQUEST_LOG {
             return Err(ConfigError(format!("admin.request_log must be at most {MAX_REQUEST_LOG}")));

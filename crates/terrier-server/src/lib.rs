@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod cluster;
@@ -62,6 +63,8 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// Device tokens, auth mode, handshake rate limit.
     pub auth: auth::Auth,
+    /// Visitor access rules per device.
+    pub access: access::AccessRules,
     /// Cancelled when the node must stop.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain timeout after shutdown ran out: relays still
@@ -122,6 +125,7 @@ pub async fn run_with_store(
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let auth = auth::Auth::start(&config).await?;
+    let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
     let tls = match tls::server_config(&config)? {
         Some(tls_config) => {
             let addr = config.tls.listen.expect("TLS on means a listen address");
@@ -151,6 +155,7 @@ pub async fn run_with_store(
         needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
         auth,
+        access,
         shutdown,
         hard_stop: CancellationToken::new(),
         admin,

@@ -130,6 +130,9 @@ enum TokenCommand {
         /// A note shown in `token list` (who or what the token is for).
         #[arg(long, default_value = "")]
         note: String,
+        /// Make the token stop working after this long, e.g. 90d [default: never].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
     },
     /// List tokens: id, what they may register, when they were made.
     List,
@@ -296,14 +299,16 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
     use terrier_server::auth::token::{self, Scope};
     let store = terrier_server::auth::open_token_store(config).await?;
     match command {
-        TokenCommand::Create { name, prefix, note } => {
+        TokenCommand::Create { name, prefix, note, expires_in } => {
             let scope = match (name, prefix) {
                 (Some(name), _) => Scope::Name(name),
                 (None, Some(prefix)) => Scope::Prefix(prefix),
                 (None, None) => anyhow::bail!("give --name or --prefix"),
             };
             scope.validate().map_err(anyhow::Error::msg)?;
-            let minted = token::mint(scope, &note, terrier_server::store::now_ms());
+            let now = terrier_server::store::now_ms();
+            let mut minted = token::mint(scope, &note, now);
+            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
             store.insert(&minted.record).await?;
             eprintln!("token {} created for {}; it is shown only this once:", minted.record.id, minted.record.scope);
             println!("{}", minted.token);
@@ -311,10 +316,19 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
         TokenCommand::List => {
             let mut tokens = store.load().await?;
             tokens.sort_by_key(|t| t.created_ms);
-            println!("{:<12} {:<40} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)");
+            let date =
+                |ms: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
+            println!("{:<12} {:<40} {:<22} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
             for t in tokens {
-                let created = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(t.created_ms));
-                println!("{:<12} {:<40} {:<22} {}", t.id, t.scope.to_string(), &created[5..], t.note);
+                let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
+                println!(
+                    "{:<12} {:<40} {:<22} {:<22} {}",
+                    t.id,
+                    t.scope.to_string(),
+                    date(t.created_ms),
+                    expires,
+                    t.note
+                );
             }
         }
         TokenCommand::Revoke { id } => {

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
+use crate::access::Denied;
 use crate::cluster::forward;
 use crate::metrics::{Metrics, StreamKind};
 use crate::pages::Page;
@@ -83,6 +84,11 @@ pub async fn forward(
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
+    if !forward::was_forwarded(&req) {
+        if let Err(denied) = node.access.check_http(&session.name, remote.ip(), req.headers()) {
+            return access_denied(&node, &session.name, remote, denied, host);
+        }
+    }
     if !session.http {
         return node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -270,6 +276,9 @@ async fn elsewhere_or_offline(
                 _ => None,
             };
             if let Some(peer) = peer {
+                if let Err(denied) = node.access.check_http(&lease.name, remote.ip(), req.headers()) {
+                    return access_denied(node, &lease.name, remote, denied, host);
+                }
                 return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
                     Ok(response) => response,
                     Err(e) => {
@@ -306,6 +315,35 @@ async fn elsewhere_or_offline(
     }
 }
 
+/// The page for a visitor the device's access rules turn away: 403 for an
+/// address off the allow-list, 401 asking for basic auth.
+fn access_denied(node: &Node, device: &str, remote: SocketAddr, denied: Denied, host: &str) -> Response<Body> {
+    tracing::info!(device, %remote, ?denied, "visitor denied by access rules");
+    match denied {
+        Denied::Address => node.pages.render(Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Access denied",
+            message: "This device only accepts visitors from certain networks.",
+            detail: "",
+            host,
+        }),
+        Denied::Credentials => {
+            let mut response = node.pages.render(Page {
+                status: StatusCode::UNAUTHORIZED,
+                title: "Sign in required",
+                message: "This device asks for a user name and password.",
+                detail: "",
+                host,
+            });
+            let realm = format!("Basic realm=\"{}\", charset=\"UTF-8\"", host.replace('"', ""));
+            if let Ok(value) = HeaderValue::from_str(&realm) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
+}
+
 /// The 503 page for a device in its grace period.
 fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Response<Body> {
     let last_seen =
@@ -338,7 +376,7 @@ fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::clien
             "The device is connected, but its local web service refused the connection.",
             reason.clone(),
         ),
-        Some(OpenError::TooManyPending) => (
+        Some(OpenError::TooManyPending | OpenError::TooManyStreams) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The device is busy",
             "Too many visitors are waiting for this device. Try again shortly.",
@@ -390,10 +428,11 @@ impl tower_service::Service<Uri> for StreamConnector {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
-            let socket = session.open_stream(HTTP_SERVICE).await?;
+            let open = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             let theirs = Metered::new(theirs, session.traffic.clone(), metrics, StreamKind::Http);
             tasks.spawn(async move {
+                let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {
                     result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
                         tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");
