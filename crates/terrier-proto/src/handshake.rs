@@ -57,4 +57,7 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 4002;
     /// The peer missed its heartbeats.
     pub const HEARTBEAT_TIMEOUT: u16 = 4003;
+    /// The device's token was revoked; reconnecting will get 401 until the
+    /// operator gives it a new one.
+    pub const REVOKED: u16 = 4004;
 }

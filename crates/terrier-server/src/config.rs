@@ -53,6 +53,56 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How this node works with others sharing a Redis store.
     pub cluster: Cluster,
+    /// How devices authenticate.
+    pub auth: AuthConfig,
+    /// The TLS listener.
+    pub tls: TlsConfig,
+    /// Visitor access rules per device name (`[access."<name>"]`).
+    pub access: std::collections::BTreeMap<String, crate::access::AccessConfig>,
+}
+
+/// TLS settings; TLS is on when `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address of the TLS listener (HTTPS and wss for visitors and agents).
+    pub listen: Option<SocketAddr>,
+    /// Certificate/key PEM file pairs, chosen by SNI (e.g. a wildcard
+    /// `*.<domain>` plus the apex in one, or one each).
+    pub certificates: Vec<CertificateFiles>,
+    /// Also serve a generated development certificate for the domain and
+    /// `*.<domain>`, signed by `<data_dir>/tls/dev-ca.pem`.
+    pub self_signed: bool,
+    /// Answer plain-HTTP visitors of devices with a redirect to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// Certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Device authentication settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `auto` (token, but open when the domain is localhost), `token` or `open`.
+    pub mode: crate::auth::AuthMode,
+    /// How often the node re-reads the token store, so new tokens work and
+    /// revoked ones disconnect their devices within this time.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { mode: crate::auth::AuthMode::Auto, refresh_interval: Duration::from_secs(1) }
+    }
 }
 
 /// Cluster settings; they matter only with a shared (Redis) store.
@@ -111,6 +161,12 @@ pub struct Limits {
     pub max_pending_streams: usize,
     /// Idle pooled data sockets one device may keep open (`--pool` on the agent).
     pub max_pool_sockets: usize,
+    /// How long a pooled data socket may sit idle before the server closes it.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Visitor streams (HTTP connections, TCP connections) one device may
+    /// have open at once (503 or a closed connection past it).
+    pub max_streams_per_device: usize,
     /// Idle keep-alive connections kept per device for HTTP forwarding.
     pub max_idle_http_per_device: usize,
     /// How long an idle forwarded keep-alive connection stays open.
@@ -125,6 +181,10 @@ pub struct Limits {
     /// How long one store (Redis) command may take before it fails.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// Control handshakes one source IP may make per minute (429 past it); 0 = no limit.
+    pub control_handshakes_per_ip_per_minute: u32,
+    /// Devices one fleet (prefix) token may have online on this node at once (429 past it).
+    pub max_devices_per_token: usize,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +208,9 @@ impl Default for ServerConfig {
             reconnect_spread: Duration::from_secs(5),
             limits: Limits::default(),
             cluster: Cluster::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            access: Default::default(),
         }
     }
 }
@@ -163,11 +226,15 @@ impl Default for Limits {
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
             max_pending_streams: 256,
             max_pool_sockets: 16,
+            pool_idle_timeout: Duration::from_secs(300),
+            max_streams_per_device: 1024,
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
+            control_handshakes_per_ip_per_minute: 600,
+            max_devices_per_token: 1000,
         }
     }
 }
@@ -228,6 +295,20 @@ impl ServerConfig {
                 }
             }
         }
+        match &self.tls {
+            TlsConfig { listen: None, certificates, self_signed, redirect_http }
+                if !certificates.is_empty() || *self_signed || *redirect_http =>
+            {
+                return Err(ConfigError("tls.listen must be set to use certificates or redirect_http".into()));
+            }
+            TlsConfig { listen: Some(_), certificates, self_signed: false, .. } if certificates.is_empty() => {
+                return Err(ConfigError(
+                    "tls.listen needs tls.certificates (cert and key files) or tls.self_signed = true".into(),
+                ));
+            }
+            _ => {}
+        }
+        crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
@@ -235,6 +316,8 @@ impl ServerConfig {
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),
+            ("limits.pool_idle_timeout", l.pool_idle_timeout),
+            ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be more than zero")));
@@ -249,26 +332,41 @@ impl ServerConfig {
                 limits::DATA_CHUNK_BYTES
             )));
         }
-        if l.max_pending_streams == 0 || l.control_queue == 0 {
-            return Err(ConfigError("limits.max_pending_streams and limits.control_queue must be > 0".into()));
+        if l.max_pending_streams == 0 || l.control_queue == 0 || l.max_streams_per_device == 0 {
+            return Err(ConfigError(
+                "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
+            ));
         }
         Ok(())
     }
 
-    /// The port shown in public URLs.
+    /// The scheme shown in public URLs: `https` whenever TLS is on.
+    pub fn public_scheme(&self) -> &str {
+        if self.tls.listen.is_some() {
+            "https"
+        } else {
+            &self.public_scheme
+        }
+    }
+
+    /// The port shown in public URLs: the TLS port whenever TLS is on.
     pub fn public_port(&self) -> u16 {
-        self.public_port.unwrap_or(self.listen.port())
+        self.public_port.unwrap_or(self.tls.listen.unwrap_or(self.listen).port())
+    }
+
+    /// Public URL of `host` (a device subdomain's full host name).
+    pub fn public_url(&self, host: &str) -> String {
+        let (scheme, port) = (self.public_scheme(), self.public_port());
+        if matches!((scheme, port), ("http", 80) | ("https", 443)) {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        }
     }
 
     /// Public URL of a device's HTTP service.
     pub fn device_url(&self, subdomain: &str) -> String {
-        let port = self.public_port();
-        let default_port = matches!((self.public_scheme.as_str(), port), ("http", 80) | ("https", 443));
-        if default_port {
-            format!("{}://{}.{}", self.public_scheme, subdomain, self.domain)
-        } else {
-            format!("{}://{}.{}:{}", self.public_scheme, subdomain, self.domain, port)
-        }
+        self.public_url(&format!("{subdomain}.{}", self.domain))
     }
 
     /// Base URL agents are redirected to.

@@ -8,12 +8,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ingress;
 pub mod pages;
 pub mod store;
+pub mod tls;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -54,6 +57,10 @@ pub struct Node {
     pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
     /// Every task the node spawns, awaited on shutdown.
     pub tasks: TaskTracker,
+    /// Device tokens, auth mode, handshake rate limit.
+    pub auth: auth::Auth,
+    /// Visitor access rules per device.
+    pub access: access::AccessRules,
     /// Cancelled when the node must stop.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain timeout after shutdown ran out: relays still
@@ -100,6 +107,16 @@ pub async fn run_with_store(
     let node_id = config.node_id.clone().unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
+    let auth = auth::Auth::start(&config).await?;
+    let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
+    let tls = match tls::server_config(&config)? {
+        Some(tls_config) => {
+            let addr = config.tls.listen.expect("TLS on means a listen address");
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding TLS listener {addr}"))?;
+            Some((listener, tls_config))
+        }
+        None => None,
+    };
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
     // Pooled upstream connections outlive requests; once the ingress has
@@ -119,6 +136,8 @@ pub async fn run_with_store(
         unreleased: Default::default(),
         needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
+        auth,
+        access,
         shutdown,
         hard_stop: CancellationToken::new(),
     });
@@ -130,8 +149,18 @@ pub async fn run_with_store(
         "terrierd serving"
     );
     tasks.spawn(sweep_leases(node.clone()));
+    tasks.spawn(auth::watch(node.clone()));
     tasks.spawn(cluster::nodes::heartbeat(node.clone()));
-    ingress::http::serve(node.clone(), listener).await;
+    match tls {
+        Some((tls_listener, tls_config)) => {
+            tracing::info!(listen = %tls_listener.local_addr()?, "TLS listener serving");
+            tokio::join!(
+                ingress::http::serve(node.clone(), listener),
+                ingress::tls::serve(node.clone(), tls_listener, tls_config)
+            );
+        }
+        None => ingress::http::serve(node.clone(), listener).await,
+    }
     idle_stop.cancel();
 
     // Shutdown: accept loops have stopped; sessions end through their

@@ -19,8 +19,11 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
+    /// Manage device tokens instead of serving (see `terrierd token --help`).
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
-    #[arg(long, env = "TERRIERD_CONFIG")]
+    #[arg(long, env = "TERRIERD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address of the one HTTP listener for visitors and agents [default: 127.0.0.1:8080].
     #[arg(long, env = "TERRIERD_LISTEN")]
@@ -35,10 +38,10 @@ struct Args {
     #[arg(long, env = "TERRIERD_TCP_BIND")]
     tcp_bind: Option<IpAddr>,
     /// Folder of the embedded store (leases survive restarts) [default: ./terrierd-data].
-    #[arg(long, env = "TERRIERD_DATA_DIR")]
+    #[arg(long, env = "TERRIERD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Shared state: "embedded" (a file in --data-dir, one node) or redis://host:port/db (many nodes) [default: embedded].
-    #[arg(long, env = "TERRIERD_STORE")]
+    #[arg(long, env = "TERRIERD_STORE", global = true)]
     store: Option<String>,
     /// This node's id in leases; keep it stable across restarts with a Redis store [default: random].
     #[arg(long, env = "TERRIERD_NODE_ID")]
@@ -52,6 +55,26 @@ struct Args {
     /// Folder with replacement error pages (page.html, 404.html, 503.html...).
     #[arg(long, env = "TERRIERD_PAGES_DIR")]
     pages_dir: Option<PathBuf>,
+    /// Device authentication: token (devices need `terrierd token create`), open (development only),
+    /// or auto (open on localhost, token elsewhere) [default: auto].
+    #[arg(long, env = "TERRIERD_AUTH", value_parser = parse_auth_mode)]
+    auth: Option<terrier_server::auth::AuthMode>,
+    /// Serve TLS (HTTPS, wss) with a generated development certificate: `self-signed`
+    /// (clients trust <data-dir>/tls/dev-ca.pem). For real certificates use --tls-cert/--tls-key.
+    #[arg(long, env = "TERRIERD_TLS", value_parser = ["self-signed"])]
+    tls: Option<String>,
+    /// Address of the TLS listener [default: 127.0.0.1:8443 when TLS is asked for].
+    #[arg(long, env = "TERRIERD_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS (e.g. a wildcard *.<domain> that also names <domain>); needs --tls-key.
+    #[arg(long, env = "TERRIERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TERRIERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Answer plain-HTTP visitors with a redirect to HTTPS (agents may still use ws://).
+    #[arg(long)]
+    redirect_http: bool,
     /// Also start a demo device (a small web page behind an in-process agent).
     #[arg(long)]
     demo: bool,
@@ -61,6 +84,53 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+}
+
+/// What `terrierd` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Mint, list and revoke device tokens. Works while the server runs: it
+    /// picks up changes within auth.refresh_interval (1 s by default).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `terrierd token ...`
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Mint a token for one device name (or a fleet's name prefix) and print
+    /// it once on stdout; only its hash is stored.
+    Create {
+        /// The one device name the token may register.
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        name: Option<String>,
+        /// Any device name starting with this may register (a fleet token).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// A note shown in `token list` (who or what the token is for).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Make the token stop working after this long, e.g. 90d [default: never].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List tokens: id, what they may register, when they were made.
+    List,
+    /// Revoke a token by id; devices using it are disconnected at once.
+    Revoke {
+        /// The token id (the part after `terrier_`, as `token list` shows).
+        id: String,
+    },
+}
+
+fn parse_auth_mode(s: &str) -> Result<terrier_server::auth::AuthMode, String> {
+    use terrier_server::auth::AuthMode;
+    match s {
+        "auto" => Ok(AuthMode::Auto),
+        "token" => Ok(AuthMode::Token),
+        "open" => Ok(AuthMode::Open),
+        _ => Err(format!("{s:?}: expected token, open or auto")),
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -101,6 +171,25 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(port) = args.public_port {
         config.public_port = Some(port);
     }
+    if let Some(mode) = args.auth {
+        config.auth.mode = mode;
+    }
+    if args.tls.is_some() {
+        config.tls.self_signed = true;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls.certificates.push(terrier_server::config::CertificateFiles { cert: cert.clone(), key: key.clone() });
+    }
+    if args.redirect_http {
+        config.tls.redirect_http = true;
+    }
+    if let Some(addr) = args.tls_listen {
+        config.tls.listen = Some(addr);
+    }
+    let tls_asked = config.tls.self_signed || !config.tls.certificates.is_empty();
+    if tls_asked && config.tls.listen.is_none() {
+        config.tls.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8443)));
+    }
     if let Some(dir) = &args.pages_dir {
         config.pages_dir = Some(dir.clone());
     }
@@ -128,6 +217,9 @@ async fn main() -> ExitCode {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = load_config(&args)?;
+    if let Some(Command::Token(command)) = args.command {
+        return token_command(&config, command).await;
+    }
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -137,10 +229,61 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if args.demo {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
     }
-    println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain);
+    match config.tls.listen {
+        Some(tls) => {
+            println!("terrierd listening on http://{addr} and https://{tls} for *.{} (Ctrl-C to stop)", config.domain)
+        }
+        None => println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain),
+    }
     terrier_server::run(config, listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
+    Ok(())
+}
+
+async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::Result<()> {
+    use terrier_server::auth::token::{self, Scope};
+    let store = terrier_server::auth::open_token_store(config).await?;
+    match command {
+        TokenCommand::Create { name, prefix, note, expires_in } => {
+            let scope = match (name, prefix) {
+                (Some(name), _) => Scope::Name(name),
+                (None, Some(prefix)) => Scope::Prefix(prefix),
+                (None, None) => anyhow::bail!("give --name or --prefix"),
+            };
+            scope.validate().map_err(anyhow::Error::msg)?;
+            let now = terrier_server::store::now_ms();
+            let mut minted = token::mint(scope, &note, now);
+            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
+            store.insert(&minted.record).await?;
+            eprintln!("token {} created for {}; it is shown only this once:", minted.record.id, minted.record.scope);
+            println!("{}", minted.token);
+        }
+        TokenCommand::List => {
+            let mut tokens = store.load().await?;
+            tokens.sort_by_key(|t| t.created_ms);
+            let date =
+                |ms: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
+            println!("{:<12} {:<40} {:<22} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
+            for t in tokens {
+                let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
+                println!(
+                    "{:<12} {:<40} {:<22} {:<22} {}",
+                    t.id,
+                    t.scope.to_string(),
+                    date(t.created_ms),
+                    expires,
+                    t.note
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !store.revoke(&id).await? {
+                anyhow::bail!("no token with id {id:?} (see `terrierd token list`)");
+            }
+            eprintln!("token {id} revoked; devices using it are disconnected within auth.refresh_interval");
+        }
+    }
     Ok(())
 }
 

@@ -7,17 +7,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use terrier_server::ServerConfig;
+use terrier_testkit::raw::{claim, next_json, FakeDevice};
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::{device_host, Page, Visitor};
 use terrier_testkit::{init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Bound on one network step (a request, a handshake, a frame).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,88 +234,6 @@ async fn control_request_without_websocket_upgrade_gets_400() {
     assert_eq!(reply.status, Some(400), "{reply:?}");
     fixture.assert_steady("after plain GETs on the tunnel paths").await;
     fixture.stop().await;
-}
-
-/// A device that speaks the protocol by hand: completes the control
-/// handshake and reports every `open` it is sent, but opens no data socket
-/// unless the test does.
-struct FakeDevice {
-    session: String,
-    subdomain: String,
-    /// Stream ids from `open` messages, in order.
-    opens: mpsc::Receiver<String>,
-    reader: JoinHandle<()>,
-}
-
-impl FakeDevice {
-    async fn connect(addr: SocketAddr, name: &str) -> Self {
-        let url = format!("ws://{addr}/v1/control?name={name}&http=1");
-        let (mut control, _) = timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("control handshake in time")
-            .expect("control handshake");
-        let welcome = next_json(&mut control).await.expect("welcome");
-        let field = |key: &str| {
-            welcome["welcome"][key].as_str().unwrap_or_else(|| panic!("{key} in welcome {welcome}")).to_owned()
-        };
-        let (session, subdomain) = (field("session"), field("subdomain"));
-        let (tx, opens) = mpsc::channel(16);
-        // Reading also answers the server's pings, so the session stays up.
-        let reader = tokio::spawn(async move {
-            while let Some(msg) = next_json(&mut control).await {
-                if let Some(stream) = msg["open"]["stream"].as_str() {
-                    if tx.send(stream.to_owned()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Self { session, subdomain, opens, reader }
-    }
-
-    /// The stream id of the next `open`.
-    async fn next_open(&mut self) -> String {
-        timeout(STEP_TIMEOUT, self.opens.recv())
-            .await
-            .expect("an open within the step timeout")
-            .expect("control socket still up")
-    }
-}
-
-impl Drop for FakeDevice {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The next text frame as JSON; `None` when the socket ends.
-async fn next_json(socket: &mut ClientSocket) -> Option<serde_json::Value> {
-    loop {
-        match socket.next().await? {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).expect("control JSON")),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Opens a data socket for (`session`, `stream`): the socket on `101`, or
-/// the status the server answered with.
-async fn claim(addr: SocketAddr, session: &str, stream: &str) -> Result<WebSocketStream<TcpStream>, u16> {
-    let mut url = url::Url::parse(&format!("ws://{addr}/v1/data")).expect("url");
-    url.query_pairs_mut().append_pair("session", session).append_pair("stream", stream);
-    let request = url.as_str().into_client_request().expect("request");
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    match timeout(STEP_TIMEOUT, tokio_tungstenite::client_async(request, tcp))
-        .await
-        .expect("data handshake answered in time")
-    {
-        Ok((socket, _)) => Ok(socket),
-        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-        Err(e) => panic!("data handshake for stream {stream:?} failed: {e}"),
-    }
 }
 
 fn random_hex_id() -> String {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use terrier_agent::Event;
+use terrier_testkit::raw::FakeDevice;
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::{self, device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, TestAgent};
@@ -428,4 +429,55 @@ async fn visitor_that_never_reads_costs_the_server_bounded_memory() {
     assert!(buf.iter().enumerate().all(|(i, b)| *b == upstream::pattern(i as u64)));
     drop(stalled);
     assert_eq!(server.terminate().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn token_cli_mints_lists_and_revokes_while_the_server_runs() {
+    init_logging();
+    let server = Terrierd::start(&["--auth", "token"]).await;
+    let data = server._data.path().to_str().expect("utf-8 path").to_owned();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", &data]);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_to_exit(&refs).await;
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (status, stdout, stderr) = run(cli(&["token", "create", "--name", "thermo-42", "--note", "kitchen"])).await;
+    assert!(status.success(), "{stderr}");
+    let token = stdout.trim().to_owned();
+    assert!(
+        token.starts_with("terrier_") && !token.contains(char::is_whitespace),
+        "stdout is just the token: {stdout:?}"
+    );
+    assert!(stderr.contains("shown only this once"), "{stderr}");
+    let id = token.split('_').nth(1).expect("id part").to_owned();
+
+    let mut device = FakeDevice::connect_with(server.addr, "thermo-42", Some(&token)).await.expect("admitted");
+    let (status, listing, _) = run(cli(&["token", "list"])).await;
+    assert!(status.success());
+    assert!(listing.contains(&id) && listing.contains("name thermo-42") && listing.contains("kitchen"), "{listing}");
+    assert!(!listing.contains(&token), "the list never shows a token");
+    let file = std::fs::read_to_string(server._data.path().join("tokens.json")).expect("token file");
+    assert!(!file.contains(token.rsplit('_').next().expect("secret")), "only the hash is stored");
+
+    let (status, _, stderr) = run(cli(&["token", "revoke", &id])).await;
+    assert!(status.success(), "{stderr}");
+    let code = device.closed_within(Duration::from_secs(3)).await.expect("disconnected at once");
+    assert_eq!(code, Some(terrier_proto::handshake::close::REVOKED));
+
+    let (status, _, stderr) = run(cli(&["token", "revoke", &id])).await;
+    assert!(!status.success() && stderr.contains("no token with id"), "{stderr}");
+    let (status, _, stderr) = run(cli(&["token", "create", "--name", "Not A Name"])).await;
+    assert!(!status.success() && stderr.contains("bad device name"), "{stderr}");
+    let (status, _, stderr) = run(cli(&["token", "create"])).await;
+    assert!(!status.success() && stderr.contains("--name"), "{stderr}");
 }

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod redis;
 pub mod server;
 pub mod upstream;

@@ -27,6 +27,8 @@ pub fn test_config(data_dir: &Path) -> ServerConfig {
     config.limits.heartbeat_interval = Duration::from_secs(1);
     config.limits.stream_open_timeout = Duration::from_secs(5);
     config.drain_timeout = Duration::from_secs(2);
+    // Every test device connects from 127.0.0.1; the per-IP limit has its own test.
+    config.limits.control_handshakes_per_ip_per_minute = 0;
     config
 }
 
@@ -53,6 +55,13 @@ impl TestServer {
         tweak(&mut config);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(terrier_server::run(config.clone(), listener, shutdown.clone()));
+        if let Some(tls) = config.tls.listen {
+            // The TLS listener is bound inside `run`: wait for it.
+            crate::eventually(Duration::from_secs(10), "the TLS listener accepts", || async move {
+                tokio::net::TcpStream::connect(tls).await.ok()
+            })
+            .await;
+        }
         Self { addr, config, shutdown, handle: Some(handle), _data: None }
     }
 

@@ -50,17 +50,32 @@ fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpSt
     let watcher = graceful.watcher();
     let node2 = node.clone();
     node.tasks.spawn(async move {
+        terrier_transport::tcp::tune(&stream, node2.config.limits.tcp_keepalive);
         // Under the shutdown token too: a connection still sniffing when the
         // server stops is simply dropped.
         tokio::select! {
-            () = serve_one(node2.clone(), watcher, stream, remote) => {}
+            () = serve_one(node2.clone(), watcher, stream, remote, Transport::Plain) => {}
             () = node2.hard_stop.cancelled() => {}
         }
     });
 }
 
-async fn serve_one(node: Arc<Node>, watcher: Watcher, mut stream: TcpStream, remote: SocketAddr) {
-    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+/// How a connection reached us; requests carry it as an extension, so the
+/// forwarding headers and redirects know the scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP (`http`, `ws`).
+    Plain,
+    /// TLS terminated here (`https`, `wss`).
+    Tls,
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain, or TLS
+/// already terminated) until it closes or the server drains.
+pub async fn serve_one<S>(node: Arc<Node>, watcher: Watcher, mut stream: S, remote: SocketAddr, transport: Transport)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &node.config.limits;
     let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
         Ok(found) => found,
@@ -81,8 +96,9 @@ async fn serve_one(node: Arc<Node>, watcher: Watcher, mut stream: TcpStream, rem
         .max_buf_size(limits.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     let service_node = node.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let node = service_node.clone();
+        req.extensions_mut().insert(transport);
         async move { Ok::<_, std::convert::Infallible>(route(node, remote, req).await) }
     });
     let io = TokioIo::new(Prefixed::new(prefix, stream));
@@ -142,11 +158,15 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
             host: "",
         });
     };
+    let plain = req.extensions().get::<Transport>() != Some(&Transport::Tls);
+    if plain && node.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
+        return redirect_to_https(&node, &host, &req);
+    }
     match classify(&host, &node.config.domain) {
-        Target::Apex => apex(node, req).await,
+        Target::Apex => apex(node, remote, req).await,
         Target::Device(sub) => proxy::forward(node.clone(), sub, &host, remote, req).await,
         // Agents may dial the server by IP address or another name.
-        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, req).await,
+        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, remote, req).await,
         Target::Unknown => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Unknown host",
@@ -157,11 +177,23 @@ pub async fn route(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) 
     }
 }
 
+/// `308` to the same host and path on the TLS listener. Agents' tunnel
+/// endpoints are exempt: an agent configured with `ws://` keeps working.
+fn redirect_to_https<B>(node: &Node, host: &str, req: &Request<B>) -> Response<Body> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{}{path}", node.config.public_url(host));
+    let mut response = super::text(StatusCode::PERMANENT_REDIRECT.as_u16(), format!("moved to {location}"));
+    if let Ok(value) = http::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
+}
+
 /// Requests to the server's own domain.
-async fn apex(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        CONTROL_PATH => control::handshake(node, req).await,
-        DATA_PATH => data::handshake(node, req),
+        CONTROL_PATH => control::handshake(node, remote, req).await,
+        DATA_PATH => data::handshake(node, req).await,
         "/" => super::text(
             200,
             format!(

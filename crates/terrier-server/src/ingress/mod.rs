@@ -1,11 +1,12 @@
 //! Where visitors come in: the HTTP listener that routes by `Host`
 //! ([`http`]), the forwarding of a request to a device ([`proxy`]) and the
-//! public TCP ports ([`tcp`]).
+//! public TCP ports ([`tcp`]), the TLS listener with SNI passthrough ([`tls`]).
 
 pub mod http;
 pub mod proxy;
 pub mod sniff;
 pub mod tcp;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};

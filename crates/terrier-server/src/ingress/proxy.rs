@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
+use crate::access::Denied;
 use crate::cluster::forward;
 use crate::pages::Page;
 use crate::store::now_ms;
@@ -80,6 +81,11 @@ pub async fn forward(
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
+    if !forward::was_forwarded(&req) {
+        if let Err(denied) = node.access.check_http(&session.name, remote.ip(), req.headers()) {
+            return access_denied(&node, &session.name, remote, denied, host);
+        }
+    }
     if !session.http {
         return node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -90,7 +96,11 @@ pub async fn forward(
         });
     }
     let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, &node.config.public_scheme) {
+    let scheme = match req.extensions().get::<super::http::Transport>() {
+        Some(super::http::Transport::Tls) => "https",
+        _ => node.config.public_scheme.as_str(),
+    };
+    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, scheme) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -243,6 +253,9 @@ async fn elsewhere_or_offline(
                 _ => None,
             };
             if let Some(peer) = peer {
+                if let Err(denied) = node.access.check_http(&lease.name, remote.ip(), req.headers()) {
+                    return access_denied(node, &lease.name, remote, denied, host);
+                }
                 return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
                     Ok(response) => response,
                     Err(e) => {
@@ -279,6 +292,35 @@ async fn elsewhere_or_offline(
     }
 }
 
+/// The page for a visitor the device's access rules turn away: 403 for an
+/// address off the allow-list, 401 asking for basic auth.
+fn access_denied(node: &Node, device: &str, remote: SocketAddr, denied: Denied, host: &str) -> Response<Body> {
+    tracing::info!(device, %remote, ?denied, "visitor denied by access rules");
+    match denied {
+        Denied::Address => node.pages.render(Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Access denied",
+            message: "This device only accepts visitors from certain networks.",
+            detail: "",
+            host,
+        }),
+        Denied::Credentials => {
+            let mut response = node.pages.render(Page {
+                status: StatusCode::UNAUTHORIZED,
+                title: "Sign in required",
+                message: "This device asks for a user name and password.",
+                detail: "",
+                host,
+            });
+            let realm = format!("Basic realm=\"{}\", charset=\"UTF-8\"", host.replace('"', ""));
+            if let Ok(value) = HeaderValue::from_str(&realm) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+    }
+}
+
 /// The 503 page for a device in its grace period.
 fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Response<Body> {
     let last_seen =
@@ -311,7 +353,7 @@ fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::clien
             "The device is connected, but its local web service refused the connection.",
             reason.clone(),
         ),
-        Some(OpenError::TooManyPending) => (
+        Some(OpenError::TooManyPending | OpenError::TooManyStreams) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The device is busy",
             "Too many visitors are waiting for this device. Try again shortly.",
@@ -360,9 +402,10 @@ impl tower_service::Service<Uri> for StreamConnector {
         let idle_stop = self.idle_stop.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
-            let socket = session.open_stream(HTTP_SERVICE).await?;
+            let open = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             tasks.spawn(async move {
+                let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {
                     result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
                         tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");

@@ -102,12 +102,16 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
     terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+    if !node.access.allows_address(name, visitor.ip()) {
+        tracing::info!(device = name, service, %visitor, "TCP visitor denied by access rules");
+        return;
+    }
     let Some(session) = node.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
     };
-    let socket = match session.open_stream(service).await {
-        Ok(socket) => socket,
+    let (socket, _permit) = match session.open_stream(service).await {
+        Ok(open) => (open.socket, open.permit),
         Err(e) => {
             tracing::info!(device = name, service, %visitor, error = %e, "TCP stream not opened");
             return;

@@ -2,6 +2,7 @@
 //! it claims, the `welcome`, and the loop that forwards `open`s, reads
 //! `refused`, and pings until the device goes away.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,11 @@ impl ControlParams {
 }
 
 /// Handles `GET /v1/control`.
-pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    if !node.auth.handshakes.allow(remote.ip()) {
+        tracing::info!(%remote, "control handshake rate limit hit");
+        return text(status::TOO_MANY_REQUESTS, "too many control handshakes from this address; retry later");
+    }
     let params = match ControlParams::parse(req.uri().query()) {
         Ok(params) => params,
         Err(reason) => return text(status::BAD_REQUEST, reason),
@@ -100,6 +105,17 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
+    let identity = match crate::auth::admit(&node, req.headers(), &params.name).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::warn!(device = %params.name, %remote, error = %e, "control handshake refused");
+            return text(auth_status(&e), e.to_string());
+        }
+    };
+    if let Some(owner) = held_by_another_token(&node, &identity, &params.name) {
+        tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
+        return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
+    }
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&node).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
@@ -133,6 +149,9 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
+            pool_idle: limits.pool_idle_timeout,
+            max_streams: limits.max_streams_per_device,
+            identity,
         },
         limits.control_queue,
         node.shutdown.child_token(),
@@ -160,6 +179,27 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         .instrument(span),
     );
     empty(accept)
+}
+
+/// A fleet token may not take over a name that is online under another
+/// token (an exact-name token may: the operator minted it for that name, so
+/// rotating tokens works). Returns the holding token's id.
+fn held_by_another_token(node: &Node, identity: &crate::auth::Identity, name: &str) -> Option<String> {
+    let crate::auth::Identity::Token(slot) = identity else { return None };
+    let current = node.sessions.by_name(name)?;
+    let owner = current.identity.token_id()?;
+    (slot.fleet && owner != slot.token_id && !current.closed.is_cancelled()).then(|| owner.to_owned())
+}
+
+/// The status for a refused credential: 401, except for limits (429) and
+/// a token store that cannot be read (503, the device should retry).
+pub fn auth_status(e: &crate::auth::AuthError) -> u16 {
+    use crate::auth::AuthError;
+    match e {
+        AuthError::TooManyDevices(_) => status::TOO_MANY_REQUESTS,
+        AuthError::Store(_) => status::UNAVAILABLE,
+        _ => status::UNAUTHORIZED,
+    }
 }
 
 /// Claims the lease and binds its TCP ports, moving a service to another
@@ -241,6 +281,10 @@ async fn run(
                 }
             }
             _ = ticker.tick() => {
+                let pruned = session.prune_pool();
+                if pruned > 0 {
+                    tracing::debug!(pruned, "closed pooled data sockets past limits.pool_idle_timeout");
+                }
                 if last_heard.elapsed() >= send_timeout {
                     close_with(&mut ws, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
                     return format!("silent for {:?}", last_heard.elapsed());

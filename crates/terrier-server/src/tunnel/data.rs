@@ -21,7 +21,7 @@ use crate::Node;
 use terrier_transport::ws::Kind;
 
 /// Handles `GET /v1/data`.
-pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     let (mut session_id, mut stream, mut pooled) = (String::new(), String::new(), false);
     for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match key.as_ref() {
@@ -32,7 +32,7 @@ pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> 
         }
     }
     if pooled && is_valid_id(&session_id) {
-        return pool_handshake(node, req, &session_id);
+        return pool_handshake(node, req, &session_id).await;
     }
     if !is_valid_id(&session_id) || !is_valid_id(&stream) {
         return text(status::BAD_REQUEST, "session and stream must be 32 lowercase hex digits");
@@ -44,6 +44,10 @@ pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> 
     let Some(session) = node.sessions.by_id(&session_id) else {
         return text(status::NOT_FOUND, "unknown session");
     };
+    if let Err(e) = crate::auth::verify_data(&node, req.headers(), session.identity.token_id()).await {
+        tracing::warn!(device = %session.name, %stream, error = %e, "data socket with the wrong credential");
+        return text(super::control::auth_status(&e), e.to_string());
+    }
     let Some(visitor) = session.take_pending(&stream) else {
         tracing::info!(device = %session.name, %stream, "data socket for an unknown, expired or used stream");
         return text(status::NOT_FOUND, "unknown, expired or already used stream");
@@ -64,7 +68,7 @@ pub fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> 
 }
 
 /// Parks a pooled data socket in its session (`pool=1`).
-fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str) -> Response<Body> {
+async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str) -> Response<Body> {
     let accept = match upgrade::accept(req.headers()) {
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
@@ -72,6 +76,10 @@ fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str)
     let Some(session) = node.sessions.by_id(session_id) else {
         return text(status::NOT_FOUND, "unknown session");
     };
+    if let Err(e) = crate::auth::verify_data(&node, req.headers(), session.identity.token_id()).await {
+        tracing::warn!(device = %session.name, error = %e, "pooled data socket with the wrong credential");
+        return text(super::control::auth_status(&e), e.to_string());
+    }
     if session.pooled_count() >= node.config.limits.max_pool_sockets {
         return text(status::TOO_MANY_REQUESTS, "pool full: too many idle data sockets for this device");
     }

@@ -8,8 +8,9 @@
 //! must name both the session and the stream to claim a visitor.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use terrier_proto::messages::{Open, ServerMessage};
@@ -36,6 +37,8 @@ pub struct Session {
     pub agent: String,
     /// When the session started, Unix ms.
     pub since_ms: u64,
+    /// How the device authenticated; data sockets must match it.
+    pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
     control: mpsc::Sender<Message>,
     /// Cancelled when the session ends (control socket gone or replaced).
@@ -48,10 +51,35 @@ pub struct Session {
     max_pending: usize,
     /// How long a visitor waits for its data socket.
     open_timeout: Duration,
-    /// Idle pooled data sockets the agent opened ahead of visitors.
-    pool: Mutex<Vec<DataSocket>>,
+    /// Idle pooled data sockets the agent opened ahead of visitors, with
+    /// when each was parked.
+    pool: Mutex<Vec<(Instant, DataSocket)>>,
     /// Limit on `pool`.
     max_pool: usize,
+    /// How long a pooled socket may sit idle before it is closed.
+    pool_idle: Duration,
+    /// Visitor streams open right now (shared with their permits).
+    open_streams: Arc<AtomicUsize>,
+    /// Limit on `open_streams`.
+    max_streams: usize,
+}
+
+/// A visitor stream's place in its device's count of open streams; the
+/// stream's relay holds it, and dropping it frees the place.
+pub struct StreamPermit(Arc<AtomicUsize>);
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A data socket for a visitor stream, with its place in the count.
+pub struct OpenStream {
+    /// The socket carrying the stream.
+    pub socket: DataSocket,
+    /// Hold for as long as the stream is relayed.
+    pub permit: StreamPermit,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
@@ -75,6 +103,9 @@ pub enum OpenError {
     /// Too many visitors are already waiting for this device.
     #[error("too many pending streams for this device")]
     TooManyPending,
+    /// The device already has its most streams open.
+    #[error("too many open streams for this device (limits.max_streams_per_device)")]
+    TooManyStreams,
     /// The agent did not open the data socket in time.
     #[error("device did not answer within {0:?}")]
     Timeout(Duration),
@@ -103,6 +134,12 @@ pub struct SessionInit {
     pub open_timeout: Duration,
     /// Limit on idle pooled data sockets.
     pub max_pool: usize,
+    /// Idle lifetime of a pooled data socket.
+    pub pool_idle: Duration,
+    /// Limit on open visitor streams.
+    pub max_streams: usize,
+    /// How the device authenticated.
+    pub identity: crate::auth::Identity,
 }
 
 impl Session {
@@ -119,6 +156,7 @@ impl Session {
             tcp: init.tcp,
             agent: init.agent,
             since_ms: crate::store::now_ms(),
+            identity: init.identity,
             control,
             closed,
             close_code: Mutex::new(None),
@@ -127,6 +165,9 @@ impl Session {
             open_timeout: init.open_timeout,
             pool: Mutex::new(Vec::new()),
             max_pool: init.max_pool,
+            pool_idle: init.pool_idle,
+            open_streams: Arc::new(AtomicUsize::new(0)),
+            max_streams: init.max_streams,
         });
         (session, rx)
     }
@@ -134,7 +175,29 @@ impl Session {
     /// A data socket for a new stream to `service`: an idle pooled one at
     /// once if the agent keeps a pool, otherwise asks the device with `open`
     /// and waits for its data socket.
-    pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
+    pub async fn open_stream(&self, service: &str) -> Result<OpenStream, OpenError> {
+        let permit = self.permit()?;
+        let socket = self.open_socket(service).await?;
+        Ok(OpenStream { socket, permit })
+    }
+
+    /// Takes a place among the device's open streams.
+    fn permit(&self) -> Result<StreamPermit, OpenError> {
+        let before = self.open_streams.fetch_add(1, Ordering::Relaxed);
+        let permit = StreamPermit(self.open_streams.clone());
+        if before >= self.max_streams {
+            tracing::info!(device = %self.name, open = before, "stream refused: device at limits.max_streams_per_device");
+            return Err(OpenError::TooManyStreams);
+        }
+        Ok(permit)
+    }
+
+    /// Visitor streams open right now.
+    pub fn open_stream_count(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
+    }
+
+    async fn open_socket(&self, service: &str) -> Result<DataSocket, OpenError> {
         let stream = random_id();
         if let Some(socket) = self.assign_pooled(&stream, service).await {
             return Ok(socket);
@@ -177,8 +240,17 @@ impl Session {
         if pool.len() >= self.max_pool {
             return false;
         }
-        pool.push(socket);
+        pool.push((Instant::now(), socket));
         true
+    }
+
+    /// Closes pooled sockets idle longer than `limits.pool_idle_timeout`
+    /// (the agent opens fresh ones); returns how many.
+    pub fn prune_pool(&self) -> usize {
+        let mut pool = self.pool.lock().expect("pool lock");
+        let before = pool.len();
+        pool.retain(|(parked, _)| parked.elapsed() < self.pool_idle);
+        before - pool.len()
     }
 
     /// Hands `stream` to an idle pooled socket with `assign`; `None` when the
@@ -186,7 +258,10 @@ impl Session {
     async fn assign_pooled(&self, stream: &str, service: &str) -> Option<DataSocket> {
         loop {
             // Most recently parked first: the least likely to have gone stale.
-            let mut socket = self.pool.lock().expect("pool lock").pop()?;
+            let (parked, mut socket) = self.pool.lock().expect("pool lock").pop()?;
+            if parked.elapsed() >= self.pool_idle {
+                continue;
+            }
             let assign = terrier_transport::control::encode(&ServerMessage::Assign(Open { stream, service }));
             match tokio::time::timeout(POOL_ASSIGN_TIMEOUT, socket.send(assign)).await {
                 Ok(Ok(())) => {

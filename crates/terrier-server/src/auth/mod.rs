@@ -1,0 +1,165 @@
+//! Who may connect as a device: the auth mode, device tokens (minted by the
+//! operator, stored hashed, bound to a name or a name prefix) and the
+//! per-IP handshake limit. Control *and* data sockets present the token;
+//! a data socket must present the token its session was admitted with.
+
+pub mod book;
+pub mod rate;
+pub mod store;
+pub mod token;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::config::ServerConfig;
+pub use book::{bearer, AuthError, TokenBook, TokenSlot};
+
+/// How devices authenticate (`auth.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// `token`, unless the domain is `localhost` (a development setup): `open`.
+    #[default]
+    Auto,
+    /// Every device needs a token minted with `terrierd token create`.
+    Token,
+    /// Anyone who reaches the server may register any name. Development only.
+    Open,
+}
+
+impl AuthMode {
+    /// The mode in force for `domain`: `auto` decided.
+    pub fn resolve(self, domain: &str) -> AuthMode {
+        match self {
+            AuthMode::Auto if domain == "localhost" || domain.ends_with(".localhost") => AuthMode::Open,
+            AuthMode::Auto => AuthMode::Token,
+            other => other,
+        }
+    }
+}
+
+/// Opens the token store the configuration names: a file beside the
+/// embedded store, or the cluster's Redis.
+pub async fn open_token_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn store::TokenStore>> {
+    if config.store == "embedded" {
+        Ok(Arc::new(store::FileTokenStore::new(&config.data_dir)))
+    } else {
+        let tokens = store::RedisTokenStore::connect(&config.store, &config.redis_prefix, config.limits.store_timeout)
+            .await
+            .with_context(|| format!("connecting to {}", config.store))?;
+        Ok(Arc::new(tokens))
+    }
+}
+
+/// The node's authentication state.
+pub struct Auth {
+    /// The mode in force (`auto` already resolved).
+    pub mode: AuthMode,
+    /// Device tokens (kept even in `open` mode, so tokens can be minted
+    /// ahead of switching to `token`).
+    pub book: TokenBook,
+    /// Control handshakes per source IP.
+    pub handshakes: rate::HandshakeLimiter,
+}
+
+/// Who a session is: admitted without credentials (`open`), or with a
+/// token whose online place it holds.
+pub enum Identity {
+    /// Open mode: no credential checked.
+    Open,
+    /// Admitted with a device token.
+    Token(TokenSlot),
+}
+
+impl Identity {
+    /// The token id, if admitted with one.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            Identity::Open => None,
+            Identity::Token(slot) => Some(&slot.token_id),
+        }
+    }
+}
+
+impl Auth {
+    /// Opens the token store and loads it once, so a bad store fails the start.
+    pub async fn start(config: &ServerConfig) -> anyhow::Result<Self> {
+        let mode = config.auth.mode.resolve(&config.domain);
+        let book = TokenBook::new(open_token_store(config).await?, config.limits.max_devices_per_token);
+        book.refresh().await.context("loading device tokens")?;
+        if mode == AuthMode::Open {
+            tracing::warn!(
+                "auth.mode is open: ANYONE who reaches this server can register ANY device name. \
+                 Use it for development only; set auth.mode = \"token\" and mint tokens with `terrierd token create`"
+            );
+        }
+        Ok(Self {
+            mode,
+            book,
+            handshakes: rate::HandshakeLimiter::new(config.limits.control_handshakes_per_ip_per_minute),
+        })
+    }
+}
+
+/// Checks a control handshake's credential for device `name`; disconnects
+/// devices whose tokens turned out revoked on the way.
+pub async fn admit(node: &crate::Node, headers: &http::HeaderMap, name: &str) -> Result<Identity, AuthError> {
+    if node.auth.mode == AuthMode::Open {
+        return Ok(Identity::Open);
+    }
+    let (result, gone) = node.auth.book.admit(headers, name).await;
+    disconnect_revoked(node, &gone);
+    result.map(Identity::Token)
+}
+
+/// Checks a data handshake's credential against its session's token.
+pub async fn verify_data(
+    node: &crate::Node,
+    headers: &http::HeaderMap,
+    session_token: Option<&str>,
+) -> Result<(), AuthError> {
+    let Some(expected) = session_token else {
+        return Ok(());
+    };
+    match node.auth.book.verify(headers).await? {
+        id if id == expected => Ok(()),
+        _ => Err(AuthError::Invalid),
+    }
+}
+
+/// Closes the sessions admitted with any of the `revoked` token ids.
+fn disconnect_revoked(node: &crate::Node, revoked: &[String]) {
+    if revoked.is_empty() {
+        return;
+    }
+    for session in node.sessions.all() {
+        if session.identity.token_id().is_some_and(|id| revoked.iter().any(|r| r == id)) {
+            tracing::warn!(device = %session.name, session = %session.id, "device token revoked; disconnecting");
+            session.close(terrier_proto::handshake::close::REVOKED);
+        }
+    }
+}
+
+/// Polls the token store: new tokens work, revoked ones disconnect their
+/// devices, within `auth.refresh_interval`.
+pub async fn watch(node: Arc<crate::Node>) {
+    let mut ticker = tokio::time::interval(node.config.auth.refresh_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match node.auth.book.refresh().await {
+            Ok(gone) => disconnect_revoked(&node, &gone),
+            Err(e) => tracing::warn!(error = %e, "could not refresh device tokens; keeping the last known set"),
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(60) {
+            node.auth.handshakes.forget_idle();
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Device tokens: how they look, how they are minted, and what is stored of
+//! them. A token is `terrier_<id>_<secret>`: the id names the record (shown
+//! in `token list`, used by `token revoke`), the secret is 160+ bits from the
+//! CSPRNG and only its SHA-256 is ever stored. A fast unkeyed hash is enough
+//! here: with that much entropy nobody can search for a secret, and a leaked
+//! store still yields no usable token.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use terrier_proto::name::is_valid_name;
+
+/// Every token starts with this, so secret scanners and humans recognise it.
+pub const TOKEN_PREFIX: &str = "terrier_";
+/// Characters of the public id part.
+const ID_LEN: usize = 10;
+/// Characters of the secret part (`[a-z0-9]`: 5.17 bits each, 165 bits in all).
+const SECRET_LEN: usize = 32;
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Which device names a token may register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Exactly this device name.
+    Name(String),
+    /// Any device name starting with this prefix (a fleet).
+    Prefix(String),
+}
+
+impl Scope {
+    /// Does this scope allow device `name`?
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Scope::Name(n) => n == name,
+            Scope::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+
+    /// Checks the scope could ever match a valid device name.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Scope::Name(n) if !is_valid_name(n) => {
+                Err(format!("bad device name {n:?}: use 1-63 of [a-z0-9-], not starting or ending with '-'"))
+            }
+            Scope::Prefix(p) if p.is_empty() || !is_valid_name(&format!("{p}x")) => {
+                Err(format!("bad name prefix {p:?}: use [a-z0-9-], not starting with '-'"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Name(n) => write!(f, "name {n}"),
+            Scope::Prefix(p) => write!(f, "prefix {p}*"),
+        }
+    }
+}
+
+/// What the store keeps of a token: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (the middle part of the token).
+    pub id: String,
+    /// Names it may register.
+    pub scope: Scope,
+    /// Lowercase hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    /// When it was created, Unix ms.
+    pub created_ms: u64,
+    /// Operator's note (who or what it is for).
+    #[serde(default)]
+    pub note: String,
+    /// When it stops working, Unix ms (never when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Has the token passed its expiry at `now_ms`?
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// A freshly minted token: the full text (shown once) and its record.
+pub struct Minted {
+    /// The token to hand to the device; not stored anywhere.
+    pub token: String,
+    /// What to store.
+    pub record: TokenRecord,
+}
+
+/// Draws a new token for `scope`.
+pub fn mint(scope: Scope, note: &str, now_ms: u64) -> Minted {
+    let id = random_chars(ID_LEN);
+    let secret = random_chars(SECRET_LEN);
+    let record = TokenRecord {
+        id: id.clone(),
+        scope,
+        secret_sha256: sha256_hex(&secret),
+        created_ms: now_ms,
+        note: note.into(),
+        expires_ms: None,
+    };
+    Minted { token: format!("{TOKEN_PREFIX}{id}_{secret}"), record }
+}
+
+/// Splits a presented token into (id, secret); `None` when malformed.
+pub fn split(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let well_formed = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| ALPHABET.contains(&b));
+    (well_formed(id, ID_LEN) && well_formed(secret, SECRET_LEN)).then_some((id, secret))
+}
+
+/// Does `secret` hash to what `record` stores? Constant time in the hash.
+pub fn secret_matches(record: &TokenRecord, secret: &str) -> bool {
+    sha256_hex(secret).as_bytes().ct_eq(record.secret_sha256.as_bytes()).into()
+}
+
+fn sha256_hex(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_chars(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_split_and_match_only_their_record() {
+        let a = mint(Scope::Name("thermo-42".into()), "", 1);
+        let b = mint(Scope::Name("thermo-42".into()), "", 1);
+        let (id, secret) = split(&a.token).expect("well formed");
+        assert_eq!(id, a.record.id);
+        assert!(secret_matches(&a.record, secret));
+        assert!(!secret_matches(&b.record, secret));
+        assert!(!a.token.contains(&a.record.secret_sha256));
+    }
+
+    #[test]
+    fn malformed_tokens_do_not_split() {
+        for bad in
+            ["", "terrier_", "terrier_abc_def", "bearer xyz", &format!("terrier_{}_{}", "A".repeat(10), "a".repeat(32))]
+        {
+            assert_eq!(split(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scopes_match_names_and_prefixes() {
+        assert!(Scope::Name("a".into()).allows("a"));
+        assert!(!Scope::Name("a".into()).allows("ab"));
+        assert!(Scope::Prefix("factory-7-".into()).allows("factory-7-0001"));
+        assert!(!Scope::Prefix("factory-7-".into()).allows("factory-8-0001"));
+        assert!(Scope::Prefix("factory-7-".into()).validate().is_ok());
+        assert!(Scope::Prefix("-x".into()).validate().is_err());
+        assert!(Scope::Name("Bad Name".into()).validate().is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The TLS listener. Each connection's ClientHello is read first (under the
+//! header read timeout) and routed on its SNI name *before* any decryption:
+//!
+//! - a device that announced a TCP service named `tls` gets the raw
+//!   connection, ClientHello included, relayed to that service — TLS
+//!   passthrough, so the device terminates TLS itself and the server never
+//!   sees plaintext (end-to-end encryption);
+//! - everything else completes the handshake here (certificate chosen by
+//!   SNI, ALPN `h2` or `http/1.1`) and is served exactly like the plain
+//!   listener, with `X-Forwarded-Proto: https`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::http::{classify, serve_one, Target, Transport};
+use super::sniff::Prefixed;
+use crate::Node;
+
+/// The TCP service id that asks for TLS passthrough on the device's subdomain.
+pub const PASSTHROUGH_SERVICE: &str = "tls";
+
+/// Accepts TLS connections until shutdown, then drains like the plain listener.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            () = node.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let (node2, config, watcher) = (node.clone(), config.clone(), graceful.watcher());
+                node.tasks.spawn(async move {
+                    tokio::select! {
+                        () = accept_one(node2.clone(), config, stream, remote, watcher) => {}
+                        () = node2.hard_stop.cancelled() => {}
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("TLS connections still open after the drain timeout; closing them");
+    }
+}
+
+async fn accept_one(
+    node: Arc<Node>,
+    config: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+    let deadline = tokio::time::Instant::now() + node.config.limits.header_read_timeout;
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "no valid ClientHello"),
+        Err(_) => return tracing::debug!(%remote, "no ClientHello within the header read timeout"),
+    };
+    let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
+    if let Some(session) = sni.as_deref().and_then(|name| passthrough_session(&node, name)) {
+        let (hello, stream) = start.io.finish();
+        return passthrough(node, session, Prefixed::new(hello, stream), remote).await;
+    }
+    let mut start = start;
+    start.io.stop_recording();
+    let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::debug!(%remote, sni = ?sni, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%remote, "TLS handshake not done within the header read timeout"),
+    };
+    serve_one(node, watcher, tls, remote, Transport::Tls).await;
+}
+
+/// The online session whose subdomain `name` is, if it asked for passthrough.
+fn passthrough_session(node: &Node, name: &str) -> Option<Arc<crate::tunnel::session::Session>> {
+    let Target::Device(sub) = classify(name, &node.config.domain) else { return None };
+    node.sessions.by_subdomain(sub).filter(|s| s.tcp.contains_key(PASSTHROUGH_SERVICE))
+}
+
+async fn passthrough(
+    node: Arc<Node>,
+    session: Arc<crate::tunnel::session::Session>,
+    visitor: Prefixed<TcpStream>,
+    remote: SocketAddr,
+) {
+    if !node.access.allows_address(&session.name, remote.ip()) {
+        return tracing::info!(device = %session.name, %remote, "TLS passthrough visitor denied by access rules");
+    }
+    let (socket, _permit) = match session.open_stream(PASSTHROUGH_SERVICE).await {
+        Ok(open) => (open.socket, open.permit),
+        Err(e) => return tracing::info!(device = %session.name, %remote, error = %e, "TLS passthrough not opened"),
+    };
+    let relayed = tokio::select! {
+        relayed = terrier_transport::relay(socket, visitor) => relayed,
+        () = node.hard_stop.cancelled() => return,
+    };
+    match relayed {
+        Ok(stats) => tracing::debug!(
+            device = %session.name, %remote, up = stats.to_socket, down = stats.from_socket, "TLS passthrough closed"
+        ),
+        Err(e) => tracing::debug!(device = %session.name, %remote, error = %e, "TLS passthrough aborted"),
+    }
+}
+
+/// A stream that keeps a copy of what was read from it until told to stop,
+/// so the ClientHello can be replayed to a passthrough device.
+struct Recording<S> {
+    inner: S,
+    record: Option<Vec<u8>>,
+}
+
+impl<S> Recording<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, record: Some(Vec::new()) }
+    }
+
+    fn stop_recording(&mut self) {
+        self.record = None;
+    }
+
+    /// The bytes read so far and the stream.
+    fn finish(self) -> (Vec<u8>, S) {
+        (self.record.unwrap_or_default(), self.inner)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(record)) = (&polled, this.record.as_mut()) {
+            record.extend_from_slice(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

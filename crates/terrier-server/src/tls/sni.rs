@@ -1,0 +1,53 @@
+//! Picks the certificate for a TLS handshake by its SNI name: the first
+//! configured certificate valid for the name (wildcards per RFC 6125, as
+//! webpki checks them), else one from the development CA if it is on, else
+//! the first one, so a client without SNI still gets an answer (and a name
+//! mismatch it can report).
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::ServerName;
+
+use super::dev_ca::DevCa;
+
+/// Without SNI, the development CA answers for the apex.
+fn dev_default(dev: &DevCa) -> String {
+    dev.domain().to_owned()
+}
+
+/// Certificates in the operator's order.
+#[derive(Debug)]
+pub struct SniResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+    dev: Option<DevCa>,
+}
+
+impl SniResolver {
+    /// A resolver over `keys` and, with `--tls self-signed`, the development CA.
+    pub fn new(keys: Vec<Arc<CertifiedKey>>, dev: Option<DevCa>) -> Self {
+        Self { keys, dev }
+    }
+
+    /// The certificate for `name`, if any is valid for it.
+    pub fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = ServerName::try_from(name).ok()?;
+        self.keys
+            .iter()
+            .find(|key| {
+                let Ok(der) = key.end_entity_cert() else { return false };
+                webpki::EndEntityCert::try_from(der).is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+            })
+            .cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name();
+        name.and_then(|name| self.for_name(name))
+            .or_else(|| self.dev.as_ref().and_then(|dev| dev.certificate_for(name.unwrap_or(&dev_default(dev)))))
+            .or_else(|| self.keys.first().cloned())
+    }
+}
