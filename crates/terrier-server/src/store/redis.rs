@@ -25,6 +25,8 @@ const COMMON: &str = include_str!("lua/common.lua");
 const SUB_CANDIDATES: usize = 4;
 /// Random port candidates per needed port before the script scans.
 const PORT_CANDIDATES_PER_SERVICE: usize = 8;
+/// Leases read per pipelined round trip when listing them all.
+const LIST_CHUNK: usize = 500;
 /// Attempts with fresh candidates when all were taken.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -359,10 +361,29 @@ impl Store for RedisStore {
         }
         names.sort();
         names.dedup();
+        // One pipelined round trip per chunk instead of one per device.
         let mut leases = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(lease) = self.lease(&name, now_ms).await? {
-                leases.push(lease);
+        for chunk in names.chunks(LIST_CHUNK) {
+            let mut pipe = redis::pipe();
+            for name in chunk {
+                pipe.cmd("HGETALL").arg(self.key("lease", name));
+            }
+            let rows: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+            for fields in rows.into_iter().filter(|f| !f.is_empty()) {
+                let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+                let lease = decode([
+                    get("name"),
+                    get("sub"),
+                    get("ports"),
+                    get("session"),
+                    get("node"),
+                    get("since"),
+                    get("seen"),
+                    get("exp"),
+                ])?;
+                if lease.is_live(now_ms) {
+                    leases.push(lease);
+                }
             }
         }
         Ok(leases)
