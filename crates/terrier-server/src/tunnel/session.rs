@@ -200,11 +200,6 @@ impl Session {
         Ok(permit)
     }
 
-    /// Visitor streams open right now.
-    pub fn open_stream_count(&self) -> usize {
-        self.open_streams.load(Ordering::Relaxed)
-    }
-
     async fn open_socket(&self, service: &str) -> Result<DataSocket, OpenError> {
         let stream = random_id();
         if let Some(socket) = self.assign_pooled(&stream, service).await {
