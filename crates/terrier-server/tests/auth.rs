@@ -11,6 +11,7 @@ use terrier_server::auth::store::{FileTokenStore, RedisTokenStore, TokenStore};
 use terrier_server::auth::token::{self, Scope};
 use terrier_server::auth::AuthMode;
 use terrier_server::ServerConfig;
+use terrier_testkit::admin::AdminClient;
 use terrier_testkit::raw::{self, claim_with, FakeDevice};
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, RedisServer, TestServer};
@@ -65,8 +66,13 @@ async fn a_device_needs_a_valid_token_for_its_own_name() {
         FakeDevice::connect_with(server.addr, "thermo-42", Some(&expired.token)).await.err().expect("expired");
     assert_eq!((refused.status, refused.body.trim()), (401, "device token expired"));
 
+    // Nothing was registered by the refused attempts: no lease, no subdomain.
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    assert_eq!(admin.get("/api/v1/devices/thermo-42").await.status, 404, "a refused device leaves no lease");
+
     let device = FakeDevice::connect_with(server.addr, "thermo-42", Some(&good)).await.expect("admitted");
     assert!(!device.subdomain.is_empty());
+    assert_eq!(admin.get("/api/v1/devices/thermo-42").await.status, 200);
 }
 
 /// Serves one visitor request by hand over a data socket: reads the

@@ -29,10 +29,12 @@ use tokio_util::task::TaskTracker;
 use super::Body;
 use crate::access::Denied;
 use crate::cluster::forward;
+use crate::metrics::{Metrics, StreamKind};
 use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::session::OpenError;
+use crate::tunnel::traffic::{Metered, RequestRecord};
 use crate::Node;
 
 /// Buffer of the in-memory pipe between hyper's client and a data socket.
@@ -61,13 +63,14 @@ pub fn client(
     tasks: TaskTracker,
     idle_stop: CancellationToken,
     limits: &crate::config::Limits,
+    metrics: Arc<Metrics>,
 ) -> DeviceClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(limits.http_idle_timeout)
         .pool_max_idle_per_host(limits.max_idle_http_per_device)
         .set_host(false)
-        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop })
+        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop, metrics })
 }
 
 /// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
@@ -112,10 +115,30 @@ pub async fn forward(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let mut response = match node.client.request(req).await {
-        Ok(response) => response,
-        Err(e) => return forward_error(&node, &session.name, host, e),
+    let at_ms = now_ms();
+    let result = node.client.request(req).await;
+    node.metrics.visitor_request(started.elapsed());
+    let log = |status: StatusCode, size: Option<u64>| {
+        let record = RequestRecord {
+            at_ms,
+            method: method.to_string(),
+            path: path.clone(),
+            status: status.as_u16(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            size,
+        };
+        session.traffic.log_request(record, node.config.admin.request_log);
     };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            let page = forward_error(&node, &session.name, host, e);
+            log(page.status(), None);
+            return page;
+        }
+    };
+    let size = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    log(response.status(), size);
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -385,6 +408,8 @@ pub struct StreamConnector {
     tasks: TaskTracker,
     /// Ends the relays of pooled connections once no request can use them.
     idle_stop: CancellationToken,
+    /// Node-wide stream and byte counters.
+    metrics: Arc<Metrics>,
 }
 
 impl tower_service::Service<Uri> for StreamConnector {
@@ -400,10 +425,12 @@ impl tower_service::Service<Uri> for StreamConnector {
         let session = uri.host().and_then(|id| self.sessions.by_id(id));
         let tasks = self.tasks.clone();
         let idle_stop = self.idle_stop.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
             let open = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+            let theirs = Metered::new(theirs, session.traffic.clone(), metrics, StreamKind::Http);
             tasks.spawn(async move {
                 let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {

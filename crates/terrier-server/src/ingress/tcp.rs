@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::StreamKind;
+use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// The bound public ports of this node.
@@ -117,6 +119,7 @@ async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, 
             return;
         }
     };
+    let stream = Metered::new(stream, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
     let relayed = tokio::select! {
         relayed = terrier_transport::relay(socket, stream) => relayed,
         () = node.hard_stop.cancelled() => return,

@@ -146,6 +146,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             http: params.http,
             tcp: lease.ports.clone(),
             agent: params.agent.clone(),
+            platform: params.platform.clone(),
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
