@@ -63,7 +63,17 @@ build() {
   fi
   local pkg linker
   read -r pkg linker <<<"$(linker_of "$target")"
-  command -v "$linker" >/dev/null 2>&1 || apt_install "$pkg"
+  # The cross gcc also compiles ring's C code: it needs the target's libc headers.
+  local libc=""
+  case "$linker" in
+    arm-linux-gnueabihf-gcc) libc=libc6-dev-armhf-cross ;;
+    aarch64-linux-gnu-gcc) libc=libc6-dev-arm64-cross ;;
+    mipsel-linux-gnu-gcc) libc=libc6-dev-mipsel-cross ;;
+    mips-linux-gnu-gcc) libc=libc6-dev-mips-cross ;;
+  esac
+  if ! command -v "$linker" >/dev/null 2>&1 || { [ -n "$libc" ] && ! dpkg -s "$libc" >/dev/null 2>&1; }; then
+    apt_install "$pkg" $libc
+  fi
   if ! command -v "$linker" >/dev/null 2>&1; then
     RESULT[$target]="skipped: linker $linker (Debian $pkg) not installable"; return
   fi
@@ -103,7 +113,7 @@ qemu_run() { # target qemu-binary sysroot
   web=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
   local dir; dir=$(mktemp -d)
   echo "hello from the $target agent" > "$dir/index.html"
-  target/debug/terrierd --listen "127.0.0.1:$port" --data-dir "$dir/data" --log warn & local server=$!
+  target/debug/terrierd --listen "127.0.0.1:$port" --data-dir "$dir/data" --log error & local server=$!
   (cd "$dir" && exec python3 -m http.server "$web" --bind 127.0.0.1 >/dev/null 2>&1) & local httpd=$!
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$web/" && break; sleep 0.1; done
   log="$dir/agent.out"
