@@ -140,6 +140,15 @@ pub trait Store: Send + Sync + 'static {
     /// (Redis restarted empty): kept if the name has no other live lease and
     /// its subdomain and ports are still free. Returns the lease now stored.
     async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError>;
+
+    /// The bytes last stored under `key` by [`Store::put_blob`], if any.
+    /// Small shared records that are not leases (ACME account and
+    /// certificates) live here, so every node of a cluster sees them.
+    async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `value` under `key`, replacing what was there; an empty
+    /// `value` deletes the key.
+    async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 }
 
 /// One terrierd node as the others see it.
