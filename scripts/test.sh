@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs terrier's whole test suite. On a fresh Debian machine it first installs
 # the real programs the end-to-end tests drive (redis-server and redis-cli,
-# OpenSSH server and client, curl); everything else is built by cargo.
+# OpenSSH server and client, curl, the pebble ACME test CA); everything else
+# is built by cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

@@ -22,6 +22,8 @@ use tokio::process::{Child, Command};
 use tokio_rustls::TlsConnector;
 
 const DOMAIN: &str = "tunnel.example.com";
+/// pebble's default certificate lifetime.
+const FIVE_YEARS: u64 = 157_766_400;
 
 /// pebble and its DNS server, killed on drop.
 struct Pebble {
@@ -36,8 +38,9 @@ struct Pebble {
 }
 
 impl Pebble {
-    /// Starts pebble validating TLS-ALPN-01 on `tls_port` of 127.0.0.1.
-    async fn start(tls_port: u16) -> Self {
+    /// Starts pebble validating TLS-ALPN-01 on `tls_port` of 127.0.0.1 and
+    /// issuing certificates valid for `validity_secs`.
+    async fn start(tls_port: u16, validity_secs: u64) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let https_ca = write_https_certificate(dir.path());
         let (dns_port, dns_management, acme_port, management_port, http_port) =
@@ -59,7 +62,8 @@ impl Pebble {
                 "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
+                "externalAccountBindingRequired": false,
+                "certificateValidityPeriod": validity_secs
             }
         });
         let config_path = dir.path().join("pebble.json");
@@ -197,7 +201,7 @@ fn configure(c: &mut ServerConfig, tls_port: u16, acme: AcmeConfig) {
 async fn pebble_issues_certificates_that_survive_a_restart() {
     init_logging();
     let tls_port = free_port().await;
-    let pebble = Pebble::start(tls_port).await;
+    let pebble = Pebble::start(tls_port, FIVE_YEARS).await;
     let data = tempfile::tempdir().expect("data dir");
     let acme = pebble.acme(&["thermo"]);
     let server = TestServer::start_in(data.path(), |c| configure(c, tls_port, acme.clone())).await;
@@ -242,13 +246,16 @@ async fn pebble_issues_certificates_that_survive_a_restart() {
 async fn certificate_inside_its_renewal_window_is_replaced() {
     init_logging();
     let tls_port = free_port().await;
-    let pebble = Pebble::start(tls_port).await;
-    // Longer than pebble's certificate lifetime: every check finds it due.
-    let acme = AcmeConfig { renew_before: Duration::from_secs(100 * 365 * 24 * 3600), ..pebble.acme(&[]) };
+    // 10 s certificates: with the default renew_before (30 days, longer than
+    // their whole life) renewal is due at half life, 5 s after issuance.
+    let pebble = Pebble::start(tls_port, 10).await;
+    let acme = pebble.acme(&[]);
     let server = TestServer::start(|c| configure(c, tls_port, acme)).await;
     let trusting_pebble = connector(&pebble.root_pem().await);
     let (first, _) = issued(&trusting_pebble, tls_port, DOMAIN, None, &pebble).await;
+    let started = tokio::time::Instant::now();
     let (renewed, _) = issued(&trusting_pebble, tls_port, DOMAIN, Some(&first), &pebble).await;
     assert_ne!(first, renewed);
+    assert!(started.elapsed() > Duration::from_secs(2), "renewed long before half life: {:?}", started.elapsed());
     server.stop().await;
 }

@@ -50,10 +50,13 @@ pub struct LoadedCert {
 
 impl LoadedCert {
     /// Should the certificate be renewed at `now` (Unix seconds): less than
-    /// `renew_before` of its validity is left.
+    /// `renew_before` of its validity is left, or less than half its
+    /// lifetime — the cap keeps a `renew_before` longer than the CA's
+    /// lifetimes from ordering again at every check.
     pub fn needs_renewal(&self, now: i64, renew_before: std::time::Duration) -> bool {
         let renew_before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
-        self.not_after.saturating_sub(now) < renew_before
+        let half_life = self.not_after.saturating_sub(self.not_before) / 2;
+        self.not_after.saturating_sub(now) < renew_before.min(half_life)
     }
 }
 
@@ -114,5 +117,41 @@ impl OrderLock {
     /// Releases the lock of `name`.
     pub async fn release(store: &dyn Store, name: &str) -> anyhow::Result<()> {
         Ok(store.put_blob(&lock_key(name), b"").await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn cert(not_before: i64, not_after: i64) -> LoadedCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf =
+            rcgen::CertificateParams::new(vec!["a.test".to_owned()]).expect("params").self_signed(&key).expect("cert");
+        let der = PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        let key =
+            CertifiedKey::from_der(vec![leaf.der().clone()], der, &super::super::super::provider()).expect("pair");
+        LoadedCert { key: Arc::new(key), not_before, not_after }
+    }
+
+    const DAY: i64 = 24 * 3600;
+
+    #[test]
+    fn renews_inside_the_window_only() {
+        let ninety_days = cert(0, 90 * DAY);
+        let thirty = Duration::from_secs(30 * DAY as u64);
+        assert!(!ninety_days.needs_renewal(59 * DAY, thirty), "31 days left");
+        assert!(ninety_days.needs_renewal(61 * DAY, thirty), "29 days left");
+        assert!(ninety_days.needs_renewal(91 * DAY, thirty), "expired");
+    }
+
+    #[test]
+    fn short_lifetimes_renew_at_half_life_not_at_every_check() {
+        let six_days = cert(0, 6 * DAY);
+        let thirty = Duration::from_secs(30 * DAY as u64);
+        assert!(!six_days.needs_renewal(DAY, thirty), "fresh 6-day certificate renewed at once");
+        assert!(six_days.needs_renewal(3 * DAY + 1, thirty), "past half life");
     }
 }
