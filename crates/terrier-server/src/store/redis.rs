@@ -18,7 +18,7 @@ use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{Claim, Lease, NodeInfo, Online, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Fresh candidates per attempt; with 51-bit subdomains, one is plenty.
@@ -47,6 +47,8 @@ struct Scripts {
     sweep: Script,
     recover: Script,
     restore: Script,
+    reserve: Script,
+    unreserve: Script,
 }
 
 impl RedisStore {
@@ -72,6 +74,8 @@ impl RedisStore {
                 sweep: script(include_str!("lua/sweep.lua")),
                 recover: script(include_str!("lua/recover.lua")),
                 restore: script(include_str!("lua/restore.lua")),
+                reserve: script(include_str!("lua/reserve.lua")),
+                unreserve: script(include_str!("lua/unreserve.lua")),
             },
         })
     }
@@ -329,6 +333,69 @@ impl Store for RedisStore {
         }
     }
 
+    async fn leases(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}lease:*", self.prefix);
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            // SCAN, not KEYS: it never blocks Redis for long on a big deployment.
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            names.extend(
+                keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_owned)),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        let mut leases = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(lease) = self.lease(&name, now_ms).await? {
+                leases.push(lease);
+            }
+        }
+        Ok(leases)
+    }
+
+    async fn reserve(&self, name: &str, subdomain: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let result: redis::RedisResult<i64> =
+            self.scripts.reserve.arg(&self.prefix).arg(name).arg(subdomain).arg(now_ms).invoke_async(&mut conn).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if script_error(&e) == Some("TAKEN") => Err(StoreError::SubdomainTaken(subdomain.to_owned())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn unreserve(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 =
+            self.scripts.unreserve.arg(&self.prefix).arg(name).invoke_async(&mut conn).await.map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{}reservations", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(all.into_iter().map(|(name, subdomain)| Reservation { name, subdomain }).collect())
+    }
+
     async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         redis::cmd("GET").arg(self.key("blob", key)).query_async(&mut conn).await.map_err(backend)
@@ -358,7 +425,7 @@ fn port_candidates(range: &RangeInclusive<u16>, count: usize) -> String {
 /// is. Redis versions decorate script errors differently, so look for ours.
 fn script_error(e: &redis::RedisError) -> Option<&'static str> {
     let text = e.to_string();
-    ["NOSUB", "NOPORT", "NOLEASE"].into_iter().find(|code| text.contains(code))
+    ["NOSUB", "NOPORT", "NOLEASE", "TAKEN"].into_iter().find(|code| text.contains(code))
 }
 
 /// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.
