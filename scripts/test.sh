@@ -3,7 +3,7 @@
 # the real programs the end-to-end tests drive (redis-server and redis-cli,
 # OpenSSH server and client, curl, tinyproxy for the agent's proxy tests,
 # Python's prometheus_client parser for /metrics, headless Chromium for the
-# dashboard); everything else is built by cargo.
+# dashboard, the pebble ACME test CA); everything else is built by cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

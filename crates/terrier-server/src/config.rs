@@ -77,6 +77,8 @@ pub struct TlsConfig {
     pub self_signed: bool,
     /// Answer plain-HTTP visitors of devices with a redirect to HTTPS.
     pub redirect_http: bool,
+    /// Automatic certificates by ACME (`[tls.acme]`); off when absent.
+    pub acme: Option<crate::tls::acme::AcmeConfig>,
 }
 
 /// One certificate chain and its key, as PEM files.
@@ -339,17 +341,22 @@ impl ServerConfig {
             }
         }
         match &self.tls {
-            TlsConfig { listen: None, certificates, self_signed, redirect_http }
-                if !certificates.is_empty() || *self_signed || *redirect_http =>
+            TlsConfig { listen: None, certificates, self_signed, redirect_http, acme }
+                if !certificates.is_empty() || *self_signed || *redirect_http || acme.is_some() =>
             {
-                return Err(ConfigError("tls.listen must be set to use certificates or redirect_http".into()));
+                return Err(ConfigError("tls.listen must be set to use certificates, acme or redirect_http".into()));
             }
-            TlsConfig { listen: Some(_), certificates, self_signed: false, .. } if certificates.is_empty() => {
+            TlsConfig { listen: Some(_), certificates, self_signed: false, acme: None, .. }
+                if certificates.is_empty() =>
+            {
                 return Err(ConfigError(
-                    "tls.listen needs tls.certificates (cert and key files) or tls.self_signed = true".into(),
+                    "tls.listen needs tls.certificates (cert and key files), tls.acme or tls.self_signed = true".into(),
                 ));
             }
             _ => {}
+        }
+        if let Some(acme) = &self.tls.acme {
+            acme.validate()?;
         }
         crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;

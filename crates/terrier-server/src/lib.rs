@@ -125,8 +125,9 @@ pub async fn run_with_store(
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let auth = auth::Auth::start(&config).await?;
+    let acme = tls::acme::Issued::for_config(&config);
     let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
-    let tls = match tls::server_config(&config)? {
+    let tls = match tls::server_config_with_acme(&config, acme.clone())? {
         Some(tls_config) => {
             let addr = config.tls.listen.expect("TLS on means a listen address");
             let listener = TcpListener::bind(addr).await.with_context(|| format!("binding TLS listener {addr}"))?;
@@ -171,6 +172,9 @@ pub async fn run_with_store(
     tasks.spawn(sweep_leases(node.clone()));
     tasks.spawn(auth::watch(node.clone()));
     tasks.spawn(cluster::nodes::heartbeat(node.clone()));
+    if let Some(acme) = acme {
+        tasks.spawn(tls::acme::run(node.clone(), acme));
+    }
     if let Some(listener) = metrics_listener {
         tracing::info!(listen = %listener.local_addr()?, "metrics served without a token");
         tasks.spawn(admin::metrics_listener::serve(node.clone(), listener));

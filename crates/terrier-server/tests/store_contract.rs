@@ -95,6 +95,11 @@ macro_rules! contract {
                 check_leases(&*store).await;
             }
             #[tokio::test]
+            async fn blobs_round_trip_and_delete() {
+                let (store, _keep) = $make.await;
+                check_blobs(&*store).await;
+            }
+            #[tokio::test]
             async fn reassigned_port_avoids_unbindable_ones() {
                 let (store, _keep) = $make.await;
                 check_reassign(&*store).await;
@@ -301,4 +306,17 @@ async fn check_leases(store: &dyn Store) {
     let mut names: Vec<String> = store.leases(t0 + 1).await.unwrap().into_iter().map(|l| l.name).collect();
     names.sort();
     assert_eq!(names, ["away", "on"]);
+}
+
+async fn check_blobs(store: &dyn Store) {
+    assert_eq!(store.get_blob("acme/x").await.unwrap(), None);
+    let binary: Vec<u8> = (0..=255).collect();
+    store.put_blob("acme/x", &binary).await.unwrap();
+    store.put_blob("acme/y", b"other").await.unwrap();
+    assert_eq!(store.get_blob("acme/x").await.unwrap(), Some(binary));
+    store.put_blob("acme/x", b"replaced").await.unwrap();
+    assert_eq!(store.get_blob("acme/x").await.unwrap().as_deref(), Some(&b"replaced"[..]));
+    store.put_blob("acme/x", b"").await.unwrap();
+    assert_eq!(store.get_blob("acme/x").await.unwrap(), None);
+    assert_eq!(store.get_blob("acme/y").await.unwrap().as_deref(), Some(&b"other"[..]));
 }

@@ -79,6 +79,9 @@ async fn accept_one(
     }
     let mut start = start;
     start.io.stop_recording();
+    if crate::tls::acme::challenge::is_validation(&start.client_hello()) {
+        return crate::tls::acme::challenge::answer(&node, start, sni.as_deref()).await;
+    }
     let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::debug!(%remote, sni = ?sni, error = %e, "TLS handshake failed"),

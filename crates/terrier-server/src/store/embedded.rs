@@ -23,6 +23,8 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const SUBDOMAINS: TableDefinition<&str, &str> = TableDefinition::new("subdomains");
 /// port -> name.
 const PORTS: TableDefinition<u16, &str> = TableDefinition::new("ports");
+/// key -> bytes of [`Store::put_blob`].
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 /// Reserved subdomain -> name.
 const RESERVED: TableDefinition<&str, &str> = TableDefinition::new("reserved");
@@ -51,6 +53,7 @@ impl EmbeddedStore {
             txn.open_table(LEASES).map_err(backend)?;
             txn.open_table(SUBDOMAINS).map_err(backend)?;
             txn.open_table(PORTS).map_err(backend)?;
+            txn.open_table(BLOBS).map_err(backend)?;
             txn.open_table(RESERVED).map_err(backend)?;
             txn.open_table(RESERVATIONS).map_err(backend)?;
         }
@@ -494,6 +497,34 @@ impl Store for EmbeddedStore {
                 all.push(Reservation { name: name.value().to_owned(), subdomain: label.value().to_owned() });
             }
             Ok(all)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (db, key) = (self.db.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(BLOBS).map_err(backend)?;
+            Ok(table.get(key.as_str()).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (db, key, value) = (self.db.clone(), key.to_owned(), value.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(BLOBS).map_err(backend)?;
+                match value.is_empty() {
+                    true => table.remove(key.as_str()).map_err(backend)?.map(drop),
+                    false => table.insert(key.as_str(), value.as_slice()).map_err(backend)?.map(drop),
+                };
+            }
+            txn.commit().map_err(backend)
         })
         .await
         .map_err(backend)?

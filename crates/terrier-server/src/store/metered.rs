@@ -97,4 +97,10 @@ impl Store for MeteredStore {
     async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         self.timed("reservations", self.inner.reservations()).await
     }
+    async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed("get_blob", self.inner.get_blob(key)).await
+    }
+    async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.timed("put_blob", self.inner.put_blob(key, value)).await
+    }
 }

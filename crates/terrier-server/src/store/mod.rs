@@ -160,6 +160,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every reservation, sorted by name.
     async fn reservations(&self) -> Result<Vec<Reservation>, StoreError>;
+
+    /// The bytes last stored under `key` by [`Store::put_blob`], if any.
+    /// Small shared records that are not leases (ACME account and
+    /// certificates) live here, so every node of a cluster sees them.
+    async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `value` under `key`, replacing what was there; an empty
+    /// `value` deletes the key.
+    async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 }
 
 /// A subdomain reserved for one device name.

@@ -416,6 +416,24 @@ impl Store for RedisStore {
             .map_err(backend)?;
         Ok(all.into_iter().map(|(name, subdomain)| Reservation { name, subdomain }).collect())
     }
+
+    async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET").arg(self.key("blob", key)).query_async(&mut conn).await.map_err(backend)
+    }
+
+    async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = match value.is_empty() {
+            true => redis::cmd("DEL"),
+            false => redis::cmd("SET"),
+        };
+        cmd.arg(self.key("blob", key));
+        if !value.is_empty() {
+            cmd.arg(value);
+        }
+        cmd.query_async::<()>(&mut conn).await.map_err(backend)
+    }
 }
 
 /// Random ports of `range` as a comma-separated list.

@@ -3,6 +3,7 @@
 //! come from — operator files chosen by SNI ([`sni`]), or a development CA
 //! that issues on demand ([`dev_ca`]).
 
+pub mod acme;
 pub mod dev_ca;
 pub mod sni;
 
@@ -26,6 +27,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// is off. Fails with the file and the reason when a certificate or key
 /// cannot be used.
 pub fn server_config(config: &ServerConfig) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    server_config_with_acme(config, None)
+}
+
+/// [`server_config`] that also serves the certificates ACME obtains into `acme`.
+pub fn server_config_with_acme(
+    config: &ServerConfig,
+    acme: Option<Arc<acme::Issued>>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
     if config.tls.listen.is_none() {
         return Ok(None);
     }
@@ -49,7 +58,7 @@ pub fn server_config(config: &ServerConfig) -> anyhow::Result<Option<Arc<rustls:
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(sni::SniResolver::new(keys, dev)));
+        .with_cert_resolver(Arc::new(sni::SniResolver::new(keys, dev).with_acme(acme)));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(Arc::new(tls)))
 }

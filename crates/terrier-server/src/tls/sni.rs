@@ -1,4 +1,5 @@
-//! Picks the certificate for a TLS handshake by its SNI name: the first
+//! Picks the certificate for a TLS handshake by its SNI name: the ACME
+//! certificate of that exact name once issued, else the first
 //! configured certificate valid for the name (wildcards per RFC 6125, as
 //! webpki checks them), else one from the development CA if it is on, else
 //! the first one, so a client without SNI still gets an answer (and a name
@@ -10,6 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::ServerName;
 
+use super::acme::Issued;
 use super::dev_ca::DevCa;
 
 /// Without SNI, the development CA answers for the apex.
@@ -22,12 +24,20 @@ fn dev_default(dev: &DevCa) -> String {
 pub struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
     dev: Option<DevCa>,
+    /// Certificates obtained by ACME, when `[tls.acme]` is on.
+    acme: Option<Arc<Issued>>,
 }
 
 impl SniResolver {
     /// A resolver over `keys` and, with `--tls self-signed`, the development CA.
     pub fn new(keys: Vec<Arc<CertifiedKey>>, dev: Option<DevCa>) -> Self {
-        Self { keys, dev }
+        Self { keys, dev, acme: None }
+    }
+
+    /// Also serves the certificates ACME puts into `acme`, first.
+    pub fn with_acme(mut self, acme: Option<Arc<Issued>>) -> Self {
+        self.acme = acme;
+        self
     }
 
     /// The certificate for `name`, if any is valid for it.
@@ -46,6 +56,11 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name();
+        if let Some(acme) = &self.acme {
+            if let Some(key) = acme.get(name.unwrap_or(acme.apex())) {
+                return Some(key);
+            }
+        }
         name.and_then(|name| self.for_name(name))
             .or_else(|| self.dev.as_ref().and_then(|dev| dev.certificate_for(name.unwrap_or(&dev_default(dev)))))
             .or_else(|| self.keys.first().cloned())
