@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs terrier's whole test suite. On a fresh Debian machine it first installs
 # the real programs the end-to-end tests drive (redis-server and redis-cli,
-# OpenSSH server and client, curl); everything else is built by cargo.
+# OpenSSH server and client, curl, tinyproxy for the agent's proxy tests,
+# Python's prometheus_client parser for /metrics, headless Chromium for the
+# dashboard); everything else is built by cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,9 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

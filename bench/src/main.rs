@@ -4,10 +4,12 @@
 //!
 //! Modules: [`procs`] starts and stops programs, [`lab`] sets up nginx,
 //! iperf3, terrierd and the agent, [`parts`] runs each measurement with
-//! [`wrk`], [`iperf`], [`connect`], [`devices`] and [`cluster`], [`stats`] and
+//! [`wrk`], [`iperf`], [`connect`], [`devices`] and [`cluster`], [`agent`]
+//! measures the size-tuned agent itself, [`stats`] and
 //! [`report`] turn samples into the table.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cluster;
 mod connect;
 mod devices;
@@ -64,6 +66,8 @@ enum Part {
     Devices,
     /// Registrations/s into a 3-node cluster (redis-server), and recovery after kill -9 of one node.
     Cluster,
+    /// The size-tuned agent (--profile release-agent): stripped size, idle RSS, RSS with 100 streams, reconnect time.
+    Agent,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -89,12 +93,15 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    if !matches!(cli.part, Part::Devices | Part::Cluster) {
+    if !matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent) {
         procs::check_tools()?;
     }
     let nofile = procs::raise_nofile_limit();
     eprintln!("open-file limit raised to {nofile} (children inherit it)");
-    let bins = if cli.no_build {
+    let bins = if matches!(cli.part, Part::Agent) {
+        // Only the agent is measured: any terrierd build serves it.
+        Binaries::locate().or_else(|_| agent::debug_binaries())?
+    } else if cli.no_build {
         Binaries::locate()?
     } else {
         let bins = Binaries::build().await?;
@@ -103,7 +110,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     };
     let s = &cli.settings;
     let mut report = Report::default();
-    if !matches!(cli.part, Part::Devices | Part::Cluster) {
+    if !matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent) {
         let mut lab = Lab::start(&bins).await?;
         eprintln!(
             "lab up: nginx {}, iperf3 {}, terrierd {}, device {}",
@@ -126,7 +133,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 parts::short_load(&lab, s).await;
                 parts::rss(&lab, "after load", &mut report).await;
             }
-            Part::Devices | Part::Cluster => {}
+            Part::Devices | Part::Cluster | Part::Agent => {}
         }
         run.commands.extend(lab.commands.iter().cloned());
         run.commands.extend(parts::commands(&lab, s));
@@ -136,6 +143,12 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     }
     if matches!(cli.part, Part::All | Part::Cluster) {
         parts::cluster(&bins, s, &mut report, &mut run.commands).await;
+    }
+    if matches!(cli.part, Part::All | Part::Agent) {
+        match agent::size_tuned_agent(cli.no_build).await {
+            Ok(bin) => agent::run(&bins, &bin, &mut report, &mut run.commands).await,
+            Err(e) => report.note(format!("agent part skipped: {e:#}")),
+        }
     }
     println!("\n{}", report.markdown());
     if matches!(cli.part, Part::All) {

@@ -1,10 +1,13 @@
-//! Opening terrier WebSockets: the control socket handshake (with `307`
-//! redirects to a less loaded node) and data sockets. The transport is plain
-//! TCP here; TLS and HTTP proxies wrap [`dial`] without touching the rest.
+//! Opening terrier WebSockets: the way to the server (DNS, TCP, an HTTP
+//! proxy's `CONNECT` tunnel, TLS for `wss://`), the control socket handshake
+//! (with `307` redirects to a less loaded node) and data sockets. Each step
+//! is a function of its own so that `terrier check` runs the very same code
+//! one step at a time.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{LOCATION, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{AUTHORIZATION, LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
     status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL,
@@ -18,23 +21,44 @@ use tokio_tungstenite::tungstenite::{self};
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
+use crate::proxy::{ProxyConfig, ProxyError};
+use crate::tls::TlsConfig;
+use crate::token::Token;
 use crate::AgentConfig;
 
-/// The byte stream under a terrier WebSocket.
-pub type Transport = TcpStream;
+pub use crate::transport::Transport;
 /// A terrier WebSocket (control or data).
 pub type Socket = WebSocketStream<Transport>;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
-    /// The server could not be reached or the connection broke.
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Dns {
+        /// The name looked up (the server's, or the proxy's).
+        host: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// The server (or proxy) could not be reached or the connection broke.
     #[error("cannot reach {url}: {source}")]
     Network {
         /// The URL dialled.
         url: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The HTTP proxy did not open a tunnel.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// The TLS handshake failed (untrusted certificate, wrong name...).
+    #[error("TLS with {host}: {reason}")]
+    Tls {
+        /// The server name verified.
+        host: String,
+        /// Why, in words.
+        reason: String,
     },
     /// The server answered with a status other than 101.
     #[error("server refused ({status}): {reason}")]
@@ -61,49 +85,161 @@ impl HandshakeError {
     pub fn is_fatal(&self) -> bool {
         matches!(self, HandshakeError::Rejected { status, .. } if *status == status::BAD_REQUEST)
     }
-}
 
-/// Connects to `url`'s host and port (the plain-TCP transport).
-pub async fn dial(url: &Url, timeout: Duration) -> Result<Transport, HandshakeError> {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let network = |source| HandshakeError::Network { url: url.to_string(), source };
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| HandshakeError::Timeout(url.to_string()))?
-        .map_err(network)?;
-    terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
-    Ok(stream)
-}
-
-/// Opens a WebSocket at `url` (ws/wss). A non-101 answer becomes
-/// [`HandshakeError::Rejected`] (with the `Location` of a 307 kept in `reason`).
-pub async fn open(url: &Url, kind: Kind, max_frame: usize, timeout: Duration) -> Result<Socket, HandshakeError> {
-    let stream = dial(url, timeout).await?;
-    let mut request = url.as_str().into_client_request()?;
-    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
-    let config = terrier_transport::ws::config(kind, max_frame);
-    let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
-    match tokio::time::timeout(timeout, handshake).await {
-        Err(_) => Err(HandshakeError::Timeout(url.to_string())),
-        Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            let reason = if status == status::REDIRECT {
-                response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-            } else {
-                let body = response.body().as_deref().unwrap_or_default();
-                let text = String::from_utf8_lossy(body).trim().to_owned();
-                if text.is_empty() {
-                    response.status().canonical_reason().unwrap_or("").to_owned()
-                } else {
-                    text
-                }
-            };
-            Err(HandshakeError::Rejected { status, reason })
-        }
-        Ok(Err(e)) => Err(e.into()),
+    /// The server refused the credential: most likely a configuration error
+    /// (wrong or revoked token), worth an error in the log at every attempt.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, HandshakeError::Rejected { status, .. } if *status == status::UNAUTHORIZED)
     }
+}
+
+/// How sockets reach the server: credential, proxy, trusted roots and
+/// timeout. Cheap to clone into every stream task.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// Sent as `Authorization: Bearer` on every socket.
+    pub token: Option<Token>,
+    /// HTTP proxies and `NO_PROXY`.
+    pub proxy: ProxyConfig,
+    /// Roots for `wss://`; `None`: the system's.
+    pub tls: Option<TlsConfig>,
+    /// Bound on each step and on the whole WebSocket handshake.
+    pub timeout: Duration,
+}
+
+impl Dialer {
+    /// The dialer of an agent configuration.
+    pub fn new(config: &AgentConfig) -> Self {
+        Self {
+            token: config.token.clone(),
+            proxy: config.proxy.clone(),
+            tls: config.tls.clone(),
+            timeout: config.connect_timeout,
+        }
+    }
+
+    /// The trusted roots for `wss://`.
+    pub fn tls_config(&self) -> Result<TlsConfig, String> {
+        match &self.tls {
+            Some(tls) => Ok(tls.clone()),
+            None => TlsConfig::system(),
+        }
+    }
+
+    /// Connects to `url`'s host and port: directly or through the proxy,
+    /// then TLS for `wss://`.
+    pub async fn dial(&self, url: &Url) -> Result<Transport, HandshakeError> {
+        let (host, port) = host_port(url);
+        let proxy = self.proxy.for_url(url);
+        let (dial_host, dial_port) = proxy.map(host_port).unwrap_or_else(|| (host.clone(), port));
+        let dialled = proxy.unwrap_or(url);
+        let addrs = resolve(&dial_host, dial_port, self.timeout).await?;
+        let mut stream = connect_tcp(&addrs, dialled, self.timeout).await?;
+        if let Some(proxy) = proxy {
+            stream = crate::proxy::connect(stream, proxy, &host, port, self.timeout).await?;
+        }
+        if !is_tls(url) {
+            return Ok(Transport::Plain(stream));
+        }
+        let tls = self.tls_config().map_err(|reason| HandshakeError::Tls { host: host.clone(), reason })?;
+        let handshake = crate::tls::handshake(&tls, &host, stream);
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
+            Ok(Err(reason)) => Err(HandshakeError::Tls { host, reason }),
+            Ok(Ok(tls)) => Ok(Transport::Tls(Box::new(tls))),
+        }
+    }
+
+    /// Opens a WebSocket at `url` (ws/wss) accepting frames up to
+    /// `max_frame`. A non-101 answer becomes [`HandshakeError::Rejected`]
+    /// (with the `Location` of a 307 kept in `reason`).
+    pub async fn open(&self, url: &Url, kind: Kind, max_frame: usize) -> Result<Socket, HandshakeError> {
+        let transport = self.dial(url).await?;
+        self.upgrade(url, transport, kind, max_frame).await
+    }
+
+    /// The WebSocket handshake over a connection that [`Dialer::dial`] opened.
+    pub async fn upgrade(
+        &self,
+        url: &Url,
+        transport: Transport,
+        kind: Kind,
+        max_frame: usize,
+    ) -> Result<Socket, HandshakeError> {
+        let mut request = url.as_str().into_client_request()?;
+        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+        if let Some(token) = &self.token {
+            request.headers_mut().insert(AUTHORIZATION, token.bearer());
+        }
+        let config = terrier_transport::ws::config(kind, max_frame);
+        let handshake = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
+            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Err(tungstenite::Error::Http(response))) => Err(rejected(&response)),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// The non-101 answer as an error carrying the server's reason.
+fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeError {
+    let status = response.status().as_u16();
+    let reason = if status == status::REDIRECT {
+        response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    } else {
+        let body = response.body().as_deref().unwrap_or_default();
+        let text = String::from_utf8_lossy(body).trim().to_owned();
+        if text.is_empty() {
+            response.status().canonical_reason().unwrap_or("").to_owned()
+        } else {
+            // One line, bounded: the reason ends up in logs and events.
+            text.lines().next().unwrap_or_default().chars().take(300).collect()
+        }
+    };
+    HandshakeError::Rejected { status, reason }
+}
+
+/// The host (without IPv6 brackets) and port of a URL.
+pub fn host_port(url: &Url) -> (String, u16) {
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    (host, url.port_or_known_default().unwrap_or(80))
+}
+
+/// Whether the URL asks for TLS.
+pub fn is_tls(url: &Url) -> bool {
+    matches!(url.scheme(), "https" | "wss")
+}
+
+/// Looks `host` up (an IP address is returned as is).
+pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, HandshakeError> {
+    let dns = |reason: String| HandshakeError::Dns { host: host.to_owned(), reason };
+    let addrs = match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => return Err(dns(format!("no answer within {timeout:?}"))),
+        Ok(Err(e)) => return Err(dns(e.to_string())),
+        Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+    };
+    if addrs.is_empty() {
+        return Err(dns("no address".into()));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address of `addrs` that answers.
+pub async fn connect_tcp(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> Result<TcpStream, HandshakeError> {
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => last = Some(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{addr}: no answer"))),
+            Ok(Err(e)) => last = Some(std::io::Error::new(e.kind(), format!("{addr}: {e}"))),
+            Ok(Ok(stream)) => {
+                terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
+                return Ok(stream);
+            }
+        }
+    }
+    let source = last.unwrap_or_else(|| std::io::Error::other("no address"));
+    Err(HandshakeError::Network { url: crate::proxy::redact(url), source })
 }
 
 /// The control socket URL for `config` on server `base`, after `hops` redirects.
@@ -152,12 +288,13 @@ pub fn pool_url(base: &Url, session: &str) -> Url {
 /// Returns the socket and the server URL that accepted it (data sockets go
 /// to the same node).
 pub async fn open_control(config: &AgentConfig, server: &Url) -> Result<(Socket, Url), HandshakeError> {
+    let dialer = Dialer::new(config);
     let mut base = server.clone();
     let mut redirected_from: Option<Url> = None;
     let mut hops = 0;
     while hops <= MAX_REDIRECT_HOPS {
         let url = control_url(&base, config, hops);
-        match open(&url, Kind::Control, config.max_control_frame_bytes, config.connect_timeout).await {
+        match dialer.open(&url, Kind::Control, config.max_control_frame_bytes).await {
             Ok(socket) => return Ok((socket, base)),
             Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
                 tracing::info!(from = %base, to = %reason, "redirected to another node");

@@ -2,18 +2,26 @@
 //! terrierd server forever (reconnecting with backoff) and relays visitors to
 //! the device's local services.
 //!
-//! [`connect`] opens sockets, [`session`] runs one control socket,
-//! [`stream`] one visitor stream, [`reconnect`] spaces the retries and
-//! [`service`] parses what the device exposes.
+//! [`connect`] opens sockets (through [`proxy`] and [`tls`] when needed,
+//! carrying the [`token`]), [`session`] runs one control socket, [`stream`]
+//! one visitor stream, [`reconnect`] spaces the retries, [`service`] parses
+//! what the device exposes, [`file`] reads `--config`, and [`check`] walks
+//! the connection steps one by one for `terrier check`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod connect;
+pub mod file;
 pub mod pool;
+pub mod proxy;
 pub mod reconnect;
 pub mod service;
 pub mod session;
 pub mod stream;
+pub mod tls;
+pub mod token;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -23,7 +31,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+pub use proxy::ProxyConfig;
 pub use service::{Service, Target};
+pub use tls::TlsConfig;
+pub use token::Token;
 
 /// What the agent connects where, and how it retries.
 #[derive(Debug, Clone)]
@@ -52,6 +63,12 @@ pub struct AgentConfig {
     pub max_data_frame_bytes: usize,
     /// Idle data sockets kept open ahead of visitors (0: open one per visitor).
     pub pool: usize,
+    /// Device credential sent on every socket.
+    pub token: Option<Token>,
+    /// HTTP proxies (none: connect directly).
+    pub proxy: ProxyConfig,
+    /// Trusted roots for `wss://` (`None`: the system's).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +86,9 @@ impl Default for AgentConfig {
             max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
             pool: 0,
+            token: None,
+            proxy: ProxyConfig::default(),
+            tls: None,
         }
     }
 }

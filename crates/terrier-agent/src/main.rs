@@ -1,138 +1,181 @@
-//! `terrier`: the device agent. Parses flags, sets up logging, prints events,
-//! and runs [`terrier_agent::run`] until SIGINT/SIGTERM.
+//! `terrier`: the device agent. Parses flags (and `--config FILE`), sets up
+//! logging, prints events, and runs [`terrier_agent::run`] until
+//! SIGINT/SIGTERM — or, as `terrier check`, tests the way to the server
+//! step by step.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use terrier_agent::{AgentConfig, Event, Service, Target};
+use clap::{Parser, Subcommand};
+use terrier_agent::file::{FileConfig, Servers};
+use terrier_agent::Event;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 /// terrier agent: makes this device's local services reachable through a
-/// terrierd server, over one outbound WebSocket (works behind NAT and
-/// firewalls that only let out HTTP/HTTPS).
+/// terrierd server, over one outbound WebSocket (works behind NAT, HTTP
+/// proxies and firewalls that only let out HTTP/HTTPS).
+///
+/// Every flag can also be set in the --config file (see docs/AGENT.md);
+/// flags and environment variables override the file.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Args {
-    /// Server to connect to, e.g. https://tunnel.example.com or http://localhost:8080.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Read settings from this TOML file (same keys as the flags: server, name, token_file, http, tcp, proxy, ...).
+    #[arg(long, global = true, env = "TERRIER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Server to connect to, e.g. wss://tunnel.example.com or http://localhost:8080 (the default).
     /// Repeat it (or separate with commas) to list several nodes, tried in turn.
-    #[arg(long, env = "TERRIER_SERVER", default_value = "http://localhost:8080", value_delimiter = ',')]
-    server: Vec<Url>,
+    #[arg(long, global = true, env = "TERRIER_SERVER", value_delimiter = ',', value_name = "URL")]
+    server: Vec<String>,
     /// Device name: 1-63 of [a-z0-9-]. Defaults to this machine's host name.
-    #[arg(long, env = "TERRIER_NAME")]
+    #[arg(long, global = true, env = "TERRIER_NAME")]
     name: Option<String>,
+    /// Device token, sent as "Authorization: Bearer" on every socket. Prefer --token-file or
+    /// TERRIER_TOKEN: a command line is visible to other users of the machine.
+    #[arg(long, global = true, env = "TERRIER_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Read the device token from this file (whitespace around it is ignored).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Trust only the CA certificates in this PEM file for wss:// servers, instead of the system's roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// HTTP proxy for the connection to the server, e.g. http://user:pass@proxy:3128 (tunnelled with
+    /// CONNECT). Default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY minus NO_PROXY; "none" ignores them.
+    #[arg(long, global = true, value_name = "URL")]
+    proxy: Option<String>,
     /// Expose the HTTP service at [HOST:]PORT on the device's subdomain (HOST defaults to 127.0.0.1).
-    #[arg(long, value_name = "[HOST:]PORT")]
-    http: Option<Target>,
+    #[arg(long, global = true, value_name = "[HOST:]PORT")]
+    http: Option<String>,
     /// Expose a TCP service at [ID=][HOST:]PORT on a public port (repeatable; ID defaults to PORT).
-    #[arg(long = "tcp", value_name = "[ID=][HOST:]PORT", value_parser = Service::parse_tcp)]
-    tcp: Vec<Service>,
-    /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake (0-16).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
-    pool: u8,
-    /// How to print events on stdout: human-readable text, or one JSON object per line.
-    #[arg(long, value_enum, default_value = "text")]
-    output: Output,
-    /// Longest wait between reconnect attempts (e.g. 60s, 5m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    backoff_max: Duration,
-    /// Log filter for stderr (error, warn, info, debug, trace, or a tracing filter).
-    #[arg(long, env = "TERRIER_LOG", default_value = "info")]
-    log: String,
+    #[arg(long = "tcp", global = true, value_name = "[ID=][HOST:]PORT")]
+    tcp: Vec<String>,
+    /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake (0-16, default 0).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pool: Option<u8>,
+    /// How to print events on stdout: "text" (default) or "json" (one object per line).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    output: Option<String>,
+    /// Longest wait between reconnect attempts, e.g. 60s (the default) or 5m.
+    #[arg(long, global = true, value_name = "DURATION")]
+    backoff_max: Option<String>,
+    /// Bound on each connection step (DNS, TCP, proxy, TLS, WebSocket handshake); default 10s.
+    #[arg(long, global = true, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// Log filter for stderr: error, warn, info (default), debug, trace, or per module
+    /// (e.g. "warn,terrier_agent=debug").
+    #[arg(long, global = true, env = "TERRIER_LOG", value_name = "FILTER")]
+    log: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Text,
-    Json,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the way to the server step by step (DNS, TCP, proxy, TLS, handshake) and say which step
+    /// fails and why. Connects once as the device: a running agent with the same name is replaced
+    /// for a moment and reconnects.
+    Check,
 }
 
-fn default_name() -> Option<String> {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())?;
-    let name: String = raw
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let name = name.trim_matches('-').to_owned();
-    terrier_proto::name::is_valid_name(&name).then_some(name)
-}
-
-fn config(args: Args) -> Result<AgentConfig, String> {
-    let name = match args.name.or_else(default_name) {
-        Some(name) => name,
-        None => return Err("no --name given and the host name is not a valid device name".into()),
-    };
-    if !terrier_proto::name::is_valid_name(&name) {
-        return Err(format!("--name {name:?}: use 1-63 of [a-z0-9-], not starting or ending with '-'"));
-    }
-    if args.http.is_none() && args.tcp.is_empty() {
-        return Err("nothing to expose: give --http [HOST:]PORT and/or --tcp [ID=][HOST:]PORT".into());
-    }
-    terrier_agent::service::check_unique(&args.tcp)?;
-    let mut servers = args.server.into_iter();
-    let server = servers.next().ok_or("give --server URL")?;
-    Ok(AgentConfig {
-        server,
-        fallback_servers: servers.collect(),
-        name,
-        http: args.http.map(Service::http),
-        tcp: args.tcp,
-        backoff_max: args.backoff_max,
-        pool: args.pool.into(),
-        ..AgentConfig::default()
-    })
-}
-
-fn print_event(output: Output, event: &Event) {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string(event).unwrap_or_default()),
-        Output::Text => match event {
-            Event::Connected(c) => {
-                println!("connected to {} as {} (subdomain {})", c.server, c.name, c.subdomain);
-                if let (Some(url), Some(target)) = (&c.url, &c.http_target) {
-                    println!("  http  {url}  ->  {target}");
-                }
-                for p in &c.tcp {
-                    println!("  tcp   {}:{}  ->  {}  ({})", p.host, p.port, p.target, p.service);
-                }
-            }
-            Event::Disconnected { reason } => println!("disconnected: {reason}"),
-            Event::Reconnecting { in_secs, attempt } => {
-                println!("reconnecting in {in_secs:.1}s (attempt {})", attempt)
-            }
-        },
-    }
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let output = args.output;
-    let config = match config(args) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("terrier: {e}");
-            return ExitCode::from(2);
+impl Args {
+    /// The flags as a configuration layer over the file.
+    fn layer(&mut self) -> FileConfig {
+        FileConfig {
+            server: (!self.server.is_empty()).then(|| Servers::Many(std::mem::take(&mut self.server))),
+            name: self.name.take(),
+            token: self.token.take(),
+            token_file: self.token_file.take(),
+            ca: self.ca.take(),
+            proxy: self.proxy.take(),
+            http: self.http.take(),
+            tcp: std::mem::take(&mut self.tcp),
+            pool: self.pool,
+            backoff_max: self.backoff_max.take(),
+            connect_timeout: self.connect_timeout.take(),
+            output: self.output.take(),
+            log: self.log.take(),
         }
+    }
+}
+
+fn print_event(json: bool, event: &Event) {
+    if json {
+        println!("{}", serde_json::to_string(event).unwrap_or_default());
+        return;
+    }
+    match event {
+        Event::Connected(c) => {
+            println!("connected to {} as {} (subdomain {})", c.server, c.name, c.subdomain);
+            if let (Some(url), Some(target)) = (&c.url, &c.http_target) {
+                println!("  http  {url}  ->  {target}");
+            }
+            for p in &c.tcp {
+                println!("  tcp   {}:{}  ->  {}  ({})", p.host, p.port, p.target, p.service);
+            }
+        }
+        Event::Disconnected { reason } => println!("disconnected: {reason}"),
+        Event::Reconnecting { in_secs, attempt } => {
+            println!("reconnecting in {in_secs:.1}s (attempt {attempt})")
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let mut args = Args::parse();
+    let flags = args.layer();
+    let file = match args.config.as_deref().map(FileConfig::load).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => return usage_error(&e),
     };
+    let resolved = match file.overlay(flags).resolve(|name| std::env::var(name).ok()) {
+        Ok(resolved) => resolved,
+        Err(e) => return usage_error(&e),
+    };
+    let filter = tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    let filter = resolved.log.parse().unwrap_or_else(|e| {
+        eprintln!("terrier: --log {:?}: {e}; using info", resolved.log);
+        filter
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+
+    if let Some(Command::Check) = args.command {
+        return check(&resolved.agent).await;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match terrier_agent::run(config, shutdown, |event| print_event(output, &event)).await {
+    let json = resolved.json;
+    match terrier_agent::run(resolved.agent, shutdown, |event| print_event(json, &event)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
             eprintln!("terrier: {fatal}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn usage_error(e: &str) -> ExitCode {
+    eprintln!("terrier: {e}");
+    ExitCode::from(2)
+}
+
+/// `terrier check`: one line per step on stdout, the verdict last; exit 1 on failure.
+async fn check(config: &terrier_agent::AgentConfig) -> ExitCode {
+    println!("checking {} as {}", config.server, config.name);
+    match terrier_agent::check::run(config, |report| println!("{report}")).await {
+        Ok(()) => {
+            println!("check passed: this device can connect");
+            ExitCode::SUCCESS
+        }
+        Err(failed) => {
+            println!("check failed at {}: {}", failed.step, failed.detail);
+            ExitCode::from(1)
         }
     }
 }

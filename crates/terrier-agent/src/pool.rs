@@ -55,18 +55,21 @@ impl Pool {
     /// stream task, repeat.
     async fn slot(&self) {
         let url = connect::pool_url(&self.server, &self.session);
+        let dialer = connect::Dialer::new(&self.config);
         loop {
-            let mut socket =
-                match connect::open(&url, Kind::Data, self.config.max_data_frame_bytes, self.config.connect_timeout)
-                    .await
-                {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "pooled data socket not opened");
-                        tokio::time::sleep(RETRY_DELAY).await;
-                        continue;
-                    }
-                };
+            let mut socket = match dialer.open(&url, Kind::Data, self.config.max_data_frame_bytes).await {
+                Ok(socket) => socket,
+                Err(e) if e.is_unauthorized() => {
+                    tracing::error!(error = %e, "pooled data socket refused: check the token");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "pooled data socket not opened");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
+            };
             let Some((stream, service)) = wait_for_assign(&mut socket).await else { continue };
             let Some(target) = self.config.target(&service).cloned() else {
                 tracing::warn!(%stream, %service, "server assigned a stream for an unknown service");

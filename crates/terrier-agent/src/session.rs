@@ -49,7 +49,13 @@ pub async fn connect_and_serve(
     let (mut socket, server) = match connect::open_control(config, server).await {
         Ok(ok) => ok,
         Err(e) if e.is_fatal() => return Outcome::Fatal(e.to_string()),
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => {
+            // A refused token will not fix itself: say so loudly at every attempt.
+            if e.is_unauthorized() {
+                tracing::error!(%server, error = %e, "control socket refused: check --token / --token-file");
+            }
+            return Outcome::Failed(e.to_string());
+        }
     };
     let welcome = match tokio::time::timeout(config.connect_timeout, next_text(&mut socket)).await {
         Ok(Some(text)) => text,
@@ -170,7 +176,7 @@ impl Serve<'_> {
             stream: stream.to_owned(),
             service: service.to_owned(),
             target,
-            timeout: self.config.connect_timeout,
+            dialer: connect::Dialer::new(self.config),
             max_frame: self.config.max_data_frame_bytes,
         };
         let shutdown = self.shutdown.clone();

@@ -24,8 +24,8 @@ pub struct StreamRequest {
     pub service: String,
     /// Where the service is on the device side.
     pub target: Target,
-    /// Dial and handshake timeout.
-    pub timeout: Duration,
+    /// How the data socket reaches the server (its timeout also bounds the local dial).
+    pub dialer: connect::Dialer,
     /// Largest data frame accepted.
     pub max_frame: usize,
 }
@@ -35,12 +35,17 @@ pub type Refusal = (String, String);
 
 /// Runs one stream to its end. Refusals go to `refusals`.
 pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
-    let Some(local) = dial_or_refuse(&req.target, &req.stream, &req.service, req.timeout, &refusals).await else {
+    let Some(local) = dial_or_refuse(&req.target, &req.stream, &req.service, req.dialer.timeout, &refusals).await
+    else {
         return;
     };
     let url = connect::data_url(&req.server, &req.session, &req.stream);
-    let socket = match connect::open(&url, Kind::Data, req.max_frame, req.timeout).await {
+    let socket = match req.dialer.open(&url, Kind::Data, req.max_frame).await {
         Ok(socket) => socket,
+        Err(e) if e.is_unauthorized() => {
+            tracing::error!(stream = %req.stream, service = %req.service, error = %e, "data socket refused: check the token");
+            return;
+        }
         Err(e) => {
             tracing::info!(stream = %req.stream, service = %req.service, error = %e, "data socket not opened");
             return;

@@ -2,107 +2,23 @@
 //! JSON event lines, what a `kill -9` leaves behind, its exit codes for bad
 //! flags, and retrying until the server appears.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use support::{subdomain, AgentProcess, EVENT_TIMEOUT};
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, upstream, TestServer};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
-/// Path of the binary under test.
-const TERRIER: &str = env!("CARGO_BIN_EXE_terrier");
-/// How long any one expected event line may take to appear.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A `terrier` child process printing JSON events, killed on drop.
-struct AgentProcess {
-    /// The process.
-    child: Child,
-    /// Its stdout, one event per line.
-    events: Lines<BufReader<ChildStdout>>,
-}
-
-impl AgentProcess {
-    /// Starts `terrier --output json` with `args`.
-    fn start(args: &[&str]) -> Self {
-        let mut child = terrier_command()
-            .args(args)
-            .args(["--output", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn terrier");
-        forward_stderr(child.stderr.take().expect("stderr"));
-        let events = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, events }
-    }
-
-    /// The next event line, parsed (bounded wait).
-    async fn next_event(&mut self) -> Value {
-        let line = tokio::time::timeout(EVENT_TIMEOUT, self.events.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("terrier printed an event within {EVENT_TIMEOUT:?}"))
-            .expect("read terrier stdout")
-            .expect("terrier closed stdout before the next event");
-        println!("terrier stdout: {line}");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line:?}"))
-    }
-
-    /// Skips events until one named `event` (bounded wait), returning it.
-    async fn wait_for(&mut self, event: &str, deadline: Duration) -> Value {
-        let wait = async {
-            loop {
-                let next = self.next_event().await;
-                if next["event"] == event {
-                    return next;
-                }
-            }
-        };
-        tokio::time::timeout(deadline, wait)
-            .await
-            .unwrap_or_else(|_| panic!("terrier printed a {event:?} event within {deadline:?}"))
-    }
-
-    /// Kills the process (SIGKILL) and reaps it.
-    async fn kill(mut self) {
-        tokio::time::timeout(Duration::from_secs(5), self.child.kill())
-            .await
-            .expect("terrier dies within 5 s of SIGKILL")
-            .expect("kill terrier");
-    }
-}
-
-/// The binary with nothing inherited from the environment that would change it.
-fn terrier_command() -> Command {
-    terrier_testkit::process::clean_command(TERRIER, "TERRIER_")
-}
-
-/// Runs the binary to completion with `args` (bounded), returning its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    terrier_testkit::process::run_to_exit(terrier_command(), args).await
-}
-
-/// Copies the agent's log lines to the test output.
-fn forward_stderr(pipe: impl AsyncRead + Unpin + Send + 'static) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            println!("terrier stderr: {line}");
-        }
-    });
+    support::run_to_exit(support::terrier_command(), args).await
 }
 
 /// A loopback address where nothing listens yet (bound, then released).
 fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
-}
-
-fn subdomain(connected: &Value) -> String {
-    connected["subdomain"].as_str().unwrap_or_else(|| panic!("connected event has a subdomain: {connected}")).to_owned()
 }
 
 #[tokio::test]
@@ -219,4 +135,38 @@ async fn agent_retries_until_the_server_appears() {
     assert_eq!(page.status, 200, "{page:?}");
     agent.kill().await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn config_file_sets_the_keys_and_flags_override_it() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    let toml = format!(
+        "server = \"{}\"\nname = \"from-file\"\nhttp = \"{web}\"\nbackoff_max = \"1s\"\noutput = \"text\"\n",
+        server.url()
+    );
+    std::fs::write(&file, toml).expect("write config");
+    // --output json (added by AgentProcess) overrides the file's "text", --name its name.
+    let mut agent = AgentProcess::start(&["--config", file.to_str().unwrap(), "--name", "from-flag"]);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    assert_eq!(connected["name"], "from-flag", "{connected}");
+    let page = Visitor::new(server.addr).get(&device_host(&subdomain(&connected)), "/hello").await;
+    assert_eq!(page.status, 200, "the file's http service is exposed: {page:?}");
+    agent.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_config_file_exits_with_code_2_naming_file_and_key() {
+    init_logging();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "name = \"a\"\nhttp = \"80\"\nprot = 1\n").expect("write config");
+    let output = run_to_exit(&["--config", file.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("agent.toml") && stderr.contains("prot"), "names the file and the key: {stderr}");
 }

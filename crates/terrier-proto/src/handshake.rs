@@ -60,4 +60,6 @@ pub mod close {
     /// The device's token was revoked; reconnecting will get 401 until the
     /// operator gives it a new one.
     pub const REVOKED: u16 = 4004;
+    /// The operator disconnected the device (admin API); it may reconnect.
+    pub const DISCONNECTED: u16 = 4005;
 }

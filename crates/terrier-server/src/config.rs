@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// The TLS listener.
     pub tls: TlsConfig,
+    /// The operator's side: admin API, dashboard, metrics.
+    pub admin: Admin,
+    /// Visitor access rules per device name (`[access."<name>"]`).
+    pub access: std::collections::BTreeMap<String, crate::access::AccessConfig>,
 }
 
 /// TLS settings; TLS is on when `listen` is set.
@@ -100,6 +104,43 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self { mode: crate::auth::AuthMode::Auto, refresh_interval: Duration::from_secs(1) }
+    }
+}
+
+/// Admin API, dashboard and metrics settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// File holding the admin token (`Authorization: Bearer`). When unset,
+    /// `<data_dir>/admin.token` is used, generated at first start (mode 0600).
+    pub token_file: Option<PathBuf>,
+    /// Also serve `/metrics` without a token on this separate address (the
+    /// Prometheus convention: a port only the scraper can reach). When unset,
+    /// `/metrics` is served on the main listener behind the admin token.
+    pub metrics_listen: Option<SocketAddr>,
+    /// HTTP requests kept per device for the live request log.
+    pub request_log: usize,
+    /// Serve the dashboard at `/dashboard` (the API stays on either way).
+    pub dashboard: bool,
+    /// The admin token itself, from `TERRIERD_ADMIN_TOKEN` (never from the
+    /// file: secrets stay out of configuration files); wins over `token_file`.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+/// A secret string whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { token_file: None, metrics_listen: None, request_log: 100, dashboard: true, token: None }
     }
 }
 
@@ -208,6 +249,8 @@ impl Default for ServerConfig {
             cluster: Cluster::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            admin: Admin::default(),
+            access: Default::default(),
         }
     }
 }
@@ -235,6 +278,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Largest `admin.request_log`: entries are small, but kept per device.
+pub const MAX_REQUEST_LOG: usize = 10_000;
 
 /// A configuration that cannot work, said in words the operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +351,7 @@ impl ServerConfig {
             }
             _ => {}
         }
+        crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
@@ -333,7 +380,15 @@ impl ServerConfig {
                 "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
             ));
         }
+        if self.admin.request_log > MAX_REQUEST_LOG {
+            return Err(ConfigError(format!("admin.request_log must be at most {MAX_REQUEST_LOG}")));
+        }
         Ok(())
+    }
+
+    /// The admin token file: the configured one or `<data_dir>/admin.token`.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin.token_file.clone().unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
 
     /// The scheme shown in public URLs: `https` whenever TLS is on.

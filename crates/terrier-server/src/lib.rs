@@ -8,12 +8,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ingress;
+pub mod metrics;
+pub mod overrides;
 pub mod pages;
+pub mod reload;
 pub mod store;
 pub mod tls;
 pub mod tunnel;
@@ -42,7 +47,7 @@ pub struct Node {
     /// Bound public TCP ports.
     pub ports: ingress::tcp::PortListeners,
     /// Error page templates.
-    pub pages: pages::Pages,
+    pub pages: pages::LivePages,
     /// HTTP client that reaches devices through tunnel streams.
     pub client: ingress::proxy::DeviceClient,
     /// Live nodes of the cluster (just this one with the embedded store).
@@ -58,11 +63,17 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// Device tokens, auth mode, handshake rate limit.
     pub auth: auth::Auth,
+    /// Visitor access rules per device.
+    pub access: access::AccessRules,
     /// Cancelled when the node must stop.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain timeout after shutdown ran out: relays still
     /// open then are cut, so `run` returns with nothing left running.
     pub hard_stop: CancellationToken,
+    /// Admin token and API state.
+    pub admin: admin::Admin,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Serves one node on `listener` with the store `config.store` names (the
@@ -100,11 +111,21 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let pages = pages::Pages::load(config.pages_dir.as_deref()).context("loading page templates")?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(store::metered::MeteredStore::new(store, metrics.clone()));
+    let admin = admin::Admin::new(&config).context("admin token")?;
+    let metrics_listener = match config.admin.metrics_listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding admin.metrics_listen {addr}"))?)
+        }
+        None => None,
+    };
+    let pages = pages::LivePages::load(config.pages_dir.as_deref()).context("loading page templates")?;
     let node_id = config.node_id.clone().unwrap_or_else(|| terrier_transport::ids::random_id()[..12].to_owned());
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let auth = auth::Auth::start(&config).await?;
+    let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
     let tls = match tls::server_config(&config)? {
         Some(tls_config) => {
             let addr = config.tls.listen.expect("TLS on means a listen address");
@@ -118,7 +139,8 @@ pub async fn run_with_store(
     // Pooled upstream connections outlive requests; once the ingress has
     // drained on shutdown, nothing can use them, so their relays stop.
     let idle_stop = CancellationToken::new();
-    let client = ingress::proxy::client(sessions.clone(), tasks.clone(), idle_stop.clone(), &config.limits);
+    let client =
+        ingress::proxy::client(sessions.clone(), tasks.clone(), idle_stop.clone(), &config.limits, metrics.clone());
     let node = Arc::new(Node {
         config,
         node_id,
@@ -133,8 +155,11 @@ pub async fn run_with_store(
         needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
         auth,
+        access,
         shutdown,
         hard_stop: CancellationToken::new(),
+        admin,
+        metrics,
     });
     tracing::info!(
         node = %node.node_id,
@@ -146,6 +171,11 @@ pub async fn run_with_store(
     tasks.spawn(sweep_leases(node.clone()));
     tasks.spawn(auth::watch(node.clone()));
     tasks.spawn(cluster::nodes::heartbeat(node.clone()));
+    if let Some(listener) = metrics_listener {
+        tracing::info!(listen = %listener.local_addr()?, "metrics served without a token");
+        tasks.spawn(admin::metrics_listener::serve(node.clone(), listener));
+    }
+    tasks.spawn(reload::on_sighup(node.clone()));
     match tls {
         Some((tls_listener, tls_config)) => {
             tracing::info!(listen = %tls_listener.local_addr()?, "TLS listener serving");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use terrier_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,11 +17,16 @@ use tokio_util::task::TaskTracker;
 /// WebSocket; visitors reach each device at http://<subdomain>.<domain> and on
 /// public TCP ports. Runs with no configuration at all on localhost.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "terrierd", version, about, long_about = None)]
 struct Args {
-    /// Manage device tokens instead of serving (see `terrierd token --help`).
+    /// Without a subcommand, terrierd serves. Subcommands manage device
+    /// tokens or print shell completions and the man page.
     #[command(subcommand)]
     command: Option<Command>,
+    /// Set any configuration key, e.g. --set limits.max_pending_streams=64 (repeatable;
+    /// also TERRIERD__<SECTION>__<KEY> environment variables). Dedicated flags win over it.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = terrier_server::overrides::parse_set)]
+    set: Vec<(String, String)>,
     /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
     #[arg(long, env = "TERRIERD_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -75,6 +80,14 @@ struct Args {
     /// Answer plain-HTTP visitors with a redirect to HTTPS (agents may still use ws://).
     #[arg(long)]
     redirect_http: bool,
+    /// File holding the admin token for the API, dashboard and /metrics
+    /// [default: <data-dir>/admin.token, generated at first start]. The
+    /// token itself may come from TERRIERD_ADMIN_TOKEN instead.
+    #[arg(long, env = "TERRIERD_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Also serve /metrics without a token on this address (for Prometheus).
+    #[arg(long, env = "TERRIERD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Also start a demo device (a small web page behind an in-process agent).
     #[arg(long)]
     demo: bool,
@@ -93,6 +106,13 @@ enum Command {
     /// picks up changes within auth.refresh_interval (1 s by default).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a shell completion script, e.g. `terrierd completions bash > /etc/bash_completion.d/terrierd`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `terrierd man > terrierd.1`.
+    Man,
 }
 
 /// `terrierd token ...`
@@ -110,6 +130,9 @@ enum TokenCommand {
         /// A note shown in `token list` (who or what the token is for).
         #[arg(long, default_value = "")]
         note: String,
+        /// Make the token stop working after this long, e.g. 90d [default: never].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
     },
     /// List tokens: id, what they may register, when they were made.
     List,
@@ -137,10 +160,10 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
-    let mut config = match &args.config {
-        Some(path) => ServerConfig::from_toml_file(path)?,
-        None => ServerConfig::default(),
-    };
+    // File, then TERRIERD__* and --set overrides, then the dedicated flags.
+    let mut overrides = terrier_server::overrides::from_env(std::env::vars());
+    overrides.extend(args.set.iter().cloned());
+    let mut config = terrier_server::overrides::load(args.config.as_deref(), &overrides)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -190,6 +213,17 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(dir) = &args.pages_dir {
         config.pages_dir = Some(dir.clone());
     }
+    if let Some(file) = &args.admin_token_file {
+        config.admin.token_file = Some(file.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        config.admin.metrics_listen = Some(addr);
+    }
+    // The token itself only from the environment: never in a file we parse
+    // nor on a command line other users can see.
+    if let Ok(token) = std::env::var("TERRIERD_ADMIN_TOKEN") {
+        config.admin.token = Some(terrier_server::config::Secret(token));
+    }
     config.validate()?;
     Ok(config)
 }
@@ -213,6 +247,19 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    match &args.command {
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Args::command(), "terrierd", &mut script);
+            return write_stdout(&script);
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Args::command()).render(&mut page)?;
+            return write_stdout(&page);
+        }
+        _ => {}
+    }
     let config = load_config(&args)?;
     if let Some(Command::Token(command)) = args.command {
         return token_command(&config, command).await;
@@ -232,6 +279,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
         None => println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain),
     }
+    let token = terrier_server::admin::token::AdminToken::load(&config)?;
+    let dashboard = format!("http://{}:{}/dashboard", config.domain, addr.port());
+    if args.demo {
+        // A first-time user needs the token to sign in; printing it is the point.
+        println!("dashboard: {dashboard}  (admin token: {})", token.reveal());
+    } else if let Some(file) = token.file() {
+        println!("dashboard: {dashboard}  (admin token in {})", file.display());
+    } else {
+        println!("dashboard: {dashboard}  (admin token from TERRIERD_ADMIN_TOKEN)");
+    }
     terrier_server::run(config, listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
@@ -242,14 +299,16 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
     use terrier_server::auth::token::{self, Scope};
     let store = terrier_server::auth::open_token_store(config).await?;
     match command {
-        TokenCommand::Create { name, prefix, note } => {
+        TokenCommand::Create { name, prefix, note, expires_in } => {
             let scope = match (name, prefix) {
                 (Some(name), _) => Scope::Name(name),
                 (None, Some(prefix)) => Scope::Prefix(prefix),
                 (None, None) => anyhow::bail!("give --name or --prefix"),
             };
             scope.validate().map_err(anyhow::Error::msg)?;
-            let minted = token::mint(scope, &note, terrier_server::store::now_ms());
+            let now = terrier_server::store::now_ms();
+            let mut minted = token::mint(scope, &note, now);
+            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
             store.insert(&minted.record).await?;
             eprintln!("token {} created for {}; it is shown only this once:", minted.record.id, minted.record.scope);
             println!("{}", minted.token);
@@ -257,10 +316,19 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
         TokenCommand::List => {
             let mut tokens = store.load().await?;
             tokens.sort_by_key(|t| t.created_ms);
-            println!("{:<12} {:<40} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)");
+            let date =
+                |ms: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
+            println!("{:<12} {:<40} {:<22} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
             for t in tokens {
-                let created = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(t.created_ms));
-                println!("{:<12} {:<40} {:<22} {}", t.id, t.scope.to_string(), &created[5..], t.note);
+                let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
+                println!(
+                    "{:<12} {:<40} {:<22} {:<22} {}",
+                    t.id,
+                    t.scope.to_string(),
+                    date(t.created_ms),
+                    expires,
+                    t.note
+                );
             }
         }
         TokenCommand::Revoke { id } => {
@@ -271,6 +339,15 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Writes generated text; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

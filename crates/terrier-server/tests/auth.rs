@@ -11,6 +11,7 @@ use terrier_server::auth::store::{FileTokenStore, RedisTokenStore, TokenStore};
 use terrier_server::auth::token::{self, Scope};
 use terrier_server::auth::AuthMode;
 use terrier_server::ServerConfig;
+use terrier_testkit::admin::AdminClient;
 use terrier_testkit::raw::{self, claim_with, FakeDevice};
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, RedisServer, TestServer};
@@ -58,8 +59,20 @@ async fn a_device_needs_a_valid_token_for_its_own_name() {
         assert!(refused.body.contains(reason), "{token:?}: {:?} should say {reason:?}", refused.body);
         assert!(!refused.body.contains("terrier_"), "the reason never echoes a token");
     }
+    let mut expired = token::mint(name("thermo-42"), "", 0);
+    expired.record.expires_ms = Some(1);
+    FileTokenStore::new(&server.data_dir()).insert(&expired.record).await.expect("store token");
+    let refused =
+        FakeDevice::connect_with(server.addr, "thermo-42", Some(&expired.token)).await.err().expect("expired");
+    assert_eq!((refused.status, refused.body.trim()), (401, "device token expired"));
+
+    // Nothing was registered by the refused attempts: no lease, no subdomain.
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    assert_eq!(admin.get("/api/v1/devices/thermo-42").await.status, 404, "a refused device leaves no lease");
+
     let device = FakeDevice::connect_with(server.addr, "thermo-42", Some(&good)).await.expect("admitted");
     assert!(!device.subdomain.is_empty());
+    assert_eq!(admin.get("/api/v1/devices/thermo-42").await.status, 200);
 }
 
 /// Serves one visitor request by hand over a data socket: reads the
@@ -216,4 +229,23 @@ fn auto_mode_is_open_only_on_localhost() {
     assert_eq!(AuthMode::Auto.resolve("tunnel.example.com"), AuthMode::Token);
     assert_eq!(AuthMode::Open.resolve("tunnel.example.com"), AuthMode::Open);
     assert_eq!(AuthMode::Token.resolve("localhost"), AuthMode::Token);
+}
+
+#[tokio::test]
+async fn a_fleet_token_cannot_take_a_name_online_under_another_token() {
+    init_logging();
+    let server = token_server(|_| {}).await;
+    let (own, _) = mint(&server, name("factory-7-0001")).await;
+    let (fleet, _) = mint(&server, Scope::Prefix("factory-7-".into())).await;
+    let (rotated, _) = mint(&server, name("factory-7-0001")).await;
+    let mut holder = FakeDevice::connect_with(server.addr, "factory-7-0001", Some(&own)).await.expect("admitted");
+
+    let refused = FakeDevice::connect_with(server.addr, "factory-7-0001", Some(&fleet)).await.err().expect("409");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(holder.closed_within(Duration::from_millis(300)).await.is_err(), "the holder stays online");
+
+    // An exact-name token minted later (rotation) does replace the session.
+    let _new = FakeDevice::connect_with(server.addr, "factory-7-0001", Some(&rotated)).await.expect("rotated in");
+    let code = holder.closed_within(Duration::from_secs(3)).await.expect("replaced");
+    assert_eq!(code, Some(terrier_proto::handshake::close::REPLACED));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use terrier_server::store::embedded::EmbeddedStore;
 use terrier_server::store::redis::RedisStore;
-use terrier_server::store::{Claim, Store, StoreError};
+use terrier_server::store::{Claim, Reservation, Store, StoreError};
 use terrier_testkit::RedisServer;
 
 const GRACE_MS: u64 = 60_000;
@@ -83,6 +83,16 @@ macro_rules! contract {
             async fn holders_name_the_current_session() {
                 let (store, _keep) = $make.await;
                 check_holders(&*store).await;
+            }
+            #[tokio::test]
+            async fn reserved_subdomain_is_given_to_its_name_only() {
+                let (store, _keep) = $make.await;
+                check_reservations(&*store).await;
+            }
+            #[tokio::test]
+            async fn leases_lists_live_leases_only() {
+                let (store, _keep) = $make.await;
+                check_leases(&*store).await;
             }
             #[tokio::test]
             async fn reassigned_port_avoids_unbindable_ones() {
@@ -244,4 +254,51 @@ async fn check_holders(store: &dyn Store) {
     store.claim(claim("on", &none, "s-new", t0 + 1)).await.unwrap();
     assert_eq!(store.holders(&names[..1]).await.unwrap(), vec![Some("s-new".to_string())]);
     assert!(store.holders(&[]).await.unwrap().is_empty());
+}
+
+async fn check_reservations(store: &dyn Store) {
+    let t0 = clock_now();
+    let none = services(&[]);
+    // A device online with a random subdomain gets its reservation at its next claim.
+    let first = store.claim(claim("thermo", &none, "s1", t0)).await.unwrap();
+    store.reserve("thermo", "heating", t0).await.unwrap();
+    assert_eq!(
+        store.reservations().await.unwrap(),
+        vec![Reservation { name: "thermo".into(), subdomain: "heating".into() }]
+    );
+    let again = store.claim(claim("thermo", &none, "s2", t0 + 1)).await.unwrap();
+    assert_eq!(again.subdomain, "heating");
+    assert!(store.by_subdomain(&first.subdomain, t0 + 2).await.unwrap().is_none(), "old subdomain freed");
+    assert_eq!(store.by_subdomain("heating", t0 + 2).await.unwrap().unwrap().name, "thermo");
+    // Nobody else can reserve it, nor a subdomain another device holds.
+    assert!(matches!(store.reserve("other", "heating", t0).await, Err(StoreError::SubdomainTaken(_))));
+    let other = store.claim(claim("other", &none, "s3", t0)).await.unwrap();
+    assert!(matches!(store.reserve("thermo", &other.subdomain, t0).await, Err(StoreError::SubdomainTaken(_))));
+    // A new device with a reservation gets it at once, even after expiry.
+    store.reserve("fresh", "fresh-label", t0).await.unwrap();
+    assert_eq!(store.claim(claim("fresh", &none, "s4", t0)).await.unwrap().subdomain, "fresh-label");
+    store.release("fresh", "s4", t0, GRACE_MS).await.unwrap();
+    let later = t0 + GRACE_MS + 1;
+    store.sweep(later).await.unwrap();
+    assert_eq!(store.claim(claim("fresh", &none, "s5", later)).await.unwrap().subdomain, "fresh-label");
+    // Re-reserving moves the name to a new label and frees the old one.
+    store.reserve("fresh", "fresh-two", t0).await.unwrap();
+    store.reserve("someone", "fresh-label", later).await.unwrap_err();
+    assert!(store.unreserve("thermo").await.unwrap());
+    assert!(!store.unreserve("thermo").await.unwrap());
+    let names: Vec<String> = store.reservations().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["fresh"]);
+}
+
+async fn check_leases(store: &dyn Store) {
+    let t0 = clock_now();
+    let none = services(&[]);
+    store.claim(claim("on", &none, "s1", t0)).await.unwrap();
+    store.claim(claim("away", &none, "s2", t0)).await.unwrap();
+    store.release("away", "s2", t0, GRACE_MS).await.unwrap();
+    store.claim(claim("gone", &none, "s3", t0)).await.unwrap();
+    store.release("gone", "s3", t0 - GRACE_MS - 10, GRACE_MS).await.unwrap();
+    let mut names: Vec<String> = store.leases(t0 + 1).await.unwrap().into_iter().map(|l| l.name).collect();
+    names.sort();
+    assert_eq!(names, ["away", "on"]);
 }

@@ -5,7 +5,9 @@
 //! and stops on drop, so tests run in parallel without fixed ports.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod process;
 pub mod proxy;
 pub mod raw;

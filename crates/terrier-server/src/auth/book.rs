@@ -1,23 +1,17 @@
 //! The node's view of device tokens: a cache of the token store, checked on
 //! every control and data handshake without a store round trip, refreshed
 //! when the store's version changes (polled every `auth.refresh_interval`,
-//! and at once when an unknown token id is presented, so a token works the
-//! moment `token create` returns).
+//! and checked at once when an unknown token id is presented, so a token
+//! works the moment `token create` returns).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use http::HeaderMap;
-use tokio::time::Instant;
 
 use super::store::TokenStore;
 use super::token::{self, Scope, TokenRecord};
 use crate::store::StoreError;
-
-/// Least time between two store checks caused by unknown token ids, so a
-/// stranger spraying made-up tokens cannot hammer the store.
-const MISS_RECHECK: Duration = Duration::from_millis(200);
 
 /// Why a handshake is not authenticated; each is a 401 with this text,
 /// except a store failure (503).
@@ -29,6 +23,9 @@ pub enum AuthError {
     /// Not a terrier token, or no such token (revoked or never made).
     #[error("invalid or revoked device token")]
     Invalid,
+    /// The token passed its expiry.
+    #[error("device token expired")]
+    Expired,
     /// A valid token used for a name outside its scope.
     #[error("this token may not register device {name:?} (it is for {scope})")]
     WrongName {
@@ -49,7 +46,6 @@ pub enum AuthError {
 pub struct TokenBook {
     store: Arc<dyn TokenStore>,
     cache: RwLock<Cache>,
-    last_miss_check: Mutex<Option<Instant>>,
     online: Arc<Mutex<HashMap<String, usize>>>,
     max_devices_per_token: usize,
 }
@@ -65,6 +61,8 @@ struct Cache {
 pub struct TokenSlot {
     /// Id of the token the session authenticated with.
     pub token_id: String,
+    /// A fleet (prefix) token: it may not take over a name another token holds.
+    pub fleet: bool,
     online: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -90,13 +88,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 impl TokenBook {
     /// A book over `store`; call [`TokenBook::refresh`] once before use.
     pub fn new(store: Arc<dyn TokenStore>, max_devices_per_token: usize) -> Self {
-        Self {
-            store,
-            cache: RwLock::default(),
-            last_miss_check: Mutex::new(None),
-            online: Arc::default(),
-            max_devices_per_token,
-        }
+        Self { store, cache: RwLock::default(), online: Arc::default(), max_devices_per_token }
     }
 
     /// The store behind the book (for create/list/revoke).
@@ -136,7 +128,8 @@ impl TokenBook {
             return (Err(AuthError::TooManyDevices(record.id)), gone);
         }
         *count += 1;
-        (Ok(TokenSlot { token_id: record.id, online: self.online.clone() }), gone)
+        let fleet = matches!(record.scope, Scope::Prefix(_));
+        (Ok(TokenSlot { token_id: record.id, fleet, online: self.online.clone() }), gone)
     }
 
     /// Checks the bearer token of a data handshake; returns its id, which
@@ -153,7 +146,10 @@ impl TokenBook {
             return (Err(AuthError::Invalid), Vec::new());
         };
         let mut gone = Vec::new();
-        if !self.known(id) && self.may_recheck() {
+        // An unknown id costs one cheap version check (a stat, or one Redis
+        // GET); the store is only re-read when it changed. Strangers spraying
+        // made-up tokens are held back by the per-IP handshake limit.
+        if !self.known(id) {
             match self.refresh().await {
                 Ok(ids) => gone = ids,
                 Err(e) => return (Err(e.into()), gone),
@@ -161,23 +157,16 @@ impl TokenBook {
         }
         let record = self.cache.read().expect("cache lock").by_id.get(id).cloned();
         match record {
-            Some(record) if token::secret_matches(&record, secret) => (Ok(record), gone),
+            Some(record) if token::secret_matches(&record, secret) => match record.is_expired(crate::store::now_ms()) {
+                true => (Err(AuthError::Expired), gone),
+                false => (Ok(record), gone),
+            },
             _ => (Err(AuthError::Invalid), gone),
         }
     }
 
     fn known(&self, id: &str) -> bool {
         self.cache.read().expect("cache lock").by_id.contains_key(id)
-    }
-
-    fn may_recheck(&self) -> bool {
-        let mut last = self.last_miss_check.lock().expect("miss lock");
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < MISS_RECHECK) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 
     /// Ids of every cached token (for tests and the admin view).

@@ -2,12 +2,13 @@
 //! able to add or revoke a token (`terrierd token ...`) while the server
 //! runs, and the embedded lease file is held open by that server. So a
 //! single node keeps its tokens in `tokens.json` beside it (rewritten
-//! atomically, under a file lock), and a cluster keeps them in Redis. Both
+//! atomically, under a file lock, with a `tokens.version` counter), and a
+//! cluster keeps them in Redis. Both
 //! expose a cheap `version` that changes with every write, which each node
 //! polls to pick up new and revoked tokens within a second.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -37,6 +38,8 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 /// Tokens of a single node: `<data_dir>/tokens.json`.
 pub struct FileTokenStore {
     path: PathBuf,
+    /// A counter bumped after every write: reading 8 bytes is all a poll costs.
+    version_path: PathBuf,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -47,7 +50,7 @@ struct TokenFile {
 impl FileTokenStore {
     /// Tokens in `dir/tokens.json` (the file appears with the first token).
     pub fn new(dir: &Path) -> Self {
-        Self { path: dir.join("tokens.json") }
+        Self { path: dir.join("tokens.json"), version_path: dir.join("tokens.version") }
     }
 
     fn read(&self) -> Result<TokenFile, StoreError> {
@@ -72,7 +75,21 @@ impl FileTokenStore {
         let text = serde_json::to_vec_pretty(&file).map_err(backend)?;
         write_private(&tmp, &text).map_err(backend)?;
         std::fs::rename(&tmp, &self.path).map_err(backend)?;
+        // Bumped after the rename: a reader that sees the new version reads
+        // the new file (one that sees the old version re-reads next time).
+        let version = self.read_version()? + 1;
+        let tmp = self.version_path.with_extension("tmp");
+        write_private(&tmp, version.to_string().as_bytes()).map_err(backend)?;
+        std::fs::rename(&tmp, &self.version_path).map_err(backend)?;
         Ok(result)
+    }
+
+    fn read_version(&self) -> Result<u64, StoreError> {
+        match std::fs::read_to_string(&self.version_path) {
+            Ok(text) => text.trim().parse().map_err(|_| backend(format!("{} is corrupt", self.version_path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(backend(format!("reading {}: {e}", self.version_path.display()))),
+        }
     }
 }
 
@@ -92,16 +109,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl TokenStore for FileTokenStore {
     async fn version(&self) -> Result<u64, StoreError> {
-        match std::fs::metadata(&self.path) {
-            // Each write renames a new file in: a new inode and mtime.
-            Ok(meta) => {
-                let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
-                let nanos = mtime.map_or(0, |d| d.as_nanos() as u64);
-                Ok(nanos ^ inode(&meta).rotate_left(32) ^ meta.len())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(backend(e)),
-        }
+        self.read_version()
     }
 
     async fn load(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -125,16 +133,6 @@ impl TokenStore for FileTokenStore {
             Ok(file.tokens.len() != before)
         })
     }
-}
-
-#[cfg(unix)]
-fn inode(meta: &std::fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(meta)
-}
-
-#[cfg(not(unix))]
-fn inode(_: &std::fs::Metadata) -> u64 {
-    0
 }
 
 /// Tokens shared by every node of a cluster: the hash `<prefix>tokens`

@@ -75,6 +75,16 @@ pub struct TokenRecord {
     /// Operator's note (who or what it is for).
     #[serde(default)]
     pub note: String,
+    /// When it stops working, Unix ms (never when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Has the token passed its expiry at `now_ms`?
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
 }
 
 /// A freshly minted token: the full text (shown once) and its record.
@@ -95,6 +105,7 @@ pub fn mint(scope: Scope, note: &str, now_ms: u64) -> Minted {
         secret_sha256: sha256_hex(&secret),
         created_ms: now_ms,
         note: note.into(),
+        expires_ms: None,
     };
     Minted { token: format!("{TOKEN_PREFIX}{id}_{secret}"), record }
 }

@@ -192,7 +192,11 @@ fn redirect_to_https<B>(node: &Node, host: &str, req: &Request<B>) -> Response<B
 /// Requests to the server's own domain.
 async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        CONTROL_PATH => control::handshake(node, remote, req).await,
+        CONTROL_PATH => {
+            let response = control::handshake(node.clone(), remote, req).await;
+            node.metrics.handshake(response.status().as_u16());
+            response
+        }
         DATA_PATH => data::handshake(node, req).await,
         "/" => super::text(
             200,
@@ -203,6 +207,7 @@ async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Re
                 node.config.domain
             ),
         ),
+        path if crate::admin::owns(path) => crate::admin::serve(node, req).await,
         _ => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Not found",

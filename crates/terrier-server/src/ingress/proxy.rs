@@ -27,11 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Body;
+use crate::access::Denied;
 use crate::cluster::forward;
+use crate::metrics::{Metrics, StreamKind};
 use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::session::OpenError;
+use crate::tunnel::traffic::{Metered, RequestRecord};
 use crate::Node;
 
 /// Buffer of the in-memory pipe between hyper's client and a data socket.
@@ -60,13 +63,14 @@ pub fn client(
     tasks: TaskTracker,
     idle_stop: CancellationToken,
     limits: &crate::config::Limits,
+    metrics: Arc<Metrics>,
 ) -> DeviceClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(limits.http_idle_timeout)
         .pool_max_idle_per_host(limits.max_idle_http_per_device)
         .set_host(false)
-        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop })
+        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop, metrics })
 }
 
 /// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
@@ -80,6 +84,11 @@ pub async fn forward(
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
+    if !forward::was_forwarded(&req) {
+        if let Err(denied) = node.access.check_http(&session.name, remote.ip(), req.headers()) {
+            return access_denied(&node, &session.name, remote, denied, host);
+        }
+    }
     if !session.http {
         return node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -106,10 +115,30 @@ pub async fn forward(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let mut response = match node.client.request(req).await {
-        Ok(response) => response,
-        Err(e) => return forward_error(&node, &session.name, host, e),
+    let at_ms = now_ms();
+    let result = node.client.request(req).await;
+    node.metrics.visitor_request(started.elapsed());
+    let log = |status: StatusCode, size: Option<u64>| {
+        let record = RequestRecord {
+            at_ms,
+            method: method.to_string(),
+            path: path.clone(),
+            status: status.as_u16(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            size,
+        };
+        session.traffic.log_request(record, node.config.admin.request_log);
     };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            let page = forward_error(&node, &session.name, host, e);
+            log(page.status(), None);
+            return page;
+        }
+    };
+    let size = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    log(response.status(), size);
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -247,6 +276,9 @@ async fn elsewhere_or_offline(
                 _ => None,
             };
             if let Some(peer) = peer {
+                if let Err(denied) = node.access.check_http(&lease.name, remote.ip(), req.headers()) {
+                    return access_denied(node, &lease.name, remote, denied, host);
+                }
                 return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
                     Ok(response) => response,
                     Err(e) => {
@@ -279,6 +311,35 @@ async fn elsewhere_or_offline(
                 detail: "",
                 host,
             })
+        }
+    }
+}
+
+/// The page for a visitor the device's access rules turn away: 403 for an
+/// address off the allow-list, 401 asking for basic auth.
+fn access_denied(node: &Node, device: &str, remote: SocketAddr, denied: Denied, host: &str) -> Response<Body> {
+    tracing::info!(device, %remote, ?denied, "visitor denied by access rules");
+    match denied {
+        Denied::Address => node.pages.render(Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Access denied",
+            message: "This device only accepts visitors from certain networks.",
+            detail: "",
+            host,
+        }),
+        Denied::Credentials => {
+            let mut response = node.pages.render(Page {
+                status: StatusCode::UNAUTHORIZED,
+                title: "Sign in required",
+                message: "This device asks for a user name and password.",
+                detail: "",
+                host,
+            });
+            let realm = format!("Basic realm=\"{}\", charset=\"UTF-8\"", host.replace('"', ""));
+            if let Ok(value) = HeaderValue::from_str(&realm) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
         }
     }
 }
@@ -347,6 +408,8 @@ pub struct StreamConnector {
     tasks: TaskTracker,
     /// Ends the relays of pooled connections once no request can use them.
     idle_stop: CancellationToken,
+    /// Node-wide stream and byte counters.
+    metrics: Arc<Metrics>,
 }
 
 impl tower_service::Service<Uri> for StreamConnector {
@@ -362,10 +425,12 @@ impl tower_service::Service<Uri> for StreamConnector {
         let session = uri.host().and_then(|id| self.sessions.by_id(id));
         let tasks = self.tasks.clone();
         let idle_stop = self.idle_stop.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
             let open = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+            let theirs = Metered::new(theirs, session.traffic.clone(), metrics, StreamKind::Http);
             tasks.spawn(async move {
                 let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {

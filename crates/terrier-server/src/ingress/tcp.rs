@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::StreamKind;
+use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// The bound public ports of this node.
@@ -102,6 +104,10 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
     terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+    if !node.access.allows_address(name, visitor.ip()) {
+        tracing::info!(device = name, service, %visitor, "TCP visitor denied by access rules");
+        return;
+    }
     let Some(session) = node.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
@@ -113,6 +119,7 @@ async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, 
             return;
         }
     };
+    let stream = Metered::new(stream, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
     let relayed = tokio::select! {
         relayed = terrier_transport::relay(socket, stream) => relayed,
         () = node.hard_stop.cancelled() => return,

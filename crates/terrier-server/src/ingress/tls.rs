@@ -99,6 +99,9 @@ async fn passthrough(
     visitor: Prefixed<TcpStream>,
     remote: SocketAddr,
 ) {
+    if !node.access.allows_address(&session.name, remote.ip()) {
+        return tracing::info!(device = %session.name, %remote, "TLS passthrough visitor denied by access rules");
+    }
     let (socket, _permit) = match session.open_stream(PASSTHROUGH_SERVICE).await {
         Ok(open) => (open.socket, open.permit),
         Err(e) => return tracing::info!(device = %session.name, %remote, error = %e, "TLS passthrough not opened"),

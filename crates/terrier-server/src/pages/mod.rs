@@ -93,6 +93,37 @@ impl Pages {
     }
 }
 
+/// The page templates in use, replaceable at run time (`SIGHUP` re-reads
+/// `pages_dir`, so an operator's new page shows without a restart).
+#[derive(Debug)]
+pub struct LivePages {
+    /// The templates now in use.
+    current: std::sync::RwLock<std::sync::Arc<Pages>>,
+    /// Where operator templates come from.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl LivePages {
+    /// Loads the templates of `dir` (or the built-in page).
+    pub fn load(dir: Option<&Path>) -> std::io::Result<Self> {
+        let pages = Pages::load(dir)?;
+        Ok(Self { current: std::sync::RwLock::new(std::sync::Arc::new(pages)), dir: dir.map(Path::to_owned) })
+    }
+
+    /// Renders `page` with the current templates.
+    pub fn render(&self, page: Page<'_>) -> Response<Body> {
+        let pages = self.current.read().expect("pages lock").clone();
+        pages.render(page)
+    }
+
+    /// Re-reads the templates; on error the old ones stay.
+    pub fn reload(&self) -> std::io::Result<()> {
+        let pages = Pages::load(self.dir.as_deref())?;
+        *self.current.write().expect("pages lock") = std::sync::Arc::new(pages);
+        Ok(())
+    }
+}
+
 /// Escapes text for HTML element content and attribute values.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Claim, Lease, NodeInfo, Online, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
 
 /// name -> JSON-encoded [`Lease`].
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
@@ -23,6 +23,11 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const SUBDOMAINS: TableDefinition<&str, &str> = TableDefinition::new("subdomains");
 /// port -> name.
 const PORTS: TableDefinition<u16, &str> = TableDefinition::new("ports");
+
+/// Reserved subdomain -> name.
+const RESERVED: TableDefinition<&str, &str> = TableDefinition::new("reserved");
+/// Name -> its reserved subdomain.
+const RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("reservations");
 
 /// Random probes for a free port before falling back to a scan of the range.
 const PORT_PROBES: usize = 64;
@@ -46,6 +51,8 @@ impl EmbeddedStore {
             txn.open_table(LEASES).map_err(backend)?;
             txn.open_table(SUBDOMAINS).map_err(backend)?;
             txn.open_table(PORTS).map_err(backend)?;
+            txn.open_table(RESERVED).map_err(backend)?;
+            txn.open_table(RESERVATIONS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db), nodes: Arc::default() })
@@ -110,6 +117,8 @@ struct Tables<'txn> {
     leases: Table<'txn, &'static str, &'static [u8]>,
     subdomains: Table<'txn, &'static str, &'static str>,
     ports: Table<'txn, u16, &'static str>,
+    reserved: Table<'txn, &'static str, &'static str>,
+    reservations: Table<'txn, &'static str, &'static str>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -118,6 +127,8 @@ impl<'txn> Tables<'txn> {
             leases: txn.open_table(LEASES).map_err(backend)?,
             subdomains: txn.open_table(SUBDOMAINS).map_err(backend)?,
             ports: txn.open_table(PORTS).map_err(backend)?,
+            reserved: txn.open_table(RESERVED).map_err(backend)?,
+            reservations: txn.open_table(RESERVATIONS).map_err(backend)?,
         })
     }
 
@@ -137,17 +148,37 @@ impl<'txn> Tables<'txn> {
     /// Removes a lease and its index entries.
     fn delete(&mut self, lease: &Lease) -> Result<(), StoreError> {
         self.leases.remove(lease.name.as_str()).map_err(backend)?;
-        self.subdomains.remove(lease.subdomain.as_str()).map_err(backend)?;
+        self.drop_subdomain(lease)?;
         for port in lease.ports.values() {
             self.ports.remove(*port).map_err(backend)?;
         }
         Ok(())
     }
 
+    /// Removes the subdomain index entry of `lease` if it still points at it.
+    fn drop_subdomain(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        let owner = self.subdomains.get(lease.subdomain.as_str()).map_err(backend)?.map(|v| v.value() == lease.name);
+        if owner == Some(true) {
+            self.subdomains.remove(lease.subdomain.as_str()).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// The subdomain reserved for `name`, if any.
+    fn reservation(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.reservations.get(name).map_err(backend)?.map(|v| v.value().to_owned()))
+    }
+
     fn fresh_subdomain(&mut self, name: &str) -> Result<String, StoreError> {
+        if let Some(reserved) = self.reservation(name)? {
+            self.subdomains.insert(reserved.as_str(), name).map_err(backend)?;
+            return Ok(reserved);
+        }
         loop {
             let sub = terrier_transport::ids::random_subdomain();
-            if self.subdomains.get(sub.as_str()).map_err(backend)?.is_none() {
+            let taken = self.subdomains.get(sub.as_str()).map_err(backend)?.is_some()
+                || self.reserved.get(sub.as_str()).map_err(backend)?.is_some();
+            if !taken {
                 self.subdomains.insert(sub.as_str(), name).map_err(backend)?;
                 return Ok(sub);
             }
@@ -193,7 +224,15 @@ impl<'txn> Tables<'txn> {
             None => None,
         };
         let mut lease = match live {
-            Some(lease) => lease,
+            // A reservation made since the lease began applies now.
+            Some(mut lease) => {
+                if let Some(reserved) = self.reservation(claim.name)?.filter(|r| *r != lease.subdomain) {
+                    self.drop_subdomain(&lease)?;
+                    self.subdomains.insert(reserved.as_str(), claim.name).map_err(backend)?;
+                    lease.subdomain = reserved;
+                }
+                lease
+            }
             None => Lease {
                 name: claim.name.to_owned(),
                 subdomain: self.fresh_subdomain(claim.name)?,
@@ -389,6 +428,75 @@ impl Store for EmbeddedStore {
             Ok(stored)
         })
         .await
+    }
+
+    async fn leases(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let leases = txn.open_table(LEASES).map_err(backend)?;
+            let mut live = Vec::new();
+            for row in leases.iter().map_err(backend)? {
+                let (_, bytes) = row.map_err(backend)?;
+                let lease = decode(bytes.value())?;
+                if lease.is_live(now_ms) {
+                    live.push(lease);
+                }
+            }
+            Ok(live)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn reserve(&self, name: &str, subdomain: &str, now_ms: u64) -> Result<(), StoreError> {
+        let (name, label) = (name.to_owned(), subdomain.to_owned());
+        self.write(move |t| {
+            let owner = t.reserved.get(label.as_str()).map_err(backend)?.map(|v| v.value().to_owned());
+            if owner.is_some_and(|o| o != name) {
+                return Err(StoreError::SubdomainTaken(label));
+            }
+            let holder = t.subdomains.get(label.as_str()).map_err(backend)?.map(|v| v.value().to_owned());
+            if let Some(holder) = holder.filter(|h| *h != name) {
+                if t.get(&holder)?.is_some_and(|l| l.is_live(now_ms) && l.subdomain == label) {
+                    return Err(StoreError::SubdomainTaken(label));
+                }
+            }
+            if let Some(old) = t.reservation(&name)?.filter(|old| *old != label) {
+                t.reserved.remove(old.as_str()).map_err(backend)?;
+            }
+            t.reserved.insert(label.as_str(), name.as_str()).map_err(backend)?;
+            t.reservations.insert(name.as_str(), label.as_str()).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unreserve(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(move |t| {
+            let Some(label) = t.reservation(&name)? else { return Ok(false) };
+            t.reservations.remove(name.as_str()).map_err(backend)?;
+            t.reserved.remove(label.as_str()).map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(RESERVATIONS).map_err(backend)?;
+            let mut all = Vec::new();
+            for row in table.iter().map_err(backend)? {
+                let (name, label) = row.map_err(backend)?;
+                all.push(Reservation { name: name.value().to_owned(), subdomain: label.value().to_owned() });
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(backend)?
     }
 }
 

@@ -8,6 +8,7 @@
 //! store has no clock of its own and tests decide what "now" is.
 
 pub mod embedded;
+pub mod metered;
 pub mod redis;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,9 @@ pub enum StoreError {
     /// The device has no lease (it expired or was never made).
     #[error("no lease for device {0:?}")]
     NoLease(String),
+    /// The subdomain is reserved for, or held by, another device.
+    #[error("subdomain {0:?} is taken by another device")]
+    SubdomainTaken(String),
     /// The backend failed (disk, network, corrupt record).
     #[error("store backend: {0}")]
     Backend(String),
@@ -140,6 +144,31 @@ pub trait Store: Send + Sync + 'static {
     /// (Redis restarted empty): kept if the name has no other live lease and
     /// its subdomain and ports are still free. Returns the lease now stored.
     async fn restore(&self, lease: &Lease, now_ms: u64) -> Result<Lease, StoreError>;
+
+    /// Every live lease (online or in its grace period), for the admin API.
+    async fn leases(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError>;
+
+    /// Reserves `subdomain` for device `name` for good: its leases always
+    /// get it (from its next connection on), and no other device can. Fails
+    /// with [`StoreError::SubdomainTaken`] when another device holds or
+    /// reserved it. Replaces an earlier reservation of `name`.
+    async fn reserve(&self, name: &str, subdomain: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Drops the reservation of `name`; returns whether there was one. A
+    /// live lease keeps the subdomain until it expires.
+    async fn unreserve(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every reservation, sorted by name.
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError>;
+}
+
+/// A subdomain reserved for one device name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Device name.
+    pub name: String,
+    /// The subdomain label it always gets.
+    pub subdomain: String,
 }
 
 /// One terrierd node as the others see it.

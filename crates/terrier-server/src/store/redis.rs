@@ -18,13 +18,15 @@ use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{Claim, Lease, NodeInfo, Online, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Fresh candidates per attempt; with 51-bit subdomains, one is plenty.
 const SUB_CANDIDATES: usize = 4;
 /// Random port candidates per needed port before the script scans.
 const PORT_CANDIDATES_PER_SERVICE: usize = 8;
+/// Leases read per pipelined round trip when listing them all.
+const LIST_CHUNK: usize = 500;
 /// Attempts with fresh candidates when all were taken.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -47,6 +49,8 @@ struct Scripts {
     sweep: Script,
     recover: Script,
     restore: Script,
+    reserve: Script,
+    unreserve: Script,
 }
 
 impl RedisStore {
@@ -72,6 +76,8 @@ impl RedisStore {
                 sweep: script(include_str!("lua/sweep.lua")),
                 recover: script(include_str!("lua/recover.lua")),
                 restore: script(include_str!("lua/restore.lua")),
+                reserve: script(include_str!("lua/reserve.lua")),
+                unreserve: script(include_str!("lua/unreserve.lua")),
             },
         })
     }
@@ -328,6 +334,88 @@ impl Store for RedisStore {
             Err(e) => Err(backend(e)),
         }
     }
+
+    async fn leases(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}lease:*", self.prefix);
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            // SCAN, not KEYS: it never blocks Redis for long on a big deployment.
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            names.extend(
+                keys.into_iter().filter_map(|k| k.strip_prefix(&pattern[..pattern.len() - 1]).map(str::to_owned)),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        // One pipelined round trip per chunk instead of one per device.
+        let mut leases = Vec::with_capacity(names.len());
+        for chunk in names.chunks(LIST_CHUNK) {
+            let mut pipe = redis::pipe();
+            for name in chunk {
+                pipe.cmd("HGETALL").arg(self.key("lease", name));
+            }
+            let rows: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+            for fields in rows.into_iter().filter(|f| !f.is_empty()) {
+                let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+                let lease = decode([
+                    get("name"),
+                    get("sub"),
+                    get("ports"),
+                    get("session"),
+                    get("node"),
+                    get("since"),
+                    get("seen"),
+                    get("exp"),
+                ])?;
+                if lease.is_live(now_ms) {
+                    leases.push(lease);
+                }
+            }
+        }
+        Ok(leases)
+    }
+
+    async fn reserve(&self, name: &str, subdomain: &str, now_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let result: redis::RedisResult<i64> =
+            self.scripts.reserve.arg(&self.prefix).arg(name).arg(subdomain).arg(now_ms).invoke_async(&mut conn).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if script_error(&e) == Some("TAKEN") => Err(StoreError::SubdomainTaken(subdomain.to_owned())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn unreserve(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: i64 =
+            self.scripts.unreserve.arg(&self.prefix).arg(name).invoke_async(&mut conn).await.map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{}reservations", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(all.into_iter().map(|(name, subdomain)| Reservation { name, subdomain }).collect())
+    }
 }
 
 /// Random ports of `range` as a comma-separated list.
@@ -340,7 +428,7 @@ fn port_candidates(range: &RangeInclusive<u16>, count: usize) -> String {
 /// is. Redis versions decorate script errors differently, so look for ours.
 fn script_error(e: &redis::RedisError) -> Option<&'static str> {
     let text = e.to_string();
-    ["NOSUB", "NOPORT", "NOLEASE"].into_iter().find(|code| text.contains(code))
+    ["NOSUB", "NOPORT", "NOLEASE", "TAKEN"].into_iter().find(|code| text.contains(code))
 }
 
 /// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.

@@ -112,6 +112,10 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             return text(auth_status(&e), e.to_string());
         }
     };
+    if let Some(owner) = held_by_another_token(&node, &identity, &params.name) {
+        tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
+        return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
+    }
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&node).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
@@ -142,6 +146,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             http: params.http,
             tcp: lease.ports.clone(),
             agent: params.agent.clone(),
+            platform: params.platform.clone(),
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
@@ -175,6 +180,16 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
         .instrument(span),
     );
     empty(accept)
+}
+
+/// A fleet token may not take over a name that is online under another
+/// token (an exact-name token may: the operator minted it for that name, so
+/// rotating tokens works). Returns the holding token's id.
+fn held_by_another_token(node: &Node, identity: &crate::auth::Identity, name: &str) -> Option<String> {
+    let crate::auth::Identity::Token(slot) = identity else { return None };
+    let current = node.sessions.by_name(name)?;
+    let owner = current.identity.token_id()?;
+    (slot.fleet && owner != slot.token_id && !current.closed.is_cancelled()).then(|| owner.to_owned())
 }
 
 /// The status for a refused credential: 401, except for limits (429) and

@@ -6,6 +6,7 @@ pub mod control;
 pub mod data;
 pub mod registry;
 pub mod session;
+pub mod traffic;
 pub mod upgrade;
 
 /// A data socket once upgraded: a WebSocket over hyper's upgraded connection.

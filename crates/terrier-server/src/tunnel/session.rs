@@ -35,8 +35,12 @@ pub struct Session {
     pub tcp: BTreeMap<String, u16>,
     /// Agent software (`terrier/0.1.0`), for logs.
     pub agent: String,
+    /// Agent platform (`linux-aarch64`), for the admin API.
+    pub platform: String,
     /// When the session started, Unix ms.
     pub since_ms: u64,
+    /// Bytes, streams and recent HTTP requests, for the admin API.
+    pub traffic: Arc<super::traffic::Traffic>,
     /// How the device authenticated; data sockets must match it.
     pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
@@ -128,6 +132,8 @@ pub struct SessionInit {
     pub tcp: BTreeMap<String, u16>,
     /// Agent software.
     pub agent: String,
+    /// Agent platform.
+    pub platform: String,
     /// Limit on pending streams.
     pub max_pending: usize,
     /// Wait for a data socket.
@@ -155,7 +161,9 @@ impl Session {
             http: init.http,
             tcp: init.tcp,
             agent: init.agent,
+            platform: init.platform,
             since_ms: crate::store::now_ms(),
+            traffic: Arc::default(),
             identity: init.identity,
             control,
             closed,

@@ -15,12 +15,20 @@ if lease and not is_live(lease, now) then
 end
 
 -- Phase 1: decide everything; fail before writing anything.
-local sub
-if lease then
+-- A reserved subdomain wins, also over the one a live lease had.
+local reserved = redis.call('HGET', P .. 'reservations', name)
+local sub, old_sub
+if reserved then
+  sub = reserved
+  if lease and lease.sub ~= reserved then old_sub = lease.sub end
+elseif lease then
   sub = lease.sub
 else
   for _, c in ipairs(sub_candidates) do
-    if redis.call('EXISTS', P .. 'sub:' .. c) == 0 then sub = c break end
+    if redis.call('EXISTS', P .. 'sub:' .. c) == 0 and redis.call('HEXISTS', P .. 'reserved', c) == 0 then
+      sub = c
+      break
+    end
   end
   if not sub then return redis.error_reply('NOSUB') end
 end
@@ -45,6 +53,7 @@ for _, svc in ipairs(services) do
 end
 
 -- Phase 2: write.
+if old_sub and redis.call('GET', P .. 'sub:' .. old_sub) == name then redis.call('DEL', P .. 'sub:' .. old_sub) end
 for _, port in ipairs(freed) do
   if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
 end

@@ -6,6 +6,8 @@
 --   P.."port:"..port    string: name          (expires with the lease)
 --   P.."node:"..node    set of names online on that node
 --   P.."expiring"       sorted set: name scored by exp, for sweeps
+--   P.."reservations"   hash: name -> reserved subdomain label (no expiry)
+--   P.."reserved"       hash: reserved subdomain label -> name
 local P = ARGV[1]
 
 local function load(name)

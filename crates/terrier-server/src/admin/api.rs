@@ -1,0 +1,326 @@
+//! The admin JSON API (`/api/v1/...`): devices, disconnecting one,
+//! subdomain reservations, server info. Devices online on this node come with
+//! live traffic from their session; others (offline, or online on another
+//! node of a cluster) come from their lease in the store.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::{error, json};
+use crate::ingress::Body;
+use crate::store::{now_ms, Lease, StoreError};
+use crate::tunnel::session::Session;
+use crate::tunnel::traffic::RequestRecord;
+use crate::Node;
+
+/// Largest request body the API reads.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// One device as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceView {
+    /// Device name.
+    pub name: String,
+    /// Its subdomain label.
+    pub subdomain: String,
+    /// Public URL of its HTTP service (the subdomain's URL).
+    pub url: String,
+    /// Does it serve HTTP? Known while it is online on this node.
+    pub http: Option<bool>,
+    /// Online anywhere in the cluster?
+    pub online: bool,
+    /// Node holding it while online.
+    pub node: Option<String>,
+    /// Session id while online.
+    pub session: Option<String>,
+    /// When the current connection started, Unix ms.
+    pub connected_since_ms: Option<u64>,
+    /// Last time it was seen (now while online), Unix ms.
+    pub last_seen_ms: u64,
+    /// While offline: when its lease (subdomain, ports) ends, Unix ms.
+    pub expires_at_ms: Option<u64>,
+    /// Host its TCP ports are reached at.
+    pub tcp_host: String,
+    /// Public TCP port of each service.
+    pub tcp: Vec<TcpView>,
+    /// Visitor streams open now (online on this node only).
+    pub streams_open: Option<u64>,
+    /// Visitor streams since it connected (online on this node only).
+    pub streams_total: Option<u64>,
+    /// Bytes from visitors into the device since it connected.
+    pub bytes_in: Option<u64>,
+    /// Bytes from the device to visitors since it connected.
+    pub bytes_out: Option<u64>,
+    /// Agent software and version, e.g. `terrier/0.1.0`.
+    pub agent: Option<String>,
+    /// Agent platform, e.g. `linux-aarch64`.
+    pub platform: Option<String>,
+    /// The subdomain reserved for this name, if any.
+    pub reserved_subdomain: Option<String>,
+}
+
+/// One public TCP port.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpView {
+    /// The agent's service id.
+    pub service: String,
+    /// Public port.
+    pub port: u16,
+}
+
+#[derive(Deserialize)]
+struct ReserveBody {
+    subdomain: String,
+}
+
+/// Routes an authorized API request.
+pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().trim_start_matches(super::API_PREFIX).trim_end_matches('/').to_owned();
+    let parts: Vec<&str> = path.split('/').collect();
+    let method = req.method().clone();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["server"]) => json(StatusCode::OK, &server_info(&node).await),
+        (&Method::GET, ["devices"]) => list_devices(&node, req.uri().query()).await,
+        (&Method::GET, ["devices", name]) => match device(&node, name).await {
+            Ok(Some(view)) => json(StatusCode::OK, &view),
+            Ok(None) => error(StatusCode::NOT_FOUND, "no such device"),
+            Err(e) => store_error(e),
+        },
+        (&Method::GET, ["devices", name, "requests"]) => requests(&node, name),
+        (&Method::POST, ["devices", name, "disconnect"]) => disconnect(&node, name).await,
+        (&Method::GET, ["reservations"]) => match node.store.reservations().await {
+            Ok(all) => json(StatusCode::OK, &serde_json::json!({ "reservations": all })),
+            Err(e) => store_error(e),
+        },
+        (&Method::PUT, ["reservations", name]) => {
+            let name = name.to_string();
+            reserve(&node, &name, req).await
+        }
+        (&Method::DELETE, ["reservations", name]) => match node.store.unreserve(name).await {
+            Ok(true) => Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(http_body_util::Either::Right(Default::default()))
+                .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response")),
+            Ok(false) => error(StatusCode::NOT_FOUND, "no reservation for this name"),
+            Err(e) => store_error(e),
+        },
+        (&Method::GET, ["tokens"]) => super::tokens::list(&node).await,
+        (&Method::POST, ["tokens"]) => super::tokens::create(&node, req).await,
+        (&Method::DELETE, ["tokens", id]) => super::tokens::revoke(&node, id).await,
+        (_, ["server" | "devices" | "reservations" | "tokens", ..]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such API endpoint"),
+    }
+}
+
+/// `GET /api/v1/server`.
+async fn server_info(node: &Node) -> serde_json::Value {
+    let nodes = node.store.nodes().await.unwrap_or_default();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": node.node_id,
+        "domain": node.config.domain,
+        "public_scheme": node.config.public_scheme,
+        "public_port": node.config.public_port(),
+        "store": if node.config.store == "embedded" { "embedded" } else { "redis" },
+        "devices_online": node.sessions.len(),
+        "uptime_secs": node.admin.started.elapsed().as_secs(),
+        "grace_period_secs": node.config.grace_period.as_secs(),
+        "tcp_port_min": node.config.tcp_port_min,
+        "tcp_port_max": node.config.tcp_port_max,
+        "request_log": node.config.admin.request_log,
+        "auth_mode": match node.auth.mode {
+            crate::auth::AuthMode::Open => "open",
+            _ => "token",
+        },
+        "nodes": nodes.iter().map(|n| serde_json::json!({
+            "id": n.id, "advertise_url": n.advertise_url, "devices": n.devices,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Every device with a lease (or a session here), sorted by name.
+pub async fn all_devices(node: &Node) -> Result<Vec<DeviceView>, StoreError> {
+    let now = now_ms();
+    let leases = node.store.leases(now).await?;
+    let reservations: BTreeMap<String, String> =
+        node.store.reservations().await?.into_iter().map(|r| (r.name, r.subdomain)).collect();
+    let mut views: BTreeMap<String, DeviceView> = BTreeMap::new();
+    for lease in &leases {
+        views.insert(lease.name.clone(), lease_view(node, lease, now));
+    }
+    // Local sessions are the truth for this node (and cover a store that
+    // briefly lost a lease).
+    for session in node.sessions.all() {
+        views.insert(session.name.clone(), session_view(node, &session, now));
+    }
+    Ok(views
+        .into_values()
+        .map(|mut v| {
+            v.reserved_subdomain = reservations.get(&v.name).cloned();
+            v
+        })
+        .collect())
+}
+
+/// `GET /api/v1/devices?status=online|offline&q=text`.
+async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
+    let (mut status, mut q) = (String::from("all"), String::new());
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "status" => status = value.into_owned(),
+            "q" => q = value.to_lowercase(),
+            _ => {}
+        }
+    }
+    let want_online = match status.as_str() {
+        "all" => None,
+        "online" => Some(true),
+        "offline" => Some(false),
+        _ => return error(StatusCode::BAD_REQUEST, "status must be all, online or offline"),
+    };
+    let devices = match all_devices(node).await {
+        Ok(devices) => devices,
+        Err(e) => return store_error(e),
+    };
+    let devices: Vec<DeviceView> = devices
+        .into_iter()
+        .filter(|d| want_online.is_none_or(|w| d.online == w))
+        .filter(|d| q.is_empty() || d.name.contains(&q) || d.subdomain.contains(&q))
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "devices": devices }))
+}
+
+/// One device by name: its local session, or its lease.
+async fn device(node: &Node, name: &str) -> Result<Option<DeviceView>, StoreError> {
+    let now = now_ms();
+    let mut view = match node.sessions.by_name(name) {
+        Some(session) => session_view(node, &session, now),
+        None => match node.store.by_name(name, now).await? {
+            Some(lease) => lease_view(node, &lease, now),
+            None => return Ok(None),
+        },
+    };
+    view.reserved_subdomain =
+        node.store.reservations().await?.into_iter().find(|r| r.name == name).map(|r| r.subdomain);
+    Ok(Some(view))
+}
+
+/// `GET /api/v1/devices/{name}/requests`: the live request log.
+fn requests(node: &Node, name: &str) -> Response<Body> {
+    let requests: Vec<RequestRecord> = node.sessions.by_name(name).map(|s| s.traffic.requests()).unwrap_or_default();
+    json(StatusCode::OK, &serde_json::json!({ "requests": requests }))
+}
+
+/// `POST /api/v1/devices/{name}/disconnect`: closes its control socket (the
+/// agent will reconnect by itself, with backoff).
+async fn disconnect(node: &Node, name: &str) -> Response<Body> {
+    if let Some(session) = node.sessions.by_name(name) {
+        tracing::info!(device = name, session = %session.id, "disconnected by the operator");
+        session.close(terrier_proto::handshake::close::DISCONNECTED);
+        return json(StatusCode::OK, &serde_json::json!({ "disconnected": true, "node": node.node_id }));
+    }
+    match node.store.by_name(name, now_ms()).await {
+        Ok(Some(lease)) if lease.online.is_some() => {
+            let other = lease.online.map(|o| o.node).unwrap_or_default();
+            error(StatusCode::CONFLICT, &format!("device is connected to node {other}; ask that node"))
+        }
+        Ok(_) => error(StatusCode::NOT_FOUND, "device is not online"),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `PUT /api/v1/reservations/{name}` with `{"subdomain": "..."}`.
+async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Body> {
+    if !terrier_proto::name::is_valid_name(name) {
+        return error(StatusCode::BAD_REQUEST, "bad device name: 1-63 of [a-z0-9-]");
+    }
+    let Ok(ReserveBody { subdomain }) = read_json::<ReserveBody>(req).await else {
+        return error(StatusCode::BAD_REQUEST, "expected JSON {\"subdomain\": \"label\"}");
+    };
+    if !terrier_proto::name::is_valid_subdomain(&subdomain) {
+        return error(StatusCode::BAD_REQUEST, "bad subdomain: a DNS label of [a-z0-9-]");
+    }
+    match node.store.reserve(name, &subdomain, now_ms()).await {
+        Ok(()) => {
+            tracing::info!(device = name, %subdomain, "subdomain reserved");
+            json(StatusCode::OK, &crate::store::Reservation { name: name.to_owned(), subdomain })
+        }
+        Err(StoreError::SubdomainTaken(_)) => error(StatusCode::CONFLICT, "subdomain is taken by another device"),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Reads a small JSON body (at most 16 KiB).
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ()> {
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await.map_err(|_| ())?.to_bytes();
+    serde_json::from_slice(&body).map_err(|_| ())
+}
+
+/// A store failure as a `503` (logged).
+pub fn store_error(e: StoreError) -> Response<Body> {
+    tracing::error!(error = %e, "admin API: store call failed");
+    error(StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}"))
+}
+
+fn tcp_views(ports: &BTreeMap<String, u16>) -> Vec<TcpView> {
+    ports.iter().map(|(service, port)| TcpView { service: service.clone(), port: *port }).collect()
+}
+
+/// A device online on this node, with its live counters.
+fn session_view(node: &Node, session: &Session, now: u64) -> DeviceView {
+    let t = &session.traffic;
+    DeviceView {
+        name: session.name.clone(),
+        subdomain: session.subdomain.clone(),
+        url: node.config.device_url(&session.subdomain),
+        http: Some(session.http),
+        online: true,
+        node: Some(node.node_id.clone()),
+        session: Some(session.id.clone()),
+        connected_since_ms: Some(session.since_ms),
+        last_seen_ms: now,
+        expires_at_ms: None,
+        tcp_host: node.config.tcp_host().to_owned(),
+        tcp: tcp_views(&session.tcp),
+        streams_open: Some(t.streams_open.load(Ordering::Relaxed)),
+        streams_total: Some(t.streams_total.load(Ordering::Relaxed)),
+        bytes_in: Some(t.bytes_in.load(Ordering::Relaxed)),
+        bytes_out: Some(t.bytes_out.load(Ordering::Relaxed)),
+        agent: Some(session.agent.clone()).filter(|a| !a.is_empty()),
+        platform: Some(session.platform.clone()).filter(|p| !p.is_empty()),
+        reserved_subdomain: None,
+    }
+}
+
+/// A device known from its lease only (offline, or on another node).
+fn lease_view(node: &Node, lease: &Lease, _now: u64) -> DeviceView {
+    DeviceView {
+        name: lease.name.clone(),
+        subdomain: lease.subdomain.clone(),
+        url: node.config.device_url(&lease.subdomain),
+        http: None,
+        online: lease.online.is_some(),
+        node: lease.online.as_ref().map(|o| o.node.clone()),
+        session: lease.online.as_ref().map(|o| o.session.clone()),
+        connected_since_ms: lease.online.as_ref().map(|o| o.since_ms),
+        last_seen_ms: lease.last_seen_ms,
+        expires_at_ms: lease.expires_at_ms,
+        tcp_host: node.config.tcp_host().to_owned(),
+        tcp: tcp_views(&lease.ports),
+        streams_open: None,
+        streams_total: None,
+        bytes_in: None,
+        bytes_out: None,
+        agent: None,
+        platform: None,
+        reserved_subdomain: None,
+    }
+}

@@ -1,0 +1,173 @@
+//! What one online device moved: bytes each way, streams open and total, and
+//! its recent HTTP requests (the live request log of the dashboard).
+//!
+//! The ingress wraps every visitor byte stream it relays in [`Metered`], so
+//! counts grow while a transfer runs (not only when it ends), and a stream
+//! counts as open exactly as long as its relay runs. Node-wide totals for
+//! `/metrics` are updated by the same wrapper ([`crate::metrics`]).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::metrics::{Metrics, StreamKind};
+
+/// Live counters of one session.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes from visitors into the device.
+    pub bytes_in: AtomicU64,
+    /// Bytes from the device out to visitors.
+    pub bytes_out: AtomicU64,
+    /// Streams (data sockets with a visitor) open now.
+    pub streams_open: AtomicU64,
+    /// Streams opened since the session started.
+    pub streams_total: AtomicU64,
+    /// Last HTTP requests through the device's subdomain, newest last.
+    requests: Mutex<VecDeque<RequestRecord>>,
+}
+
+/// One HTTP request through a device's subdomain.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When the request arrived, Unix ms.
+    pub at_ms: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Path (without the query string, which may carry secrets).
+    pub path: String,
+    /// Status the device answered (or the error page's status).
+    pub status: u16,
+    /// Time until the response head, in milliseconds.
+    pub duration_ms: u64,
+    /// Response body size from `Content-Length`; `None` when streamed.
+    pub size: Option<u64>,
+}
+
+impl Traffic {
+    /// Appends a request to the log, dropping the oldest beyond `keep`.
+    pub fn log_request(&self, record: RequestRecord, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        let mut log = self.requests.lock().expect("request log lock");
+        while log.len() >= keep {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    /// The logged requests, newest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests.lock().expect("request log lock").iter().rev().cloned().collect()
+    }
+}
+
+/// A visitor byte stream being relayed to a device: counts bytes into the
+/// session's [`Traffic`] and the node's [`Metrics`], and holds the stream
+/// "open" until dropped.
+pub struct Metered<T> {
+    /// The visitor side of the relay.
+    inner: T,
+    /// Where the counts go.
+    traffic: Arc<Traffic>,
+    /// Node-wide counters.
+    metrics: Arc<Metrics>,
+    /// HTTP or TCP, for the metric labels.
+    kind: StreamKind,
+}
+
+impl<T> Metered<T> {
+    /// Wraps `inner`; the stream is open from now until the wrapper drops.
+    pub fn new(inner: T, traffic: Arc<Traffic>, metrics: Arc<Metrics>, kind: StreamKind) -> Self {
+        traffic.streams_open.fetch_add(1, Ordering::Relaxed);
+        traffic.streams_total.fetch_add(1, Ordering::Relaxed);
+        metrics.stream_opened(kind);
+        Self { inner, traffic, metrics, kind }
+    }
+}
+
+impl<T> Drop for Metered<T> {
+    fn drop(&mut self) {
+        self.traffic.streams_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.stream_closed(self.kind);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            // Read from the visitor side: on its way into the device.
+            this.traffic.bytes_in.fetch_add(n, Ordering::Relaxed);
+            this.metrics.bytes_to_device(n);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.traffic.bytes_out.fetch_add(*n as u64, Ordering::Relaxed);
+            this.metrics.bytes_from_device(*n as u64);
+        }
+        polled
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> RequestRecord {
+        RequestRecord { at_ms: 1, method: "GET".into(), path: path.into(), status: 200, duration_ms: 1, size: None }
+    }
+
+    #[test]
+    fn request_log_keeps_the_newest_n() {
+        let t = Traffic::default();
+        for i in 0..5 {
+            t.log_request(record(&format!("/{i}")), 3);
+        }
+        let paths: Vec<String> = t.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/4", "/3", "/2"]);
+        t.log_request(record("/x"), 0);
+        assert_eq!(t.requests().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn metered_counts_both_directions_and_open_streams() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let traffic = Arc::new(Traffic::default());
+        let metrics = Arc::new(Metrics::default());
+        let mut m = Metered::new(a, traffic.clone(), metrics, StreamKind::Tcp);
+        assert_eq!(traffic.streams_open.load(Ordering::Relaxed), 1);
+        b.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        m.read_exact(&mut buf).await.unwrap();
+        m.write_all(b"hi").await.unwrap();
+        assert_eq!(traffic.bytes_in.load(Ordering::Relaxed), 5);
+        assert_eq!(traffic.bytes_out.load(Ordering::Relaxed), 2);
+        drop(m);
+        assert_eq!(traffic.streams_open.load(Ordering::Relaxed), 0);
+        assert_eq!(traffic.streams_total.load(Ordering::Relaxed), 1);
+    }
+}

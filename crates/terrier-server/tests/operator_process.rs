@@ -1,0 +1,240 @@
+//! The operator's side of `terrierd` as a real process: `SIGHUP` reloads the
+//! admin token and the page templates while a tunnel stays up; `--demo`
+//! prints the dashboard and its token; `completions` and `man` print what
+//! packagers install; `TERRIERD__*` and `--set` reach any config key.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use terrier_agent::Event;
+use terrier_testkit::admin::AdminClient;
+use terrier_testkit::visitor::{device_host, Visitor};
+use terrier_testkit::{eventually, init_logging, TestAgent};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const TERRIERD: &str = env!("CARGO_BIN_EXE_terrierd");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A terrierd child process (killed on drop) and its stdout lines.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    stdout: mpsc::UnboundedReceiver<String>,
+}
+
+impl Process {
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut command = terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_");
+        command.arg("--listen").arg(addr.to_string()).args(args).envs(env.iter().copied());
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn terrierd");
+        let (tx, stdout) = mpsc::unbounded_channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("terrierd stdout: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("terrierd stderr: {line}");
+            }
+        });
+        let mut process = Self { child, addr, stdout };
+        let until = tokio::time::Instant::now() + TIMEOUT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("terrierd exited during startup: {status}");
+            }
+            assert!(tokio::time::Instant::now() < until, "terrierd accepts connections within {TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    async fn line_containing(&mut self, needle: &str) -> String {
+        tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = self.stdout.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("stdout closed before {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("terrierd printed {needle:?}"))
+    }
+
+    async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().await.unwrap();
+        assert!(status.success());
+    }
+
+    async fn stop(mut self) {
+        self.signal("TERM").await;
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait()).await.expect("exits").unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+fn free_port_range() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("{port}-{port}")
+}
+
+#[tokio::test]
+async fn sighup_reloads_admin_token_and_pages_while_the_tunnel_stays_up() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    let pages = dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    std::fs::write(&token_file, "first-admin-token-0123456789\n").unwrap();
+    std::fs::write(pages.join("404.html"), "<h1>old page {{status}}</h1>").unwrap();
+    let data = dir.path().join("data");
+    let server = Process::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+            "--pages-dir",
+            pages.to_str().unwrap(),
+            "--tcp-ports",
+            &free_port_range(),
+        ],
+        &[],
+    )
+    .await;
+    let url = url::Url::parse(&format!("http://{}", server.addr)).unwrap();
+    let (mut agent, host) = TestAgent::web_device(url, "stays-up").await;
+    let first_session = agent.connected(1).await.session;
+    let old = AdminClient::new(server.addr, Some("first-admin-token-0123456789".into()));
+    let new = AdminClient::new(server.addr, Some("second-admin-token-9876543210".into()));
+    assert_eq!(old.get("/api/v1/server").await.status, 200);
+    assert_eq!(new.get("/api/v1/server").await.status, 401);
+    let visitor = Visitor::new(server.addr);
+    assert!(visitor.get(&device_host("nosuchdevice"), "/").await.body.contains("old page 404"));
+
+    // Rotate the token and replace the page, then SIGHUP.
+    std::fs::write(&token_file, "second-admin-token-9876543210\n").unwrap();
+    std::fs::write(pages.join("404.html"), "<h1>new page {{status}}</h1>").unwrap();
+    server.signal("HUP").await;
+    eventually(TIMEOUT, "the new admin token to work", || async {
+        (new.get("/api/v1/server").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(old.get("/api/v1/server").await.status, 401, "the old token stops working");
+    assert!(visitor.get(&device_host("nosuchdevice"), "/").await.body.contains("new page 404"));
+
+    // The tunnel never dropped: same session, no disconnect, still serving.
+    assert_eq!(visitor.get(&host, "/hello").await.status, 200);
+    let device = new.get("/api/v1/devices/stays-up").await;
+    assert_eq!(device.json["session"], first_session.as_str());
+    assert!(!agent.events().iter().any(|e| matches!(e, Event::Disconnected { .. })), "{:?}", agent.events());
+
+    // A bad token file keeps the current token.
+    std::fs::write(&token_file, "short\n").unwrap();
+    server.signal("HUP").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(new.get("/api/v1/server").await.status, 200);
+
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_prints_the_dashboard_and_its_token_and_overrides_reach_any_key() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(
+        &[
+            "--demo",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--tcp-ports",
+            &free_port_range(),
+            "--set",
+            "admin.request_log=7",
+        ],
+        &[("TERRIERD__LIMITS__MAX_PENDING_STREAMS", "9")],
+    )
+    .await;
+    let line = server.line_containing("dashboard: ").await;
+    assert!(line.contains(&format!("http://localhost:{}/dashboard", server.addr.port())), "{line}");
+    let token = line.split("admin token: ").nth(1).expect("--demo prints the token").trim_end_matches(')').to_owned();
+    let admin = AdminClient::new(server.addr, Some(token));
+    let info = admin.get("/api/v1/server").await;
+    assert_eq!(info.status, 200, "the printed token works");
+    assert_eq!(info.json["request_log"], 7, "--set reached admin.request_log");
+    server.stop().await;
+
+    // Without --demo, only the file is named: the token is never logged.
+    let dir = tempfile::tempdir().unwrap();
+    let mut quiet = Process::start(&["--data-dir", dir.path().to_str().unwrap()], &[]).await;
+    let line = quiet.line_containing("dashboard: ").await;
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert!(line.contains("admin.token") && !line.contains(token.trim()), "{line}");
+    quiet.stop().await;
+}
+
+#[tokio::test]
+async fn bad_override_is_a_clear_error() {
+    let output = terrier_testkit::process::run_to_exit(
+        terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_"),
+        &["--set", "limits.max_pending_streams=lots"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("limits.max_pending_streams"), "{stderr}");
+}
+
+#[tokio::test]
+async fn completions_and_man_page_are_generated() {
+    for (args, needle) in [
+        (&["completions", "bash"][..], "_terrierd()"),
+        (&["completions", "zsh"][..], "#compdef terrierd"),
+        (&["completions", "fish"][..], "complete -c terrierd"),
+        (&["man"][..], ".TH terrierd 1"),
+    ] {
+        let output =
+            terrier_testkit::process::run_to_exit(terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_"), args)
+                .await;
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(needle), "{args:?} output lacks {needle:?}");
+        assert!(text.contains("metrics-listen") || text.contains("metrics\\-listen"), "{args:?} knows every flag");
+    }
+}
+
+#[tokio::test]
+async fn systemd_unit_verifies_with_the_real_binary() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze not installed; unit not verified");
+        return;
+    };
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/terrierd.service")).unwrap();
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terrierd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/terrierd", TERRIERD).replace(" man:terrierd(1)", "")).unwrap();
+    let output = Command::new(analyze).arg("verify").arg(&path).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
+        .ok_or(())
+}
