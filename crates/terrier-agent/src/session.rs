@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use terrier_proto::limits::HEARTBEAT_MISSES;
-use terrier_proto::messages::{AgentMessage, Refused, ServerMessage, Welcome};
+use terrier_proto::messages::{plain_char, AgentMessage, Refused, ServerMessage, Welcome};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -126,7 +126,7 @@ impl Serve<'_> {
                     }
                 }
                 Some((stream, reason)) = refusals.recv() => {
-                    let msg = terrier_transport::control::encode(&AgentMessage::Refused(Refused { stream: &stream, reason: &reason }));
+                    let msg = refused_frame(&stream, &reason);
                     if let Err(e) = send(&mut socket, msg, silence_limit).await {
                         return ended(e);
                     }
@@ -200,6 +200,15 @@ async fn next_text(socket: &mut Socket) -> Option<String> {
     None
 }
 
+/// The `refused` frame for `stream`. The reason is free text (it may quote a
+/// service id or hold a Windows path), so it is made plain first: the
+/// server's decoder borrows strings and rejects escaped ones as a protocol
+/// error, which would end the whole session.
+fn refused_frame(stream: &str, reason: &str) -> Message {
+    let reason: String = reason.chars().map(plain_char).collect();
+    terrier_transport::control::encode(&AgentMessage::Refused(Refused { stream, reason: &reason }))
+}
+
 async fn send(socket: &mut Socket, msg: Message, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, socket.send(msg)).await {
         Ok(Ok(())) => Ok(()),
@@ -227,5 +236,27 @@ fn describe(config: &AgentConfig, server: &Url, w: &Welcome<'_>) -> Connected {
             })
             .collect(),
         grace_secs: w.grace_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by fuzzing): `unknown service "x"` used to go out
+    /// with escaped quotes, which the server's decoder rejects, so the server
+    /// closed the control socket with 4002 and the device went offline.
+    #[test]
+    fn refused_frames_decode_on_the_server_whatever_the_reason() {
+        for reason in ["unknown service \"22\"", r"C:\svc: refused", "two\nlines\t\u{1}", "ünï 🐕 ok"] {
+            let frame = refused_frame("0123456789abcdef0123456789abcdef", reason);
+            let text = frame.to_text().unwrap();
+            // Exactly what the server does with a text frame on the control socket.
+            let msg = serde_json::from_str::<AgentMessage>(text).unwrap_or_else(|e| panic!("{reason:?}: {e}"));
+            let AgentMessage::Refused(refused) = msg;
+            assert_eq!(refused.reason.len(), reason.len(), "one stand-in per replaced character");
+        }
+        let frame = refused_frame("ab", "unknown service \"22\"");
+        assert_eq!(frame.to_text().unwrap(), r#"{"refused":{"stream":"ab","reason":"unknown service '22'"}}"#);
     }
 }

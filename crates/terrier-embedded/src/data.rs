@@ -7,7 +7,7 @@ use heapless::String;
 use rand_core::RngCore;
 use terrier_proto::codec;
 use terrier_proto::limits::ID_HEX_LEN;
-use terrier_proto::messages::ServerMessage;
+use terrier_proto::messages::{plain_char, ServerMessage};
 use terrier_proto::name::MAX_SERVICE_ID_LEN;
 
 use crate::agent::Error;
@@ -158,10 +158,17 @@ async fn open_socket<'b, C: Connect, S, K: Clock, R: RngCore>(
     }
 }
 
-/// A `refused` for `stream` with the service's error as its reason.
+/// A `refused` for `stream` with the service's error as its reason, made
+/// plain: an escaped string fails the server's decoder, which then ends the
+/// session as a protocol error (`docs/PROTOCOL.md` §3.4).
 fn refusal(stream: &String<ID_HEX_LEN>, error: &impl core::fmt::Display) -> Refusal {
+    let mut text: String<MAX_REASON_LEN> = String::new();
+    let _ = core::fmt::write(&mut Truncating(&mut text), format_args!("{error}"));
     let mut reason = String::new();
-    let _ = core::fmt::write(&mut Truncating(&mut reason), format_args!("{error}"));
+    for c in text.chars() {
+        // Same length as `c`, so it fits.
+        let _ = reason.push(plain_char(c));
+    }
     Refusal { stream: stream.clone(), reason }
 }
 
@@ -176,5 +183,20 @@ impl<const N: usize> core::fmt::Write for Truncating<'_, N> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (the `proto_encode` fuzz target's finding): a reason with a
+    /// quote went out escaped and the server ended the session over it.
+    #[test]
+    fn refusal_reasons_are_plain() {
+        let stream = String::try_from("0123456789abcdef0123456789abcdef").unwrap();
+        let refusal = refusal(&stream, &"unknown service \"22\" at C:\\x\n");
+        assert_eq!(refusal.reason.as_str(), "unknown service '22' at C:/x ");
+        assert!(terrier_proto::messages::is_plain(&refusal.reason));
     }
 }

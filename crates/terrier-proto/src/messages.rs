@@ -11,6 +11,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_SERVICES;
 
+/// Is `s` a string JSON writes without escapes (no `"`, backslash or control
+/// characters)? Every string in a message must be: decoders borrow strings
+/// from the frame, so serde_json rejects an escaped one and serde-json-core
+/// hands it over still escaped.
+pub fn is_plain(s: &str) -> bool {
+    s.chars().all(|c| plain_char(c) == c)
+}
+
+/// `c`, or a stand-in when JSON would escape it: `'` for `"`, `/` for a backslash,
+/// a space for control characters. Free text (a `refused` reason) is mapped
+/// through this before it is sent.
+pub fn plain_char(c: char) -> char {
+    match c {
+        '"' => '\'',
+        '\\' => '/',
+        c if c < ' ' => ' ',
+        c => c,
+    }
+}
+
 /// Messages the server sends to an agent.
 // `welcome` is large (its port list is inline), but without `alloc` there is
 // no Box, and a decoded message only lives on the stack while it is handled.
@@ -99,6 +119,9 @@ pub struct GoAway {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::string::String;
+
     use super::*;
 
     fn welcome() -> ServerMessage<'static> {
@@ -158,6 +181,36 @@ mod tests {
             assert!(serde_json::from_slice::<ServerMessage>(&json[..cut]).is_err());
             assert!(serde_json_core::from_slice::<ServerMessage>(&json[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn plain_strings_need_no_escapes() {
+        for s in ["", "thermo-42", "127.0.0.1:80: Connection refused (os error 111)", "ünï 🐕"] {
+            assert!(is_plain(s), "{s:?}");
+            let json = serde_json::to_string(s).unwrap();
+            assert!(!json[1..json.len() - 1].contains('\\'), "{json}");
+        }
+        for s in ["unknown service \"22\"", "C:\\dev", "line\nbreak", "\u{7}"] {
+            assert!(!is_plain(s), "{s:?}");
+            let mapped: String = s.chars().map(plain_char).collect();
+            assert!(is_plain(&mapped), "{mapped:?}");
+        }
+    }
+
+    /// Found by fuzzing (`proto_encode`): a reason with a quote used to be
+    /// sent escaped, which the server's borrowing decoder rejects, so the
+    /// server closed the control socket as a protocol error.
+    #[test]
+    fn quoted_reason_decodes_once_made_plain() {
+        let reason = "unknown service \"22\"";
+        let raw = serde_json::to_string(&AgentMessage::Refused(Refused { stream: "ab", reason })).unwrap();
+        assert!(serde_json::from_str::<AgentMessage>(&raw).is_err());
+        let plain: String = reason.chars().map(plain_char).collect();
+        let msg = AgentMessage::Refused(Refused { stream: "ab", reason: &plain });
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<AgentMessage>(&json).unwrap(), msg);
+        let (back, _): (AgentMessage, usize) = serde_json_core::from_slice(json.as_bytes()).unwrap();
+        assert_eq!(back, msg);
     }
 
     #[test]

@@ -20,23 +20,53 @@ use crate::ingress::{empty, text, Body};
 use crate::Node;
 use terrier_transport::ws::Kind;
 
+/// What a data handshake asks for, parsed from its query string (a pure
+/// function, so the parsing can be tested and fuzzed on its own).
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataParams {
+    /// `session` + `stream`: carry that pending visitor stream.
+    Stream {
+        /// Session id (32 lowercase hex).
+        session: String,
+        /// Stream id (32 lowercase hex).
+        stream: String,
+    },
+    /// `session` + `pool=1`: park an idle socket in that session's pool.
+    Pool {
+        /// Session id (32 lowercase hex).
+        session: String,
+    },
+}
+
+impl DataParams {
+    /// Parses and validates the query string; the error is the 400 text.
+    pub fn parse(query: Option<&str>) -> Result<Self, &'static str> {
+        let (mut session, mut stream, mut pooled) = (String::new(), String::new(), false);
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match key.as_ref() {
+                PARAM_SESSION => session = value.into_owned(),
+                PARAM_STREAM => stream = value.into_owned(),
+                PARAM_POOL => pooled = value != "0",
+                _ => {}
+            }
+        }
+        if pooled && is_valid_id(&session) {
+            return Ok(Self::Pool { session });
+        }
+        if !is_valid_id(&session) || !is_valid_id(&stream) {
+            return Err("session and stream must be 32 lowercase hex digits");
+        }
+        Ok(Self::Stream { session, stream })
+    }
+}
+
 /// Handles `GET /v1/data`.
 pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
-    let (mut session_id, mut stream, mut pooled) = (String::new(), String::new(), false);
-    for (key, value) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            PARAM_SESSION => session_id = value.into_owned(),
-            PARAM_STREAM => stream = value.into_owned(),
-            PARAM_POOL => pooled = value != "0",
-            _ => {}
-        }
-    }
-    if pooled && is_valid_id(&session_id) {
-        return pool_handshake(node, req, &session_id).await;
-    }
-    if !is_valid_id(&session_id) || !is_valid_id(&stream) {
-        return text(status::BAD_REQUEST, "session and stream must be 32 lowercase hex digits");
-    }
+    let (session_id, stream) = match DataParams::parse(req.uri().query()) {
+        Ok(DataParams::Pool { session }) => return pool_handshake(node, req, &session).await,
+        Ok(DataParams::Stream { session, stream }) => (session, stream),
+        Err(reason) => return text(status::BAD_REQUEST, reason),
+    };
     let accept = match upgrade::accept(req.headers()) {
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
@@ -96,4 +126,24 @@ async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id:
         }
     });
     empty(accept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn params_parse_and_validate() {
+        let stream = DataParams::parse(Some(&format!("session={ID}&stream={ID}"))).unwrap();
+        assert_eq!(stream, DataParams::Stream { session: ID.into(), stream: ID.into() });
+        let pool = DataParams::parse(Some(&format!("session={ID}&pool=1"))).unwrap();
+        assert_eq!(pool, DataParams::Pool { session: ID.into() });
+        for bad in [None, Some(""), Some("session=abc&pool=1"), Some(&*format!("session={ID}&stream=XYZ"))] {
+            assert!(DataParams::parse(bad).is_err(), "{bad:?}");
+        }
+        // pool=0 is no pool: a stream id is needed again.
+        assert!(DataParams::parse(Some(&format!("session={ID}&pool=0"))).is_err());
+    }
 }
