@@ -22,9 +22,22 @@ use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
 
-/// Accepts connections until shutdown, then lets open connections finish
-/// their requests (graceful), up to the drain timeout.
+/// Serves the plain listener until shutdown, then drains.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    accept_until_shutdown(node, listener, "HTTP", |node, stream, remote, watcher| {
+        serve_one(node, watcher, stream, remote, Transport::Plain)
+    })
+    .await
+}
+
+/// Accepts connections until shutdown, each handled by `handle` in a node
+/// task (tuned first, cut at the hard stop), then lets open connections
+/// finish their requests (graceful), up to the drain timeout.
+pub async fn accept_until_shutdown<H, F>(node: Arc<Node>, listener: TcpListener, what: &'static str, handle: H)
+where
+    H: Fn(Arc<Node>, TcpStream, SocketAddr, Watcher) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -32,32 +45,30 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => serve_connection(&node, &graceful, stream, remote),
+            Ok((stream, remote)) => {
+                terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+                let connection = handle(node.clone(), stream, remote, graceful.watcher());
+                let hard_stop = node.hard_stop.clone();
+                // Under the hard stop too: a connection still sniffing when
+                // the server stops is simply dropped.
+                node.tasks.spawn(async move {
+                    tokio::select! {
+                        () = connection => {}
+                        () = hard_stop.cancelled() => {}
+                    }
+                });
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(listener = what, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }
     drop(listener);
     if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("HTTP connections still open after the drain timeout; closing them");
+        tracing::warn!(listener = what, "connections still open after the drain timeout; closing them");
     }
-}
-
-fn serve_connection(node: &Arc<Node>, graceful: &GracefulShutdown, stream: TcpStream, remote: SocketAddr) {
-    let watcher = graceful.watcher();
-    let node2 = node.clone();
-    node.tasks.spawn(async move {
-        terrier_transport::tcp::tune(&stream, node2.config.limits.tcp_keepalive);
-        // Under the shutdown token too: a connection still sniffing when the
-        // server stops is simply dropped.
-        tokio::select! {
-            () = serve_one(node2.clone(), watcher, stream, remote, Transport::Plain) => {}
-            () = node2.hard_stop.cancelled() => {}
-        }
-    });
 }
 
 /// How a connection reached us; requests carry it as an extension, so the

@@ -15,12 +15,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::http::{classify, serve_one, Target, Transport};
+use super::http::{accept_until_shutdown, classify, serve_one, Target, Transport};
 use super::sniff::Prefixed;
 use crate::Node;
 
@@ -29,32 +28,10 @@ pub const PASSTHROUGH_SERVICE: &str = "tls";
 
 /// Accepts TLS connections until shutdown, then drains like the plain listener.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            () = node.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, remote)) => {
-                let (node2, config, watcher) = (node.clone(), config.clone(), graceful.watcher());
-                node.tasks.spawn(async move {
-                    tokio::select! {
-                        () = accept_one(node2.clone(), config, stream, remote, watcher) => {}
-                        () = node2.hard_stop.cancelled() => {}
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("TLS connections still open after the drain timeout; closing them");
-    }
+    accept_until_shutdown(node, listener, "TLS", move |node, stream, remote, watcher| {
+        accept_one(node, config.clone(), stream, remote, watcher)
+    })
+    .await
 }
 
 async fn accept_one(
@@ -64,7 +41,6 @@ async fn accept_one(
     remote: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
     let deadline = tokio::time::Instant::now() + node.config.limits.header_read_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
