@@ -8,11 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use terrier_server::tls::acme::AcmeConfig;
 use terrier_server::ServerConfig;
 use terrier_testkit::redis::free_port;
@@ -147,17 +146,7 @@ fn write_https_certificate(dir: &Path) -> PathBuf {
 }
 
 fn connector(root_pem: &str) -> TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(terrier_server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    terrier_testkit::tls::connector_trusting(root_pem)
 }
 
 /// A verified handshake to `name` on `port`; the leaf's serial number and issuer.

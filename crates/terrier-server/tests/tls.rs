@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use terrier_server::config::CertificateFiles;
 use terrier_server::ServerConfig;
 use terrier_testkit::redis::free_port;
+use terrier_testkit::tls::connector_trusting;
 use terrier_testkit::visitor::Visitor;
 use terrier_testkit::{init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,20 +52,6 @@ impl TestCa {
     fn connector(&self) -> TlsConnector {
         connector_trusting(&self.pem)
     }
-}
-
-fn connector_trusting(ca_pem: &str) -> TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(terrier_server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
 }
 
 async fn tls_server(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod raw;
 pub mod redis;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod visitor;
 
