@@ -113,17 +113,7 @@ impl RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-        let lease = decode([
-            get("name"),
-            get("sub"),
-            get("ports"),
-            get("session"),
-            get("node"),
-            get("since"),
-            get("seen"),
-            get("exp"),
-        ])?;
+        let lease = decode_hash(&fields)?;
         Ok(lease.is_live(now_ms).then_some(lease))
     }
 }
@@ -370,17 +360,7 @@ impl Store for RedisStore {
             }
             let rows: Vec<BTreeMap<String, String>> = pipe.query_async(&mut conn).await.map_err(backend)?;
             for fields in rows.into_iter().filter(|f| !f.is_empty()) {
-                let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-                let lease = decode([
-                    get("name"),
-                    get("sub"),
-                    get("ports"),
-                    get("session"),
-                    get("node"),
-                    get("since"),
-                    get("seen"),
-                    get("exp"),
-                ])?;
+                let lease = decode_hash(&fields)?;
                 if lease.is_live(now_ms) {
                     leases.push(lease);
                 }
@@ -450,6 +430,12 @@ fn script_error(e: &redis::RedisError) -> Option<&'static str> {
 }
 
 /// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.
+/// A lease from its hash fields (`HGETALL lease:<name>`).
+fn decode_hash(fields: &BTreeMap<String, String>) -> Result<Lease, StoreError> {
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    decode([get("name"), get("sub"), get("ports"), get("session"), get("node"), get("since"), get("seen"), get("exp")])
+}
+
 fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
     let [name, subdomain, ports, session, node, since, seen, exp] = fields;
     let number = |s: &str| -> Result<u64, StoreError> {
