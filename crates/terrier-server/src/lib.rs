@@ -63,6 +63,8 @@ pub struct Node {
     pub tasks: TaskTracker,
     /// Device tokens, auth mode, handshake rate limit.
     pub auth: auth::Auth,
+    /// The operator's TLS certificate files, reloaded on `SIGHUP`.
+    pub certificates: Arc<tls::sni::OperatorCerts>,
     /// Visitor access rules per device.
     pub access: access::AccessRules,
     /// Cancelled when the node must stop.
@@ -127,7 +129,8 @@ pub async fn run_with_store(
     let auth = auth::Auth::start(&config).await?;
     let acme = tls::acme::Issued::for_config(&config);
     let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
-    let tls = match tls::server_config_with_acme(&config, acme.clone())? {
+    let certificates = Arc::new(tls::sni::OperatorCerts::load(&config)?);
+    let tls = match tls::server_config_with_acme(&config, certificates.clone(), acme.clone())? {
         Some(tls_config) => {
             let addr = config.tls.listen.expect("TLS on means a listen address");
             let listener = TcpListener::bind(addr).await.with_context(|| format!("binding TLS listener {addr}"))?;
@@ -156,6 +159,7 @@ pub async fn run_with_store(
         needs_resync: std::sync::atomic::AtomicBool::new(true),
         tasks: tasks.clone(),
         auth,
+        certificates,
         access,
         shutdown,
         hard_stop: CancellationToken::new(),

@@ -1,5 +1,6 @@
 //! `SIGHUP`: reloads what can change without dropping a single tunnel — the
-//! admin token file and the error page templates (`pages_dir`). Everything
+//! admin token file, the error page templates (`pages_dir`) and the TLS
+//! certificate files (renewed in place by certbot and the like). Everything
 //! else in the configuration (listen address, limits, store) is read once at
 //! start; change it with a restart, which devices ride out within their
 //! grace period.
@@ -32,8 +33,8 @@ pub async fn on_sighup(node: Arc<Node>) {
     node.shutdown.cancelled().await;
 }
 
-/// Re-reads the admin token and the page templates; a part that fails to
-/// load keeps its old value and is logged.
+/// Re-reads the admin token, the page templates and the TLS certificate
+/// files; a part that fails to load keeps its old value and is logged.
 pub fn reload(node: &Node) {
     match node.admin.token.reload() {
         Ok(true) => tracing::info!("reload: admin token changed"),
@@ -43,5 +44,9 @@ pub fn reload(node: &Node) {
     match node.pages.reload() {
         Ok(()) => tracing::info!("reload: page templates reloaded"),
         Err(e) => tracing::error!(error = %e, "reload: page templates kept"),
+    }
+    match node.certificates.reload(&node.config) {
+        Ok(count) => tracing::info!(count, "reload: TLS certificate files re-read"),
+        Err(e) => tracing::error!(error = format!("{e:#}"), "reload: TLS certificates kept"),
     }
 }

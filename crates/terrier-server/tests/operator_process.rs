@@ -238,3 +238,71 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
         .ok_or(())
 }
+
+/// Writes a certificate for `localhost` signed by a fresh CA into
+/// `cert`/`key`; returns the CA's PEM.
+fn issue_localhost(cert: &std::path::Path, key: &std::path::Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(cert, leaf.pem()).unwrap();
+    std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+    ca_pem
+}
+
+/// Does a TLS handshake for `localhost` on `port` verify against `ca_pem`?
+async fn verifies(port: u16, ca_pem: &str) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    terrier_testkit::tls::connector_trusting(ca_pem).connect(name, tcp).await.is_ok()
+}
+
+#[tokio::test]
+async fn sighup_reloads_renewed_certificate_files() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first_ca = issue_localhost(&cert, &key);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let data = dir.path().join("data");
+    let server = Process::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tls-listen",
+            &tls_listen,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    eventually(TIMEOUT, "the first certificate is served", || async {
+        verifies(tls_port, &first_ca).await.then_some(())
+    })
+    .await;
+
+    // Renewed in place (as certbot does), then SIGHUP: the new one is served.
+    let second_ca = issue_localhost(&cert, &key);
+    assert!(!verifies(tls_port, &second_ca).await, "nothing changes before the signal");
+    server.signal("HUP").await;
+    eventually(TIMEOUT, "the renewed certificate is served", || async {
+        verifies(tls_port, &second_ca).await.then_some(())
+    })
+    .await;
+    assert!(!verifies(tls_port, &first_ca).await, "the old certificate is gone");
+
+    // A broken file on reload keeps the current certificate.
+    std::fs::write(&key, "not a key").unwrap();
+    server.signal("HUP").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(verifies(tls_port, &second_ca).await, "a bad reload keeps serving the last good certificate");
+}

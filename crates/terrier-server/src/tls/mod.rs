@@ -27,22 +27,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// is off. Fails with the file and the reason when a certificate or key
 /// cannot be used.
 pub fn server_config(config: &ServerConfig) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    server_config_with_acme(config, None)
+    server_config_with_acme(config, Arc::new(sni::OperatorCerts::load(config)?), None)
 }
 
 /// [`server_config`] that also serves the certificates ACME obtains into `acme`.
+/// The operator's files come loaded in `keys`, so `SIGHUP` can swap them.
 pub fn server_config_with_acme(
     config: &ServerConfig,
+    keys: Arc<sni::OperatorCerts>,
     acme: Option<Arc<acme::Issued>>,
 ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
     if config.tls.listen.is_none() {
         return Ok(None);
     }
     let provider = provider();
-    let mut keys = Vec::new();
-    for files in &config.tls.certificates {
-        keys.push(load_pair(&files.cert, &files.key, &provider)?);
-    }
     let dev = match config.tls.self_signed {
         true => {
             let ca = dev_ca::DevCa::load_or_create(&config.data_dir, &config.domain)?;
