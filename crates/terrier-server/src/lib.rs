@@ -18,6 +18,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod overrides;
 pub mod pages;
+pub mod private_file;
 pub mod reload;
 pub mod store;
 pub mod tls;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -72,11 +72,7 @@ pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
 
 /// Does the request carry the admin token as `Authorization: Bearer`?
 pub fn authorized<B>(node: &Node, req: &Request<B>) -> bool {
-    let presented = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    presented.is_some_and(|t| node.admin.token.verify(t))
+    crate::auth::bearer(req.headers()).is_some_and(|t| node.admin.token.verify(t))
 }
 
 /// The `401` for a request without the right token.

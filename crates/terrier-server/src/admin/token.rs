@@ -42,7 +42,7 @@ impl AdminToken {
     /// Does `presented` match the token? Constant time in the token's length.
     pub fn verify(&self, presented: &str) -> bool {
         let current = self.current.read().expect("token lock");
-        constant_time_eq(current.0.as_bytes(), presented.as_bytes())
+        bool::from(subtle::ConstantTimeEq::ct_eq(current.0.as_bytes(), presented.as_bytes()))
     }
 
     /// The token, for `--demo` to print (a first-time user needs it).
@@ -92,14 +92,8 @@ fn read_or_create(file: &Path) -> anyhow::Result<Secret> {
     }
     let bytes: [u8; 32] = rand::rng().random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(file).map_err(|e| anyhow::anyhow!("creating admin token file {}: {e}", file.display()))?;
+    let mut f = crate::private_file::open(file, true)
+        .map_err(|e| anyhow::anyhow!("creating admin token file {}: {e}", file.display()))?;
     f.write_all(format!("{token}\n").as_bytes())?;
     tracing::info!(file = %file.display(), "generated an admin token (Authorization: Bearer <contents of this file>)");
     Ok(Secret(token))
@@ -117,16 +111,6 @@ fn warn_if_readable_by_others(file: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_file: &Path) {}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
 
 #[cfg(test)]
 mod tests {

@@ -73,13 +73,13 @@ impl FileTokenStore {
         let result = change(&mut file)?;
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&file).map_err(backend)?;
-        write_private(&tmp, &text).map_err(backend)?;
+        crate::private_file::write(&tmp, &text).map_err(backend)?;
         std::fs::rename(&tmp, &self.path).map_err(backend)?;
         // Bumped after the rename: a reader that sees the new version reads
         // the new file (one that sees the old version re-reads next time).
         let version = self.read_version()? + 1;
         let tmp = self.version_path.with_extension("tmp");
-        write_private(&tmp, version.to_string().as_bytes()).map_err(backend)?;
+        crate::private_file::write(&tmp, version.to_string().as_bytes()).map_err(backend)?;
         std::fs::rename(&tmp, &self.version_path).map_err(backend)?;
         Ok(result)
     }
@@ -91,19 +91,6 @@ impl FileTokenStore {
             Err(e) => Err(backend(format!("reading {}: {e}", self.version_path.display()))),
         }
     }
-}
-
-/// Writes a file only its owner can read: token hashes are not secrets,
-/// but nobody else needs them.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[async_trait]

@@ -110,15 +110,9 @@ impl DevCa {
 }
 
 fn write(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    let written = match private {
+        true => crate::private_file::write(path, text.as_bytes()),
+        false => std::fs::write(path, text),
+    };
+    written.with_context(|| format!("writing {}", path.display()))
 }
