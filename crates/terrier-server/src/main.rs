@@ -300,12 +300,7 @@ async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::
     let store = terrier_server::auth::open_token_store(config).await?;
     match command {
         TokenCommand::Create { name, prefix, note, expires_in } => {
-            let scope = match (name, prefix) {
-                (Some(name), _) => Scope::Name(name),
-                (None, Some(prefix)) => Scope::Prefix(prefix),
-                (None, None) => anyhow::bail!("give --name or --prefix"),
-            };
-            scope.validate().map_err(anyhow::Error::msg)?;
+            let scope = Scope::from_parts(name, prefix).map_err(anyhow::Error::msg)?;
             let now = terrier_server::store::now_ms();
             let mut minted = token::mint(scope, &note, now);
             minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);

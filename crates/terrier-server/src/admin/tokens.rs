@@ -64,14 +64,10 @@ pub async fn create(node: &Node, req: Request<Incoming>) -> Response<Body> {
     let Ok(body) = read_json::<CreateBody>(req).await else {
         return error(StatusCode::BAD_REQUEST, "expected JSON {\"name\": \"device\"} or {\"prefix\": \"fleet-\"}");
     };
-    let scope = match (body.name, body.prefix) {
-        (Some(name), None) => Scope::Name(name),
-        (None, Some(prefix)) => Scope::Prefix(prefix),
-        _ => return error(StatusCode::BAD_REQUEST, "give exactly one of name or prefix"),
+    let scope = match Scope::from_parts(body.name, body.prefix) {
+        Ok(scope) => scope,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    if let Err(reason) = scope.validate() {
-        return error(StatusCode::BAD_REQUEST, &reason);
-    }
     if body.note.chars().count() > 200 {
         return error(StatusCode::BAD_REQUEST, "note: at most 200 characters");
     }

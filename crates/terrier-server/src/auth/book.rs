@@ -4,7 +4,7 @@
 //! and checked at once when an unknown token id is presented, so a token
 //! works the moment `token create` returns).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::HeaderMap;
@@ -167,10 +167,5 @@ impl TokenBook {
 
     fn known(&self, id: &str) -> bool {
         self.cache.read().expect("cache lock").by_id.contains_key(id)
-    }
-
-    /// Ids of every cached token (for tests and the admin view).
-    pub fn ids(&self) -> HashSet<String> {
-        self.cache.read().expect("cache lock").by_id.keys().cloned().collect()
     }
 }

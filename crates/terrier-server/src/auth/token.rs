@@ -30,6 +30,18 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope of exactly one of a name or a prefix, validated (the
+    /// CLI's `--name`/`--prefix` and the API's `name`/`prefix`).
+    pub fn from_parts(name: Option<String>, prefix: Option<String>) -> Result<Self, String> {
+        let scope = match (name, prefix) {
+            (Some(name), None) => Scope::Name(name),
+            (None, Some(prefix)) => Scope::Prefix(prefix),
+            _ => return Err("give exactly one of name or prefix".into()),
+        };
+        scope.validate()?;
+        Ok(scope)
+    }
+
     /// Does this scope allow device `name`?
     pub fn allows(&self, name: &str) -> bool {
         match self {
