@@ -42,6 +42,19 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+impl AuthError {
+    /// The handshake status: 401, except for limits (429) and a token store
+    /// that cannot be read (503, the device should retry).
+    pub fn status(&self) -> u16 {
+        use terrier_proto::handshake::status;
+        match self {
+            AuthError::TooManyDevices(_) => status::TOO_MANY_REQUESTS,
+            AuthError::Store(_) => status::UNAVAILABLE,
+            _ => status::UNAUTHORIZED,
+        }
+    }
+}
+
 /// Token cache plus the per-token count of devices online on this node.
 pub struct TokenBook {
     store: Arc<dyn TokenStore>,

@@ -109,7 +109,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
         Ok(identity) => identity,
         Err(e) => {
             tracing::warn!(device = %params.name, %remote, error = %e, "control handshake refused");
-            return text(auth_status(&e), e.to_string());
+            return text(e.status(), e.to_string());
         }
     };
     if let Some(owner) = held_by_another_token(&node, &identity, &params.name) {
@@ -190,17 +190,6 @@ fn held_by_another_token(node: &Node, identity: &crate::auth::Identity, name: &s
     let current = node.sessions.by_name(name)?;
     let owner = current.identity.token_id()?;
     (slot.fleet && owner != slot.token_id && !current.closed.is_cancelled()).then(|| owner.to_owned())
-}
-
-/// The status for a refused credential: 401, except for limits (429) and
-/// a token store that cannot be read (503, the device should retry).
-pub fn auth_status(e: &crate::auth::AuthError) -> u16 {
-    use crate::auth::AuthError;
-    match e {
-        AuthError::TooManyDevices(_) => status::TOO_MANY_REQUESTS,
-        AuthError::Store(_) => status::UNAVAILABLE,
-        _ => status::UNAUTHORIZED,
-    }
 }
 
 /// Claims the lease and binds its TCP ports, moving a service to another

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use terrier_proto::handshake::{status, PARAM_POOL, PARAM_SESSION, PARAM_STREAM};
 use terrier_proto::name::is_valid_id;
 
-use super::session::StreamReply;
+use super::session::{Session, StreamReply};
 use super::upgrade;
 use crate::ingress::{empty, text, Body};
 use crate::Node;
@@ -67,17 +67,10 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         Ok(DataParams::Stream { session, stream }) => (session, stream),
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
-    let accept = match upgrade::accept(req.headers()) {
-        Ok(accept) => accept,
-        Err(reason) => return text(status::BAD_REQUEST, reason),
+    let (accept, session) = match accept_for_session(&node, &req, &session_id).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
-    let Some(session) = node.sessions.by_id(&session_id) else {
-        return text(status::NOT_FOUND, "unknown session");
-    };
-    if let Err(e) = crate::auth::verify_data(&node, req.headers(), session.identity.token_id()).await {
-        tracing::warn!(device = %session.name, %stream, error = %e, "data socket with the wrong credential");
-        return text(super::control::auth_status(&e), e.to_string());
-    }
     let Some(visitor) = session.take_pending(&stream) else {
         tracing::info!(device = %session.name, %stream, "data socket for an unknown, expired or used stream");
         return text(status::NOT_FOUND, "unknown, expired or already used stream");
@@ -97,19 +90,28 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
     empty(accept)
 }
 
+/// What both data handshakes check first: a WebSocket upgrade, for a
+/// session online here, presenting the token that session was admitted with.
+async fn accept_for_session(
+    node: &Node,
+    req: &Request<Incoming>,
+    session_id: &str,
+) -> Result<(Response<()>, Arc<Session>), Response<Body>> {
+    let accept = upgrade::accept(req.headers()).map_err(|reason| text(status::BAD_REQUEST, reason))?;
+    let session = node.sessions.by_id(session_id).ok_or_else(|| text(status::NOT_FOUND, "unknown session"))?;
+    if let Err(e) = crate::auth::verify_data(node, req.headers(), session.identity.token_id()).await {
+        tracing::warn!(device = %session.name, error = %e, "data socket with the wrong credential");
+        return Err(text(e.status(), e.to_string()));
+    }
+    Ok((accept, session))
+}
+
 /// Parks a pooled data socket in its session (`pool=1`).
 async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str) -> Response<Body> {
-    let accept = match upgrade::accept(req.headers()) {
-        Ok(accept) => accept,
-        Err(reason) => return text(status::BAD_REQUEST, reason),
+    let (accept, session) = match accept_for_session(&node, &req, session_id).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
-    let Some(session) = node.sessions.by_id(session_id) else {
-        return text(status::NOT_FOUND, "unknown session");
-    };
-    if let Err(e) = crate::auth::verify_data(&node, req.headers(), session.identity.token_id()).await {
-        tracing::warn!(device = %session.name, error = %e, "pooled data socket with the wrong credential");
-        return text(super::control::auth_status(&e), e.to_string());
-    }
     if session.pooled_count() >= node.config.limits.max_pool_sockets {
         return text(status::TOO_MANY_REQUESTS, "pool full: too many idle data sockets for this device");
     }
