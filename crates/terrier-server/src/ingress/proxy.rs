@@ -428,11 +428,10 @@ impl tower_service::Service<Uri> for StreamConnector {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
-            let open = session.open_stream(HTTP_SERVICE).await?;
+            let socket = session.open_stream(HTTP_SERVICE).await?;
             let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
             let theirs = Metered::new(theirs, session.traffic.clone(), metrics, StreamKind::Http);
             tasks.spawn(async move {
-                let (socket, _permit) = (open.socket, open.permit);
                 tokio::select! {
                     result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
                         tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");

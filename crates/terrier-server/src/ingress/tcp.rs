@@ -112,8 +112,8 @@ async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, 
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
     };
-    let (socket, _permit) = match session.open_stream(service).await {
-        Ok(open) => (open.socket, open.permit),
+    let socket = match session.open_stream(service).await {
+        Ok(socket) => socket,
         Err(e) => {
             tracing::info!(device = name, service, %visitor, error = %e, "TCP stream not opened");
             return;

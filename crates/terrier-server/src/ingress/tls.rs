@@ -21,6 +21,8 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::http::{accept_until_shutdown, classify, serve_one, Target, Transport};
 use super::sniff::Prefixed;
+use crate::metrics::StreamKind;
+use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// The TCP service id that asks for TLS passthrough on the device's subdomain.
@@ -81,10 +83,11 @@ async fn passthrough(
     if !node.access.allows_address(&session.name, remote.ip()) {
         return tracing::info!(device = %session.name, %remote, "TLS passthrough visitor denied by access rules");
     }
-    let (socket, _permit) = match session.open_stream(PASSTHROUGH_SERVICE).await {
-        Ok(open) => (open.socket, open.permit),
+    let socket = match session.open_stream(PASSTHROUGH_SERVICE).await {
+        Ok(socket) => socket,
         Err(e) => return tracing::info!(device = %session.name, %remote, error = %e, "TLS passthrough not opened"),
     };
+    let visitor = Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
     let relayed = tokio::select! {
         relayed = terrier_transport::relay(socket, visitor) => relayed,
         () = node.hard_stop.cancelled() => return,

@@ -8,7 +8,7 @@
 //! must name both the session and the stream to claim a visitor.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,28 +62,9 @@ pub struct Session {
     max_pool: usize,
     /// How long a pooled socket may sit idle before it is closed.
     pool_idle: Duration,
-    /// Visitor streams open right now (shared with their permits).
-    open_streams: Arc<AtomicUsize>,
-    /// Limit on `open_streams`.
+    /// Limit on the streams open at once (`traffic.streams_open`, counted
+    /// by each relay's `Metered` wrapper).
     max_streams: usize,
-}
-
-/// A visitor stream's place in its device's count of open streams; the
-/// stream's relay holds it, and dropping it frees the place.
-pub struct StreamPermit(Arc<AtomicUsize>);
-
-impl Drop for StreamPermit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A data socket for a visitor stream, with its place in the count.
-pub struct OpenStream {
-    /// The socket carrying the stream.
-    pub socket: DataSocket,
-    /// Hold for as long as the stream is relayed.
-    pub permit: StreamPermit,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
@@ -174,7 +155,6 @@ impl Session {
             pool: Mutex::new(Vec::new()),
             max_pool: init.max_pool,
             pool_idle: init.pool_idle,
-            open_streams: Arc::new(AtomicUsize::new(0)),
             max_streams: init.max_streams,
         });
         (session, rx)
@@ -183,24 +163,15 @@ impl Session {
     /// A data socket for a new stream to `service`: an idle pooled one at
     /// once if the agent keeps a pool, otherwise asks the device with `open`
     /// and waits for its data socket.
-    pub async fn open_stream(&self, service: &str) -> Result<OpenStream, OpenError> {
-        let permit = self.permit()?;
-        let socket = self.open_socket(service).await?;
-        Ok(OpenStream { socket, permit })
-    }
-
-    /// Takes a place among the device's open streams.
-    fn permit(&self) -> Result<StreamPermit, OpenError> {
-        let before = self.open_streams.fetch_add(1, Ordering::Relaxed);
-        let permit = StreamPermit(self.open_streams.clone());
-        if before >= self.max_streams {
-            tracing::info!(device = %self.name, open = before, "stream refused: device at limits.max_streams_per_device");
+    /// Refused at once when the device already has
+    /// `limits.max_streams_per_device` streams open (streams still waiting
+    /// for their socket are bounded by `max_pending` on top of that).
+    pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
+        let open = self.traffic.streams_open.load(Ordering::Relaxed);
+        if open >= self.max_streams as u64 {
+            tracing::info!(device = %self.name, open, "stream refused: device at limits.max_streams_per_device");
             return Err(OpenError::TooManyStreams);
         }
-        Ok(permit)
-    }
-
-    async fn open_socket(&self, service: &str) -> Result<DataSocket, OpenError> {
         let stream = random_id();
         if let Some(socket) = self.assign_pooled(&stream, service).await {
             return Ok(socket);
