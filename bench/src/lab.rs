@@ -227,8 +227,32 @@ pub async fn start_terrierd(
     dir: &Path,
     commands: &mut Vec<String>,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
+    start_terrierd_with(bins, dir, &Extra::default(), commands).await
+}
+
+/// What a part adds to terrierd's command line.
+#[derive(Debug, Default)]
+pub struct Extra<'a> {
+    /// `--set KEY=VALUE` config overrides.
+    pub sets: &'a [&'a str],
+    /// The admin token (`TERRIERD_ADMIN_TOKEN`), for parts that read the admin API.
+    pub admin_token: Option<&'a str>,
+}
+
+/// The per-address handshake limit (`limits.control_handshakes_per_ip_per_minute`)
+/// is off: every simulated device connects from 127.0.0.1, where thousands
+/// of real devices would each have their own address.
+const NO_HANDSHAKE_LIMIT: &str = "limits.control_handshakes_per_ip_per_minute=0";
+
+/// [`start_terrierd`] with `extra` settings.
+pub async fn start_terrierd_with(
+    bins: &Binaries,
+    dir: &Path,
+    extra: &Extra<'_>,
+    commands: &mut Vec<String>,
+) -> anyhow::Result<(Proc, SocketAddr)> {
     let data = dir.join("terrierd-data");
-    let args = [
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--domain",
@@ -239,10 +263,16 @@ pub async fn start_terrierd(
         TCP_PORTS,
         "--log",
         "warn",
-        "--data-dir",
     ];
+    for set in std::iter::once(&NO_HANDSHAKE_LIMIT).chain(extra.sets) {
+        args.extend(["--set", set]);
+    }
+    args.push("--data-dir");
     let mut cmd = Command::new(&bins.terrierd);
-    cmd.args(args).arg(&data).env_remove("TERRIERD_CONFIG").env_remove("TERRIERD_STORE");
+    cmd.args(&args).arg(&data).env_remove("TERRIERD_CONFIG").env_remove("TERRIERD_STORE");
+    if let Some(token) = extra.admin_token {
+        cmd.env("TERRIERD_ADMIN_TOKEN", token);
+    }
     commands.push(format!("{} {} <tmp>/terrierd-data", bins.terrierd.display(), args.join(" ")));
     let (proc, line) =
         Proc::spawn_until_line("terrierd", cmd, dir, |l| l.starts_with("terrierd listening on http://")).await?;

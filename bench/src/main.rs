@@ -18,7 +18,11 @@ mod lab;
 mod parts;
 mod procs;
 mod report;
+mod sim;
+mod soak;
 mod stats;
+mod storm;
+mod visit;
 mod wrk;
 
 use std::path::Path;
@@ -42,6 +46,9 @@ struct Cli {
     /// Use the release binaries already built instead of running cargo build first.
     #[arg(long, global = true)]
     no_build: bool,
+    /// `storm`: write its table into bench/RESULTS.md; `soak`: into docs/RELIABILITY.md.
+    #[arg(long, global = true)]
+    record: bool,
     /// Run lengths and counts.
     #[command(flatten)]
     settings: Settings,
@@ -68,6 +75,10 @@ enum Part {
     Cluster,
     /// The size-tuned agent (--profile release-agent): stripped size, idle RSS, RSS with 100 streams, reconnect time.
     Agent,
+    /// 10,000 serving devices, 1,000 concurrent visitors through them, then all dropped at once and back (not in `all`).
+    Storm,
+    /// Churn for --minutes, sampling terrierd's RSS, open FDs and tokio tasks (not in `all`).
+    Soak,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -93,7 +104,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    if !matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent) {
+    let standalone = matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak);
+    if !standalone {
         procs::check_tools()?;
     }
     let nofile = procs::raise_nofile_limit();
@@ -109,8 +121,20 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         bins
     };
     let s = &cli.settings;
+    let root = procs::workspace_root();
+    match cli.part {
+        Part::Storm => {
+            let out = cli.record.then(|| root.join("bench/RESULTS.md"));
+            return storm::run(&bins, s, out.as_deref(), &mut run.commands).await;
+        }
+        Part::Soak => {
+            let out = cli.record.then(|| root.join("docs/RELIABILITY.md"));
+            return soak::run(&bins, s, out.as_deref(), &mut run.commands).await;
+        }
+        _ => {}
+    }
     let mut report = Report::default();
-    if !matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent) {
+    if !standalone {
         let mut lab = Lab::start(&bins).await?;
         eprintln!(
             "lab up: nginx {}, iperf3 {}, terrierd {}, device {}",
@@ -133,7 +157,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 parts::short_load(&lab, s).await;
                 parts::rss(&lab, "after load", &mut report).await;
             }
-            Part::Devices | Part::Cluster | Part::Agent => {}
+            Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak => {}
         }
         run.commands.extend(lab.commands.iter().cloned());
         run.commands.extend(parts::commands(&lab, s));

@@ -37,6 +37,27 @@ pub struct Settings {
     /// Simulated devices registered into the 3-node cluster (`cluster` part).
     #[arg(long, default_value_t = 5000, global = true)]
     pub cluster_devices: usize,
+    /// Simulated devices online in the `storm` part.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    pub storm_devices: usize,
+    /// Concurrent visitors relayed through them (`storm`).
+    #[arg(long, default_value_t = 1000, global = true)]
+    pub storm_visitors: usize,
+    /// Seconds the `storm` visitors run.
+    #[arg(long, default_value_t = 10, global = true)]
+    pub storm_visit_secs: u64,
+    /// Minutes of churn in the `soak` part (0: a 30 s smoke run).
+    #[arg(long, default_value_t = 30, global = true)]
+    pub minutes: u64,
+    /// Simulated devices churning in the `soak` part.
+    #[arg(long, default_value_t = 200, global = true)]
+    pub soak_devices: usize,
+    /// Visitor streams per second in the `soak` part.
+    #[arg(long, default_value_t = 200, global = true)]
+    pub soak_rate: u64,
+    /// Seconds between the `soak` samples.
+    #[arg(long, default_value_t = 60, global = true)]
+    pub sample_secs: u64,
 }
 
 /// Per-repetition samples of one route.

@@ -196,6 +196,17 @@ impl Proc {
             .with_context(|| format!("no VmRSS in {path}"))
     }
 
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Open file descriptors now (entries of /proc/PID/fd).
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        let path = format!("/proc/{}/fd", self.pid);
+        Ok(std::fs::read_dir(&path).with_context(|| format!("reading {path} ({})", self.name))?.count())
+    }
+
     /// Resident memory once it stops moving: sampled every 250 ms until two
     /// samples are within 1% (or 5 s passed), in KiB.
     pub async fn settled_rss_kib(&self) -> anyhow::Result<u64> {

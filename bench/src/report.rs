@@ -228,6 +228,24 @@ pub fn write_results(path: &Path, report: &Report, run: &RunInfo) -> anyhow::Res
     Ok(())
 }
 
+/// Replaces the block between `<!-- terrier-bench NAME:begin … -->` and
+/// `<!-- terrier-bench NAME:end -->` in `path` with `content` (appended at
+/// the end when the markers are missing); the rest of the file is kept.
+pub fn write_block(path: &Path, name: &str, content: &str) -> anyhow::Result<()> {
+    let begin = format!("<!-- terrier-bench {name}:begin (generated; text outside these markers is kept) -->");
+    let end = format!("<!-- terrier-bench {name}:end -->");
+    let block = format!("{begin}\n\n{}\n\n{end}", content.trim_end());
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match (old.find(&begin), old.find(&end)) {
+        (Some(start), Some(stop)) if start < stop => {
+            format!("{}{block}{}", &old[..start], &old[stop + end.len()..])
+        }
+        _ => format!("{}\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
 /// The 1, 5 and 15 minute load averages from /proc/loadavg.
 pub fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -235,7 +253,7 @@ pub fn load_average() -> String {
 }
 
 /// Output of a shell one-liner (trimmed), or "?" when it fails.
-fn shell(command: &str) -> String {
+pub fn shell(command: &str) -> String {
     Command::new("sh")
         .args(["-c", command])
         .current_dir(crate::procs::workspace_root())

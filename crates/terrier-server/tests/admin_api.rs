@@ -224,6 +224,9 @@ async fn server_info_and_unknown_endpoints() {
     assert_eq!(info.json["domain"], "localhost");
     assert_eq!(info.json["store"], "embedded");
     assert_eq!(info.json["version"], env!("CARGO_PKG_VERSION"));
+    // The accept loops and housekeeping at least; a fresh server has no visitor tasks.
+    let tasks = info.json["tasks_alive"].as_u64().unwrap();
+    assert!((1..1000).contains(&tasks), "tasks_alive {tasks}");
     assert_eq!(admin.get("/api/v1/nothing").await.status, 404);
     assert_eq!(admin.call("DELETE", "/api/v1/server", None).await.status, 405);
     server.stop().await;

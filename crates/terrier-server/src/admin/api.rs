@@ -132,6 +132,8 @@ async fn server_info(node: &Node) -> serde_json::Value {
         "store": if node.config.store == "embedded" { "embedded" } else { "redis" },
         "devices_online": node.sessions.len(),
         "uptime_secs": node.admin.started.elapsed().as_secs(),
+        // Tasks alive in the runtime: a leak shows here first (soak runs read it).
+        "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         "grace_period_secs": node.config.grace_period.as_secs(),
         "tcp_port_min": node.config.tcp_port_min,
         "tcp_port_max": node.config.tcp_port_max,
