@@ -35,21 +35,16 @@ const MAX_ATTEMPTS: u32 = 30;
 /// The goal for the whole storm.
 const STORM_GOAL: Duration = Duration::from_secs(30);
 
-/// Where the devices are in the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Online and serving.
-    Serve,
-    /// Drop the control socket now and reconnect.
-    Drop,
-}
+/// Storms run one after the other: the second shows whether the memory
+/// the first left behind is kept for reuse or leaked.
+const ROUNDS: u32 = 2;
 
 /// What a device reports.
 #[derive(Debug)]
 enum Event {
     /// Online the first time, with its subdomain.
     Online(usize, String),
-    /// Back after the drop, with its subdomain and failed attempts.
+    /// Back after a drop, with its subdomain and failed attempts.
     Back(usize, String, u32),
     /// Could not get online.
     Failed(String),
@@ -70,13 +65,14 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
     let rss_empty = server.settled_rss_kib().await?;
 
     // 1. Online, a few handshakes at a time.
-    let (phase, phase_rx) = watch::channel(Phase::Serve);
+    // The number of storms so far: each increment drops every device.
+    let (storms, storms_rx) = watch::channel(0u32);
     let (events, mut reports) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE));
     let mut devices = JoinSet::new();
     let started = Instant::now();
     for index in 0..count {
-        devices.spawn(device(addr, index, gate.clone(), phase_rx.clone(), events.clone()));
+        devices.spawn(device(addr, index, gate.clone(), storms_rx.clone(), events.clone()));
     }
     drop(events);
     let mut subdomains = vec![String::new(); count];
@@ -98,31 +94,16 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
     let fds_visited = server.open_fds()?;
     eprintln!("storm: visitors: {} requests, {} errors", visits.ok, visits.errors);
 
-    // 3. The storm.
-    let dropped = Instant::now();
-    phase.send_replace(Phase::Drop);
-    let until = dropped + Duration::from_secs(120);
-    let (mut back, mut changed, mut retries, mut max_attempts, mut first_failure) = (0, 0, 0u64, 0, None);
-    while back < count {
-        match timeout_at(until, reports.recv()).await {
-            Ok(Some(Event::Back(i, sub, failed))) => {
-                back += 1;
-                changed += usize::from(sub != subdomains[i]);
-                retries += u64::from(failed);
-                max_attempts = max_attempts.max(failed + 1);
-            }
-            Ok(Some(Event::Failed(e))) => {
-                first_failure.get_or_insert(e);
-            }
-            Ok(Some(Event::Online(..))) => {}
-            Ok(None) | Err(_) => break,
-        }
+    // 3. The storms.
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        let outcome = storm(&storms, round, &mut reports, &subdomains).await;
+        let counted = wait_counted(addr, &token, count, outcome.dropped + Duration::from_secs(120)).await;
+        let server_took = outcome.dropped.elapsed();
+        let rss = server.settled_rss_kib().await?;
+        eprintln!("storm {round}: {} of {count} back in {:.1?}", outcome.back, outcome.took);
+        rounds.push((outcome, counted.map(|()| server_took), rss));
     }
-    let storm_took = dropped.elapsed();
-    let counted = wait_counted(addr, &token, count, until).await;
-    let server_took = dropped.elapsed();
-    let rss_after = server.settled_rss_kib().await?;
-    eprintln!("storm: {back} of {count} back in {storm_took:.1?} ({retries} failed attempts)");
     devices.shutdown().await;
     server.stop().await;
 
@@ -166,35 +147,41 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
         "",
     );
     line("visitor errors (non-200, transport, timeout)".into(), format!("**{}**", visits.errors), "0");
-    line(
-        format!("reconnect storm: all {count} dropped at once, back with full-jitter backoff"),
-        if back == count {
-            format!("**{:.1} s**", storm_took.as_secs_f64())
-        } else {
-            format!("**{back} of {count}** in {:.0} s", storm_took.as_secs_f64())
-        },
-        "≤ 30 s",
-    );
-    line(
-        "storm: failed attempts (retried with backoff) / most attempts by one device".into(),
-        format!("{retries} / {max_attempts}"),
-        "",
-    );
-    line("storm: subdomain changed".into(), format!("{changed} of {back}"), "0");
-    line(
-        "storm: server counts every device online again".into(),
-        match counted {
-            Ok(()) => format!("{:.1} s", server_took.as_secs_f64()),
-            Err(e) => format!("no: {e:#}"),
-        },
-        "",
-    );
-    line("terrierd RSS after the storm".into(), mib(rss_after), "");
+    for (round, (o, counted, rss)) in rounds.iter().enumerate() {
+        let n = round + 1;
+        line(
+            format!("reconnect storm {n}: all {count} dropped at once, back with full-jitter backoff"),
+            if o.back == count {
+                format!("**{:.1} s**", o.took.as_secs_f64())
+            } else {
+                format!("**{} of {count}** in {:.0} s", o.back, o.took.as_secs_f64())
+            },
+            "≤ 30 s",
+        );
+        line(
+            format!("storm {n}: failed attempts (retried with backoff) / most attempts by one device"),
+            format!("{} / {}", o.retries, o.max_attempts),
+            "",
+        );
+        line(format!("storm {n}: subdomain changed"), format!("{} of {}", o.changed, o.back), "0");
+        line(
+            format!("storm {n}: server counts every device online again"),
+            match counted {
+                Ok(took) => format!("{:.1} s", took.as_secs_f64()),
+                Err(e) => format!("no: {e:#}"),
+            },
+            "",
+        );
+        line(format!("terrierd RSS after storm {n}"), mib(*rss), "");
+    }
+    for (o, _, _) in &rounds {
+        if let Some(e) = &o.first_failure {
+            let _ = writeln!(md, "\nFirst device that gave up: {e}");
+            break;
+        }
+    }
     if let Some(e) = &visits.first_error {
         let _ = writeln!(md, "\nFirst visitor error: {e}");
-    }
-    if let Some(e) = &first_failure {
-        let _ = writeln!(md, "\nFirst device that gave up: {e}");
     }
     let _ = writeln!(
         md,
@@ -213,18 +200,64 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
         println!("written to {}", path.display());
     }
     anyhow::ensure!(visits.errors == 0, "{} visitor errors", visits.errors);
-    anyhow::ensure!(back == count, "only {back} of {count} devices came back");
-    anyhow::ensure!(storm_took <= STORM_GOAL, "the storm took {storm_took:?}, over {STORM_GOAL:?}");
+    for (o, _, _) in &rounds {
+        anyhow::ensure!(o.back == count, "only {} of {count} devices came back", o.back);
+        anyhow::ensure!(o.took <= STORM_GOAL, "a storm took {:?}, over {STORM_GOAL:?}", o.took);
+    }
     Ok(())
 }
 
-/// One device: online (gated), serving until the drop, back with the
-/// agent's backoff, serving until aborted.
+/// What one storm did.
+#[derive(Debug)]
+struct Storm {
+    dropped: Instant,
+    took: Duration,
+    back: usize,
+    changed: usize,
+    retries: u64,
+    max_attempts: u32,
+    first_failure: Option<String>,
+}
+
+/// Drops every device (storm number `round`) and waits (at most 120 s)
+/// until each reported back.
+async fn storm(
+    storms: &watch::Sender<u32>,
+    round: u32,
+    reports: &mut mpsc::UnboundedReceiver<Event>,
+    subdomains: &[String],
+) -> Storm {
+    let dropped = Instant::now();
+    storms.send_replace(round);
+    let until = dropped + Duration::from_secs(120);
+    let mut o =
+        Storm { dropped, took: Duration::ZERO, back: 0, changed: 0, retries: 0, max_attempts: 0, first_failure: None };
+    while o.back < subdomains.len() {
+        match timeout_at(until, reports.recv()).await {
+            Ok(Some(Event::Back(i, sub, failed))) => {
+                o.back += 1;
+                o.changed += usize::from(sub != subdomains[i]);
+                o.retries += u64::from(failed);
+                o.max_attempts = o.max_attempts.max(failed + 1);
+            }
+            Ok(Some(Event::Failed(e))) => {
+                o.first_failure.get_or_insert(e);
+            }
+            Ok(Some(Event::Online(..))) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    o.took = dropped.elapsed();
+    o
+}
+
+/// One device: online (gated), serving; at every storm it drops its socket
+/// and comes back with the agent's backoff. Ends when aborted.
 async fn device(
     server: SocketAddr,
     index: usize,
     gate: Arc<Semaphore>,
-    mut phase: watch::Receiver<Phase>,
+    mut storms: watch::Receiver<u32>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let name = format!("storm-{index}");
@@ -251,18 +284,23 @@ async fn device(
         None => return,
     };
     let _ = events.send(Event::Online(index, welcome.subdomain.clone()));
-    let until = async {
-        let _ = phase.wait_for(|p| *p == Phase::Drop).await;
-        Leave::Abrupt
-    };
-    sim::serve(socket, server, &welcome.session, until).await;
-    match sim::reconnect(server, &name, Backoff::AGENT, MAX_ATTEMPTS).await {
-        Ok((socket, welcome, failed)) => {
-            let _ = events.send(Event::Back(index, welcome.subdomain.clone(), failed));
-            sim::serve(socket, server, &welcome.session, std::future::pending()).await;
-        }
-        Err(e) => {
-            let _ = events.send(Event::Failed(format!("{e:#}")));
+    let (mut socket, mut session, mut seen) = (socket, welcome.session, 0);
+    loop {
+        let until = async {
+            let _ = storms.wait_for(|n| *n > seen).await;
+            Leave::Abrupt
+        };
+        sim::serve(socket, server, &session, until).await;
+        seen = *storms.borrow();
+        match sim::reconnect(server, &name, Backoff::AGENT, MAX_ATTEMPTS).await {
+            Ok((again, welcome, failed)) => {
+                let _ = events.send(Event::Back(index, welcome.subdomain, failed));
+                (socket, session) = (again, welcome.session);
+            }
+            Err(e) => {
+                let _ = events.send(Event::Failed(format!("{e:#}")));
+                return;
+            }
         }
     }
 }

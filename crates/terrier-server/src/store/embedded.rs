@@ -82,7 +82,9 @@ impl EmbeddedStore {
         txn.commit().map_err(backend)?;
         let db = Arc::new(db);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let writer_db = db.clone();
+        // Weak: the file closes with the last store clone, not with the
+        // writer thread (a restart on the same file must be able to open it).
+        let writer_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("terrierd-store-writer".into())
             .spawn(move || write_batches(&writer_db, &queue))
@@ -613,12 +615,14 @@ fn decode(bytes: &[u8]) -> Result<Lease, StoreError> {
 
 /// The writer thread: runs the queued writes in batches of up to
 /// [`MAX_BATCH`], then one durable (fsync'd) commit, then the answers.
-fn write_batches(db: &Database, queue: &std::sync::mpsc::Receiver<Job>) {
+fn write_batches(db: &std::sync::Weak<Database>, queue: &std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
-        let mut replies = vec![first(db)];
+        // A job comes from a live store, which holds the database.
+        let Some(db) = db.upgrade() else { return };
+        let mut replies = vec![first(&db)];
         while replies.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => replies.push(job(db)),
+                Ok(job) => replies.push(job(&db)),
                 Err(_) => break,
             }
         }
