@@ -3,7 +3,8 @@
 # the real programs the end-to-end tests drive (redis-server and redis-cli,
 # OpenSSH server and client, curl, tinyproxy for the agent's proxy tests,
 # Python's prometheus_client parser for /metrics, headless Chromium for the
-# dashboard, the pebble ACME test CA); everything else is built by cargo.
+# dashboard, the pebble ACME test CA, iproute2 for the network-namespace
+# black-hole test); everything else is built by cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+command -v ip >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

@@ -6,7 +6,9 @@
 //! iperf3, terrierd and the agent, [`parts`] runs each measurement with
 //! [`wrk`], [`iperf`], [`connect`], [`devices`] and [`cluster`], [`agent`]
 //! measures the size-tuned agent itself, [`stats`] and
-//! [`report`] turn samples into the table.
+//! [`report`] turn samples into the table. The reliability runs of issue 9,
+//! [`storm`] and [`soak`], drive simulated serving devices ([`sim`]) and
+//! visitors ([`visit`]).
 #![forbid(unsafe_code)]
 
 mod agent;

@@ -196,11 +196,6 @@ impl Proc {
             .with_context(|| format!("no VmRSS in {path}"))
     }
 
-    /// Process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Open file descriptors now (entries of /proc/PID/fd).
     pub fn open_fds(&self) -> anyhow::Result<usize> {
         let path = format!("/proc/{}/fd", self.pid);

@@ -140,18 +140,6 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
     sleep(SETTLE).await;
     let end = probe.sample("end (churn stopped, settled)").await?;
     samples.push(end.clone());
-    if std::env::var_os("SOAK_DEBUG").is_some() {
-        let pid = server.pid();
-        let ss = std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "ss -tanpi | grep -A1 'pid={pid},' > /tmp/soak-ss.txt; ls -l /proc/{pid}/fd > /tmp/soak-fd.txt"
-                ),
-            ])
-            .status();
-        eprintln!("debug: {ss:?}");
-    }
     devices.shutdown().await;
     server.stop().await;
 
@@ -341,14 +329,7 @@ async fn one_visit(server: SocketAddr, subdomain: &str, c: &Counters) {
         }
     };
     c.streams.fetch_add(1, Ordering::Relaxed);
-    let mut roll: f64 = rand::rng().random();
-    if let Ok(only) = std::env::var("SOAK_ONLY") {
-        roll = match only.as_str() {
-            "download" => 0.01,
-            "upload" => 0.07,
-            _ => 0.5,
-        };
-    }
+    let roll: f64 = rand::rng().random();
     if roll < 0.05 {
         match visitor.abort_download(64 << 10).await {
             Ok(200) => c.aborted.fetch_add(1, Ordering::Relaxed),

@@ -84,10 +84,11 @@ impl Netns {
         ip(&["-n", &self.name, "link", "set", &self.ns_if, state]).expect("link up/down");
     }
 
-    /// TCP connections of this namespace's address the host holds established.
-    fn established_to_ns(&self) -> usize {
+    /// TCP connections between `server` (on the host) and the namespace
+    /// that the host holds established.
+    fn established_to_ns(&self, server: SocketAddr) -> usize {
         let out = Command::new("ss")
-            .args(["-Htn", "state", "established", "dst", &self.ns_ip.to_string()])
+            .args(["-Htn", "state", "established", "src", &server.to_string(), "dst", &self.ns_ip.to_string()])
             .output()
             .expect("ss (iproute2)");
         String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
@@ -151,7 +152,7 @@ async fn black_hole_on_a_real_link_is_noticed_and_half_open_sockets_are_dropped(
     // carries nothing when the link goes, so only keepalive can find it dead.
     let mut visitor = TcpStream::connect(public).await.expect("visitor connects");
     echo_once(&mut visitor, b"before the black hole").await;
-    assert_eq!(net.established_to_ns(), 2, "the control socket and one data socket cross the link");
+    assert_eq!(net.established_to_ns(server.addr), 2, "the control socket and one data socket cross the link");
 
     net.link(false);
     let cut = Instant::now();
@@ -174,8 +175,8 @@ async fn black_hole_on_a_real_link_is_noticed_and_half_open_sockets_are_dropped(
         "the visitor's stream over the dead link was not ended: {ended:?}"
     );
     eventually(Duration::from_secs(10), "no socket across the dead link left on the server", || {
-        let net = &net;
-        async move { (net.established_to_ns() == 0).then_some(()) }
+        let (net, addr) = (&net, server.addr);
+        async move { (net.established_to_ns(addr) == 0).then_some(()) }
     })
     .await;
     eprintln!("black hole: agent noticed after {noticed:?}; server clean after {:?}", cut.elapsed());

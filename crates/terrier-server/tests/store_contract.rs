@@ -70,6 +70,11 @@ macro_rules! contract {
                 check_uniqueness(store).await;
             }
             #[tokio::test]
+            async fn failed_writes_in_a_concurrent_burst_leave_nothing_behind() {
+                let (store, _keep) = $make.await;
+                check_burst(store).await;
+            }
+            #[tokio::test]
             async fn exhausted_range_is_an_error() {
                 let (store, _keep) = $make.await;
                 check_exhaustion(&*store).await;
@@ -201,6 +206,33 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(ports.len(), 80);
+}
+
+/// Writes arriving together (the embedded store commits them as one batch)
+/// stay atomic one by one: of 40 claims for 20 ports, 20 get a port and 20
+/// fail without leaving a lease, a subdomain or a port behind.
+async fn check_burst(store: Arc<dyn Store>) {
+    let t0 = clock_now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let (name, svc) = (format!("burst-{i}"), services(&["a"]));
+            let c =
+                Claim { name: &name, services: &svc, session: "s", node: "n", now_ms: t0, port_range: 31000..=31019 };
+            store.claim(c).await.map(|lease| lease.ports["a"])
+        });
+    }
+    let (mut ports, mut refused) = (HashSet::new(), 0);
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Ok(port) => assert!(ports.insert(port), "port {port} given twice"),
+            Err(StoreError::NoFreePort(_)) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ports.len(), refused), (20, 20));
+    assert_eq!(store.leases(t0).await.unwrap().len(), 20, "a failed claim left a lease");
 }
 
 async fn check_exhaustion(store: &dyn Store) {
