@@ -28,7 +28,7 @@ use crate::AgentConfig;
 
 pub use crate::transport::Transport;
 /// A terrier WebSocket (control or data).
-pub type Socket = WebSocketStream<Transport>;
+pub type Socket = WebSocketStream<terrier_transport::ws::Buffered<Transport>>;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,11 @@ impl Dialer {
             request.headers_mut().insert(AUTHORIZATION, token.bearer());
         }
         let config = terrier_transport::ws::config(kind, max_frame);
-        let handshake = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
+        let handshake = tokio_tungstenite::client_async_with_config(
+            request,
+            terrier_transport::ws::buffered(kind, transport),
+            Some(config),
+        );
         match tokio::time::timeout(self.timeout, handshake).await {
             Err(_) => Err(HandshakeError::Timeout(url.to_string())),
             Ok(Ok((socket, _response))) => Ok(socket),

@@ -141,11 +141,7 @@ pub async fn run_with_store(
     };
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
-    // Pooled upstream connections outlive requests; once the ingress has
-    // drained on shutdown, nothing can use them, so their relays stop.
-    let idle_stop = CancellationToken::new();
-    let client =
-        ingress::proxy::client(sessions.clone(), tasks.clone(), idle_stop.clone(), &config.limits, metrics.clone());
+    let client = ingress::proxy::client(sessions.clone(), &config.limits, metrics.clone());
     let node = Arc::new(Node {
         config,
         node_id,
@@ -195,7 +191,6 @@ pub async fn run_with_store(
         }
         None => ingress::http::serve(node.clone(), listener).await,
     }
-    idle_stop.cancel();
 
     // Shutdown: accept loops have stopped; sessions end through their
     // child tokens. Give in-flight streams the drain timeout.

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 
 /// How long a finished relay waits for the peer's Close frame before it drops
 /// the socket anyway.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Bytes moved by one relay, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

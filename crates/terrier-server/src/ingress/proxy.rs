@@ -22,9 +22,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use terrier_proto::handshake::HTTP_SERVICE;
-use tokio::io::DuplexStream;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use terrier_transport::byte_stream::ByteStream;
 
 use super::Body;
 use crate::access::Denied;
@@ -34,11 +32,9 @@ use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::session::OpenError;
-use crate::tunnel::traffic::{Metered, RequestRecord};
+use crate::tunnel::traffic::{Metered, RequestRecord, Side};
 use crate::Node;
 
-/// Buffer of the in-memory pipe between hyper's client and a data socket.
-const PIPE_BYTES: usize = 64 * 1024;
 /// Seconds a visitor of an offline device is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "30";
 
@@ -56,21 +52,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// The hyper client that reaches devices through tunnel streams.
 pub type DeviceClient = Client<StreamConnector, Incoming>;
 
-/// Builds the client; idle connections are pooled per session. Their relays
-/// stop when `idle_stop` fires (after the ingress drained on shutdown).
-pub fn client(
-    node_sessions: Arc<Registry>,
-    tasks: TaskTracker,
-    idle_stop: CancellationToken,
-    limits: &crate::config::Limits,
-    metrics: Arc<Metrics>,
-) -> DeviceClient {
+/// Builds the client; idle connections are pooled per session.
+pub fn client(node_sessions: Arc<Registry>, limits: &crate::config::Limits, metrics: Arc<Metrics>) -> DeviceClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(limits.http_idle_timeout)
         .pool_max_idle_per_host(limits.max_idle_http_per_device)
         .set_host(false)
-        .build(StreamConnector { sessions: node_sessions, tasks, idle_stop, metrics })
+        .build(StreamConnector { sessions: node_sessions, metrics })
 }
 
 /// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
@@ -399,15 +388,12 @@ fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::clien
 }
 
 /// hyper "connector" that opens a tunnel stream to the session named by the
-/// URI's host and hands hyper one end of an in-memory pipe to it.
+/// URI's host; hyper's connection task reads and writes the data socket
+/// directly (as a [`ByteStream`]), with no pipe or relay task in between.
 #[derive(Clone)]
 pub struct StreamConnector {
     /// Where sessions are found by id.
     sessions: Arc<Registry>,
-    /// Tracks the relay tasks.
-    tasks: TaskTracker,
-    /// Ends the relays of pooled connections once no request can use them.
-    idle_stop: CancellationToken,
     /// Node-wide stream and byte counters.
     metrics: Arc<Metrics>,
 }
@@ -423,30 +409,24 @@ impl tower_service::Service<Uri> for StreamConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let session = uri.host().and_then(|id| self.sessions.by_id(id));
-        let tasks = self.tasks.clone();
-        let idle_stop = self.idle_stop.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
             let socket = session.open_stream(HTTP_SERVICE).await?;
-            let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-            let theirs = Metered::new(theirs, session.traffic.clone(), metrics, StreamKind::Http);
-            tasks.spawn(async move {
-                tokio::select! {
-                    result = terrier_transport::relay(socket, theirs) => if let Err(e) = result {
-                        tracing::debug!(device = %session.name, error = %e, "HTTP stream ended abnormally");
-                    },
-                    () = idle_stop.cancelled() => {}
-                }
-            });
-            Ok(StreamConnection(TokioIo::new(ours)))
+            let stream = Metered::on_side(
+                ByteStream::new(socket),
+                Side::Device,
+                session.traffic.clone(),
+                metrics,
+                StreamKind::Http,
+            );
+            Ok(StreamConnection(TokioIo::new(stream)))
         })
     }
 }
 
-/// One end of the pipe to a tunnel stream, as hyper's client sees it.
-pub struct StreamConnection(TokioIo<DuplexStream>);
-
+/// A tunnel stream as hyper's client sees it.
+pub struct StreamConnection(TokioIo<Metered<ByteStream<crate::tunnel::UpgradedIo>>>);
 impl Connection for StreamConnection {
     fn connected(&self) -> Connected {
         Connected::new()

@@ -10,4 +10,7 @@ pub mod traffic;
 pub mod upgrade;
 
 /// A data socket once upgraded: a WebSocket over hyper's upgraded connection.
-pub type DataSocket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+pub type DataSocket = tokio_tungstenite::WebSocketStream<UpgradedIo>;
+
+/// The connection under a terrier WebSocket on the server.
+pub type UpgradedIo = terrier_transport::ws::Buffered<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;

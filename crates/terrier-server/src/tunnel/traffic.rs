@@ -80,15 +80,44 @@ pub struct Metered<T> {
     metrics: Arc<Metrics>,
     /// HTTP or TCP, for the metric labels.
     kind: StreamKind,
+    /// Which end of the stream `inner` is: reading from the visitor side
+    /// moves bytes into the device, reading from the device side out of it.
+    side: Side,
+}
+
+/// Which end of a relayed stream a [`Metered`] wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The visitor's connection (TCP ingress, the pipe end of a relay).
+    Visitor,
+    /// The device's data socket as a byte stream (the HTTP client's upstream).
+    Device,
 }
 
 impl<T> Metered<T> {
     /// Wraps `inner`; the stream is open from now until the wrapper drops.
     pub fn new(inner: T, traffic: Arc<Traffic>, metrics: Arc<Metrics>, kind: StreamKind) -> Self {
+        Self::on_side(inner, Side::Visitor, traffic, metrics, kind)
+    }
+
+    /// Wraps `inner`, which is the `side` end of the stream.
+    pub fn on_side(inner: T, side: Side, traffic: Arc<Traffic>, metrics: Arc<Metrics>, kind: StreamKind) -> Self {
         traffic.streams_open.fetch_add(1, Ordering::Relaxed);
         traffic.streams_total.fetch_add(1, Ordering::Relaxed);
         metrics.stream_opened(kind);
-        Self { inner, traffic, metrics, kind }
+        Self { inner, traffic, metrics, kind, side }
+    }
+
+    /// Counts `n` bytes on their way into the device.
+    fn count_in(&self, n: u64) {
+        self.traffic.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.metrics.bytes_to_device(n);
+    }
+
+    /// Counts `n` bytes on their way out of the device.
+    fn count_out(&self, n: u64) {
+        self.traffic.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.metrics.bytes_from_device(n);
     }
 }
 
@@ -106,9 +135,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            // Read from the visitor side: on its way into the device.
-            this.traffic.bytes_in.fetch_add(n, Ordering::Relaxed);
-            this.metrics.bytes_to_device(n);
+            match this.side {
+                Side::Visitor => this.count_in(n),
+                Side::Device => this.count_out(n),
+            }
         }
         polled
     }
@@ -119,8 +149,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
-            this.traffic.bytes_out.fetch_add(*n as u64, Ordering::Relaxed);
-            this.metrics.bytes_from_device(*n as u64);
+            match this.side {
+                Side::Visitor => this.count_out(*n as u64),
+                Side::Device => this.count_in(*n as u64),
+            }
         }
         polled
     }

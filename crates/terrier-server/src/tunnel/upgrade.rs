@@ -49,5 +49,10 @@ pub fn accept(headers: &HeaderMap) -> Result<Response<()>, &'static str> {
 pub async fn websocket(on_upgrade: OnUpgrade, kind: Kind, max_frame_bytes: usize) -> Result<DataSocket, hyper::Error> {
     let upgraded = on_upgrade.await?;
     let config = terrier_transport::ws::config(kind, max_frame_bytes);
-    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+    Ok(WebSocketStream::from_raw_socket(
+        terrier_transport::ws::buffered(kind, TokioIo::new(upgraded)),
+        Role::Server,
+        Some(config),
+    )
+    .await)
 }
