@@ -82,6 +82,8 @@ struct Sample {
 /// fails when a figure did not come back to the baseline or a visitor
 /// saw an error.
 pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &mut Vec<String>) -> anyhow::Result<()> {
+    // The commit measured: read now, the tree may change during a long run.
+    let commit = crate::report::shell("git describe --always --dirty");
     let dir = tempfile::Builder::new().prefix("terrier-bench-soak-").tempdir()?;
     let token = format!("bench-admin-{:032x}", rand::rng().random::<u128>());
     let idle = format!("limits.http_idle_timeout={HTTP_IDLE_TIMEOUT}");
@@ -148,7 +150,7 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
         ("open FDs", baseline.fds as f64, end.fds as f64),
         ("tokio tasks", baseline.tasks as f64, end.tasks as f64),
     ];
-    let markdown = table(s, &samples, &baseline, &churned, &verdict);
+    let markdown = table(s, &commit, &samples, &baseline, &churned, &verdict);
     println!("\n{markdown}");
     if let Some(path) = out {
         crate::report::write_block(path, "soak", &markdown)?;
@@ -394,7 +396,14 @@ fn row(s: &Sample, base: &Sample) -> String {
     )
 }
 
-fn table(s: &Settings, samples: &[Sample], base: &Sample, churned: &Snapshot, verdict: &[(&str, f64, f64)]) -> String {
+fn table(
+    s: &Settings,
+    commit: &str,
+    samples: &[Sample],
+    base: &Sample,
+    churned: &Snapshot,
+    verdict: &[(&str, f64, f64)],
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -404,7 +413,7 @@ fn table(s: &Settings, samples: &[Sample], base: &Sample, churned: &Snapshot, ve
          Sampled every {} s.\n",
         crate::report::shell("date -u '+%Y-%m-%d %H:%M UTC'"),
         s.minutes,
-        crate::report::shell("git describe --always --dirty"),
+        commit,
         s.soak_devices,
         MEAN_ONLINE.as_secs(),
         s.soak_rate,
