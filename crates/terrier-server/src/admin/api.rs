@@ -132,7 +132,7 @@ async fn server_info(node: &Node) -> serde_json::Value {
         "store": if node.config.store == "embedded" { "embedded" } else { "redis" },
         "devices_online": node.sessions.len(),
         "uptime_secs": node.admin.started.elapsed().as_secs(),
-        "grace_period_secs": node.config.grace_period.as_secs(),
+        "grace_period_secs": node.live.grace_period().as_secs(),
         "tcp_port_min": node.config.tcp_port_min,
         "tcp_port_max": node.config.tcp_port_max,
         "request_log": node.config.admin.request_log,

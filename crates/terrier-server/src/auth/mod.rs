@@ -11,13 +11,13 @@ pub mod token;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ServerConfig;
 pub use book::{bearer, AuthError, TokenBook, TokenSlot};
 
 /// How devices authenticate (`auth.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// `token`, unless the domain is `localhost` (a development setup): `open`.
