@@ -124,6 +124,10 @@ pub struct Admin {
     pub request_log: usize,
     /// Serve the dashboard at `/dashboard` (the API stays on either way).
     pub dashboard: bool,
+    /// Most devices one `GET /api/v1/devices` page holds (also the page
+    /// size when the caller gives no `limit`), so a large fleet's list is
+    /// paged instead of sent in one answer.
+    pub max_page_size: usize,
     /// The admin token itself, from `TERRIERD_ADMIN_TOKEN` (never from the
     /// file: secrets stay out of configuration files); wins over `token_file`.
     #[serde(skip)]
@@ -142,7 +146,14 @@ impl std::fmt::Debug for Secret {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { token_file: None, metrics_listen: None, request_log: 100, dashboard: true, token: None }
+        Self {
+            token_file: None,
+            metrics_listen: None,
+            request_log: 100,
+            dashboard: true,
+            max_page_size: 500,
+            token: None,
+        }
     }
 }
 
@@ -390,6 +401,9 @@ impl ServerConfig {
             return Err(ConfigError(
                 "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
             ));
+        }
+        if self.admin.max_page_size == 0 {
+            return Err(ConfigError("admin.max_page_size must be at least 1".into()));
         }
         if self.admin.request_log > MAX_REQUEST_LOG {
             return Err(ConfigError(format!("admin.request_log must be at most {MAX_REQUEST_LOG}")));
