@@ -19,15 +19,10 @@ use crate::{Node, ServerConfig};
 /// Builds the node's configuration again, the same way as at start.
 pub type Source = Arc<dyn Fn() -> anyhow::Result<ServerConfig> + Send + Sync>;
 
-/// `[limits]` keys read once at start (the HTTP client pool, the store
-/// connection, the auth state), so a change to them waits for a restart.
-const LIMITS_READ_AT_START: &[&str] = &[
-    "limits.max_idle_http_per_device",
-    "limits.http_idle_timeout",
-    "limits.store_timeout",
-    "limits.control_handshakes_per_ip_per_minute",
-    "limits.max_devices_per_token",
-];
+/// `[limits]` keys read once at start (into the HTTP client's connection
+/// pool and the store connection), so a change to them waits for a restart.
+const LIMITS_READ_AT_START: &[&str] =
+    &["limits.max_idle_http_per_device", "limits.http_idle_timeout", "limits.store_timeout"];
 
 /// Does a change to this dotted configuration key take effect on `SIGHUP`?
 pub fn is_live(key: &str) -> bool {
@@ -120,6 +115,7 @@ fn reload_config(node: &Node) {
     let live: Vec<String> = changed_keys(&applied, &new).into_iter().filter(|k| is_live(k)).collect();
     node.live.apply(&new);
     node.access.replace(access);
+    node.auth.handshakes.set_per_minute(new.limits.control_handshakes_per_ip_per_minute);
     tracing::info!(changed = ?live, "reload: configuration applied");
     *applied = new;
 }
