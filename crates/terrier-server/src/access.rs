@@ -11,15 +11,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use arc_swap::ArcSwap;
 use base64::Engine;
 use http::HeaderMap;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// One device's rules as written in `[access."<name>"]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
     /// Visitors must come from one of these networks (`10.0.0.0/8`, `192.0.2.7`).
@@ -29,7 +30,7 @@ pub struct AccessConfig {
 }
 
 /// A basic-auth user.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
     /// User name.
@@ -47,10 +48,12 @@ pub enum Denied {
     Credentials,
 }
 
-/// The compiled rules of every device that has some.
+/// The compiled rules of every device that has some. A `SIGHUP` swaps in
+/// new rules ([`AccessRules::replace`]); each check reads the rules in force
+/// at that moment, without a lock.
 #[derive(Debug, Default)]
 pub struct AccessRules {
-    devices: HashMap<String, DeviceRules>,
+    devices: ArcSwap<HashMap<String, DeviceRules>>,
 }
 
 #[derive(Debug)]
@@ -85,27 +88,38 @@ impl AccessRules {
                 .collect::<Result<Vec<_>, String>>()?;
             devices.insert(name.clone(), DeviceRules { allow, users });
         }
-        Ok(Self { devices })
+        Ok(Self { devices: ArcSwap::from_pointee(devices) })
+    }
+
+    /// Puts `new`'s rules in force for every later check.
+    pub fn replace(&self, new: AccessRules) {
+        self.devices.store(new.devices.into_inner());
     }
 
     /// May a visitor from `ip` reach device `name` at all?
     pub fn allows_address(&self, name: &str, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.devices.get(name).is_none_or(|rules| rules.allow.is_empty() || rules.allow.iter().any(|n| n.contains(&ip)))
+        allowed(self.devices.load().get(name), ip)
     }
 
     /// May this HTTP request from `ip` reach device `name`?
     pub fn check_http(&self, name: &str, ip: IpAddr, headers: &HeaderMap) -> Result<(), Denied> {
-        if !self.allows_address(name, ip) {
+        let devices = self.devices.load();
+        let rules = devices.get(name);
+        if !allowed(rules, ip) {
             return Err(Denied::Address);
         }
-        match self.devices.get(name) {
+        match rules {
             Some(rules) if !rules.users.is_empty() => {
                 basic_ok(&rules.users, headers).then_some(()).ok_or(Denied::Credentials)
             }
             _ => Ok(()),
         }
     }
+}
+
+fn allowed(rules: Option<&DeviceRules>, ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    rules.is_none_or(|rules| rules.allow.is_empty() || rules.allow.iter().any(|n| n.contains(&ip)))
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, from a dual-stack
@@ -196,6 +210,16 @@ mod tests {
             rules.check_http("cam", "8.8.8.8".parse().unwrap(), &basic("alice:correct horse")),
             Err(Denied::Address)
         );
+    }
+
+    #[test]
+    fn replace_puts_new_rules_in_force() {
+        let rules = rules();
+        let outside: IpAddr = "11.0.0.1".parse().unwrap();
+        assert!(!rules.allows_address("cam", outside));
+        rules.replace(AccessRules::compile(&BTreeMap::new()).unwrap());
+        assert!(rules.allows_address("cam", outside), "no rule any more, no limit");
+        assert_eq!(rules.check_http("cam", outside, &HeaderMap::new()), Ok(()));
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use terrier_proto::limits;
 
 /// Everything `terrierd` needs to run. Every limit is here with a safe default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the one HTTP listener for visitors, agents and the API.
@@ -64,7 +64,7 @@ pub struct ServerConfig {
 }
 
 /// TLS settings; TLS is on when `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Address of the TLS listener (HTTPS and wss for visitors and agents).
@@ -82,7 +82,7 @@ pub struct TlsConfig {
 }
 
 /// One certificate chain and its key, as PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFiles {
     /// Certificate chain (leaf first).
@@ -92,7 +92,7 @@ pub struct CertificateFiles {
 }
 
 /// Device authentication settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `auto` (token, but open when the domain is localhost), `token` or `open`.
@@ -110,7 +110,7 @@ impl Default for AuthConfig {
 }
 
 /// Admin API, dashboard and metrics settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// File holding the admin token (`Authorization: Bearer`). When unset,
@@ -124,6 +124,10 @@ pub struct Admin {
     pub request_log: usize,
     /// Serve the dashboard at `/dashboard` (the API stays on either way).
     pub dashboard: bool,
+    /// Most devices one `GET /api/v1/devices` page holds (also the page
+    /// size when the caller gives no `limit`), so a large fleet's list is
+    /// paged instead of sent in one answer.
+    pub max_page_size: usize,
     /// The admin token itself, from `TERRIERD_ADMIN_TOKEN` (never from the
     /// file: secrets stay out of configuration files); wins over `token_file`.
     #[serde(skip)]
@@ -142,12 +146,19 @@ impl std::fmt::Debug for Secret {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { token_file: None, metrics_listen: None, request_log: 100, dashboard: true, token: None }
+        Self {
+            token_file: None,
+            metrics_listen: None,
+            request_log: 100,
+            dashboard: true,
+            max_page_size: 500,
+            token: None,
+        }
     }
 }
 
 /// Cluster settings; they matter only with a shared (Redis) store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
     /// Base URL agents are redirected to when this node is the least loaded
@@ -179,7 +190,7 @@ impl Default for Cluster {
 }
 
 /// Limits and timeouts a visitor or a device can push against.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Interval between WebSocket pings on control sockets; three silent
@@ -281,6 +292,9 @@ impl Default for Limits {
     }
 }
 
+/// Smallest `limits.max_header_bytes`: hyper's HTTP/1 read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// Largest `admin.request_log`: entries are small, but kept per device.
 pub const MAX_REQUEST_LOG: usize = 10_000;
 
@@ -373,8 +387,9 @@ impl ServerConfig {
                 return Err(ConfigError(format!("{name} must be more than zero")));
             }
         }
-        if l.max_header_bytes < 1024 {
-            return Err(ConfigError("limits.max_header_bytes must be at least 1024".into()));
+        // hyper refuses (panics on) an HTTP/1 read buffer below 8 KiB.
+        if l.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError(format!("limits.max_header_bytes must be at least {MIN_HEADER_BYTES}")));
         }
         if l.max_control_frame_bytes < 1024 || l.max_data_frame_bytes < limits::DATA_CHUNK_BYTES {
             return Err(ConfigError(format!(
@@ -386,6 +401,9 @@ impl ServerConfig {
             return Err(ConfigError(
                 "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
             ));
+        }
+        if self.admin.max_page_size == 0 {
+            return Err(ConfigError("admin.max_page_size must be at least 1".into()));
         }
         if self.admin.request_log > MAX_REQUEST_LOG {
             return Err(ConfigError(format!("admin.request_log must be at most {MAX_REQUEST_LOG}")));

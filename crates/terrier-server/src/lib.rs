@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ingress;
+pub mod live;
 pub mod metrics;
 pub mod overrides;
 pub mod pages;
@@ -37,8 +38,14 @@ use store::Store;
 
 /// Everything one running node shares between its tasks.
 pub struct Node {
-    /// The validated configuration.
+    /// The validated configuration as read at start. The keys a `SIGHUP`
+    /// may change are read through `live` (limits, grace period) and
+    /// `access` instead.
     pub config: ServerConfig,
+    /// Limits and grace period in force now.
+    pub live: live::Live,
+    /// Builds the configuration again on `SIGHUP`.
+    pub reloader: reload::Reloader,
     /// This node's id (in leases, logs).
     pub node_id: String,
     /// Leases and indexes.
@@ -84,9 +91,20 @@ pub struct Node {
 /// cancelled; then stops accepting, closes control sockets, lets requests
 /// drain and returns.
 pub async fn run(config: ServerConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_reload(config, None, listener, shutdown).await
+}
+
+/// [`run`], and on `SIGHUP` the configuration is built again by `source`
+/// (as `config` was) and its live keys put in force (see [`reload`]).
+pub async fn run_with_reload(
+    config: ServerConfig,
+    source: Option<reload::Source>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate()?;
     let store = open_store(&config).await?;
-    run_with_store(config, store, listener, shutdown).await
+    serve(config, store, source, listener, shutdown).await
 }
 
 /// Opens the store backend the configuration names.
@@ -110,6 +128,16 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
 pub async fn run_with_store(
     config: ServerConfig,
     store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve(config, store, None, listener, shutdown).await
+}
+
+async fn serve(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    source: Option<reload::Source>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -143,6 +171,8 @@ pub async fn run_with_store(
     let sessions = Arc::new(tunnel::registry::Registry::default());
     let client = ingress::proxy::client(sessions.clone(), &config.limits, metrics.clone());
     let node = Arc::new(Node {
+        live: live::Live::new(&config),
+        reloader: reload::Reloader::new(source, &config),
         config,
         node_id,
         store,
@@ -209,15 +239,10 @@ pub async fn run_with_store(
 /// How long cut relays get to unwind after the hard stop.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(1);
 
-/// Periodically deletes leases whose grace period ended and closes their ports.
+/// Periodically deletes leases whose grace period ended and closes their
+/// ports; a quarter of the grace period in force apart, between 200 ms and 30 s.
 async fn sweep_leases(node: Arc<Node>) {
-    let every = (node.config.grace_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
-    let mut ticker = tokio::time::interval(every);
     loop {
-        tokio::select! {
-            () = node.shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
         match node.store.sweep(store::now_ms()).await {
             Ok(expired) => {
                 for lease in expired {
@@ -226,6 +251,11 @@ async fn sweep_leases(node: Arc<Node>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
+        let every = (node.live.grace_period() / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        tokio::select! {
+            () = node.shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

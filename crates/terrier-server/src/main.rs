@@ -159,11 +159,17 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((port(min)?, port(max)?))
 }
 
-fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
-    // File, then TERRIERD__* and --set overrides, then the dedicated flags.
+/// The generic overrides, read once at start: `TERRIERD__*`, then `--set`.
+fn overrides(args: &Args) -> Vec<(String, String)> {
     let mut overrides = terrier_server::overrides::from_env(std::env::vars());
     overrides.extend(args.set.iter().cloned());
-    let mut config = terrier_server::overrides::load(args.config.as_deref(), &overrides)?;
+    overrides
+}
+
+/// The configuration: the file, then `overrides`, then the dedicated flags.
+/// Run again on `SIGHUP` with the same arguments, so they keep winning.
+fn load_config(args: &Args, overrides: &[(String, String)]) -> anyhow::Result<ServerConfig> {
+    let mut config = terrier_server::overrides::load(args.config.as_deref(), overrides)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -246,7 +252,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(mut args: Args) -> anyhow::Result<()> {
     match &args.command {
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
@@ -260,10 +266,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let config = load_config(&args)?;
-    if let Some(Command::Token(command)) = args.command {
+    let overrides = overrides(&args);
+    let config = load_config(&args, &overrides)?;
+    if let Some(Command::Token(command)) = args.command.take() {
         return token_command(&config, command).await;
     }
+    let args = std::sync::Arc::new(args);
+    let reload_args = args.clone();
+    let source: terrier_server::reload::Source = std::sync::Arc::new(move || load_config(&reload_args, &overrides));
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -289,7 +299,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     } else {
         println!("dashboard: {dashboard}  (admin token from TERRIERD_ADMIN_TOKEN)");
     }
-    terrier_server::run(config, listener, shutdown).await?;
+    terrier_server::run_with_reload(config, Some(source), listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
     Ok(())

@@ -232,6 +232,56 @@ async fn server_info_and_unknown_endpoints() {
     server.stop().await;
 }
 
+/// Names on one page of the device list.
+fn page_names(reply: &Reply) -> Vec<String> {
+    ok(reply, "DeviceList");
+    reply.json["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn device_list_pages_by_cursor_up_to_max_page_size() {
+    init_logging();
+    let server = TestServer::start(|c| c.admin.max_page_size = 2).await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    let mut agents = Vec::new();
+    for name in ["dev-c", "dev-a", "dev-b"] {
+        agents.push(TestAgent::web_device(server.url(), name).await.0);
+    }
+
+    // No limit: a page of admin.max_page_size, with the cursor of the next.
+    let first = admin.get("/api/v1/devices").await;
+    assert_eq!(page_names(&first), ["dev-a", "dev-b"]);
+    assert_eq!(first.json["next"], "dev-b");
+    // Asking past the maximum still gives at most the maximum.
+    let big = admin.get("/api/v1/devices?limit=1000").await;
+    assert_eq!(page_names(&big), ["dev-a", "dev-b"]);
+    let last = admin.get("/api/v1/devices?limit=1000&cursor=dev-b").await;
+    assert_eq!(page_names(&last), ["dev-c"]);
+    assert_eq!(last.json["next"], Value::Null, "the last page says so");
+
+    // Smaller pages walk the whole list once, filters included.
+    let (mut seen, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let page = admin.get(&format!("/api/v1/devices?status=online&limit=1&cursor={cursor}")).await;
+        seen.extend(page_names(&page));
+        match page.json["next"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["dev-a", "dev-b", "dev-c"]);
+
+    for bad in ["limit=0", "limit=-1", "limit=lots"] {
+        let reply = admin.get(&format!("/api/v1/devices?{bad}")).await;
+        assert_eq!(reply.status, 400, "{bad}");
+        assert_schema("Error", &reply.json);
+    }
+    for agent in agents {
+        agent.stop().await.unwrap();
+    }
+    server.stop().await;
+}
+
 #[test]
 #[should_panic(expected = "does not match")]
 fn schema_check_rejects_a_drifted_response() {

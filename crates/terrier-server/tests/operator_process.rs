@@ -1,5 +1,6 @@
 //! The operator's side of `terrierd` as a real process: `SIGHUP` reloads the
-//! admin token and the page templates while a tunnel stays up; `--demo`
+//! admin token, the page templates, certificates and the live keys of the
+//! config file (limits, access rules) while a tunnel stays up; `--demo`
 //! prints the dashboard and its token; `completions` and `man` print what
 //! packagers install; `TERRIERD__*` and `--set` reach any config key.
 
@@ -11,7 +12,7 @@ use terrier_agent::Event;
 use terrier_testkit::admin::AdminClient;
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, TestAgent};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -305,4 +306,140 @@ async fn sighup_reloads_renewed_certificate_files() {
     server.signal("HUP").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(verifies(tls_port, &second_ca).await, "a bad reload keeps serving the last good certificate");
+}
+
+/// Status of a `GET /hello` for `host` whose request head carries an extra
+/// header of `bytes` bytes, on a fresh connection (so it meets the limits in
+/// force now); `None` when the server closed without a response.
+async fn status_with_head_of(server: SocketAddr, host: &str, bytes: usize) -> Option<u16> {
+    let mut stream = tokio::net::TcpStream::connect(server).await.expect("connect");
+    let request =
+        format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(bytes));
+    // The server may close before taking every byte of a head it refuses.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).split_whitespace().nth(1).and_then(|code| code.parse().ok())
+}
+
+/// A head past `limits.max_header_bytes` gets 431, or the connection closes
+/// (when the server closes with the rest of the head unread, the kernel may
+/// reset the connection before the 431 is read).
+fn refused(status: Option<u16>) -> bool {
+    matches!(status, None | Some(431))
+}
+
+#[tokio::test]
+async fn sighup_applies_new_limits_and_access_rules_while_the_tunnel_stays_up() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("terrierd.toml");
+    std::fs::write(&config, "[limits]\nmax_header_bytes = 65536\n").unwrap();
+    let data = dir.path().join("data");
+    let mut server = Process::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tcp-ports",
+            &free_port_range(),
+        ],
+        &[],
+    )
+    .await;
+    let url = url::Url::parse(&format!("http://{}", server.addr)).unwrap();
+    let (mut agent, host) = TestAgent::web_device(url, "stays-up").await;
+    let first_session = agent.connected(1).await.session;
+    let admin = AdminClient::from_data_dir(server.addr, &data).await;
+    let visitor = Visitor::new(server.addr);
+    assert_eq!(status_with_head_of(server.addr, &host, 16 * 1024).await, Some(200), "16 KiB heads pass at 64 KiB");
+
+    // Lower the limit: new visitors meet it at once.
+    std::fs::write(&config, "[limits]\nmax_header_bytes = 8192\n").unwrap();
+    server.signal("HUP").await;
+    let applied = server.line_containing("reload: configuration applied").await;
+    assert!(applied.contains("limits.max_header_bytes"), "the log names what changed: {applied}");
+    let status = status_with_head_of(server.addr, &host, 16 * 1024).await;
+    assert!(refused(status), "16 KiB heads are refused at 8 KiB, got {status:?}");
+    assert_eq!(status_with_head_of(server.addr, &host, 1024).await, Some(200), "small heads still pass");
+
+    // A file that does not parse, then one that does not validate: the last
+    // good limit stays (the default, 64 KiB, would let 16 KiB through).
+    for broken in ["[limits\nmax_header_bytes = 65536\n", "[limits]\nmax_header_bytes = 100\n"] {
+        std::fs::write(&config, broken).unwrap();
+        server.signal("HUP").await;
+        let kept = server.line_containing("reload: configuration kept").await;
+        assert!(broken.contains('[') && !kept.is_empty());
+        let status = status_with_head_of(server.addr, &host, 16 * 1024).await;
+        assert!(refused(status), "a broken file keeps the 8 KiB limit, got {status:?}");
+        assert_eq!(visitor.get(&host, "/hello").await.status, 200);
+    }
+
+    // Keys read only at start are named in a warning and left alone; an
+    // access rule for the device applies to its next visitor.
+    std::fs::write(
+        &config,
+        "redis_prefix = \"other:\"\n[limits]\nmax_header_bytes = 8192\nhttp_idle_timeout = \"5s\"\n\
+         [access.\"stays-up\"]\nallow_ips = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    server.signal("HUP").await;
+    server.line_containing("reload: limits.http_idle_timeout changed but is read only at start").await;
+    server.line_containing("reload: redis_prefix changed but is read only at start").await;
+    server.line_containing("reload: configuration applied").await;
+    assert_eq!(Visitor::new(server.addr).get(&host, "/hello").await.status, 403, "loopback is not 10/8");
+
+    // The tunnel never dropped: same session, no disconnect.
+    let device = admin.get("/api/v1/devices/stays-up").await;
+    assert_eq!(device.json["session"], first_session.as_str());
+    assert!(!agent.events().iter().any(|e| matches!(e, Event::Disconnected { .. })), "{:?}", agent.events());
+
+    // Removing the rule opens the device again, through the same tunnel.
+    std::fs::write(&config, "[limits]\nmax_header_bytes = 8192\n").unwrap();
+    server.signal("HUP").await;
+    server.line_containing("reload: configuration applied").await;
+    assert_eq!(Visitor::new(server.addr).get(&host, "/hello").await.status, 200);
+    assert_eq!(admin.get("/api/v1/devices/stays-up").await.json["session"], first_session.as_str());
+
+    agent.stop().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn env_and_set_overrides_keep_winning_after_sighup() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("terrierd.toml");
+    std::fs::write(&config, "grace_period = \"1m\"\n[limits]\nmax_header_bytes = 65536\n").unwrap();
+    let data = dir.path().join("data");
+    let mut server = Process::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--set",
+            "limits.max_header_bytes=8192",
+        ],
+        &[("TERRIERD__GRACE_PERIOD", "7m")],
+    )
+    .await;
+    let admin = AdminClient::from_data_dir(server.addr, &data).await;
+    let check = |info: serde_json::Value| assert_eq!(info["grace_period_secs"], 420, "TERRIERD__ wins: {info}");
+    check(admin.get("/api/v1/server").await.json);
+    let status = status_with_head_of(server.addr, "localhost", 16 * 1024).await;
+    assert!(refused(status), "--set wins: 8 KiB, got {status:?}");
+
+    // The file changes both keys and one more; only the one more applies.
+    std::fs::write(&config, "grace_period = \"2m\"\n[limits]\nmax_header_bytes = 131072\nmax_pending_streams = 5\n")
+        .unwrap();
+    server.signal("HUP").await;
+    let applied = server.line_containing("reload: configuration applied").await;
+    assert!(applied.contains("limits.max_pending_streams"), "{applied}");
+    assert!(!applied.contains("grace_period") && !applied.contains("max_header_bytes"), "{applied}");
+    check(admin.get("/api/v1/server").await.json);
+    let status = status_with_head_of(server.addr, "localhost", 16 * 1024).await;
+    assert!(refused(status), "--set still wins after the reload, got {status:?}");
+    server.stop().await;
 }

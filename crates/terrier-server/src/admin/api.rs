@@ -134,7 +134,7 @@ async fn server_info(node: &Node) -> serde_json::Value {
         "uptime_secs": node.admin.started.elapsed().as_secs(),
         // Tasks alive in the runtime: a leak shows here first (soak runs read it).
         "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-        "grace_period_secs": node.config.grace_period.as_secs(),
+        "grace_period_secs": node.live.grace_period().as_secs(),
         "tcp_port_min": node.config.tcp_port_min,
         "tcp_port_max": node.config.tcp_port_max,
         "request_log": node.config.admin.request_log,
@@ -172,13 +172,23 @@ pub async fn all_devices(node: &Node) -> Result<Vec<DeviceView>, StoreError> {
         .collect())
 }
 
-/// `GET /api/v1/devices?status=online|offline&q=text`.
+/// `GET /api/v1/devices?status=online|offline&q=text&limit=N&cursor=NAME`:
+/// one page of devices sorted by name. The cursor is the last name of the
+/// previous page (its `next`), so a device joining or leaving between pages
+/// shifts nothing; pages hold at most `admin.max_page_size` devices.
 async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
-    let (mut status, mut q) = (String::from("all"), String::new());
+    let max = node.config.admin.max_page_size;
+    let (mut status, mut q, mut limit, mut cursor) = (String::from("all"), String::new(), max, None);
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "status" => status = value.into_owned(),
             "q" => q = value.to_lowercase(),
+            // More than the maximum is not an error: the page is just full.
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => limit = n.min(max),
+                _ => return error(StatusCode::BAD_REQUEST, "limit must be a whole number from 1"),
+            },
+            "cursor" => cursor = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -192,12 +202,18 @@ async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
         Ok(devices) => devices,
         Err(e) => return store_error(e),
     };
-    let devices: Vec<DeviceView> = devices
+    let mut devices: Vec<DeviceView> = devices
         .into_iter()
+        .filter(|d| cursor.as_deref().is_none_or(|after| d.name.as_str() > after))
         .filter(|d| want_online.is_none_or(|w| d.online == w))
         .filter(|d| q.is_empty() || d.name.contains(&q) || d.subdomain.contains(&q))
+        .take(limit + 1)
         .collect();
-    json(StatusCode::OK, &serde_json::json!({ "devices": devices }))
+    let next = (devices.len() > limit).then(|| {
+        devices.truncate(limit);
+        devices.last().map(|d| d.name.clone())
+    });
+    json(StatusCode::OK, &serde_json::json!({ "devices": devices, "next": next.flatten() }))
 }
 
 /// One device by name: its local session, or its lease.

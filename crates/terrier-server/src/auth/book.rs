@@ -60,7 +60,6 @@ pub struct TokenBook {
     store: Arc<dyn TokenStore>,
     cache: RwLock<Cache>,
     online: Arc<Mutex<HashMap<String, usize>>>,
-    max_devices_per_token: usize,
 }
 
 #[derive(Default)]
@@ -100,8 +99,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 impl TokenBook {
     /// A book over `store`; call [`TokenBook::refresh`] once before use.
-    pub fn new(store: Arc<dyn TokenStore>, max_devices_per_token: usize) -> Self {
-        Self { store, cache: RwLock::default(), online: Arc::default(), max_devices_per_token }
+    pub fn new(store: Arc<dyn TokenStore>) -> Self {
+        Self { store, cache: RwLock::default(), online: Arc::default() }
     }
 
     /// The store behind the book (for create/list/revoke).
@@ -125,9 +124,15 @@ impl TokenBook {
     }
 
     /// Checks the bearer token of a control handshake for device `name` and
-    /// takes a place in its online count. The second value lists revoked
-    /// token ids noticed on the way (see [`TokenBook::refresh`]).
-    pub async fn admit(&self, headers: &HeaderMap, name: &str) -> (Result<TokenSlot, AuthError>, Vec<String>) {
+    /// takes a place in its online count, of which a fleet token has at most
+    /// `max_devices_per_token`. The second value lists revoked token ids
+    /// noticed on the way (see [`TokenBook::refresh`]).
+    pub async fn admit(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        max_devices_per_token: usize,
+    ) -> (Result<TokenSlot, AuthError>, Vec<String>) {
         let (record, gone) = match self.lookup(headers).await {
             (Ok(record), gone) => (record, gone),
             (Err(e), gone) => return (Err(e), gone),
@@ -137,7 +142,7 @@ impl TokenBook {
         }
         let mut online = self.online.lock().expect("online lock");
         let count = online.entry(record.id.clone()).or_default();
-        if matches!(record.scope, Scope::Prefix(_)) && *count >= self.max_devices_per_token {
+        if matches!(record.scope, Scope::Prefix(_)) && *count >= max_devices_per_token {
             return (Err(AuthError::TooManyDevices(record.id)), gone);
         }
         *count += 1;

@@ -11,13 +11,13 @@ pub mod token;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ServerConfig;
 pub use book::{bearer, AuthError, TokenBook, TokenSlot};
 
 /// How devices authenticate (`auth.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// `token`, unless the domain is `localhost` (a development setup): `open`.
@@ -87,7 +87,7 @@ impl Auth {
     /// Opens the token store and loads it once, so a bad store fails the start.
     pub async fn start(config: &ServerConfig) -> anyhow::Result<Self> {
         let mode = config.auth.mode.resolve(&config.domain);
-        let book = TokenBook::new(open_token_store(config).await?, config.limits.max_devices_per_token);
+        let book = TokenBook::new(open_token_store(config).await?);
         book.refresh().await.context("loading device tokens")?;
         if mode == AuthMode::Open {
             tracing::warn!(
@@ -109,7 +109,8 @@ pub async fn admit(node: &crate::Node, headers: &http::HeaderMap, name: &str) ->
     if node.auth.mode == AuthMode::Open {
         return Ok(Identity::Open);
     }
-    let (result, gone) = node.auth.book.admit(headers, name).await;
+    let max_devices = node.live.limits().max_devices_per_token;
+    let (result, gone) = node.auth.book.admit(headers, name, max_devices).await;
     disconnect_revoked(node, &gone);
     result.map(Identity::Token)
 }

@@ -127,7 +127,7 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
     let ttl = node.config.cluster.node_ttl.as_millis() as u64;
     let before = node.store.nodes().await?;
     let known = before.iter().any(|n| n.id == node.node_id) && !node.needs_resync.load(Ordering::Acquire);
-    let grace = node.config.grace_period.as_millis() as u64;
+    let grace = node.live.grace_period().as_millis() as u64;
     // Resync before registering: if it fails half-way, the node is still
     // unknown at the next beat and tries again.
     if !known {

@@ -46,7 +46,7 @@ where
         };
         match accepted {
             Ok((stream, remote)) => {
-                terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+                terrier_transport::tcp::tune(&stream, node.live.limits().tcp_keepalive);
                 let connection = handle(node.clone(), stream, remote, graceful.watcher());
                 let hard_stop = node.hard_stop.clone();
                 // Under the hard stop too: a connection still sniffing when
@@ -87,7 +87,7 @@ pub async fn serve_one<S>(node: Arc<Node>, watcher: Watcher, mut stream: S, remo
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &node.config.limits;
+    let limits = node.live.limits();
     let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
         Ok(found) => found,
         Err(e) => {

@@ -103,7 +103,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
-    terrier_transport::tcp::tune(&stream, node.config.limits.tcp_keepalive);
+    terrier_transport::tcp::tune(&stream, node.live.limits().tcp_keepalive);
     if !node.access.allows_address(name, visitor.ip()) {
         tracing::info!(device = name, service, %visitor, "TCP visitor denied by access rules");
         return;

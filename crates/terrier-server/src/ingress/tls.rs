@@ -43,7 +43,7 @@ async fn accept_one(
     remote: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let deadline = tokio::time::Instant::now() + node.config.limits.header_read_timeout;
+    let deadline = tokio::time::Instant::now() + node.live.limits().header_read_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,

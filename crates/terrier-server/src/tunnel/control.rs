@@ -137,7 +137,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             return text(status::UNAVAILABLE, format!("no lease: {e}"));
         }
     };
-    let limits = &node.config.limits;
+    let limits = node.live.limits();
     let (session, outgoing) = Session::new(
         SessionInit {
             id: session_id,
@@ -167,7 +167,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
     let node2 = node.clone();
     node.tasks.spawn(
         async move {
-            match upgrade::websocket(on_upgrade, Kind::Control, node2.config.limits.max_control_frame_bytes).await {
+            match upgrade::websocket(on_upgrade, Kind::Control, node2.live.limits().max_control_frame_bytes).await {
                 Ok(ws) => {
                     tracing::info!(agent = %params.agent, platform = %params.platform, subdomain = %lease.subdomain, "device online");
                     let why = run(&node2, &session, &lease, ws, outgoing).await;
@@ -234,7 +234,7 @@ async fn run(
     mut ws: DataSocket,
     mut outgoing: mpsc::Receiver<Message>,
 ) -> String {
-    let heartbeat = node.config.limits.heartbeat_interval;
+    let heartbeat = node.live.limits().heartbeat_interval;
     let send_timeout = heartbeat * HEARTBEAT_MISSES;
     let welcome = welcome_message(node, session, lease);
     if let Err(e) = send(&mut ws, welcome, send_timeout).await {
@@ -325,8 +325,8 @@ fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
         url: &url,
         tcp_host: node.config.tcp_host(),
         tcp,
-        grace_secs: node.config.grace_period.as_secs().try_into().unwrap_or(u32::MAX),
-        heartbeat_secs: node.config.limits.heartbeat_interval.as_secs().max(1).try_into().unwrap_or(u32::MAX),
+        grace_secs: node.live.grace_period().as_secs().try_into().unwrap_or(u32::MAX),
+        heartbeat_secs: node.live.limits().heartbeat_interval.as_secs().max(1).try_into().unwrap_or(u32::MAX),
     });
     terrier_transport::control::encode(&welcome)
 }
@@ -350,7 +350,7 @@ async fn end_session(node: &Node, session: &Session) {
     session.closed.cancel();
     session.clear_pool();
     node.sessions.remove(session);
-    let grace = node.config.grace_period.as_millis() as u64;
+    let grace = node.live.grace_period().as_millis() as u64;
     let now = now_ms();
     if let Err(e) = node.store.release(&session.name, &session.id, now, grace).await {
         // Retried by the registry heartbeat once the store answers again.

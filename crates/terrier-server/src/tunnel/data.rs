@@ -76,7 +76,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         return text(status::NOT_FOUND, "unknown, expired or already used stream");
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_frame = node.config.limits.max_data_frame_bytes;
+    let max_frame = node.live.limits().max_data_frame_bytes;
     node.tasks.spawn(async move {
         match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
             // If the visitor gave up meanwhile, the socket is dropped here and
@@ -112,11 +112,11 @@ async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id:
         Ok(found) => found,
         Err(response) => return response,
     };
-    if session.pooled_count() >= node.config.limits.max_pool_sockets {
+    if session.pooled_count() >= node.live.limits().max_pool_sockets {
         return text(status::TOO_MANY_REQUESTS, "pool full: too many idle data sockets for this device");
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_frame = node.config.limits.max_data_frame_bytes;
+    let max_frame = node.live.limits().max_data_frame_bytes;
     node.tasks.spawn(async move {
         match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
             Ok(ws) => {
