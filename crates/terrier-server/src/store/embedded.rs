@@ -636,6 +636,9 @@ fn write_batches(db: &std::sync::Weak<Database>, queue: &std::sync::mpsc::Receiv
         if let Some(e) = &failed {
             tracing::error!(error = %e, writes = replies.len(), "store commit failed");
         }
+        // Let go of the database before anyone is answered: the last answer
+        // may let the store close, and a restart open the file again at once.
+        drop(db);
         for reply in replies {
             reply(failed.clone());
         }
