@@ -239,6 +239,10 @@ pub async fn start_terrierd(
         TCP_PORTS,
         "--log",
         "warn",
+        // Every simulated device connects from 127.0.0.1: the per-address
+        // handshake limit (a defence against one abusive address) is off.
+        "--set",
+        "limits.control_handshakes_per_ip_per_minute=0",
         "--data-dir",
     ];
     let mut cmd = Command::new(&bins.terrierd);
