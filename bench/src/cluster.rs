@@ -30,8 +30,10 @@ const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// Public TCP port range of each node (devices are HTTP only, none is bound).
 const NODE_TCP_PORTS: [&str; 3] = ["30000-30999", "31000-31999", "32000-32999"];
 
-/// The `[cluster]` section every node gets.
-const CLUSTER_TOML: &str = "[cluster]\nheartbeat_interval = \"500ms\"\nnode_ttl = \"2s\"\nbalance_tolerance = 50\n";
+/// The config every node gets: fast cluster timings, and no per-address
+/// handshake limit, since every simulated device connects from 127.0.0.1.
+const CLUSTER_TOML: &str = "[cluster]\nheartbeat_interval = \"500ms\"\nnode_ttl = \"2s\"\nbalance_tolerance = 50\n\
+    [limits]\ncontrol_handshakes_per_ip_per_minute = 0\n";
 
 /// Control handshakes in flight at once while registering (as in `devices`).
 const HANDSHAKES_AT_ONCE: usize = 64;

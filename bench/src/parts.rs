@@ -225,6 +225,8 @@ pub async fn rss(lab: &Lab, when: &str, report: &mut Report) {
         let value = proc.settled_rss_kib().await.map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
         eprintln!("{name} RSS {when}: {}", value.as_deref().unwrap_or_else(|e| e));
         report.value(format!("{name} RSS, {when}"), value, goal);
+        let anon = proc.anon_rss_kib().map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
+        report.value(format!("{name} RSS, {when}: anonymous part (heap, stacks; the rest is mapped code)"), anon, "");
     }
 }
 

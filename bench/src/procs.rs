@@ -187,13 +187,24 @@ impl Proc {
 
     /// Resident memory now, in KiB (`VmRSS` of /proc/PID/status).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    /// Resident anonymous memory now (heap, stacks: `RssAnon`), in KiB; the
+    /// rest of the RSS is code and data mapped from the binary and libraries.
+    pub fn anon_rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("RssAnon")
+    }
+
+    /// A `kB` field of /proc/PID/status.
+    fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path} ({})", self.name))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS in {path}"))
+            .with_context(|| format!("no {field} in {path}"))
     }
 
     /// Open file descriptors now (entries of /proc/PID/fd).

@@ -79,6 +79,11 @@ impl Pool {
             self.streams.spawn(async move {
                 stream::relay_to_local(socket, &target, &stream, &service, timeout, refusals).await;
             });
+            // Let the stream dial its local service before this slot dials
+            // the server for a fresh socket: the visitor is waiting, the
+            // refill is not urgent (on a current-thread runtime the refill
+            // went first and added its handshake to every new connection).
+            tokio::task::yield_now().await;
         }
     }
 }

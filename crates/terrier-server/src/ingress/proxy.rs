@@ -213,6 +213,15 @@ pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
 /// Removes hop-by-hop headers, and any header `Connection` names. With
 /// `keep_upgrade`, `Upgrade` survives (the device must see it).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_upgrade: bool) {
+    // Most requests and responses carry none: one pass over the (few)
+    // headers instead of a hashed removal per name (callgrind: ~4k
+    // instructions per proxied request).
+    let hop_by_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || name.as_str() == "keep-alive" || name.as_str() == "proxy-connection"
+    };
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
