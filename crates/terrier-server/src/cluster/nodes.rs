@@ -151,15 +151,29 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
 /// Closes local sessions whose lease another session took (the device
 /// connected again elsewhere, e.g. through another node): visitors arriving
 /// here must not reach the old, probably half-dead, socket.
+///
+/// A live session whose lease is merely offline gets it back instead: a
+/// recovery (a resync at start, or another node declaring this one dead)
+/// that ran while the session's handshake was between its claim and the
+/// registry marked it offline, though the device never left.
 async fn close_moved_sessions(node: &Node) -> Result<(), crate::store::StoreError> {
     let sessions = node.sessions.all();
     let names: Vec<String> = sessions.iter().map(|s| s.name.clone()).collect();
     let holders = node.store.holders(&names).await?;
     for (session, holder) in sessions.iter().zip(holders) {
-        if holder.as_deref() != Some(session.id.as_str()) && !session.closed.is_cancelled() {
-            tracing::info!(device = %session.name, session = %session.id, "lease moved to another session; closing this one");
-            session.close(terrier_proto::handshake::close::REPLACED);
+        if holder.as_deref() == Some(session.id.as_str()) || session.closed.is_cancelled() {
+            continue;
         }
+        if holder.is_none() {
+            let now = now_ms();
+            let restored = node.store.restore(&lease_of(node, session, now), now).await;
+            if restored.is_ok_and(|stored| stored.online.as_ref().is_some_and(|o| o.session == session.id)) {
+                tracing::info!(device = %session.name, session = %session.id, "lease was marked offline under a live session; restored");
+                continue;
+            }
+        }
+        tracing::info!(device = %session.name, session = %session.id, "lease moved to another session; closing this one");
+        session.close(terrier_proto::handshake::close::REPLACED);
     }
     Ok(())
 }
