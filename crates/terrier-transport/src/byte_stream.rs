@@ -19,9 +19,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::relay::CLOSE_WAIT;
 
-/// A data socket as a byte stream. Dropping it before both directions ended
-/// closes the socket from a background task (best effort), so the peer sees
-/// a Close frame rather than a reset.
+/// A data socket as a byte stream. Dropping it ends the stream from a
+/// background task as [`crate::relay`] does (best effort, within
+/// `CLOSE_WAIT`): the end of our direction, the rest of the peer's read and
+/// dropped, then the Close handshake; so the peer sees a clean end rather
+/// than an abort or a reset.
 pub struct ByteStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -132,16 +134,27 @@ where
     fn drop(&mut self) {
         let Some(mut ws) = self.ws.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (write_done, mut read_done) = (self.write_done, self.read_done);
         runtime.spawn(async move {
             use futures_util::{SinkExt, StreamExt};
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                if ws.send(Message::Close(None)).await.is_ok() {
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_close() {
-                            break;
-                        }
+                if !write_done {
+                    ws.send(Message::Binary(Bytes::new())).await?;
+                }
+                while !read_done {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(bytes))) => read_done = bytes.is_empty(),
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
+                        Some(Ok(_)) => {}
                     }
                 }
+                ws.send(Message::Close(None)).await?;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                }
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(())
             })
             .await;
         });
@@ -191,11 +204,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dropping_sends_a_close_frame() {
-        use futures_util::StreamExt;
+    async fn dropping_ends_the_stream_cleanly_then_closes() {
+        use futures_util::{SinkExt, StreamExt};
         let (stream, mut peer) = pair().await;
         drop(stream);
-        let msg = tokio::time::timeout(CLOSE_WAIT, peer.next()).await.unwrap().unwrap().unwrap();
-        assert!(msg.is_close());
+        async fn next(peer: &mut WebSocketStream<tokio::io::DuplexStream>) -> Message {
+            let next = tokio::time::timeout(CLOSE_WAIT, peer.next()).await;
+            next.expect("in time").expect("a frame").expect("no error")
+        }
+        assert_eq!(next(&mut peer).await, Message::Binary(Bytes::new()), "our direction ends first");
+        // Bytes the peer still sends are read and dropped; its end of
+        // stream lets the Close handshake follow.
+        peer.send(Message::Binary(Bytes::from_static(b"late"))).await.unwrap();
+        peer.send(Message::Binary(Bytes::new())).await.unwrap();
+        assert!(next(&mut peer).await.is_close());
     }
 }
