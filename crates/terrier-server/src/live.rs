@@ -26,9 +26,10 @@ pub struct Live {
 impl Live {
     /// The settings of `config` as read at start.
     pub fn new(config: &ServerConfig) -> Self {
-        let live = Self { limits: ArcSwap::from_pointee(config.limits.clone()), grace_ms: AtomicU64::new(0) };
-        live.grace_ms.store(millis(config.grace_period), Ordering::Relaxed);
-        live
+        Self {
+            limits: ArcSwap::from_pointee(config.limits.clone()),
+            grace_ms: AtomicU64::new(millis(config.grace_period)),
+        }
     }
 
     /// The limits in force now (a reload may have changed them since start).

@@ -50,6 +50,13 @@ where
     fn ws(&mut self) -> &mut WebSocketStream<S> {
         self.ws.as_mut().expect("socket present until drop")
     }
+
+    /// Queues `frame` once the socket can take it (tungstenite writes it out
+    /// at once; `poll_flush` finishes what the kernel did not take).
+    fn poll_send(&mut self, cx: &mut Context<'_>, frame: Bytes) -> Poll<io::Result<()>> {
+        ready!(Sink::<Message>::poll_ready(Pin::new(self.ws()), cx)).map_err(io_error)?;
+        Poll::Ready(Pin::new(self.ws()).start_send(Message::Binary(frame)).map_err(io_error))
+    }
 }
 
 /// A WebSocket error as the I/O error a byte stream reports.
@@ -105,10 +112,8 @@ where
             // An empty frame would mean end of stream.
             return Poll::Ready(Ok(0));
         }
-        let ws = Pin::new(this.ws());
-        ready!(Sink::<Message>::poll_ready(ws, cx)).map_err(io_error)?;
         let n = buf.len().min(terrier_proto::limits::DATA_CHUNK_BYTES);
-        Pin::new(this.ws()).start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).map_err(io_error)?;
+        ready!(this.poll_send(cx, Bytes::copy_from_slice(&buf[..n])))?;
         Poll::Ready(Ok(n))
     }
 
@@ -119,8 +124,7 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.write_done {
-            ready!(Sink::<Message>::poll_ready(Pin::new(this.ws()), cx)).map_err(io_error)?;
-            Pin::new(this.ws()).start_send(Message::Binary(Bytes::new())).map_err(io_error)?;
+            ready!(this.poll_send(cx, Bytes::new()))?;
             this.write_done = true;
         }
         Sink::<Message>::poll_flush(Pin::new(this.ws()), cx).map_err(io_error)
