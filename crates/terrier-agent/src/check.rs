@@ -9,7 +9,6 @@ use futures_util::StreamExt;
 use terrier_proto::handshake::status;
 use terrier_proto::limits::MAX_REDIRECT_HOPS;
 use terrier_proto::messages::ServerMessage;
-use terrier_transport::ws::Kind;
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
@@ -134,7 +133,7 @@ async fn check_server(
         Transport::Plain(stream)
     };
 
-    let mut socket = match dialer.upgrade(&url, transport, Kind::Control, config.max_control_frame_bytes).await {
+    let mut socket = match dialer.upgrade(&url, transport, config.max_control_frame_bytes).await {
         Ok(socket) => socket,
         Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
             let next = Url::parse(&reason).map_err(|_| {

@@ -14,7 +14,7 @@ use terrier_proto::handshake::{
     PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
-use terrier_transport::ws::Kind;
+use terrier_transport::prefixed::Prefixed;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self};
@@ -27,8 +27,12 @@ use crate::token::Token;
 use crate::AgentConfig;
 
 pub use crate::transport::Transport;
-/// A terrier WebSocket (control or data).
+/// A control socket (tungstenite).
 pub type Socket = WebSocketStream<terrier_transport::ws::Buffered<Transport>>;
+
+/// A data socket (fastwebsockets, see `terrier_transport::data`), with the
+/// bytes the server sent right after its `101` in front.
+pub type DataSocket = terrier_transport::data::DataSocket<Prefixed<Transport>>;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,9 @@ pub enum HandshakeError {
     /// Anything else in the WebSocket layer.
     #[error("WebSocket handshake: {0}")]
     WebSocket(#[from] tungstenite::Error),
+    /// A data socket's answer was not a valid WebSocket upgrade.
+    #[error("WebSocket handshake: {0}")]
+    BadUpgrade(String),
 }
 
 impl HandshakeError {
@@ -150,31 +157,45 @@ impl Dialer {
         }
     }
 
-    /// Opens a WebSocket at `url` (ws/wss) accepting frames up to
+    /// Opens a control socket at `url` (ws/wss) accepting frames up to
     /// `max_frame`. A non-101 answer becomes [`HandshakeError::Rejected`]
     /// (with the `Location` of a 307 kept in `reason`).
-    pub async fn open(&self, url: &Url, kind: Kind, max_frame: usize) -> Result<Socket, HandshakeError> {
+    pub async fn open(&self, url: &Url, max_frame: usize) -> Result<Socket, HandshakeError> {
         let transport = self.dial(url).await?;
-        self.upgrade(url, transport, kind, max_frame).await
+        self.upgrade(url, transport, max_frame).await
     }
 
-    /// The WebSocket handshake over a connection that [`Dialer::dial`] opened.
-    pub async fn upgrade(
-        &self,
-        url: &Url,
-        transport: Transport,
-        kind: Kind,
-        max_frame: usize,
-    ) -> Result<Socket, HandshakeError> {
+    /// Opens a data socket at `url` accepting frames up to `max_frame`;
+    /// refusals as for [`Dialer::open`].
+    pub async fn open_data(&self, url: &Url, max_frame: usize) -> Result<DataSocket, HandshakeError> {
+        let transport = self.dial(url).await?;
+        let request = self.request(url)?;
+        let handshake = crate::upgrade::client(transport, &request, url.as_str());
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(io)) => Ok(DataSocket::new(io, terrier_transport::data::Role::Client, max_frame)),
+        }
+    }
+
+    /// The handshake request for `url`: the WebSocket headers, our
+    /// subprotocol and the credential.
+    fn request(&self, url: &Url) -> Result<http::Request<()>, HandshakeError> {
         let mut request = url.as_str().into_client_request()?;
         request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         if let Some(token) = &self.token {
             request.headers_mut().insert(AUTHORIZATION, token.bearer());
         }
-        let config = terrier_transport::ws::config(kind, max_frame);
+        Ok(request)
+    }
+
+    /// The control socket handshake over a connection that [`Dialer::dial`] opened.
+    pub async fn upgrade(&self, url: &Url, transport: Transport, max_frame: usize) -> Result<Socket, HandshakeError> {
+        let request = self.request(url)?;
+        let config = terrier_transport::ws::config(max_frame);
         let handshake = tokio_tungstenite::client_async_with_config(
             request,
-            terrier_transport::ws::buffered(kind, transport),
+            terrier_transport::ws::buffered(transport),
             Some(config),
         );
         match tokio::time::timeout(self.timeout, handshake).await {
@@ -187,7 +208,7 @@ impl Dialer {
 }
 
 /// The non-101 answer as an error carrying the server's reason.
-fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeError {
+pub(crate) fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeError {
     let status = response.status().as_u16();
     let reason = if status == status::REDIRECT {
         response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
@@ -298,7 +319,7 @@ pub async fn open_control(config: &AgentConfig, server: &Url) -> Result<(Socket,
     let mut hops = 0;
     while hops <= MAX_REDIRECT_HOPS {
         let url = control_url(&base, config, hops);
-        match dialer.open(&url, Kind::Control, config.max_control_frame_bytes).await {
+        match dialer.open(&url, config.max_control_frame_bytes).await {
             Ok(socket) => return Ok((socket, base)),
             Err(HandshakeError::Rejected { status, reason }) if status == status::REDIRECT => {
                 tracing::info!(from = %base, to = %reason, "redirected to another node");

@@ -3,7 +3,8 @@
 //! the device's local services.
 //!
 //! [`connect`] opens sockets (through [`proxy`] and [`tls`] when needed,
-//! carrying the [`token`]), [`session`] runs one control socket, [`stream`]
+//! carrying the [`token`]; [`upgrade`] is a data socket's handshake),
+//! [`session`] runs one control socket, [`stream`]
 //! one visitor stream, [`reconnect`] spaces the retries, [`service`] parses
 //! what the device exposes, [`file`] reads `--config`, and [`check`] walks
 //! the connection steps one by one for `terrier check`.
@@ -22,6 +23,7 @@ pub mod stream;
 pub mod tls;
 pub mod token;
 pub mod transport;
+pub mod upgrade;
 
 use std::time::Duration;
 

@@ -5,16 +5,13 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use terrier_proto::messages::ServerMessage;
-use terrier_transport::ws::Kind;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::connect::{self, Socket};
+use crate::connect::{self, DataSocket};
 use crate::stream::{self, Refusal};
 use crate::AgentConfig;
 
@@ -57,7 +54,7 @@ impl Pool {
         let url = connect::pool_url(&self.server, &self.session);
         let dialer = connect::Dialer::new(&self.config);
         loop {
-            let mut socket = match dialer.open(&url, Kind::Data, self.config.max_data_frame_bytes).await {
+            let mut socket = match dialer.open_data(&url, self.config.max_data_frame_bytes).await {
                 Ok(socket) => socket,
                 Err(e) if e.is_unauthorized() => {
                     tracing::error!(error = %e, "pooled data socket refused: check the token");
@@ -90,21 +87,14 @@ impl Pool {
 
 /// Waits for the `assign` that gives this socket a visitor; `None` if the
 /// socket ended or broke the protocol first.
-async fn wait_for_assign(socket: &mut Socket) -> Option<(String, String)> {
-    while let Some(Ok(msg)) = socket.next().await {
-        match msg {
-            Message::Text(text) => {
-                return match serde_json::from_str::<ServerMessage>(text.as_str()) {
-                    Ok(ServerMessage::Assign(a)) => Some((a.stream.to_owned(), a.service.to_owned())),
-                    _ => {
-                        tracing::warn!(message = %format!("{:.200}", text.as_str()), "expected assign on a pooled socket");
-                        None
-                    }
-                };
-            }
-            Message::Close(_) => return None,
-            _ => {}
-        }
+async fn wait_for_assign(socket: &mut DataSocket) -> Option<(String, String)> {
+    let text = socket.recv_text().await?;
+    let assigned = match serde_json::from_str::<ServerMessage>(&text) {
+        Ok(ServerMessage::Assign(a)) => Some((a.stream.to_owned(), a.service.to_owned())),
+        _ => None,
+    };
+    if assigned.is_none() {
+        tracing::warn!(message = %format!("{text:.200}"), "expected assign on a pooled socket");
     }
-    None
+    assigned
 }

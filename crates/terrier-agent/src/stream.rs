@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use terrier_transport::ws::Kind;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use url::Url;
@@ -40,7 +39,7 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
         return;
     };
     let url = connect::data_url(&req.server, &req.session, &req.stream);
-    let socket = match req.dialer.open(&url, Kind::Data, req.max_frame).await {
+    let socket = match req.dialer.open_data(&url, req.max_frame).await {
         Ok(socket) => socket,
         Err(e) if e.is_unauthorized() => {
             tracing::error!(stream = %req.stream, service = %req.service, error = %e, "data socket refused: check the token");
@@ -57,7 +56,7 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
 /// Runs a stream whose data socket is already open (a pooled socket that
 /// was just assigned): dial the local service, then relay.
 pub async fn relay_to_local(
-    socket: connect::Socket,
+    socket: connect::DataSocket,
     target: &Target,
     stream: &str,
     service: &str,
@@ -70,7 +69,7 @@ pub async fn relay_to_local(
     }
 }
 
-async fn relay(socket: connect::Socket, local: TcpStream, stream: &str, service: &str) {
+async fn relay(socket: connect::DataSocket, local: TcpStream, stream: &str, service: &str) {
     match terrier_transport::relay(socket, local).await {
         Ok(stats) => tracing::debug!(stream, service, up = stats.to_socket, down = stats.from_socket, "stream closed"),
         Err(e) => tracing::debug!(stream, service, error = %e, "stream aborted"),

@@ -571,3 +571,99 @@ async fn agent_that_never_reads_gets_its_visitors_bounded_and_is_dropped_after_i
     drop(control);
     fixture.stop().await;
 }
+
+/// A fake device answers one visitor on its data socket with `frames`;
+/// returns the visitor's page and the data socket.
+async fn answer_with_frames(
+    fixture: &Fixture,
+    device: &mut FakeDevice,
+    frames: Vec<Message>,
+) -> (Page, terrier_testkit::raw::ClientSocket) {
+    let host = device_host(&device.subdomain);
+    let visitor = fixture.visitor.clone();
+    let waiting = tokio::spawn(async move { get(&visitor, &host, "/hello").await });
+    let stream = device.next_open().await;
+    let mut data = claim(fixture.addr(), &device.session, &stream).await.expect("claim the stream");
+    let mut request = Vec::new();
+    while find(&request, b"\r\n\r\n").is_none() {
+        match timeout(STEP_TIMEOUT, data.next()).await.expect("request in time") {
+            Some(Ok(Message::Binary(bytes))) => request.extend_from_slice(&bytes),
+            other => panic!("expected the visitor's request, got {other:?}"),
+        }
+    }
+    for frame in frames {
+        if data.send(frame).await.is_err() {
+            break;
+        }
+    }
+    let page = timeout(STEP_TIMEOUT, waiting).await.expect("visitor answered in time").expect("visitor task");
+    (page, data)
+}
+
+/// The server ended `data`: it closes (or breaks) instead of waiting for more.
+async fn ended(mut data: terrier_testkit::raw::ClientSocket) -> bool {
+    let end = async {
+        loop {
+            match data.next().await {
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                _ => return,
+            }
+        }
+    };
+    timeout(STEP_TIMEOUT, end).await.is_ok()
+}
+
+#[tokio::test]
+async fn data_frames_up_to_the_limit_pass_fragments_are_bytes_and_larger_end_only_that_stream() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    const LIMIT: usize = 64 * 1024;
+    init_logging();
+    let fixture = Fixture::start(|c| c.limits.max_data_frame_bytes = LIMIT).await;
+    let mut device = FakeDevice::connect(fixture.addr(), "fake-frames").await;
+    let fragment = |bytes: &[u8], opcode, fin| Message::Frame(Frame::message(bytes.to_vec(), opcode, fin));
+
+    // A complete answer of `len` bytes.
+    let answer = |len: usize| {
+        let body = "b".repeat(len - "HTTP/1.1 200 OK\r\ncontent-length: 00000\r\n\r\n".len());
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {:05}\r\n\r\n{body}", body.len());
+        assert_eq!(answer.len(), len);
+        answer.into_bytes()
+    };
+    // An answer in one frame of exactly the limit.
+    let (page, _) = answer_with_frames(&fixture, &mut device, vec![Message::binary(answer(LIMIT))]).await;
+    assert_eq!((page.status, page.body.len()), (200, LIMIT - 42), "a frame of exactly the limit (a head of 42 bytes)");
+
+    // An answer in fragments: their bytes are the stream's, in order.
+    let frames = vec![
+        fragment(b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\n", OpCode::Data(Data::Binary), false),
+        fragment(b"fake ", OpCode::Data(Data::Continue), false),
+        fragment(b"device ok", OpCode::Data(Data::Continue), true),
+    ];
+    let (page, _) = answer_with_frames(&fixture, &mut device, frames).await;
+    assert_eq!((page.status, page.body.as_str()), (200, "fake device ok"), "a fragmented answer");
+
+    // One byte over the limit, in one frame or in fragments: that stream
+    // ends (the visitor gets a 502, not the complete answer it carries), the
+    // device and everyone else go on.
+    let over = answer(LIMIT + 1);
+    let (page, data) = answer_with_frames(&fixture, &mut device, vec![Message::binary(over.clone())]).await;
+    assert_eq!(page.status, 502, "a frame over the limit");
+    assert!(ended(data).await, "the server ended the data socket with the frame over the limit");
+    // (Fragments are passed on as they come, not reassembled: the first
+    // one is shorter than the answer's head, so that no answer starts.)
+    let frames = vec![
+        fragment(&over[..10], OpCode::Data(Data::Binary), false),
+        fragment(&over[10..], OpCode::Data(Data::Continue), true),
+    ];
+    let (page, data) = answer_with_frames(&fixture, &mut device, frames).await;
+    assert_eq!(page.status, 502, "fragments over the limit in total");
+    assert!(ended(data).await, "the server ended the data socket with the fragments over the limit");
+    fixture.assert_steady("after data frames over the limit").await;
+
+    // The same device still serves.
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\nfake device ok".to_vec();
+    let (page, _) = answer_with_frames(&fixture, &mut device, vec![Message::binary(answer)]).await;
+    assert_eq!((page.status, page.body.as_str()), (200, "fake device ok"), "the device after its bad frames");
+    fixture.stop().await;
+}

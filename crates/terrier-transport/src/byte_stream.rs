@@ -7,35 +7,101 @@
 //! a task hand-off per direction of every request; this adaptor lets the
 //! client's connection task read and write the socket itself.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
-use futures_util::{Sink, Stream};
+use bytes::{Buf, BytesMut};
+use fastwebsockets::{OpCode, WebSocketError, WebSocketRead, WebSocketWrite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use crate::data::{self, DataSocket, Event, Inbound};
 use crate::relay::CLOSE_WAIT;
+
+/// The reading half of a split data socket.
+type Reader<S> = WebSocketRead<tokio::io::ReadHalf<S>>;
+/// The writing half of a split data socket.
+type Writer<S> = WebSocketWrite<tokio::io::WriteHalf<S>>;
+/// A frame read: opcode, FIN bit, payload.
+type Read = Result<(OpCode, bool, BytesMut), WebSocketError>;
+/// A frame being read; it owns the reading half and gives it back.
+type Reading<S> = Pin<Box<dyn Future<Output = (Reader<S>, Read)> + Send>>;
+/// A frame being written; it owns the writing half and the frame buffer.
+type Writing<S> = Pin<Box<dyn Future<Output = (Writer<S>, Vec<u8>, Result<(), WebSocketError>)> + Send>>;
+
+/// The reading side: idle, or a frame on its way.
+enum ReadSide<S> {
+    /// No read in progress.
+    Idle(Reader<S>),
+    /// A read in progress (kept across polls: reading a frame is not
+    /// cancel-safe).
+    Busy(Reading<S>),
+    /// Broken or dropped.
+    Gone,
+}
+
+/// The writing side: idle with its reusable frame buffer, or a frame on
+/// its way out.
+enum WriteSide<S> {
+    /// No write in progress.
+    Idle(Writer<S>, Vec<u8>),
+    /// A write (and flush) in progress.
+    Busy(Writing<S>),
+    /// Broken or dropped.
+    Gone,
+}
 
 /// A data socket as a byte stream. Dropping it ends the stream from a
 /// background task as [`crate::relay`] does (best effort, within
 /// `CLOSE_WAIT`): the end of our direction, the rest of the peer's read and
 /// dropped, then the Close handshake; so the peer sees a clean end rather
 /// than an abort or a reset.
+///
+/// Reads hand out the frame payloads fastwebsockets read (one copy, into
+/// the caller's buffer). A write copies the caller's bytes once into the
+/// frame buffer, as `poll_write` only borrows them and the frame goes out
+/// after it returns.
 pub struct ByteStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// The socket; `None` only while dropping.
-    ws: Option<WebSocketStream<S>>,
+    /// The reading half.
+    read: ReadSide<S>,
+    /// The writing half.
+    write: WriteSide<S>,
+    /// Message framing of what we read.
+    inbound: Inbound,
     /// Bytes of the last frame not yet read.
-    unread: Bytes,
+    unread: BytesMut,
     /// The peer ended its direction (empty frame received).
     read_done: bool,
     /// We ended ours (empty frame sent).
     write_done: bool,
+}
+
+async fn read_frame<S>(mut reader: Reader<S>) -> (Reader<S>, Read)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let read = reader
+        .read_frame(&mut data::drop_obligation)
+        .await
+        .map(|frame| (frame.opcode, frame.fin, data::into_bytes(frame.payload)));
+    (reader, read)
+}
+
+/// Writes a binary frame of `buf` (empty: the end of our direction) and
+/// flushes.
+async fn write_frame<S>(mut writer: Writer<S>, mut buf: Vec<u8>) -> (Writer<S>, Vec<u8>, Result<(), WebSocketError>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let written = match writer.write_frame(data::binary(&mut buf)).await {
+        Ok(()) => writer.flush().await,
+        Err(e) => Err(e),
+    };
+    (writer, buf, written)
 }
 
 impl<S> ByteStream<S>
@@ -43,26 +109,65 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// Wraps a data socket whose stream is ready to carry bytes.
-    pub fn new(ws: WebSocketStream<S>) -> Self {
-        Self { ws: Some(ws), unread: Bytes::new(), read_done: false, write_done: false }
+    pub fn new(socket: DataSocket<S>) -> Self {
+        let inbound = Inbound::new(socket.max_message_bytes);
+        let (reader, writer) = socket.ws.split(tokio::io::split);
+        Self {
+            read: ReadSide::Idle(reader),
+            write: WriteSide::Idle(writer, Vec::new()),
+            inbound,
+            unread: BytesMut::new(),
+            read_done: false,
+            write_done: false,
+        }
     }
 
-    fn ws(&mut self) -> &mut WebSocketStream<S> {
-        self.ws.as_mut().expect("socket present until drop")
+    /// Finishes the write in progress, if any.
+    fn poll_write_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.write {
+            WriteSide::Idle(..) => Poll::Ready(Ok(())),
+            WriteSide::Gone => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "data socket broken"))),
+            WriteSide::Busy(writing) => {
+                let (writer, buf, written) = ready!(writing.as_mut().poll(cx));
+                match written {
+                    Ok(()) => {
+                        self.write = WriteSide::Idle(writer, buf);
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(e) => {
+                        self.write = WriteSide::Gone;
+                        Poll::Ready(Err(io_error(e)))
+                    }
+                }
+            }
+        }
     }
 
-    /// Queues `frame` once the socket can take it (tungstenite writes it out
-    /// at once; `poll_flush` finishes what the kernel did not take).
-    fn poll_send(&mut self, cx: &mut Context<'_>, frame: Bytes) -> Poll<io::Result<()>> {
-        ready!(Sink::<Message>::poll_ready(Pin::new(self.ws()), cx)).map_err(io_error)?;
-        Poll::Ready(Pin::new(self.ws()).start_send(Message::Binary(frame)).map_err(io_error))
+    /// Starts sending `bytes` as one frame (empty: the end of our
+    /// direction) once the previous frame is out. Ready once the frame is
+    /// accepted; `poll_flush` finishes what the kernel did not take yet.
+    fn poll_send(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_idle(cx))?;
+        let WriteSide::Idle(writer, mut buf) = std::mem::replace(&mut self.write, WriteSide::Gone) else {
+            unreachable!("poll_write_idle returned Ready(Ok)")
+        };
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.write = WriteSide::Busy(Box::pin(write_frame(writer, buf)));
+        // Start the write now; a pending one is finished by the next write
+        // or flush.
+        match self.poll_write_idle(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
 /// A WebSocket error as the I/O error a byte stream reports.
-fn io_error(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
+fn io_error(e: WebSocketError) -> io::Error {
     match e {
-        tokio_tungstenite::tungstenite::Error::Io(e) => e,
+        WebSocketError::IoError(e) => e,
+        WebSocketError::UnexpectedEOF => aborted(),
         other => io::Error::other(other),
     }
 }
@@ -81,15 +186,37 @@ where
             if this.read_done {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(this.ws()).poll_next(cx)) {
-                Some(Ok(Message::Binary(bytes))) if bytes.is_empty() => this.read_done = true,
-                Some(Ok(Message::Binary(bytes))) => this.unread = bytes,
-                Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "text frame on a data socket")))
+            let reading = match &mut this.read {
+                ReadSide::Busy(reading) => reading,
+                ReadSide::Gone => return Poll::Ready(Err(aborted())),
+                ReadSide::Idle(_) => {
+                    let ReadSide::Idle(reader) = std::mem::replace(&mut this.read, ReadSide::Gone) else {
+                        unreachable!("matched Idle")
+                    };
+                    this.read = ReadSide::Busy(Box::pin(read_frame(reader)));
+                    let ReadSide::Busy(reading) = &mut this.read else { unreachable!("just set") };
+                    reading
                 }
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Err(aborted())),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            };
+            let (reader, read) = ready!(reading.as_mut().poll(cx));
+            this.read = ReadSide::Idle(reader);
+            let event = read.map_err(io_error).and_then(|(opcode, fin, payload)| {
+                let event = this.inbound.classify(opcode, fin, payload.len());
+                this.unread = payload;
+                event.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            });
+            match event {
+                Ok(Event::Bytes) => {}
+                Ok(Event::End) => this.read_done = true,
+                Ok(Event::Skip) => this.unread.clear(),
+                Ok(Event::Close) => {
+                    this.read = ReadSide::Gone;
+                    return Poll::Ready(Err(aborted()));
+                }
+                Err(e) => {
+                    this.read = ReadSide::Gone;
+                    return Poll::Ready(Err(e));
+                }
             }
         }
         let n = this.unread.len().min(buf.remaining());
@@ -113,21 +240,21 @@ where
             return Poll::Ready(Ok(0));
         }
         let n = buf.len().min(terrier_proto::limits::DATA_CHUNK_BYTES);
-        ready!(this.poll_send(cx, Bytes::copy_from_slice(&buf[..n])))?;
+        ready!(this.poll_send(cx, &buf[..n]))?;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Sink::<Message>::poll_flush(Pin::new(self.get_mut().ws()), cx).map_err(io_error)
+        self.get_mut().poll_write_idle(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.write_done {
-            ready!(this.poll_send(cx, Bytes::new()))?;
+            ready!(this.poll_send(cx, &[]))?;
             this.write_done = true;
         }
-        Sink::<Message>::poll_flush(Pin::new(this.ws()), cx).map_err(io_error)
+        this.poll_write_idle(cx)
     }
 }
 
@@ -136,44 +263,89 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn drop(&mut self) {
-        let Some(mut ws) = self.ws.take() else { return };
+        let read = std::mem::replace(&mut self.read, ReadSide::Gone);
+        let write = std::mem::replace(&mut self.write, WriteSide::Gone);
+        let (write_done, read_done) = (self.write_done, self.read_done);
+        let inbound = std::mem::replace(&mut self.inbound, Inbound::new(0));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (write_done, mut read_done) = (self.write_done, self.read_done);
         runtime.spawn(async move {
-            use futures_util::{SinkExt, StreamExt};
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                if !write_done {
-                    ws.send(Message::Binary(Bytes::new())).await?;
-                }
-                while !read_done {
-                    match ws.next().await {
-                        Some(Ok(Message::Binary(bytes))) => read_done = bytes.is_empty(),
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(()),
-                        Some(Ok(_)) => {}
-                    }
-                }
-                ws.send(Message::Close(None)).await?;
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_close() {
-                        break;
-                    }
-                }
-                Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-            })
-            .await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, end_stream(read, write, inbound, read_done, write_done)).await;
         });
+    }
+}
+
+/// The end of a dropped stream, as [`crate::relay`] ends one: our
+/// direction's end, the rest of the peer's direction read and dropped, then
+/// the Close handshake. Gives up at the first error or early Close.
+async fn end_stream<S>(
+    read: ReadSide<S>,
+    write: WriteSide<S>,
+    mut inbound: Inbound,
+    mut read_done: bool,
+    write_done: bool,
+) -> Option<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut writer = match write {
+        WriteSide::Idle(writer, _) => writer,
+        WriteSide::Busy(writing) => {
+            let (writer, _, written) = writing.await;
+            written.ok()?;
+            writer
+        }
+        WriteSide::Gone => return None,
+    };
+    if !write_done {
+        writer.write_frame(data::binary(&mut [])).await.ok()?;
+        writer.flush().await.ok()?;
+    }
+    let mut reader = match read {
+        ReadSide::Idle(reader) => reader,
+        ReadSide::Busy(reading) => {
+            let (reader, read) = reading.await;
+            let (opcode, fin, payload) = read.ok()?;
+            match inbound.classify(opcode, fin, payload.len()).ok()? {
+                Event::End => read_done = true,
+                Event::Close => return None,
+                Event::Bytes | Event::Skip => {}
+            }
+            reader
+        }
+        ReadSide::Gone => return None,
+    };
+    while !read_done {
+        let frame = reader.read_frame(&mut data::drop_obligation).await.ok()?;
+        match inbound.classify(frame.opcode, frame.fin, frame.payload.len()).ok()? {
+            Event::End => read_done = true,
+            Event::Close => return None,
+            Event::Bytes | Event::Skip => {}
+        }
+    }
+    writer.write_frame(data::close()).await.ok()?;
+    writer.flush().await.ok()?;
+    loop {
+        let frame = reader.read_frame(&mut data::drop_obligation).await.ok()?;
+        if frame.opcode == OpCode::Close {
+            return Some(());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
 
+    /// Our byte stream (fastwebsockets, client side) against a tungstenite
+    /// peer: the other implementation checks our frames.
     async fn pair() -> (ByteStream<tokio::io::DuplexStream>, WebSocketStream<tokio::io::DuplexStream>) {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let ours = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let ours = DataSocket::new(a, data::Role::Client, 1 << 20);
         let theirs = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
         (ByteStream::new(ours), theirs)
     }

@@ -1,18 +1,21 @@
 //! The std half of the terrier protocol, shared by `terrierd` and the agent:
 //! WebSocket settings ([`ws`]), encoding control messages into frames
 //! ([`control`]), random ids ([`ids`]) and the byte relay between a data
-//! socket and a plain byte stream ([`relay`]), and a data socket seen as a
-//! byte stream ([`byte_stream`]).
+//! socket and a plain byte stream ([`relay`]), a data socket seen as a
+//! byte stream ([`byte_stream`]), and data sockets themselves ([`data`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this
-//! crate only binds them to tokio and tokio-tungstenite, so swapping the
+//! crate only binds them to tokio, tokio-tungstenite (control sockets) and
+//! fastwebsockets (data sockets, see [`data`] for why), so swapping a
 //! WebSocket implementation touches one crate.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod byte_stream;
 pub mod control;
+pub mod data;
 pub mod ids;
+pub mod prefixed;
 pub mod relay;
 pub mod tcp;
 pub mod ws;

@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use fastwebsockets::WebSocketError;
 use terrier_proto::limits::DATA_CHUNK_BYTES;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+
+use crate::data::{self, DataSocket, Event, FramingError, Inbound};
 
 /// How long a finished relay waits for the peer's Close frame before it drops
 /// the socket anyway.
@@ -36,74 +35,170 @@ pub enum RelayError {
     /// The byte stream failed (reset by the visitor or the local service).
     #[error("byte stream: {0}")]
     Io(#[from] std::io::Error),
-    /// The data socket failed or broke the protocol.
+    /// The data socket failed or broke the WebSocket protocol.
     #[error("data socket: {0}")]
-    Socket(#[from] tungstenite::Error),
+    Socket(#[from] WebSocketError),
     /// The peer closed the data socket before ending its direction.
     #[error("data socket closed before the stream ended")]
     Aborted,
-    /// The peer sent a text frame where only bytes belong.
-    #[error("unexpected text frame on a data socket")]
-    UnexpectedText,
+    /// The peer broke the data socket framing (a text frame, bad fragments).
+    #[error(transparent)]
+    Framing(#[from] FramingError),
 }
 
 /// Relays until both directions have ended; returns the byte counts.
 ///
 /// Errors abort both directions at once: the first failure drops the other
 /// direction's future, and the caller drops both ends.
-pub async fn relay<S, T>(ws: WebSocketStream<S>, io: T) -> Result<RelayStats, RelayError>
+pub async fn relay<S, T>(socket: DataSocket<S>, io: T) -> Result<RelayStats, RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut sink, mut stream) = ws.split();
+    let mut inbound = Inbound::new(socket.max_message_bytes);
+    let (mut rd, mut wr) = socket.ws.split(tokio::io::split);
     let (mut reader, mut writer) = tokio::io::split(io);
 
     let upstream = async {
         let mut sent = 0u64;
-        let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
+        // Our own buffer, zeroed once: each read lands here and is written
+        // out behind its header with one writev (masked in place on the
+        // agent), never copied.
+        let mut buf = vec![0u8; DATA_CHUNK_BYTES];
         loop {
-            buf.reserve(DATA_CHUNK_BYTES);
-            let n = reader.read_buf(&mut buf).await?;
+            let n = reader.read(&mut buf).await?;
+            wr.write_frame(data::binary(&mut buf[..n])).await?;
+            wr.flush().await?;
             if n == 0 {
-                sink.send(Message::Binary(Bytes::new())).await?;
                 return Ok::<_, RelayError>(sent);
             }
             sent += n as u64;
-            sink.send(Message::Binary(buf.split().freeze())).await?;
         }
     };
     let downstream = async {
         let mut received = 0u64;
-        while let Some(msg) = stream.next().await {
-            match msg? {
-                Message::Binary(bytes) if bytes.is_empty() => {
+        loop {
+            let frame = match rd.read_frame(&mut data::drop_obligation).await {
+                Ok(frame) => frame,
+                Err(WebSocketError::UnexpectedEOF) => return Err(RelayError::Aborted),
+                Err(e) => return Err(e.into()),
+            };
+            match inbound.classify(frame.opcode, frame.fin, frame.payload.len())? {
+                Event::Bytes => {
+                    received += frame.payload.len() as u64;
+                    writer.write_all(&frame.payload).await?;
+                }
+                Event::End => {
                     writer.shutdown().await?;
                     return Ok::<_, RelayError>(received);
                 }
-                Message::Binary(bytes) => {
-                    received += bytes.len() as u64;
-                    writer.write_all(&bytes).await?;
-                }
-                Message::Text(_) => return Err(RelayError::UnexpectedText),
-                Message::Close(_) => return Err(RelayError::Aborted),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Event::Close => return Err(RelayError::Aborted),
+                Event::Skip => {}
             }
         }
-        Err(RelayError::Aborted)
     };
     let (to_socket, from_socket) = tokio::try_join!(upstream, downstream)?;
 
     // Both directions ended cleanly: close the socket and give the peer's
     // Close a moment to arrive so neither side sees a reset.
-    let _ = sink.send(Message::Close(None)).await;
+    if wr.write_frame(data::close()).await.is_ok() {
+        let _ = wr.flush().await;
+    }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if msg.is_close() {
+        while let Ok(frame) = rd.read_frame(&mut data::drop_obligation).await {
+            if frame.opcode == fastwebsockets::OpCode::Close {
                 break;
             }
         }
     })
     .await;
     Ok(RelayStats { to_socket, from_socket })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    /// A relay (server side, fastwebsockets) between a tungstenite peer and
+    /// an in-memory byte stream; frames over `max` bytes are refused.
+    async fn start(
+        max: usize,
+    ) -> (
+        tokio::task::JoinHandle<Result<RelayStats, RelayError>>,
+        WebSocketStream<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let (io, local) = tokio::io::duplex(256 * 1024);
+        let socket = DataSocket::new(a, data::Role::Server, max);
+        let relay = tokio::spawn(relay(socket, io));
+        let peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (relay, peer, local)
+    }
+
+    fn fragment(bytes: &[u8], opcode: OpCode, fin: bool) -> Message {
+        Message::Frame(Frame::message(bytes.to_vec(), opcode, fin))
+    }
+
+    #[tokio::test]
+    async fn bytes_and_fragments_flow_then_half_closes_end_the_relay_with_a_close() {
+        let (relay, mut peer, mut local) = start(1024).await;
+        peer.send(Message::binary(b"one ".to_vec())).await.unwrap();
+        peer.send(fragment(b"two ", OpCode::Data(Data::Binary), false)).await.unwrap();
+        peer.send(fragment(b"three", OpCode::Data(Data::Continue), true)).await.unwrap();
+        // An empty message in fragments is the end of the peer's direction.
+        peer.send(fragment(b"", OpCode::Data(Data::Binary), false)).await.unwrap();
+        peer.send(fragment(b"", OpCode::Data(Data::Continue), true)).await.unwrap();
+        let mut got = Vec::new();
+        local.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"one two three");
+
+        local.write_all(&[7u8; 100_000]).await.unwrap();
+        local.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        loop {
+            match peer.next().await.unwrap().unwrap() {
+                Message::Binary(bytes) if bytes.is_empty() => break,
+                Message::Binary(bytes) => {
+                    assert!(bytes.len() <= DATA_CHUNK_BYTES);
+                    received.extend_from_slice(&bytes);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(received, vec![7u8; 100_000]);
+        assert!(peer.next().await.unwrap().unwrap().is_close(), "a Close once both directions ended");
+        drop(peer);
+        let stats = relay.await.unwrap().unwrap();
+        assert_eq!(stats, RelayStats { to_socket: 100_000, from_socket: 13 });
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_or_a_close_before_the_end_fails_the_relay() {
+        let (relay, mut peer, _local) = start(1024).await;
+        peer.send(Message::binary(vec![1u8; 1024])).await.unwrap();
+        peer.send(Message::binary(vec![1u8; 1025])).await.unwrap();
+        assert!(matches!(relay.await.unwrap(), Err(RelayError::Socket(WebSocketError::FrameTooLarge))));
+
+        let (relay, mut peer, _local) = start(1024).await;
+        peer.send(fragment(&[1u8; 1000], OpCode::Data(Data::Binary), false)).await.unwrap();
+        peer.send(fragment(&[1u8; 25], OpCode::Data(Data::Continue), true)).await.unwrap();
+        assert!(matches!(relay.await.unwrap(), Err(RelayError::Framing(FramingError::TooLarge))));
+
+        let (relay, mut peer, _local) = start(1024).await;
+        peer.send(Message::text("not bytes")).await.unwrap();
+        assert!(matches!(relay.await.unwrap(), Err(RelayError::Framing(FramingError::Text))));
+
+        let (relay, mut peer, _local) = start(1024).await;
+        peer.send(Message::Binary(Bytes::from_static(b"part"))).await.unwrap();
+        peer.send(Message::Close(None)).await.unwrap();
+        assert!(matches!(relay.await.unwrap(), Err(RelayError::Aborted)));
+    }
 }

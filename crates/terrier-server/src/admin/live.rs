@@ -9,13 +9,12 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use terrier_transport::ws::Kind;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::ingress::{empty, Body};
-use crate::tunnel::{upgrade, DataSocket};
+use crate::tunnel::{upgrade, ControlSocket};
 use crate::Node;
 
 /// Path of the live socket.
@@ -38,7 +37,7 @@ pub fn upgrade(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let node2 = node.clone();
     node.tasks.spawn(async move {
-        match upgrade::websocket(on_upgrade, Kind::Control, MAX_FRAME_BYTES).await {
+        match upgrade::websocket(on_upgrade, MAX_FRAME_BYTES).await {
             Ok(ws) => run(node2, ws).await,
             Err(e) => tracing::debug!(error = %e, "live socket upgrade failed"),
         }
@@ -46,7 +45,7 @@ pub fn upgrade(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     empty(accept)
 }
 
-async fn run(node: Arc<Node>, mut ws: DataSocket) {
+async fn run(node: Arc<Node>, mut ws: ControlSocket) {
     let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next()).await;
     let authorized = matches!(&first, Ok(Some(Ok(Message::Text(t)))) if node.admin.token.verify(t.as_str().trim()));
     if !authorized {
@@ -74,7 +73,7 @@ async fn run(node: Arc<Node>, mut ws: DataSocket) {
     }
 }
 
-async fn send_snapshot(node: &Node, ws: &mut DataSocket) -> Result<(), ()> {
+async fn send_snapshot(node: &Node, ws: &mut ControlSocket) -> Result<(), ()> {
     let body = match super::api::all_devices(node).await {
         Ok(devices) => serde_json::json!({
             "at_ms": crate::store::now_ms(),

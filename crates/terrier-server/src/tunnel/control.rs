@@ -16,7 +16,6 @@ use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
 use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
 use terrier_proto::name::{is_valid_name, is_valid_service_id};
 use terrier_transport::ids::random_id;
-use terrier_transport::ws::Kind;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::session::{Session, SessionInit};
-use super::{upgrade, DataSocket};
+use super::{upgrade, ControlSocket};
 use crate::ingress::{empty, text, Body};
 use crate::store::{now_ms, Claim, Lease, StoreError};
 use crate::Node;
@@ -167,7 +166,7 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
     let node2 = node.clone();
     node.tasks.spawn(
         async move {
-            match upgrade::websocket(on_upgrade, Kind::Control, node2.live.limits().max_control_frame_bytes).await {
+            match upgrade::websocket(on_upgrade, node2.live.limits().max_control_frame_bytes).await {
                 Ok(ws) => {
                     tracing::info!(agent = %params.agent, platform = %params.platform, subdomain = %lease.subdomain, "device online");
                     let why = run(&node2, &session, &lease, ws, outgoing).await;
@@ -231,7 +230,7 @@ async fn run(
     node: &Node,
     session: &Session,
     lease: &Lease,
-    mut ws: DataSocket,
+    mut ws: ControlSocket,
     mut outgoing: mpsc::Receiver<Message>,
 ) -> String {
     let heartbeat = node.live.limits().heartbeat_interval;
@@ -331,7 +330,7 @@ fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
     terrier_transport::control::encode(&welcome)
 }
 
-async fn send(ws: &mut DataSocket, msg: Message, timeout: Duration) -> Result<(), String> {
+async fn send(ws: &mut ControlSocket, msg: Message, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -339,7 +338,7 @@ async fn send(ws: &mut DataSocket, msg: Message, timeout: Duration) -> Result<()
     }
 }
 
-async fn close_with(ws: &mut DataSocket, code: u16, reason: &str) {
+async fn close_with(ws: &mut ControlSocket, code: u16, reason: &str) {
     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.chars().take(100).collect::<String>().into() };
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
 }

@@ -18,7 +18,6 @@ use super::session::{Session, StreamReply};
 use super::upgrade;
 use crate::ingress::{empty, text, Body};
 use crate::Node;
-use terrier_transport::ws::Kind;
 
 /// What a data handshake asks for, parsed from its query string (a pure
 /// function, so the parsing can be tested and fuzzed on its own).
@@ -78,7 +77,7 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_frame = node.live.limits().max_data_frame_bytes;
     node.tasks.spawn(async move {
-        match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
+        match upgrade::data_socket(on_upgrade, max_frame).await {
             // If the visitor gave up meanwhile, the socket is dropped here and
             // the agent sees it close.
             Ok(ws) => drop(visitor.send(StreamReply::Socket(Box::new(ws)))),
@@ -118,7 +117,7 @@ async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id:
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_frame = node.live.limits().max_data_frame_bytes;
     node.tasks.spawn(async move {
-        match upgrade::websocket(on_upgrade, Kind::Data, max_frame).await {
+        match upgrade::data_socket(on_upgrade, max_frame).await {
             Ok(ws) => {
                 if session.closed.is_cancelled() || !session.add_pooled(ws) {
                     tracing::debug!(device = %session.name, "pooled socket not kept (session over or pool full)");

@@ -9,8 +9,17 @@ pub mod session;
 pub mod traffic;
 pub mod upgrade;
 
-/// A data socket once upgraded: a WebSocket over hyper's upgraded connection.
-pub type DataSocket = tokio_tungstenite::WebSocketStream<UpgradedIo>;
+/// A control socket (or the dashboard's live socket) once upgraded: a
+/// tungstenite WebSocket over hyper's upgraded connection.
+pub type ControlSocket = tokio_tungstenite::WebSocketStream<UpgradedIo>;
 
-/// The connection under a terrier WebSocket on the server.
+/// The connection under a control socket on the server.
 pub type UpgradedIo = terrier_transport::ws::Buffered<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A data socket once upgraded: a fastwebsockets WebSocket straight over
+/// hyper's upgraded connection (no buffer in between: it reads frames into
+/// its own).
+pub type DataSocket = terrier_transport::data::DataSocket<DataIo>;
+
+/// The connection under a data socket on the server.
+pub type DataIo = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use terrier_proto::messages::{Open, ServerMessage};
 use terrier_transport::ids::random_id;
 use tokio::sync::{mpsc, oneshot};
@@ -236,8 +235,8 @@ impl Session {
             if parked.elapsed() >= self.pool_idle {
                 continue;
             }
-            let assign = terrier_transport::control::encode(&ServerMessage::Assign(Open { stream, service }));
-            match tokio::time::timeout(POOL_ASSIGN_TIMEOUT, socket.send(assign)).await {
+            let assign = terrier_transport::control::to_json(&ServerMessage::Assign(Open { stream, service }));
+            match tokio::time::timeout(POOL_ASSIGN_TIMEOUT, socket.send_text(&assign)).await {
                 Ok(Ok(())) => {
                     tracing::debug!(device = %self.name, %stream, service, "stream assigned to a pooled socket");
                     return Some(socket);

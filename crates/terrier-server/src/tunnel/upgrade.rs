@@ -10,12 +10,11 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use terrier_proto::limits::SUBPROTOCOL;
-use terrier_transport::ws::Kind;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::DataSocket;
+use super::{ControlSocket, DataSocket};
 
 /// Checks that `headers` ask for a version-13 WebSocket upgrade; returns the
 /// `101` response to send, or a reason for a 400.
@@ -45,14 +44,22 @@ pub fn accept(headers: &HeaderMap) -> Result<Response<()>, &'static str> {
 }
 
 /// Waits for hyper to hand over the upgraded connection and wraps it as a
-/// server-side WebSocket accepting frames up to `max_frame_bytes`.
-pub async fn websocket(on_upgrade: OnUpgrade, kind: Kind, max_frame_bytes: usize) -> Result<DataSocket, hyper::Error> {
+/// server-side control WebSocket accepting frames up to `max_frame_bytes`.
+pub async fn websocket(on_upgrade: OnUpgrade, max_frame_bytes: usize) -> Result<ControlSocket, hyper::Error> {
     let upgraded = on_upgrade.await?;
-    let config = terrier_transport::ws::config(kind, max_frame_bytes);
+    let config = terrier_transport::ws::config(max_frame_bytes);
     Ok(WebSocketStream::from_raw_socket(
-        terrier_transport::ws::buffered(kind, TokioIo::new(upgraded)),
+        terrier_transport::ws::buffered(TokioIo::new(upgraded)),
         Role::Server,
         Some(config),
     )
     .await)
+}
+
+/// Waits for hyper to hand over the upgraded connection and wraps it as a
+/// server-side data socket accepting frames up to `max_frame_bytes`. Bytes
+/// the agent sent after its request stay in hyper's `Upgraded`.
+pub async fn data_socket(on_upgrade: OnUpgrade, max_frame_bytes: usize) -> Result<DataSocket, hyper::Error> {
+    let upgraded = on_upgrade.await?;
+    Ok(DataSocket::new(TokioIo::new(upgraded), terrier_transport::data::Role::Server, max_frame_bytes))
 }
