@@ -16,13 +16,14 @@ use bytes::{Buf, BytesMut};
 use fastwebsockets::{OpCode, WebSocketError, WebSocketRead, WebSocketWrite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::capped::CappedReads;
 use crate::data::{self, DataSocket, Event, Inbound};
 use crate::relay::CLOSE_WAIT;
 
 /// The reading half of a split data socket.
-type Reader<S> = WebSocketRead<tokio::io::ReadHalf<S>>;
+type Reader<S> = WebSocketRead<tokio::io::ReadHalf<CappedReads<S>>>;
 /// The writing half of a split data socket.
-type Writer<S> = WebSocketWrite<tokio::io::WriteHalf<S>>;
+type Writer<S> = WebSocketWrite<tokio::io::WriteHalf<CappedReads<S>>>;
 /// A frame read: opcode, FIN bit, payload.
 type Read = Result<(OpCode, bool, BytesMut), WebSocketError>;
 /// A frame being read; it owns the reading half and gives it back.

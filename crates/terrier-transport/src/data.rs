@@ -16,12 +16,15 @@
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::capped::{CappedReads, MAX_READ_BYTES};
+
 pub use fastwebsockets::Role;
 
 /// One data socket after its handshake (either side).
 pub struct DataSocket<S> {
-    /// The WebSocket over the upgraded connection.
-    pub(crate) ws: WebSocket<S>,
+    /// The WebSocket over the upgraded connection, read a few frames at a
+    /// time (see [`crate::capped`]).
+    pub(crate) ws: WebSocket<CappedReads<S>>,
     /// Largest message accepted (frames, and fragmented messages in total).
     pub(crate) max_message_bytes: usize,
 }
@@ -34,7 +37,7 @@ where
     /// peer sent after it must still be readable from `io`). Frames over
     /// `max_message_bytes` end the socket with an error.
     pub fn new(io: S, role: Role, max_message_bytes: usize) -> Self {
-        let mut ws = WebSocket::after_handshake(io, role);
+        let mut ws = WebSocket::after_handshake(CappedReads::new(io, MAX_READ_BYTES), role);
         // fastwebsockets refuses a frame of `max_message_size` bytes or more.
         ws.set_max_message_size(max_message_bytes.saturating_add(1));
         // A Close is part of our framing (an abort, or the last step): we

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod byte_stream;
+pub mod capped;
 pub mod control;
 pub mod data;
 pub mod ids;
