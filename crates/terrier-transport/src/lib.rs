@@ -15,6 +15,7 @@ pub mod byte_stream;
 pub mod capped;
 pub mod control;
 pub mod data;
+mod delegate;
 pub mod ids;
 pub mod prefixed;
 pub mod relay;

@@ -16,11 +16,12 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::sniff::{sniff, Prefixed, Protocol};
+use super::sniff::{sniff, Protocol};
 use super::{proxy, Body};
 use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
+use terrier_transport::prefixed::Prefixed;
 
 /// Serves the plain listener until shutdown, then drains.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -112,7 +113,7 @@ where
         req.extensions_mut().insert(transport);
         async move { Ok::<_, std::convert::Infallible>(route(node, remote, req).await) }
     });
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
     let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");

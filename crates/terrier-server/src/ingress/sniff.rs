@@ -5,14 +5,13 @@
 //! so a client that connects and sends nothing (or half the HTTP/2 preface)
 //! would hold a connection forever — slowloris before the header timeout even
 //! starts. Here the first bytes are read under `header_read_timeout`; the
-//! bytes read are then served again in front of the stream ([`Prefixed`]).
+//! bytes read are then served again in front of the stream
+//! ([`terrier_transport::prefixed::Prefixed`]).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -51,62 +50,6 @@ pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> i
         Ok(Ok(protocol)) => Ok((protocol, seen)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no request within the header read timeout")),
-    }
-}
-
-/// A stream that first yields `prefix`, then the bytes of `inner`.
-pub struct Prefixed<S> {
-    /// Bytes already read from `inner`, served first.
-    prefix: Vec<u8>,
-    /// How many of `prefix` were served.
-    served: usize,
-    /// The stream.
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    /// Serves `prefix` before `inner`.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Self { prefix, served: 0, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.served < self.prefix.len() {
-            let n = (self.prefix.len() - self.served).min(buf.remaining());
-            let start = self.served;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.served += n;
-            if self.served == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.served = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
@@ -149,16 +92,5 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(64);
         client.write_all(b"PRI * HT").await.unwrap();
         assert_eq!(sniff(&mut server, Duration::from_millis(500)).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
-    }
-
-    #[tokio::test]
-    async fn prefixed_replays_then_continues() {
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b" world").await.unwrap();
-        drop(client);
-        let mut stream = Prefixed::new(b"hello".to_vec(), server);
-        let mut all = String::new();
-        stream.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
     }
 }

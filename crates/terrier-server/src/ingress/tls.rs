@@ -15,12 +15,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use terrier_transport::prefixed::Prefixed;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::http::{accept_until_shutdown, classify, serve_one, Target, Transport};
-use super::sniff::Prefixed;
 use crate::metrics::StreamKind;
 use crate::tunnel::traffic::Metered;
 use crate::Node;
@@ -53,7 +53,7 @@ async fn accept_one(
     let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
     if let Some(session) = sni.as_deref().and_then(|name| passthrough_session(&node, name)) {
         let (hello, stream) = start.io.finish();
-        return passthrough(node, session, Prefixed::new(hello, stream), remote).await;
+        return passthrough(node, session, Prefixed::new(hello.into(), stream), remote).await;
     }
     let mut start = start;
     start.io.stop_recording();
@@ -135,15 +135,5 @@ impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    terrier_transport::delegate_async_write!(inner);
 }
