@@ -28,7 +28,7 @@ use crate::AgentConfig;
 
 pub use crate::transport::Transport;
 /// A control socket (tungstenite).
-pub type Socket = WebSocketStream<terrier_transport::ws::Buffered<Transport>>;
+pub type Socket = WebSocketStream<Transport>;
 
 /// A data socket (fastwebsockets, see `terrier_transport::data`), with the
 /// bytes the server sent right after its `101` in front.
@@ -193,11 +193,7 @@ impl Dialer {
     pub async fn upgrade(&self, url: &Url, transport: Transport, max_frame: usize) -> Result<Socket, HandshakeError> {
         let request = self.request(url)?;
         let config = terrier_transport::ws::config(max_frame);
-        let handshake = tokio_tungstenite::client_async_with_config(
-            request,
-            terrier_transport::ws::buffered(transport),
-            Some(config),
-        );
+        let handshake = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
         match tokio::time::timeout(self.timeout, handshake).await {
             Err(_) => Err(HandshakeError::Timeout(url.to_string())),
             Ok(Ok((socket, _response))) => Ok(socket),

@@ -93,17 +93,15 @@ pub fn reload(node: &Node) {
 /// Builds the configuration again and puts its live keys in force.
 fn reload_config(node: &Node) {
     let Some(source) = &node.reloader.source else { return };
-    let new = match source().and_then(|c| c.validate().map(|()| c).map_err(Into::into)) {
-        Ok(new) => new,
+    let loaded = source().and_then(|new| {
+        new.validate()?;
+        let access = crate::access::AccessRules::compile(&new.access).map_err(anyhow::Error::msg)?;
+        Ok((new, access))
+    });
+    let (new, access) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "reload: configuration kept (the last good values stay)");
-            return;
-        }
-    };
-    let access = match crate::access::AccessRules::compile(&new.access) {
-        Ok(access) => access,
-        Err(e) => {
-            tracing::error!(error = %e, "reload: configuration kept (the last good values stay)");
             return;
         }
     };

@@ -322,6 +322,34 @@ async fn status_with_head_of(server: SocketAddr, host: &str, bytes: usize) -> Op
     String::from_utf8_lossy(&reply).split_whitespace().nth(1).and_then(|code| code.parse().ok())
 }
 
+/// A `terrierd` started on a config file the test rewrites between
+/// `SIGHUP`s, with its data directory beside it.
+struct Configured {
+    /// Holds the files until the test ends.
+    _dir: tempfile::TempDir,
+    /// The config file.
+    config: std::path::PathBuf,
+    /// The data directory (admin token, leases).
+    data: std::path::PathBuf,
+    /// The running server.
+    server: Process,
+}
+
+impl Configured {
+    /// Writes `contents` to the config file and starts `terrierd` on it,
+    /// with `extra` arguments and `env`.
+    async fn start(contents: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("terrierd.toml");
+        std::fs::write(&config, contents).unwrap();
+        let data = dir.path().join("data");
+        let mut args = vec!["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let server = Process::start(&args, env).await;
+        Self { _dir: dir, config, data, server }
+    }
+}
+
 /// Did the agent lose its tunnel after it first connected? (An attempt
 /// refused while `terrierd` was still starting is not a drop.)
 fn dropped_once_connected(events: &[Event]) -> bool {
@@ -338,22 +366,9 @@ fn refused(status: Option<u16>) -> bool {
 #[tokio::test]
 async fn sighup_applies_new_limits_and_access_rules_while_the_tunnel_stays_up() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("terrierd.toml");
-    std::fs::write(&config, "[limits]\nmax_header_bytes = 65536\n").unwrap();
-    let data = dir.path().join("data");
-    let mut server = Process::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--tcp-ports",
-            &free_port_range(),
-        ],
-        &[],
-    )
-    .await;
+    let ports = free_port_range();
+    let Configured { _dir, config, data, mut server } =
+        Configured::start("[limits]\nmax_header_bytes = 65536\n", &["--tcp-ports", &ports], &[]).await;
     let url = url::Url::parse(&format!("http://{}", server.addr)).unwrap();
     let (mut agent, host) = TestAgent::web_device(url, "stays-up").await;
     let first_session = agent.connected(1).await.session;
@@ -415,19 +430,9 @@ async fn sighup_applies_new_limits_and_access_rules_while_the_tunnel_stays_up() 
 #[tokio::test]
 async fn env_and_set_overrides_keep_winning_after_sighup() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("terrierd.toml");
-    std::fs::write(&config, "grace_period = \"1m\"\n[limits]\nmax_header_bytes = 65536\n").unwrap();
-    let data = dir.path().join("data");
-    let mut server = Process::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--set",
-            "limits.max_header_bytes=8192",
-        ],
+    let Configured { _dir, config, data, mut server } = Configured::start(
+        "grace_period = \"1m\"\n[limits]\nmax_header_bytes = 65536\n",
+        &["--set", "limits.max_header_bytes=8192"],
         &[("TERRIERD__GRACE_PERIOD", "7m")],
     )
     .await;

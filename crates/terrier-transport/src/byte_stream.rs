@@ -323,14 +323,8 @@ where
             Event::Bytes | Event::Skip => {}
         }
     }
-    writer.write_frame(data::close()).await.ok()?;
-    writer.flush().await.ok()?;
-    loop {
-        let frame = reader.read_frame(&mut data::drop_obligation).await.ok()?;
-        if frame.opcode == OpCode::Close {
-            return Some(());
-        }
-    }
+    data::close_handshake(&mut reader, &mut writer).await;
+    Some(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! place, and reads a frame straight into its own buffer where it is
 //! unmasked in place: no payload is copied in user space.
 
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::capped::{CappedReads, MAX_READ_BYTES};
@@ -155,6 +155,24 @@ pub(crate) fn binary(payload: &mut [u8]) -> Frame<'_> {
 /// A Close frame without a status code.
 pub(crate) fn close() -> Frame<'static> {
     Frame::close_raw(Payload::Owned(Vec::new()))
+}
+
+/// The last step of a stream that ended cleanly both ways: our Close, then
+/// the peer's Close (anything before it is dropped). Callers bound it with
+/// [`crate::relay::CLOSE_WAIT`]; it ends early when the socket breaks.
+pub(crate) async fn close_handshake<R, W>(rd: &mut WebSocketRead<R>, wr: &mut WebSocketWrite<W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if wr.write_frame(close()).await.is_ok() {
+        let _ = wr.flush().await;
+    }
+    while let Ok(frame) = rd.read_frame(&mut drop_obligation).await {
+        if frame.opcode == OpCode::Close {
+            break;
+        }
+    }
 }
 
 /// The payload of a read frame as owned bytes (fastwebsockets reads every

@@ -105,17 +105,7 @@ where
 
     // Both directions ended cleanly: close the socket and give the peer's
     // Close a moment to arrive so neither side sees a reset.
-    if wr.write_frame(data::close()).await.is_ok() {
-        let _ = wr.flush().await;
-    }
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Ok(frame) = rd.read_frame(&mut data::drop_obligation).await {
-            if frame.opcode == fastwebsockets::OpCode::Close {
-                break;
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, data::close_handshake(&mut rd, &mut wr)).await;
     Ok(RelayStats { to_socket, from_socket })
 }
 

@@ -10,20 +10,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// device (measured in bench/RESULTS.md). Control frames are small and rare.
 pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
-/// Capacity of the [`Buffered`] reader under a control socket: one byte,
-/// the least tokio allows: every read is larger, so it bypasses the buffer.
-pub const IO_BUFFER_BYTES: usize = 1;
-
-/// The connection under a control socket: read through a buffer of one
-/// byte, that is straight through (kept as a type so the socket types of
-/// server and agent stay put if the buffer ever grows again).
-pub type Buffered<S> = tokio::io::BufReader<S>;
-
-/// Wraps the connection of a control socket before the WebSocket takes it.
-pub fn buffered<S: tokio::io::AsyncRead>(io: S) -> Buffered<S> {
-    tokio::io::BufReader::with_capacity(IO_BUFFER_BYTES, io)
-}
-
 /// The WebSocket configuration for a control socket that accepts frames of
 /// at most `max_frame_bytes` (messages are single frames in terrier).
 pub fn config(max_frame_bytes: usize) -> WebSocketConfig {

@@ -454,7 +454,7 @@ impl tower_service::Service<Uri> for StreamConnector {
 }
 
 /// A tunnel stream as hyper's client sees it.
-pub struct StreamConnection(TokioIo<Metered<ByteStream<crate::tunnel::DataIo>>>);
+pub struct StreamConnection(TokioIo<Metered<ByteStream<crate::tunnel::UpgradedIo>>>);
 impl Connection for StreamConnection {
     fn connected(&self) -> Connected {
         Connected::new()

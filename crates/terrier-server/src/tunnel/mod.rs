@@ -13,13 +13,11 @@ pub mod upgrade;
 /// tungstenite WebSocket over hyper's upgraded connection.
 pub type ControlSocket = tokio_tungstenite::WebSocketStream<UpgradedIo>;
 
-/// The connection under a control socket on the server.
-pub type UpgradedIo = terrier_transport::ws::Buffered<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-
 /// A data socket once upgraded: a fastwebsockets WebSocket straight over
 /// hyper's upgraded connection (no buffer in between: it reads frames into
 /// its own).
-pub type DataSocket = terrier_transport::data::DataSocket<DataIo>;
+pub type DataSocket = terrier_transport::data::DataSocket<UpgradedIo>;
 
-/// The connection under a data socket on the server.
-pub type DataIo = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+/// The connection under either socket on the server (hyper's `Upgraded`
+/// keeps the bytes read past the handshake request).
+pub type UpgradedIo = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;

@@ -48,12 +48,7 @@ pub fn accept(headers: &HeaderMap) -> Result<Response<()>, &'static str> {
 pub async fn websocket(on_upgrade: OnUpgrade, max_frame_bytes: usize) -> Result<ControlSocket, hyper::Error> {
     let upgraded = on_upgrade.await?;
     let config = terrier_transport::ws::config(max_frame_bytes);
-    Ok(WebSocketStream::from_raw_socket(
-        terrier_transport::ws::buffered(TokioIo::new(upgraded)),
-        Role::Server,
-        Some(config),
-    )
-    .await)
+    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
 }
 
 /// Waits for hyper to hand over the upgraded connection and wraps it as a
