@@ -11,7 +11,7 @@ use http::header::{AUTHORIZATION, LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
     status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL,
-    PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
+    PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
 use terrier_transport::prefixed::Prefixed;
@@ -301,7 +301,10 @@ pub fn pool_url(base: &Url, session: &str) -> Url {
     let mut url = ws_url(base);
     url.set_path(DATA_PATH);
     url.set_query(None);
-    url.query_pairs_mut().append_pair(PARAM_SESSION, session).append_pair(PARAM_POOL, "1");
+    url.query_pairs_mut()
+        .append_pair(PARAM_SESSION, session)
+        .append_pair(PARAM_POOL, "1")
+        .append_pair(PARAM_REUSE, "1");
     url
 }
 

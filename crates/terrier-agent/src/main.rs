@@ -52,7 +52,7 @@ struct Args {
     /// Expose a TCP service at [ID=][HOST:]PORT on a public port (repeatable; ID defaults to PORT).
     #[arg(long = "tcp", global = true, value_name = "[ID=][HOST:]PORT")]
     tcp: Vec<String>,
-    /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake (0-16, default 0).
+    /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake; each is reused visitor after visitor (0-16, default 0).
     #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(0..=16))]
     pool: Option<u8>,
     /// How to print events on stdout: "text" (default) or "json" (one object per line).

@@ -1,12 +1,24 @@
 //! Pooled data sockets (`--pool N`): idle, authenticated data sockets opened
 //! ahead of visitors, so a visitor does not wait for a WebSocket handshake.
-//! The server gives one a visitor by sending `assign` as its first frame; the
-//! slot that owned it then opens a fresh one, so the pool refills itself.
+//!
+//! The server gives an idle socket a visitor by sending `assign` as its next
+//! frame. The socket is opened with `reuse=1`: when its stream has ended
+//! cleanly both ways it is idle again and waits for the next `assign` (or
+//! for the server to close it), so a steady trickle of visitors costs no
+//! handshake at all (docs/PROTOCOL.md §4.3).
+//!
+//! Refilling is lazy for the same reason: the pool opens sockets only when
+//! fewer than half of `N` (at least one) are idle or on their way, and then
+//! tops up to `N`. Sockets that come back after a burst can leave more than
+//! `N` idle; the server caps them (`limits.max_pool_sockets`) and closes the
+//! ones left unused for `limits.pool_idle_timeout`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use terrier_proto::messages::ServerMessage;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
@@ -18,7 +30,7 @@ use crate::AgentConfig;
 /// Wait before a slot retries after its socket could not be opened.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// What the pool slots of one session share.
+/// What the pooled sockets of one session share.
 #[derive(Clone)]
 pub struct Pool {
     /// The agent configuration (targets, timeouts).
@@ -33,55 +45,102 @@ pub struct Pool {
     pub refusals: mpsc::Sender<Refusal>,
 }
 
+/// How many sockets are idle or being opened; the refiller waits on `changed`.
+#[derive(Default)]
+struct Counts {
+    /// Open and waiting for `assign`.
+    idle: AtomicUsize,
+    /// Handshake under way.
+    opening: AtomicUsize,
+    /// Signalled whenever either count drops.
+    changed: Notify,
+}
+
+impl Counts {
+    fn available(&self) -> usize {
+        self.idle.load(Ordering::Relaxed) + self.opening.load(Ordering::Relaxed)
+    }
+
+    fn drop_one(&self, count: &AtomicUsize) {
+        count.fetch_sub(1, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+}
+
 impl Pool {
-    /// Starts `config.pool` slots; they stop when `stop` fires (the session
-    /// ended) — streams already assigned go on.
+    /// Starts the pool; it stops opening and waiting when `stop` fires (the
+    /// session ended) — streams already assigned go on.
     pub fn start(self, stop: CancellationToken) {
-        for _ in 0..self.config.pool {
-            let (pool, stop) = (self.clone(), stop.clone());
-            self.streams.spawn(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = pool.slot() => {}
+        let streams = self.streams.clone();
+        streams.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = self.refill(&stop) => {}
+            }
+        });
+    }
+
+    /// Tops the pool up to `N` whenever fewer than half of `N` are idle or
+    /// being opened.
+    async fn refill(&self, stop: &CancellationToken) {
+        let target = self.config.pool;
+        let low_water = target.div_ceil(2);
+        let counts = Arc::new(Counts::default());
+        loop {
+            if counts.available() < low_water {
+                while counts.available() < target {
+                    counts.opening.fetch_add(1, Ordering::Relaxed);
+                    let (pool, counts, stop) = (self.clone(), counts.clone(), stop.clone());
+                    self.streams.spawn(async move { pool.socket(&counts, &stop).await });
                 }
-            });
+            }
+            counts.changed.notified().await;
         }
     }
 
-    /// One slot: open an idle socket, wait for its `assign`, hand it to a
-    /// stream task, repeat.
-    async fn slot(&self) {
+    /// One pooled socket: open it, then serve one assigned stream after
+    /// another until the socket ends or the session does.
+    async fn socket(&self, counts: &Counts, stop: &CancellationToken) {
+        let opened = tokio::select! {
+            () = stop.cancelled() => None,
+            opened = self.open() => opened,
+        };
+        counts.drop_one(&counts.opening);
+        let Some(mut socket) = opened else { return };
+        loop {
+            counts.idle.fetch_add(1, Ordering::Relaxed);
+            let assigned = tokio::select! {
+                () = stop.cancelled() => None,
+                assigned = wait_for_assign(&mut socket) => assigned,
+            };
+            counts.drop_one(&counts.idle);
+            let Some((stream, service)) = assigned else { return };
+            let Some(target) = self.config.target(&service) else {
+                tracing::warn!(%stream, %service, "server assigned a stream for an unknown service");
+                return;
+            };
+            let timeout = self.config.connect_timeout;
+            if !stream::serve_assigned(&mut socket, target, &stream, &service, timeout, &self.refusals).await
+                || stop.is_cancelled()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Opens one pooled socket; `None` (after [`RETRY_DELAY`]) if it could not.
+    async fn open(&self) -> Option<DataSocket> {
         let url = connect::pool_url(&self.server, &self.session);
         let dialer = connect::Dialer::new(&self.config);
-        loop {
-            let mut socket = match dialer.open_data(&url, self.config.max_data_frame_bytes).await {
-                Ok(socket) => socket,
-                Err(e) if e.is_unauthorized() => {
-                    tracing::error!(error = %e, "pooled data socket refused: check the token");
-                    tokio::time::sleep(RETRY_DELAY).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "pooled data socket not opened");
-                    tokio::time::sleep(RETRY_DELAY).await;
-                    continue;
-                }
-            };
-            let Some((stream, service)) = wait_for_assign(&mut socket).await else { continue };
-            let Some(target) = self.config.target(&service).cloned() else {
-                tracing::warn!(%stream, %service, "server assigned a stream for an unknown service");
-                continue;
-            };
-            let (refusals, timeout) = (self.refusals.clone(), self.config.connect_timeout);
-            self.streams.spawn(async move {
-                stream::relay_to_local(socket, &target, &stream, &service, timeout, refusals).await;
-            });
-            // Let the stream dial its local service before this slot dials
-            // the server for a fresh socket: the visitor is waiting, the
-            // refill is not urgent (on a current-thread runtime the refill
-            // went first and added its handshake to every new connection).
-            tokio::task::yield_now().await;
+        match dialer.open_data(&url, self.config.max_data_frame_bytes).await {
+            Ok(socket) => return Some(socket),
+            Err(e) if e.is_unauthorized() => {
+                tracing::error!(error = %e, "pooled data socket refused: check the token");
+            }
+            Err(e) => tracing::debug!(error = %e, "pooled data socket not opened"),
         }
+        tokio::time::sleep(RETRY_DELAY).await;
+        None
     }
 }
 

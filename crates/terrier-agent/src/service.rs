@@ -17,6 +17,15 @@ pub struct Target {
     pub port: u16,
 }
 
+impl Target {
+    /// Whether the service is on this device's loopback interface (an IP
+    /// address in 127.0.0.0/8 or ::1, or `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -105,6 +114,16 @@ mod tests {
         assert!("70000".parse::<Target>().is_err());
         assert!(":80".parse::<Target>().is_err());
         assert!("host:".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn loopback_targets_are_recognised() {
+        for target in ["22", "127.0.0.9:22", "[::1]:22", "localhost:22", "LOCALHOST:22"] {
+            assert!(target.parse::<Target>().unwrap().is_loopback(), "{target}");
+        }
+        for target in ["192.168.1.7:22", "[fe80::1]:22", "localhost.example:22", "gateway:22"] {
+            assert!(!target.parse::<Target>().unwrap().is_loopback(), "{target}");
+        }
     }
 
     #[test]

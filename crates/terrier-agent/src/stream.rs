@@ -39,7 +39,7 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
         return;
     };
     let url = connect::data_url(&req.server, &req.session, &req.stream);
-    let socket = match req.dialer.open_data(&url, req.max_frame).await {
+    let mut socket = match req.dialer.open_data(&url, req.max_frame).await {
         Ok(socket) => socket,
         Err(e) if e.is_unauthorized() => {
             tracing::error!(stream = %req.stream, service = %req.service, error = %e, "data socket refused: check the token");
@@ -50,29 +50,40 @@ pub async fn run(req: StreamRequest, refusals: mpsc::Sender<Refusal>) {
             return;
         }
     };
-    relay(socket, local, &req.stream, &req.service).await;
+    if relay(&mut socket, local, &req.stream, &req.service).await {
+        socket.close().await;
+    }
 }
 
-/// Runs a stream whose data socket is already open (a pooled socket that
-/// was just assigned): dial the local service, then relay.
-pub async fn relay_to_local(
-    socket: connect::DataSocket,
+/// Serves a stream assigned to a pooled socket: dial the local service,
+/// then relay. True when the stream ended cleanly both ways, so the socket
+/// can wait for its next `assign`; on a refusal or an abort it must be
+/// dropped (the visitor sees the stream end).
+pub async fn serve_assigned(
+    socket: &mut connect::DataSocket,
     target: &Target,
     stream: &str,
     service: &str,
     timeout: Duration,
-    refusals: mpsc::Sender<Refusal>,
-) {
-    // On refusal the socket is dropped: the visitor sees the stream end.
-    if let Some(local) = dial_or_refuse(target, stream, service, timeout, &refusals).await {
-        relay(socket, local, stream, service).await;
+    refusals: &mpsc::Sender<Refusal>,
+) -> bool {
+    match dial_or_refuse(target, stream, service, timeout, refusals).await {
+        Some(local) => relay(socket, local, stream, service).await,
+        None => false,
     }
 }
 
-async fn relay(socket: connect::DataSocket, local: TcpStream, stream: &str, service: &str) {
-    match terrier_transport::relay(socket, local).await {
-        Ok(stats) => tracing::debug!(stream, service, up = stats.to_socket, down = stats.from_socket, "stream closed"),
-        Err(e) => tracing::debug!(stream, service, error = %e, "stream aborted"),
+/// Relays one stream; true when it ended cleanly both ways.
+async fn relay(socket: &mut connect::DataSocket, local: TcpStream, stream: &str, service: &str) -> bool {
+    match terrier_transport::relay_stream(socket, local).await {
+        Ok(stats) => {
+            tracing::debug!(stream, service, up = stats.to_socket, down = stats.from_socket, "stream closed");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(stream, service, error = %e, "stream aborted");
+            false
+        }
     }
 }
 
@@ -97,7 +108,11 @@ async fn dial_or_refuse(
 async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
     match tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port))).await {
         Ok(Ok(stream)) => {
-            terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
+            if target.is_loopback() {
+                terrier_transport::tcp::tune_loopback(&stream);
+            } else {
+                terrier_transport::tcp::tune(&stream, terrier_transport::tcp::KEEPALIVE);
+            }
             Ok(stream)
         }
         Ok(Err(e)) => Err(format!("{target}: {e}")),

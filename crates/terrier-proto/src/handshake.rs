@@ -24,6 +24,9 @@ pub const PARAM_SESSION: &str = "session";
 pub const PARAM_STREAM: &str = "stream";
 /// Data socket: present (`1`) for an idle pooled socket awaiting `assign`.
 pub const PARAM_POOL: &str = "pool";
+/// Pooled data socket: `1` when the agent takes the socket back after a
+/// stream that ended cleanly, to carry the next `assign`.
+pub const PARAM_REUSE: &str = "reuse";
 
 /// Service id of the device's HTTP service in `open`.
 pub const HTTP_SERVICE: &str = "http";

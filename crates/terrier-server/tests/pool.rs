@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use terrier_testkit::admin::AdminClient;
+use terrier_testkit::proxy::PausingProxy;
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::{device_host, Visitor};
-use terrier_testkit::{init_logging, TestAgent, TestServer};
+use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -112,5 +114,107 @@ async fn agent_with_a_pool_serves_http_and_tcp_visitors() {
         tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut back)).await.unwrap().unwrap();
         assert_eq!(back, msg);
     }
+    server.stop().await;
+}
+
+/// Idle pooled sockets of `name`, as the admin API reports them.
+async fn pooled_sockets(admin: &AdminClient, name: &str) -> u64 {
+    admin.get(&format!("/api/v1/devices/{name}")).await.json["pooled_sockets"].as_u64().unwrap_or(0)
+}
+
+/// Binary frames until the empty one that ends the peer's direction.
+async fn read_stream(ws: &mut Ws) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a frame in time");
+        match frame.unwrap().unwrap() {
+            Message::Binary(chunk) if chunk.is_empty() => return bytes,
+            Message::Binary(chunk) => bytes.extend_from_slice(&chunk),
+            other => panic!("expected stream bytes, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_socket_with_reuse_carries_visitor_after_visitor_and_one_without_is_closed() {
+    init_logging();
+    let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    for (name, query, visitors) in [("reuser", "pool=1&reuse=1", 3), ("plain", "pool=1", 1)] {
+        let (mut control, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/v1/control?name={name}&tcp=echo", server.addr))
+                .await
+                .unwrap();
+        let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
+        let session = welcome["welcome"]["session"].as_str().unwrap().to_owned();
+        let port = welcome["welcome"]["tcp"][0]["port"].as_u64().unwrap() as u16;
+        let url = format!("ws://{}/v1/data?session={session}&{query}", server.addr);
+        let (mut pooled, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        for i in 0..visitors {
+            // Parked again only once both ends are through, just after the
+            // previous visitor saw its stream end.
+            eventually(Duration::from_secs(5), "the socket in the pool", || async {
+                (pooled_sockets(&admin, name).await == 1).then_some(())
+            })
+            .await;
+            let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            visitor.write_all(format!("visitor {i}").as_bytes()).await.unwrap();
+            visitor.shutdown().await.unwrap();
+            let assign: serde_json::Value = serde_json::from_str(&next_text(&mut pooled).await).unwrap();
+            assert_eq!(assign["assign"]["service"], "echo", "{name}: visitor {i} assigned to the same socket");
+            assert_eq!(read_stream(&mut pooled).await, format!("visitor {i}").as_bytes());
+            pooled.send(Message::binary(format!("answer {i}").into_bytes())).await.unwrap();
+            pooled.send(Message::binary(Vec::new())).await.unwrap();
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut answer)).await.unwrap().unwrap();
+            assert_eq!(answer, format!("answer {i}"));
+        }
+        if query.contains("reuse") {
+            eventually(Duration::from_secs(5), "the socket back in the pool", || async {
+                (pooled_sockets(&admin, name).await == 1).then_some(())
+            })
+            .await;
+        } else {
+            let next = tokio::time::timeout(Duration::from_secs(5), pooled.next()).await.expect("a frame in time");
+            assert!(next.unwrap().unwrap().is_close(), "without reuse=1 the socket is closed after its stream");
+            assert_eq!(pooled_sockets(&admin, name).await, 0);
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() {
+    init_logging();
+    let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    // Every socket the agent opens goes through the proxy, which counts them.
+    let proxy = PausingProxy::start(server.addr).await;
+    let echo = upstream::tcp_echo().await;
+    let server_url: url::Url = format!("http://{}", proxy.addr).parse().unwrap();
+    let mut config = terrier_testkit::agent::agent_config(server_url, "reuse-dev");
+    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
+    config.pool = 4;
+    let mut agent = TestAgent::start_with(config);
+    let connected = agent.connected(1).await;
+    eventually(Duration::from_secs(5), "the pool filled", || async {
+        (pooled_sockets(&admin, "reuse-dev").await == 4).then_some(())
+    })
+    .await;
+    let opened = proxy.connections();
+    assert_eq!(opened, 5, "the control socket and four pooled sockets");
+    for i in 0..40 {
+        let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", connected.tcp[0].port)).await.unwrap();
+        let msg = format!("tcp {i}");
+        visitor.write_all(msg.as_bytes()).await.unwrap();
+        visitor.shutdown().await.unwrap();
+        let mut back = String::new();
+        tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut back)).await.unwrap().unwrap();
+        assert_eq!(back, msg);
+    }
+    // One visitor at a time takes one socket, or two while the last one is
+    // still coming back: the pool never runs low, so it opens nothing (one
+    // new socket per visitor without reuse).
+    assert_eq!(proxy.connections(), opened, "no socket opened for 40 visitors");
     server.stop().await;
 }

@@ -1,8 +1,10 @@
 //! [`PausingProxy`]: a TCP relay between an agent and a server that can
 //! stop moving bytes without closing anything — a network black hole, as a
-//! NAT dropping a mapping or a dead link produces.
+//! NAT dropping a mapping or a dead link produces. It also counts the
+//! connections it relayed, so a test can see how many sockets an agent opened.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +16,7 @@ pub struct PausingProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     paused: Arc<watch::Sender<bool>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl PausingProxy {
@@ -22,9 +25,11 @@ impl PausingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let paused = Arc::new(watch::channel(false).0);
-        let flag = paused.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (paused.clone(), accepted.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
                 let flag = flag.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else { return };
@@ -34,7 +39,12 @@ impl PausingProxy {
                 });
             }
         });
-        Self { addr, paused }
+        Self { addr, paused, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Stops moving bytes (connections stay open, data just stops).

@@ -13,17 +13,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use fastwebsockets::{OpCode, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{OpCode, WebSocketError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::capped::CappedReads;
-use crate::data::{self, DataSocket, Event, Inbound};
+use crate::data::{self, DataSocket, Event, Inbound, Reader, Writer};
 use crate::relay::CLOSE_WAIT;
-
-/// The reading half of a split data socket.
-type Reader<S> = WebSocketRead<tokio::io::ReadHalf<CappedReads<S>>>;
-/// The writing half of a split data socket.
-type Writer<S> = WebSocketWrite<tokio::io::WriteHalf<CappedReads<S>>>;
 /// A frame read: opcode, FIN bit, payload.
 type Read = Result<(OpCode, bool, BytesMut), WebSocketError>;
 /// A frame being read; it owns the reading half and gives it back.
@@ -112,10 +106,9 @@ where
     /// Wraps a data socket whose stream is ready to carry bytes.
     pub fn new(socket: DataSocket<S>) -> Self {
         let inbound = Inbound::new(socket.max_message_bytes);
-        let (reader, writer) = socket.ws.split(tokio::io::split);
         Self {
-            read: ReadSide::Idle(reader),
-            write: WriteSide::Idle(writer, Vec::new()),
+            read: ReadSide::Idle(socket.rd),
+            write: WriteSide::Idle(socket.wr, Vec::new()),
             inbound,
             unread: BytesMut::new(),
             read_done: false,

@@ -14,17 +14,29 @@
 //! unmasked in place: no payload is copied in user space.
 
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 
 use crate::capped::{CappedReads, MAX_READ_BYTES};
+use crate::relay::CLOSE_WAIT;
 
 pub use fastwebsockets::Role;
 
+/// The reading half of a data socket.
+pub(crate) type Reader<S> = WebSocketRead<ReadHalf<CappedReads<S>>>;
+/// The writing half of a data socket.
+pub(crate) type Writer<S> = WebSocketWrite<WriteHalf<CappedReads<S>>>;
+
 /// One data socket after its handshake (either side).
+///
+/// It is kept split in its two halves from the start: a relay needs both at
+/// once, and a socket that carries one stream after another (pooled with
+/// `reuse=1`, docs/PROTOCOL.md §4.3) must come out of a relay whole, with
+/// whatever the reading half already buffered of the next frame.
 pub struct DataSocket<S> {
-    /// The WebSocket over the upgraded connection, read a few frames at a
-    /// time (see [`crate::capped`]).
-    pub(crate) ws: WebSocket<CappedReads<S>>,
+    /// The reading half, read a few frames at a time (see [`crate::capped`]).
+    pub(crate) rd: Reader<S>,
+    /// The writing half.
+    pub(crate) wr: Writer<S>,
     /// Largest message accepted (frames, and fragmented messages in total).
     pub(crate) max_message_bytes: usize,
 }
@@ -43,32 +55,45 @@ where
         // A Close is part of our framing (an abort, or the last step): we
         // answer it ourselves.
         ws.set_auto_close(false);
-        // An idle socket (pooled, waiting for `assign`) answers a Ping. Once
-        // split for a relay, the reading half cannot write, and a Ping is
-        // ignored (terrier never pings data sockets).
-        ws.set_auto_pong(true);
+        // The reading half cannot write: a Ping is ignored (terrier never
+        // pings data sockets).
+        ws.set_auto_pong(false);
         ws.set_writev(true);
-        Self { ws, max_message_bytes }
+        let (rd, wr) = ws.split(tokio::io::split);
+        Self { rd, wr, max_message_bytes }
     }
 
     /// Sends one text frame (`assign` on a pooled socket).
     pub async fn send_text(&mut self, text: &str) -> Result<(), WebSocketError> {
-        self.ws.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await?;
-        self.ws.flush().await
+        self.wr.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await?;
+        self.wr.flush().await
     }
 
     /// Waits for a text frame (`assign` on a pooled socket); `None` when the
     /// socket closes, breaks, or sends anything but bytes or pings first.
-    /// Binary frames before it are skipped.
+    /// Binary frames before it are skipped. A Close is answered with ours,
+    /// so the peer's close handshake ends at once.
     pub async fn recv_text(&mut self) -> Option<String> {
         loop {
-            let frame = self.ws.read_frame().await.ok()?;
+            let frame = self.rd.read_frame(&mut drop_obligation).await.ok()?;
             match frame.opcode {
                 OpCode::Text if frame.fin => return String::from_utf8(frame.payload.to_vec()).ok(),
                 OpCode::Binary | OpCode::Continuation | OpCode::Ping | OpCode::Pong => {}
-                OpCode::Text | OpCode::Close => return None,
+                OpCode::Text => return None,
+                OpCode::Close => {
+                    if self.wr.write_frame(close()).await.is_ok() {
+                        let _ = self.wr.flush().await;
+                    }
+                    return None;
+                }
             }
         }
+    }
+
+    /// Ends the socket: our Close, then the peer's (within [`CLOSE_WAIT`]),
+    /// so neither side sees a reset.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, close_handshake(&mut self.rd, &mut self.wr)).await;
     }
 }
 
@@ -159,7 +184,7 @@ pub(crate) fn close() -> Frame<'static> {
 
 /// The last step of a stream that ended cleanly both ways: our Close, then
 /// the peer's Close (anything before it is dropped). Callers bound it with
-/// [`crate::relay::CLOSE_WAIT`]; it ends early when the socket breaks.
+/// [`CLOSE_WAIT`]; it ends early when the socket breaks.
 pub(crate) async fn close_handshake<R, W>(rd: &mut WebSocketRead<R>, wr: &mut WebSocketWrite<W>)
 where
     R: AsyncRead + Unpin,

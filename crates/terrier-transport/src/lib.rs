@@ -22,4 +22,4 @@ pub mod relay;
 pub mod tcp;
 pub mod ws;
 
-pub use relay::{relay, RelayError, RelayStats};
+pub use relay::{relay, relay_stream, RelayError, RelayStats};

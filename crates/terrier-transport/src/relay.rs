@@ -7,6 +7,10 @@
 //! a broken socket before both directions finished is an abort: the byte
 //! stream is dropped so its peer sees the connection end abruptly rather than
 //! a clean end of data it never fully received.
+//!
+//! [`relay`] carries one stream and closes the socket; [`relay_stream`]
+//! leaves it open, for a pooled socket that carries another stream next
+//! (docs/PROTOCOL.md §4.3).
 
 use std::time::Duration;
 
@@ -47,17 +51,35 @@ pub enum RelayError {
     Framing(#[from] FramingError),
 }
 
-/// Relays until both directions have ended; returns the byte counts.
+/// Relays until both directions have ended, then closes the socket (and
+/// gives the peer's Close a moment to arrive, so neither side sees a
+/// reset); returns the byte counts.
 ///
 /// Errors abort both directions at once: the first failure drops the other
 /// direction's future, and the caller drops both ends.
-pub async fn relay<S, T>(socket: DataSocket<S>, io: T) -> Result<RelayStats, RelayError>
+pub async fn relay<S, T>(mut socket: DataSocket<S>, io: T) -> Result<RelayStats, RelayError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let stats = relay_stream(&mut socket, io).await?;
+    socket.close().await;
+    Ok(stats)
+}
+
+/// Relays one stream until both directions have ended, and leaves the
+/// socket open: both sides have sent and received the end of the stream, so
+/// the next frame on it belongs to whatever comes next (another `assign`,
+/// or a Close).
+///
+/// After an error the socket is mid-stream and must be dropped.
+pub async fn relay_stream<S, T>(socket: &mut DataSocket<S>, io: T) -> Result<RelayStats, RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut inbound = Inbound::new(socket.max_message_bytes);
-    let (mut rd, mut wr) = socket.ws.split(tokio::io::split);
+    let DataSocket { rd, wr, .. } = socket;
     let (mut reader, mut writer) = tokio::io::split(io);
 
     let upstream = async {
@@ -102,10 +124,6 @@ where
         }
     };
     let (to_socket, from_socket) = tokio::try_join!(upstream, downstream)?;
-
-    // Both directions ended cleanly: close the socket and give the peer's
-    // Close a moment to arrive so neither side sees a reset.
-    let _ = tokio::time::timeout(CLOSE_WAIT, data::close_handshake(&mut rd, &mut wr)).await;
     Ok(RelayStats { to_socket, from_socket })
 }
 
@@ -172,6 +190,40 @@ mod tests {
         drop(peer);
         let stats = relay.await.unwrap().unwrap();
         assert_eq!(stats, RelayStats { to_socket: 100_000, from_socket: 13 });
+    }
+
+    #[tokio::test]
+    async fn relay_stream_leaves_the_socket_open_for_the_next_stream() {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let mut socket = DataSocket::new(a, data::Role::Server, 1024);
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        for round in 0..2u8 {
+            let (io, mut local) = tokio::io::duplex(1024);
+            // The peer's bytes, its end, and right behind them the next
+            // frame, all sent before the relay reads any of them: what the
+            // relay buffered of the next frame must survive it.
+            peer.send(Message::binary(vec![round])).await.unwrap();
+            peer.send(Message::binary(Vec::new())).await.unwrap();
+            peer.send(Message::text(format!("next {round}"))).await.unwrap();
+            let service = async {
+                let mut got = Vec::new();
+                local.read_to_end(&mut got).await.unwrap();
+                local.write_all(&[round + 10]).await.unwrap();
+                local.shutdown().await.unwrap();
+                got
+            };
+            let (stats, got) = tokio::join!(relay_stream(&mut socket, io), service);
+            assert_eq!(got, [round]);
+            assert_eq!(stats.unwrap(), RelayStats { to_socket: 1, from_socket: 1 });
+            assert_eq!(peer.next().await.unwrap().unwrap(), Message::binary(vec![round + 10]));
+            assert_eq!(peer.next().await.unwrap().unwrap(), Message::binary(Vec::new()), "the end, no Close");
+            assert_eq!(socket.recv_text().await, Some(format!("next {round}")));
+        }
+        let closing = tokio::spawn(socket.close());
+        assert!(peer.next().await.unwrap().unwrap().is_close(), "a Close only when the socket is closed");
+        // Reading on sends tungstenite's queued answer to the Close.
+        assert!(peer.next().await.is_none_or(|end| end.is_err()));
+        tokio::time::timeout(Duration::from_secs(1), closing).await.expect("the Close handshake ends").unwrap();
     }
 
     #[tokio::test]

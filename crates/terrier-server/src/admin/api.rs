@@ -53,6 +53,9 @@ pub struct DeviceView {
     pub streams_open: Option<u64>,
     /// Visitor streams since it connected (online on this node only).
     pub streams_total: Option<u64>,
+    /// Idle pooled data sockets the agent keeps open ahead of visitors
+    /// (`--pool`; online on this node only).
+    pub pooled_sockets: Option<u64>,
     /// Bytes from visitors into the device since it connected.
     pub bytes_in: Option<u64>,
     /// Bytes from the device to visitors since it connected.
@@ -310,6 +313,7 @@ fn session_view(node: &Node, session: &Session, now: u64) -> DeviceView {
         tcp: tcp_views(&session.tcp),
         streams_open: Some(t.streams_open.load(Ordering::Relaxed)),
         streams_total: Some(t.streams_total.load(Ordering::Relaxed)),
+        pooled_sockets: Some(session.pooled_count() as u64),
         bytes_in: Some(t.bytes_in.load(Ordering::Relaxed)),
         bytes_out: Some(t.bytes_out.load(Ordering::Relaxed)),
         agent: Some(session.agent.clone()).filter(|a| !a.is_empty()),
@@ -335,6 +339,7 @@ fn lease_view(node: &Node, lease: &Lease, _now: u64) -> DeviceView {
         tcp: tcp_views(&lease.ports),
         streams_open: None,
         streams_total: None,
+        pooled_sockets: None,
         bytes_in: None,
         bytes_out: None,
         agent: None,

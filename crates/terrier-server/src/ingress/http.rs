@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
+use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::{sniff, Protocol};
@@ -40,6 +41,7 @@ where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
             () = node.shutdown.cancelled() => break,
@@ -47,7 +49,7 @@ where
         };
         match accepted {
             Ok((stream, remote)) => {
-                terrier_transport::tcp::tune(&stream, node.live.limits().tcp_keepalive);
+                tuning.accepted(&listener, &stream, node.live.limits().tcp_keepalive);
                 let connection = handle(node.clone(), stream, remote, graceful.watcher());
                 let hard_stop = node.hard_stop.clone();
                 // Under the hard stop too: a connection still sniffing when

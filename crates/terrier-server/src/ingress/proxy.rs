@@ -440,9 +440,9 @@ impl tower_service::Service<Uri> for StreamConnector {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let session = session.ok_or(OpenError::Offline)?;
-            let socket = session.open_stream(HTTP_SERVICE).await?;
+            let opened = session.open_stream(HTTP_SERVICE).await?;
             let stream = Metered::on_side(
-                ByteStream::new(socket),
+                ByteStream::new(opened.socket),
                 Side::Device,
                 session.traffic.clone(),
                 metrics,

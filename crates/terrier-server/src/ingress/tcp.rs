@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +82,7 @@ impl PortListeners {
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, service: String, stop: CancellationToken) {
+    let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -88,6 +90,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
         };
         match accepted {
             Ok((stream, visitor)) => {
+                tuning.accepted(&listener, &stream, node.live.limits().tcp_keepalive);
                 let node2 = node.clone();
                 let (name, service) = (name.clone(), service.clone());
                 node.tasks.spawn(async move { relay_visitor(node2, stream, visitor, &name, &service).await });
@@ -103,7 +106,6 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
-    terrier_transport::tcp::tune(&stream, node.live.limits().tcp_keepalive);
     if !node.access.allows_address(name, visitor.ip()) {
         tracing::info!(device = name, service, %visitor, "TCP visitor denied by access rules");
         return;
@@ -121,7 +123,7 @@ async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, 
     };
     let stream = Metered::new(stream, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
     let relayed = tokio::select! {
-        relayed = terrier_transport::relay(socket, stream) => relayed,
+        relayed = session.relay(socket, stream) => relayed,
         () = node.hard_stop.cancelled() => return,
     };
     match relayed {

@@ -89,7 +89,7 @@ async fn passthrough(
     };
     let visitor = Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
     let relayed = tokio::select! {
-        relayed = terrier_transport::relay(socket, visitor) => relayed,
+        relayed = session.relay(socket, visitor) => relayed,
         () = node.hard_stop.cancelled() => return,
     };
     match relayed {

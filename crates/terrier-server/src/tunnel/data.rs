@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use terrier_proto::handshake::{status, PARAM_POOL, PARAM_SESSION, PARAM_STREAM};
+use terrier_proto::handshake::{status, PARAM_POOL, PARAM_REUSE, PARAM_SESSION, PARAM_STREAM};
 use terrier_proto::name::is_valid_id;
 
 use super::session::{Session, StreamReply};
@@ -34,23 +34,26 @@ pub enum DataParams {
     Pool {
         /// Session id (32 lowercase hex).
         session: String,
+        /// `reuse=1`: the agent takes the socket back after each stream.
+        reuse: bool,
     },
 }
 
 impl DataParams {
     /// Parses and validates the query string; the error is the 400 text.
     pub fn parse(query: Option<&str>) -> Result<Self, &'static str> {
-        let (mut session, mut stream, mut pooled) = (String::new(), String::new(), false);
+        let (mut session, mut stream, mut pooled, mut reuse) = (String::new(), String::new(), false, false);
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match key.as_ref() {
                 PARAM_SESSION => session = value.into_owned(),
                 PARAM_STREAM => stream = value.into_owned(),
                 PARAM_POOL => pooled = value != "0",
+                PARAM_REUSE => reuse = value == "1",
                 _ => {}
             }
         }
         if pooled && is_valid_id(&session) {
-            return Ok(Self::Pool { session });
+            return Ok(Self::Pool { session, reuse });
         }
         if !is_valid_id(&session) || !is_valid_id(&stream) {
             return Err("session and stream must be 32 lowercase hex digits");
@@ -62,7 +65,7 @@ impl DataParams {
 /// Handles `GET /v1/data`.
 pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
     let (session_id, stream) = match DataParams::parse(req.uri().query()) {
-        Ok(DataParams::Pool { session }) => return pool_handshake(node, req, &session).await,
+        Ok(DataParams::Pool { session, reuse }) => return pool_handshake(node, req, &session, reuse).await,
         Ok(DataParams::Stream { session, stream }) => (session, stream),
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
@@ -105,8 +108,9 @@ async fn accept_for_session(
     Ok((accept, session))
 }
 
-/// Parks a pooled data socket in its session (`pool=1`).
-async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str) -> Response<Body> {
+/// Parks a pooled data socket in its session (`pool=1`, and `reuse=1` if
+/// the agent takes it back after each stream).
+async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str, reuse: bool) -> Response<Body> {
     let (accept, session) = match accept_for_session(&node, &req, session_id).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -119,7 +123,7 @@ async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id:
     node.tasks.spawn(async move {
         match upgrade::data_socket(on_upgrade, max_frame).await {
             Ok(ws) => {
-                if session.closed.is_cancelled() || !session.add_pooled(ws) {
+                if session.add_pooled(ws, reuse).is_err() {
                     tracing::debug!(device = %session.name, "pooled socket not kept (session over or pool full)");
                 }
             }
@@ -140,7 +144,9 @@ mod tests {
         let stream = DataParams::parse(Some(&format!("session={ID}&stream={ID}"))).unwrap();
         assert_eq!(stream, DataParams::Stream { session: ID.into(), stream: ID.into() });
         let pool = DataParams::parse(Some(&format!("session={ID}&pool=1"))).unwrap();
-        assert_eq!(pool, DataParams::Pool { session: ID.into() });
+        assert_eq!(pool, DataParams::Pool { session: ID.into(), reuse: false });
+        let reused = DataParams::parse(Some(&format!("session={ID}&pool=1&reuse=1"))).unwrap();
+        assert_eq!(reused, DataParams::Pool { session: ID.into(), reuse: true });
         for bad in [None, Some(""), Some("session=abc&pool=1"), Some(&*format!("session={ID}&stream=XYZ"))] {
             assert!(DataParams::parse(bad).is_err(), "{bad:?}");
         }

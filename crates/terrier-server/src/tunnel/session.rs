@@ -6,6 +6,11 @@
 //! socket ([`crate::tunnel::data`] hands it over) or for `refused`. Stream
 //! ids are single use and live only in this session's table, so a data socket
 //! must name both the session and the stream to claim a visitor.
+//!
+//! Pooled data sockets skip `open`: an idle one gets the stream with
+//! `assign`. One parked with `reuse=1` comes back to the pool after a stream
+//! that ended cleanly ([`Session::relay`]), so a steady trickle of visitors
+//! costs the agent no new WebSocket handshake per visitor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -14,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use terrier_proto::messages::{Open, ServerMessage};
 use terrier_transport::ids::random_id;
+use terrier_transport::{RelayError, RelayStats};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -54,9 +61,9 @@ pub struct Session {
     max_pending: usize,
     /// How long a visitor waits for its data socket.
     open_timeout: Duration,
-    /// Idle pooled data sockets the agent opened ahead of visitors, with
-    /// when each was parked.
-    pool: Mutex<Vec<(Instant, DataSocket)>>,
+    /// Idle pooled data sockets the agent opened ahead of visitors, the
+    /// most recently parked last.
+    pool: Mutex<Vec<Parked>>,
     /// Limit on `pool`.
     max_pool: usize,
     /// How long a pooled socket may sit idle before it is closed.
@@ -69,6 +76,24 @@ pub struct Session {
 /// How long sending `assign` on a pooled socket may take before the socket
 /// counts as dead.
 const POOL_ASSIGN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An idle pooled data socket.
+struct Parked {
+    /// When it was parked (or came back after its last stream).
+    since: Instant,
+    /// The socket.
+    socket: DataSocket,
+    /// Parked with `reuse=1`.
+    reusable: bool,
+}
+
+/// The data socket of a new visitor stream.
+pub struct StreamSocket {
+    /// The socket, ready to carry the visitor's bytes.
+    pub socket: DataSocket,
+    /// A pooled socket the agent takes back after the stream (`reuse=1`).
+    reusable: bool,
+}
 
 /// How the agent answered an `open`.
 pub enum StreamReply {
@@ -165,7 +190,7 @@ impl Session {
     /// Refused at once when the device already has
     /// `limits.max_streams_per_device` streams open (streams still waiting
     /// for their socket are bounded by `max_pending` on top of that).
-    pub async fn open_stream(&self, service: &str) -> Result<DataSocket, OpenError> {
+    pub async fn open_stream(&self, service: &str) -> Result<StreamSocket, OpenError> {
         let open = self.traffic.streams_open.load(Ordering::Relaxed);
         if open >= self.max_streams as u64 {
             tracing::info!(device = %self.name, open, "stream refused: device at limits.max_streams_per_device");
@@ -196,7 +221,7 @@ impl Session {
             () = self.closed.cancelled() => return Err(OpenError::Offline),
         };
         match reply {
-            Ok(Ok(StreamReply::Socket(ws))) => Ok(*ws),
+            Ok(Ok(StreamReply::Socket(ws))) => Ok(StreamSocket { socket: *ws, reusable: false }),
             Ok(Ok(StreamReply::Refused(reason))) => Err(OpenError::Refused(reason)),
             Ok(Err(e)) => Err(e),
             Err(_) => {
@@ -206,15 +231,16 @@ impl Session {
         }
     }
 
-    /// Parks an idle pooled data socket; returns false (and drops it) when
-    /// the pool is full.
-    pub fn add_pooled(&self, socket: DataSocket) -> bool {
+    /// Parks an idle pooled data socket (`reusable`: parked with
+    /// `reuse=1`); gives it back when the session is over or the pool full.
+    pub fn add_pooled(&self, socket: DataSocket, reusable: bool) -> Result<(), DataSocket> {
         let mut pool = self.pool.lock().expect("pool lock");
-        if pool.len() >= self.max_pool {
-            return false;
+        // Checked under the lock: `clear_pool` runs after `closed` fires.
+        if self.closed.is_cancelled() || pool.len() >= self.max_pool {
+            return Err(socket);
         }
-        pool.push((Instant::now(), socket));
-        true
+        pool.push(Parked { since: Instant::now(), socket, reusable });
+        Ok(())
     }
 
     /// Closes pooled sockets idle longer than `limits.pool_idle_timeout`
@@ -222,28 +248,45 @@ impl Session {
     pub fn prune_pool(&self) -> usize {
         let mut pool = self.pool.lock().expect("pool lock");
         let before = pool.len();
-        pool.retain(|(parked, _)| parked.elapsed() < self.pool_idle);
+        pool.retain(|parked| parked.since.elapsed() < self.pool_idle);
         before - pool.len()
     }
 
     /// Hands `stream` to an idle pooled socket with `assign`; `None` when the
     /// pool is empty (or every socket in it turned out dead).
-    async fn assign_pooled(&self, stream: &str, service: &str) -> Option<DataSocket> {
+    async fn assign_pooled(&self, stream: &str, service: &str) -> Option<StreamSocket> {
         loop {
             // Most recently parked first: the least likely to have gone stale.
-            let (parked, mut socket) = self.pool.lock().expect("pool lock").pop()?;
-            if parked.elapsed() >= self.pool_idle {
+            let Parked { since, mut socket, reusable } = self.pool.lock().expect("pool lock").pop()?;
+            if since.elapsed() >= self.pool_idle {
                 continue;
             }
             let assign = terrier_transport::control::to_json(&ServerMessage::Assign(Open { stream, service }));
             match tokio::time::timeout(POOL_ASSIGN_TIMEOUT, socket.send_text(&assign)).await {
                 Ok(Ok(())) => {
                     tracing::debug!(device = %self.name, %stream, service, "stream assigned to a pooled socket");
-                    return Some(socket);
+                    return Some(StreamSocket { socket, reusable });
                 }
                 _ => tracing::debug!(device = %self.name, "dropping a dead pooled socket"),
             }
         }
+    }
+
+    /// Relays one visitor stream over its data socket. Afterwards a socket
+    /// parked with `reuse=1` whose stream ended cleanly both ways goes back
+    /// to the pool; any other is closed.
+    pub async fn relay<T>(&self, stream: StreamSocket, io: T) -> Result<RelayStats, RelayError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let StreamSocket { mut socket, reusable } = stream;
+        let stats = terrier_transport::relay_stream(&mut socket, io).await?;
+        let unused = if reusable { self.add_pooled(socket, true).err() } else { Some(socket) };
+        match unused {
+            Some(socket) => socket.close().await,
+            None => tracing::debug!(device = %self.name, "pooled socket back in the pool"),
+        }
+        Ok(stats)
     }
 
     /// Closes the idle pooled sockets (the session ended).
