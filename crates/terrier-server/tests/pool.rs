@@ -25,17 +25,22 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
+/// A device driven by hand: its control socket (serving TCP service
+/// `echo`), session id and public port.
+async fn hand_driven_device(server: std::net::SocketAddr, name: &str) -> (Ws, String, u16) {
+    let url = format!("ws://{server}/v1/control?name={name}&tcp=echo");
+    let (mut control, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
+    let session = welcome["welcome"]["session"].as_str().unwrap().to_owned();
+    let port = welcome["welcome"]["tcp"][0]["port"].as_u64().unwrap() as u16;
+    (control, session, port)
+}
+
 #[tokio::test]
 async fn pooled_socket_gets_the_visitor_with_assign_then_open_takes_over() {
     init_logging();
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
-    let (mut control, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/v1/control?name=pooled&tcp=echo", server.addr))
-            .await
-            .unwrap();
-    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
-    let session = welcome["welcome"]["session"].as_str().unwrap().to_owned();
-    let port = welcome["welcome"]["tcp"][0]["port"].as_u64().unwrap();
+    let (mut control, session, port) = hand_driven_device(server.addr, "pooled").await;
     let (mut pooled, response) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/data?session={session}&pool=1", server.addr))
             .await
@@ -44,7 +49,7 @@ async fn pooled_socket_gets_the_visitor_with_assign_then_open_takes_over() {
 
     // The pooled socket is parked once its handshake completed; a visitor
     // arriving before that would get `open` instead, so retry until assigned.
-    let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port as u16)).await.unwrap();
+    let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     visitor.write_all(b"first bytes").await.unwrap();
     let assign: serde_json::Value = serde_json::from_str(&next_text(&mut pooled).await).unwrap();
     assert_eq!(assign["assign"]["service"], "echo");
@@ -57,7 +62,7 @@ async fn pooled_socket_gets_the_visitor_with_assign_then_open_takes_over() {
     assert_eq!(&buf, b"echoed");
 
     // The pool is empty now: the next visitor is announced with `open`.
-    let _second = tokio::net::TcpStream::connect(("127.0.0.1", port as u16)).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let open: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
     assert_eq!(open["open"]["service"], "echo");
     server.stop().await;
@@ -106,15 +111,20 @@ async fn agent_with_a_pool_serves_http_and_tcp_visitors() {
         assert_eq!(page.body, format!("request {i}"));
     }
     for i in 0..50 {
-        let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", connected.tcp[0].port)).await.unwrap();
-        let msg = format!("tcp {i}");
-        visitor.write_all(msg.as_bytes()).await.unwrap();
-        visitor.shutdown().await.unwrap();
-        let mut back = String::new();
-        tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut back)).await.unwrap().unwrap();
-        assert_eq!(back, msg);
+        echo_once(connected.tcp[0].port, &format!("tcp {i}")).await;
     }
     server.stop().await;
+}
+
+/// One TCP visitor through `port` to an echo service: `msg`, its end, and
+/// the same bytes back.
+async fn echo_once(port: u16, msg: &str) {
+    let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    visitor.write_all(msg.as_bytes()).await.unwrap();
+    visitor.shutdown().await.unwrap();
+    let mut back = String::new();
+    tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, msg);
 }
 
 /// Idle pooled sockets of `name`, as the admin API reports them.
@@ -141,13 +151,7 @@ async fn a_pooled_socket_with_reuse_carries_visitor_after_visitor_and_one_withou
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
     let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
     for (name, query, visitors) in [("reuser", "pool=1&reuse=1", 3), ("plain", "pool=1", 1)] {
-        let (mut control, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}/v1/control?name={name}&tcp=echo", server.addr))
-                .await
-                .unwrap();
-        let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut control).await).unwrap();
-        let session = welcome["welcome"]["session"].as_str().unwrap().to_owned();
-        let port = welcome["welcome"]["tcp"][0]["port"].as_u64().unwrap() as u16;
+        let (_control, session, port) = hand_driven_device(server.addr, name).await;
         let url = format!("ws://{}/v1/data?session={session}&{query}", server.addr);
         let (mut pooled, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         for i in 0..visitors {
@@ -204,13 +208,7 @@ async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() 
     let opened = proxy.connections();
     assert_eq!(opened, 5, "the control socket and four pooled sockets");
     for i in 0..40 {
-        let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", connected.tcp[0].port)).await.unwrap();
-        let msg = format!("tcp {i}");
-        visitor.write_all(msg.as_bytes()).await.unwrap();
-        visitor.shutdown().await.unwrap();
-        let mut back = String::new();
-        tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut back)).await.unwrap().unwrap();
-        assert_eq!(back, msg);
+        echo_once(connected.tcp[0].port, &format!("tcp {i}")).await;
     }
     // One visitor at a time takes one socket, or two while the last one is
     // still coming back: the pool never runs low, so it opens nothing (one
