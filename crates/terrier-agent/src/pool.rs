@@ -105,10 +105,14 @@ impl Pool {
             () = stop.cancelled() => None,
             opened = self.open() => opened,
         };
+        let Some(mut socket) = opened else {
+            counts.drop_one(&counts.opening);
+            return;
+        };
+        // Idle before no longer opening: the refiller never sees it missing.
+        counts.idle.fetch_add(1, Ordering::Relaxed);
         counts.drop_one(&counts.opening);
-        let Some(mut socket) = opened else { return };
         loop {
-            counts.idle.fetch_add(1, Ordering::Relaxed);
             let assigned = tokio::select! {
                 () = stop.cancelled() => None,
                 assigned = wait_for_assign(&mut socket) => assigned,
@@ -125,6 +129,7 @@ impl Pool {
             {
                 return;
             }
+            counts.idle.fetch_add(1, Ordering::Relaxed);
         }
     }
 

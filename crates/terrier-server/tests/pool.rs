@@ -216,3 +216,40 @@ async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() 
     assert_eq!(proxy.connections(), opened, "no socket opened for 40 visitors");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn reused_pooled_sockets_keep_concurrent_streams_apart() {
+    init_logging();
+    let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
+    let echo = upstream::tcp_echo().await;
+    let mut config = terrier_testkit::agent::agent_config(server.url(), "busy-dev");
+    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
+    config.pool = 4;
+    let mut agent = TestAgent::start_with(config);
+    let port = agent.connected(1).await.tcp[0].port;
+    // 16 visitors at once, 10 streams each, every stream with its own
+    // 64 KiB: more streams than pooled sockets, so sockets come back to the
+    // pool while others are busy, and `open` takes the overflow.
+    let visitors = (0..16u8).map(|v| {
+        tokio::spawn(async move {
+            for round in 0..10u8 {
+                let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i as u8) ^ v ^ round.rotate_left(4)).collect();
+                let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                let (mut rd, mut wr) = visitor.split();
+                let send = async {
+                    wr.write_all(&payload).await.unwrap();
+                    wr.shutdown().await.unwrap();
+                };
+                let mut back = Vec::new();
+                let receive = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut back));
+                let ((), received) = tokio::join!(send, receive);
+                received.expect("the echo in time").unwrap();
+                assert!(back == payload, "visitor {v} round {round}: {} bytes back, not its own", back.len());
+            }
+        })
+    });
+    for visitor in visitors.collect::<Vec<_>>() {
+        visitor.await.unwrap();
+    }
+    server.stop().await;
+}
