@@ -45,25 +45,38 @@ pub struct Pool {
     pub refusals: mpsc::Sender<Refusal>,
 }
 
-/// How many sockets are idle or being opened; the refiller waits on `changed`.
-#[derive(Default)]
+/// How many sockets are idle or being opened; the refiller waits on `low`.
 struct Counts {
     /// Open and waiting for `assign`.
     idle: AtomicUsize,
     /// Handshake under way.
     opening: AtomicUsize,
-    /// Signalled whenever either count drops.
-    changed: Notify,
+    /// Below this many idle or opening sockets, the pool refills.
+    low_water: usize,
+    /// Signalled when a count drops below `low_water`.
+    low: Notify,
 }
 
 impl Counts {
+    fn new(low_water: usize) -> Self {
+        Self { idle: AtomicUsize::new(0), opening: AtomicUsize::new(0), low_water, low: Notify::new() }
+    }
+
     fn available(&self) -> usize {
         self.idle.load(Ordering::Relaxed) + self.opening.load(Ordering::Relaxed)
     }
 
+    fn is_low(&self) -> bool {
+        self.available() < self.low_water
+    }
+
+    /// Takes one off `count`, waking the refiller only if that leaves the
+    /// pool low, not for every visitor.
     fn drop_one(&self, count: &AtomicUsize) {
         count.fetch_sub(1, Ordering::Relaxed);
-        self.changed.notify_one();
+        if self.is_low() {
+            self.low.notify_one();
+        }
     }
 }
 
@@ -84,17 +97,16 @@ impl Pool {
     /// being opened.
     async fn refill(&self, stop: &CancellationToken) {
         let target = self.config.pool;
-        let low_water = target.div_ceil(2);
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts::new(target.div_ceil(2)));
         loop {
-            if counts.available() < low_water {
+            if counts.is_low() {
                 while counts.available() < target {
                     counts.opening.fetch_add(1, Ordering::Relaxed);
                     let (pool, counts, stop) = (self.clone(), counts.clone(), stop.clone());
                     self.streams.spawn(async move { pool.socket(&counts, &stop).await });
                 }
             }
-            counts.changed.notified().await;
+            counts.low.notified().await;
         }
     }
 
