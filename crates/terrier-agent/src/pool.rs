@@ -27,7 +27,7 @@ use crate::connect::{self, DataSocket};
 use crate::stream::{self, Refusal};
 use crate::AgentConfig;
 
-/// Wait before a slot retries after its socket could not be opened.
+/// Wait after a pooled socket could not be opened, before its place is refilled.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What the pooled sockets of one session share.

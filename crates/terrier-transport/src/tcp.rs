@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Whether accepted sockets inherit TCP_NODELAY and the keepalive settings
 /// from their listener (Linux copies the listener's socket to make them).
-pub const ACCEPTED_INHERIT_OPTIONS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+const ACCEPTED_INHERIT_OPTIONS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Default idle time before keepalive probes start.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
