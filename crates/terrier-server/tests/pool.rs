@@ -97,11 +97,8 @@ async fn agent_with_a_pool_serves_http_and_tcp_visitors() {
     init_logging();
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
     let web = upstream::http_service().await;
-    let echo = upstream::tcp_echo().await;
-    let mut config = terrier_testkit::agent::agent_config(server.url(), "pool-dev");
+    let mut config = echo_agent_with_pool(server.url(), "pool-dev").await;
     config.http = Some(terrier_agent::Service::http(terrier_testkit::agent::target(web)));
-    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
-    config.pool = 4;
     let mut agent = TestAgent::start_with(config);
     let connected = agent.connected(1).await;
     let host = device_host(&connected.subdomain);
@@ -114,6 +111,16 @@ async fn agent_with_a_pool_serves_http_and_tcp_visitors() {
         echo_once(connected.tcp[0].port, &format!("tcp {i}")).await;
     }
     server.stop().await;
+}
+
+/// A real agent's settings: TCP service `echo` (a fresh echo server) and
+/// `--pool 4`.
+async fn echo_agent_with_pool(server: url::Url, name: &str) -> terrier_agent::AgentConfig {
+    let mut config = terrier_testkit::agent::agent_config(server, name);
+    let echo = upstream::tcp_echo().await;
+    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
+    config.pool = 4;
+    config
 }
 
 /// One TCP visitor through `port` to an echo service: `msg`, its end, and
@@ -194,12 +201,8 @@ async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() 
     let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
     // Every socket the agent opens goes through the proxy, which counts them.
     let proxy = PausingProxy::start(server.addr).await;
-    let echo = upstream::tcp_echo().await;
     let server_url: url::Url = format!("http://{}", proxy.addr).parse().unwrap();
-    let mut config = terrier_testkit::agent::agent_config(server_url, "reuse-dev");
-    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
-    config.pool = 4;
-    let mut agent = TestAgent::start_with(config);
+    let mut agent = TestAgent::start_with(echo_agent_with_pool(server_url, "reuse-dev").await);
     let connected = agent.connected(1).await;
     eventually(Duration::from_secs(5), "the pool filled", || async {
         (pooled_sockets(&admin, "reuse-dev").await == 4).then_some(())
@@ -221,11 +224,7 @@ async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() 
 async fn reused_pooled_sockets_keep_concurrent_streams_apart() {
     init_logging();
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
-    let echo = upstream::tcp_echo().await;
-    let mut config = terrier_testkit::agent::agent_config(server.url(), "busy-dev");
-    config.tcp = vec![terrier_agent::Service { id: "echo".into(), target: terrier_testkit::agent::target(echo) }];
-    config.pool = 4;
-    let mut agent = TestAgent::start_with(config);
+    let mut agent = TestAgent::start_with(echo_agent_with_pool(server.url(), "busy-dev").await);
     let port = agent.connected(1).await.tcp[0].port;
     // 16 visitors at once, 10 streams each, every stream with its own
     // 64 KiB: more streams than pooled sockets, so sockets come back to the
