@@ -195,6 +195,39 @@ async fn a_pooled_socket_with_reuse_carries_visitor_after_visitor_and_one_withou
 }
 
 #[tokio::test]
+async fn a_reused_socket_that_finds_the_pool_full_is_closed() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.tcp_host = Some("127.0.0.1".into());
+        c.limits.max_pool_sockets = 1;
+    })
+    .await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    let (_control, session, port) = hand_driven_device(server.addr, "full").await;
+    let url = format!("ws://{}/v1/data?session={session}&pool=1&reuse=1", server.addr);
+    let parked = || async { (pooled_sockets(&admin, "full").await == 1).then_some(()) };
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    eventually(Duration::from_secs(5), "the first socket parked", parked).await;
+    let mut visitor = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    visitor.write_all(b"hello").await.unwrap();
+    visitor.shutdown().await.unwrap();
+    next_text(&mut first).await;
+    assert_eq!(read_stream(&mut first).await, b"hello");
+    // While the first socket carries the visitor, a second one fills the pool.
+    let (_second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    eventually(Duration::from_secs(5), "the second socket parked", parked).await;
+    first.send(Message::binary(b"bye".to_vec())).await.unwrap();
+    first.send(Message::binary(Vec::new())).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), visitor.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(answer, "bye");
+    let next = tokio::time::timeout(Duration::from_secs(5), first.next()).await.expect("a frame in time");
+    assert!(next.unwrap().unwrap().is_close(), "no room back in the pool: closed");
+    assert_eq!(pooled_sockets(&admin, "full").await, 1, "the second socket stays parked");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_agents_pool_serves_one_visitor_after_another_without_new_sockets() {
     init_logging();
     let server = TestServer::start(|c| c.tcp_host = Some("127.0.0.1".into())).await;
