@@ -30,8 +30,7 @@ use crate::AgentConfig;
 /// Wait after a pooled socket could not be opened, before its place is refilled.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// What the pooled sockets of one session share.
-#[derive(Clone)]
+/// The pool of one session: what the session hands it.
 pub struct Pool {
     /// The agent configuration (targets, timeouts).
     pub config: AgentConfig,
@@ -80,30 +79,49 @@ impl Counts {
     }
 }
 
+/// What every pooled socket task of one session reads, built once.
+struct Shared {
+    /// The pool's settings.
+    pool: Pool,
+    /// Where pooled sockets are opened (`pool=1&reuse=1`).
+    url: Url,
+    /// How they are dialled.
+    dialer: connect::Dialer,
+    /// Idle and opening sockets.
+    counts: Counts,
+}
+
 impl Pool {
     /// Starts the pool; it stops opening and waiting when `stop` fires (the
     /// session ended) — streams already assigned go on.
     pub fn start(self, stop: CancellationToken) {
         let streams = self.streams.clone();
+        let shared = Arc::new(Shared {
+            url: connect::pool_url(&self.server, &self.session),
+            dialer: connect::Dialer::new(&self.config),
+            counts: Counts::new(self.config.pool.div_ceil(2)),
+            pool: self,
+        });
         streams.spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
-                () = self.refill(&stop) => {}
+                () = shared.refill(&stop) => {}
             }
         });
     }
+}
 
+impl Shared {
     /// Tops the pool up to `N` whenever fewer than half of `N` are idle or
     /// being opened.
-    async fn refill(&self, stop: &CancellationToken) {
-        let target = self.config.pool;
-        let counts = Arc::new(Counts::new(target.div_ceil(2)));
+    async fn refill(self: &Arc<Self>, stop: &CancellationToken) {
+        let counts = &self.counts;
         loop {
             if counts.is_low() {
-                while counts.available() < target {
+                while counts.available() < self.pool.config.pool {
                     counts.opening.fetch_add(1, Ordering::Relaxed);
-                    let (pool, counts, stop) = (self.clone(), counts.clone(), stop.clone());
-                    self.streams.spawn(async move { pool.socket(&counts, &stop).await });
+                    let (shared, stop) = (self.clone(), stop.clone());
+                    self.pool.streams.spawn(async move { shared.socket(&stop).await });
                 }
             }
             counts.low.notified().await;
@@ -112,7 +130,8 @@ impl Pool {
 
     /// One pooled socket: open it, then serve one assigned stream after
     /// another until the socket ends or the session does.
-    async fn socket(&self, counts: &Counts, stop: &CancellationToken) {
+    async fn socket(&self, stop: &CancellationToken) {
+        let (counts, config) = (&self.counts, &self.pool.config);
         let opened = tokio::select! {
             () = stop.cancelled() => None,
             opened = self.open() => opened,
@@ -131,12 +150,12 @@ impl Pool {
             };
             counts.drop_one(&counts.idle);
             let Some((stream, service)) = assigned else { return };
-            let Some(target) = self.config.target(&service) else {
+            let Some(target) = config.target(&service) else {
                 tracing::warn!(%stream, %service, "server assigned a stream for an unknown service");
                 return;
             };
-            let timeout = self.config.connect_timeout;
-            if !stream::serve_assigned(&mut socket, target, &stream, &service, timeout, &self.refusals).await
+            let (timeout, refusals) = (config.connect_timeout, &self.pool.refusals);
+            if !stream::serve_assigned(&mut socket, target, &stream, &service, timeout, refusals).await
                 || stop.is_cancelled()
             {
                 return;
@@ -147,9 +166,7 @@ impl Pool {
 
     /// Opens one pooled socket; `None` (after [`RETRY_DELAY`]) if it could not.
     async fn open(&self) -> Option<DataSocket> {
-        let url = connect::pool_url(&self.server, &self.session);
-        let dialer = connect::Dialer::new(&self.config);
-        match dialer.open_data(&url, self.config.max_data_frame_bytes).await {
+        match self.dialer.open_data(&self.url, self.pool.config.max_data_frame_bytes).await {
             Ok(socket) => return Some(socket),
             Err(e) if e.is_unauthorized() => {
                 tracing::error!(error = %e, "pooled data socket refused: check the token");

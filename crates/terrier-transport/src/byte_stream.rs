@@ -92,10 +92,7 @@ async fn write_frame<S>(mut writer: Writer<S>, mut buf: Vec<u8>) -> (Writer<S>, 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let written = match writer.write_frame(data::binary(&mut buf)).await {
-        Ok(()) => writer.flush().await,
-        Err(e) => Err(e),
-    };
+    let written = data::send(&mut writer, data::binary(&mut buf)).await;
     (writer, buf, written)
 }
 
@@ -291,30 +288,28 @@ where
         WriteSide::Gone => return None,
     };
     if !write_done {
-        writer.write_frame(data::binary(&mut [])).await.ok()?;
-        writer.flush().await.ok()?;
+        data::send(&mut writer, data::binary(&mut [])).await.ok()?;
     }
+    // Whether a frame ends the peer's direction; `None` for an early Close
+    // or a framing error.
+    let mut ends = |opcode, fin, len| match inbound.classify(opcode, fin, len).ok()? {
+        Event::End => Some(true),
+        Event::Close => None,
+        Event::Bytes | Event::Skip => Some(false),
+    };
     let mut reader = match read {
         ReadSide::Idle(reader) => reader,
         ReadSide::Busy(reading) => {
             let (reader, read) = reading.await;
             let (opcode, fin, payload) = read.ok()?;
-            match inbound.classify(opcode, fin, payload.len()).ok()? {
-                Event::End => read_done = true,
-                Event::Close => return None,
-                Event::Bytes | Event::Skip => {}
-            }
+            read_done |= ends(opcode, fin, payload.len())?;
             reader
         }
         ReadSide::Gone => return None,
     };
     while !read_done {
         let frame = reader.read_frame(&mut data::drop_obligation).await.ok()?;
-        match inbound.classify(frame.opcode, frame.fin, frame.payload.len()).ok()? {
-            Event::End => read_done = true,
-            Event::Close => return None,
-            Event::Bytes | Event::Skip => {}
-        }
+        read_done = ends(frame.opcode, frame.fin, frame.payload.len())?;
     }
     data::close_handshake(&mut reader, &mut writer).await;
     Some(())

@@ -65,8 +65,7 @@ where
 
     /// Sends one text frame (`assign` on a pooled socket).
     pub async fn send_text(&mut self, text: &str) -> Result<(), WebSocketError> {
-        self.wr.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await?;
-        self.wr.flush().await
+        send(&mut self.wr, Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await
     }
 
     /// Waits for a text frame (`assign` on a pooled socket); `None` when the
@@ -81,9 +80,7 @@ where
                 OpCode::Binary | OpCode::Continuation | OpCode::Ping | OpCode::Pong => {}
                 OpCode::Text => return None,
                 OpCode::Close => {
-                    if self.wr.write_frame(close()).await.is_ok() {
-                        let _ = self.wr.flush().await;
-                    }
+                    let _ = send(&mut self.wr, close()).await;
                     return None;
                 }
             }
@@ -177,6 +174,15 @@ pub(crate) fn binary(payload: &mut [u8]) -> Frame<'_> {
     Frame::binary(Payload::BorrowedMut(payload))
 }
 
+/// Writes `frame` and flushes it.
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    wr: &mut WebSocketWrite<W>,
+    frame: Frame<'_>,
+) -> Result<(), WebSocketError> {
+    wr.write_frame(frame).await?;
+    wr.flush().await
+}
+
 /// A Close frame without a status code.
 pub(crate) fn close() -> Frame<'static> {
     Frame::close_raw(Payload::Owned(Vec::new()))
@@ -190,9 +196,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if wr.write_frame(close()).await.is_ok() {
-        let _ = wr.flush().await;
-    }
+    let _ = send(wr, close()).await;
     while let Ok(frame) = rd.read_frame(&mut drop_obligation).await {
         if frame.opcode == OpCode::Close {
             break;

@@ -93,8 +93,7 @@ where
         loop {
             buf.clear();
             let n = reader.read_buf(&mut buf).await?;
-            wr.write_frame(data::binary(&mut buf[..n])).await?;
-            wr.flush().await?;
+            data::send(wr, data::binary(&mut buf[..n])).await?;
             if n == 0 {
                 return Ok::<_, RelayError>(sent);
             }

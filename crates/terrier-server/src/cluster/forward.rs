@@ -64,12 +64,7 @@ pub async fn to_peer(
     req.headers_mut().insert(HOP_HEADER, HeaderValue::from_str(me).map_err(|e| e.to_string())?);
     // Like any proxy, record whom this hop received the request from; the
     // peer appends this node's address after it.
-    let xff = match req.headers().get(crate::ingress::proxy::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", visitor.ip()),
-        None => visitor.ip().to_string(),
-    };
-    req.headers_mut()
-        .insert(crate::ingress::proxy::X_FORWARDED_FOR, HeaderValue::from_str(&xff).map_err(|e| e.to_string())?);
+    crate::ingress::proxy::append_forwarded_for(req.headers_mut(), visitor.ip()).map_err(|e| e.to_string())?;
     let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(switch_protocols(node, visitor_upgrade, response, device));
