@@ -219,9 +219,10 @@ pub struct Limits {
     /// Visitor streams (HTTP connections, TCP connections) one device may
     /// have open at once (503 or a closed connection past it).
     pub max_streams_per_device: usize,
-    /// Idle keep-alive connections kept per device for HTTP forwarding.
+    /// Keep-alive HTTP connections to a device kept for the next forwarded
+    /// request (busy ones included); past it one closes after its answer.
     pub max_idle_http_per_device: usize,
-    /// How long an idle forwarded keep-alive connection stays open.
+    /// How long a kept HTTP connection to a device stays open unused.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
     /// Most control messages queued for one device before visitors get 503.

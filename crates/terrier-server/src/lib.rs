@@ -56,8 +56,6 @@ pub struct Node {
     pub ports: ingress::tcp::PortListeners,
     /// Error page templates.
     pub pages: pages::LivePages,
-    /// HTTP client that reaches devices through tunnel streams.
-    pub client: ingress::proxy::DeviceClient,
     /// Live nodes of the cluster (just this one with the embedded store).
     pub peers: cluster::nodes::Peers,
     /// HTTP client that forwards visitors to other nodes.
@@ -169,7 +167,6 @@ async fn serve(
     };
     let tasks = TaskTracker::new();
     let sessions = Arc::new(tunnel::registry::Registry::default());
-    let client = ingress::proxy::client(sessions.clone(), &config.limits, metrics.clone());
     let node = Arc::new(Node {
         live: live::Live::new(&config),
         reloader: reload::Reloader::new(source, &config),
@@ -179,7 +176,6 @@ async fn serve(
         sessions,
         ports: ingress::tcp::PortListeners::default(),
         pages,
-        client,
         peers: cluster::nodes::Peers::default(),
         peer_client: cluster::forward::client(),
         unreleased: Default::default(),

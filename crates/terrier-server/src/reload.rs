@@ -19,10 +19,9 @@ use crate::{Node, ServerConfig};
 /// Builds the node's configuration again, the same way as at start.
 pub type Source = Arc<dyn Fn() -> anyhow::Result<ServerConfig> + Send + Sync>;
 
-/// `[limits]` keys read once at start (into the HTTP client's connection
-/// pool and the store connection), so a change to them waits for a restart.
-const LIMITS_READ_AT_START: &[&str] =
-    &["limits.max_idle_http_per_device", "limits.http_idle_timeout", "limits.store_timeout"];
+/// `[limits]` keys read once at start (into the store connection), so a
+/// change to them waits for a restart.
+const LIMITS_READ_AT_START: &[&str] = &["limits.store_timeout"];
 
 /// Does a change to this dotted configuration key take effect on `SIGHUP`?
 pub fn is_live(key: &str) -> bool {
@@ -160,7 +159,7 @@ mod tests {
         let mut b = a.clone();
         assert!(changed_keys(&a, &b).is_empty());
         b.limits.max_header_bytes = 9000;
-        b.limits.http_idle_timeout = Duration::from_secs(1);
+        b.limits.store_timeout = Duration::from_secs(1);
         b.grace_period = Duration::from_secs(1);
         b.redis_prefix = "other:".into();
         b.access.insert(
@@ -174,12 +173,12 @@ mod tests {
                 "access.cam.allow_ips",
                 "access.cam.basic_auth",
                 "grace_period",
-                "limits.http_idle_timeout",
                 "limits.max_header_bytes",
+                "limits.store_timeout",
                 "redis_prefix"
             ]
         );
         let restart: Vec<&String> = changed.iter().filter(|k| !is_live(k)).collect();
-        assert_eq!(restart, ["limits.http_idle_timeout", "redis_prefix"]);
+        assert_eq!(restart, ["limits.store_timeout", "redis_prefix"]);
     }
 }

@@ -401,12 +401,12 @@ async fn sighup_applies_new_limits_and_access_rules_while_the_tunnel_stays_up() 
     // access rule for the device applies to its next visitor.
     std::fs::write(
         &config,
-        "redis_prefix = \"other:\"\n[limits]\nmax_header_bytes = 8192\nhttp_idle_timeout = \"5s\"\n\
+        "redis_prefix = \"other:\"\n[limits]\nmax_header_bytes = 8192\nstore_timeout = \"5s\"\n\
          [access.\"stays-up\"]\nallow_ips = [\"10.0.0.0/8\"]\n",
     )
     .unwrap();
     server.signal("HUP").await;
-    server.line_containing("reload: limits.http_idle_timeout changed but is read only at start").await;
+    server.line_containing("reload: limits.store_timeout changed but is read only at start").await;
     server.line_containing("reload: redis_prefix changed but is read only at start").await;
     server.line_containing("reload: configuration applied").await;
     assert_eq!(Visitor::new(server.addr).get(&host, "/hello").await.status, 403, "loopback is not 10/8");

@@ -1,78 +1,39 @@
 //! Forwards a visitor's HTTP request to a device and streams the answer back.
 //!
-//! Requests go through a hyper client whose "connector" opens a tunnel stream
-//! to the device (`open` → data socket) instead of dialling TCP. The client
-//! keeps idle upstream connections per session, so a keep-alive visitor (or
-//! many visitors) reuse data sockets instead of paying a WebSocket handshake
-//! per request. Bodies are streamed both ways, never buffered whole.
-//! `Upgrade` requests (WebSocket) are passed through: once both sides
-//! answered `101`, the two upgraded connections are spliced.
+//! Requests go to the device over HTTP/1 connections that its session keeps
+//! ([`crate::tunnel::upstream`]), each on a tunnel stream, so a keep-alive
+//! visitor (or many visitors) reuse data sockets instead of paying a
+//! WebSocket handshake per request. Bodies are streamed both ways, never
+//! buffered whole. `Upgrade` requests (WebSocket) are passed through: once
+//! both sides answered `101`, the two upgraded connections are spliced.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use terrier_proto::handshake::HTTP_SERVICE;
-use terrier_transport::byte_stream::ByteStream;
+use hyper_util::rt::TokioIo;
 
 use super::Body;
 use crate::access::Denied;
 use crate::cluster::forward;
-use crate::metrics::{Metrics, StreamKind};
 use crate::pages::Page;
 use crate::store::now_ms;
-use crate::tunnel::registry::Registry;
 use crate::tunnel::session::OpenError;
-use crate::tunnel::traffic::{Metered, RequestRecord, Side};
+use crate::tunnel::traffic::RequestRecord;
+use crate::tunnel::upstream::{self, SendError};
 use crate::Node;
 
 /// Seconds a visitor of an offline device is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "30";
-
-/// How many names [`HOP_BY_HOP`] holds.
-const HOP_BY_HOP_COUNT: usize = 9;
-
-/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1),
-/// with the two non-standard ones still seen in the wild.
-static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
 
 /// `X-Forwarded-*` names, built once: a `&str` name is parsed on every use
 /// (callgrind: ~2k instructions per proxied request for three inserts).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// The hyper client that reaches devices through tunnel streams.
-pub type DeviceClient = Client<StreamConnector, Incoming>;
-
-/// Builds the client; idle connections are pooled per session.
-pub fn client(node_sessions: Arc<Registry>, limits: &crate::config::Limits, metrics: Arc<Metrics>) -> DeviceClient {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(limits.http_idle_timeout)
-        .pool_max_idle_per_host(limits.max_idle_http_per_device)
-        .set_host(false)
-        .build(StreamConnector { sessions: node_sessions, metrics })
-}
 
 /// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
 pub async fn forward(
@@ -104,7 +65,7 @@ pub async fn forward(
         Some(super::http::Transport::Tls) => "https",
         _ => node.config.public_scheme.as_str(),
     };
-    if let Err(detail) = prepare_request(&mut req, &session.id, host, remote, scheme) {
+    if let Err(detail) = prepare_request(&mut req, host, remote, scheme) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -117,7 +78,8 @@ pub async fn forward(
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let at_ms = now_ms();
-    let result = node.client.request(req).await;
+    let max_kept = node.live.limits().max_idle_http_per_device;
+    let result = upstream::send(&session, &node.metrics, req, max_kept).await;
     node.metrics.visitor_request(started.elapsed());
     let log = |status: StatusCode, size: Option<u64>| {
         let record = RequestRecord {
@@ -149,15 +111,9 @@ pub async fn forward(
     response.map(Either::Left)
 }
 
-/// Rewrites the visitor's request for the device: target the session's
-/// pooled connections, keep the public `Host`, add `X-Forwarded-*`.
-fn prepare_request<B>(
-    req: &mut Request<B>,
-    session_id: &str,
-    host: &str,
-    remote: SocketAddr,
-    scheme: &str,
-) -> Result<(), &'static str> {
+/// Rewrites the visitor's request for the device: origin-form target,
+/// the public `Host` kept, `X-Forwarded-*` added.
+fn prepare_request<B>(req: &mut Request<B>, host: &str, remote: SocketAddr, scheme: &str) -> Result<(), &'static str> {
     let upgrade = is_upgrade(req.headers());
     let original_host = req
         .headers()
@@ -165,14 +121,13 @@ fn prepare_request<B>(
         .cloned()
         .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
         .ok_or("no host")?;
-    // The authority is the session id: the client pools connections per
-    // session, so a device that reconnects never gets its old sockets.
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(http::uri::Scheme::HTTP);
-    target.authority = Some(session_id.parse().map_err(|_| "bad request target")?);
-    target.path_and_query =
-        Some(req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-    *req.uri_mut() = Uri::from_parts(target).map_err(|_| "bad request target")?;
+    // hyper's HTTP/1 client writes the URI as it is: origin-form.
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let mut target = http::uri::Parts::default();
+        target.path_and_query =
+            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(target).map_err(|_| "bad request target")?;
+    }
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -235,34 +190,44 @@ pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
+/// Is `name` one of the headers that belong to one hop and are never
+/// forwarded (RFC 9110 §7.6.1), or the two non-standard ones still seen in
+/// the wild? A match on the name's text: a few instructions per header.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// Removes hop-by-hop headers, and any header `Connection` names. With
 /// `keep_upgrade`, `Upgrade` survives (the device must see it).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) headers finds which hop-by-hop ones are
-    // there; only those are removed. Most requests carry none, most
-    // responses only `Connection` (callgrind: a hashed removal per name
-    // cost ~3k instructions per proxied request).
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-        }
-    }
-    if !present.contains(&true) {
+    // Most requests carry no hop-by-hop header, most responses only
+    // `Connection`: one pass finds out, and only what is there is removed
+    // (callgrind: comparing each header with a list of names, or a hashed
+    // removal per name, cost 1.5-3k instructions per proxied request).
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let present = HOP_BY_HOP.iter().zip(present).filter_map(|(name, here)| here.then_some(name));
-    for name in named.iter().chain(present) {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
+    let kept = |name: &str| keep_upgrade && name.eq_ignore_ascii_case("upgrade");
+    let connection: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    let named = connection.iter().filter_map(|v| v.to_str().ok()).flat_map(|s| s.split(',')).map(str::trim);
+    for name in named.filter(|name| !kept(name)) {
+        // A name that is not a valid header name matches nothing.
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> =
+        headers.keys().filter(|name| is_hop_by_hop(name) && !kept(name.as_str())).cloned().collect();
+    for name in hop {
         headers.remove(name);
     }
 }
@@ -386,8 +351,11 @@ fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Respons
 }
 
 /// The page for a request the device could not answer.
-fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::client::legacy::Error) -> Response<Body> {
-    let open_error = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<OpenError>());
+fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Response<Body> {
+    let open_error = match &error {
+        SendError::Open(e) => Some(e),
+        SendError::Http(_) => None,
+    };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
     let (status, title, message, detail) = match open_error {
         Some(OpenError::Timeout(after)) => (
@@ -422,74 +390,6 @@ fn forward_error(node: &Node, device: &str, host: &str, error: hyper_util::clien
         ),
     };
     node.pages.render(Page { status, title, message, detail: &detail, host })
-}
-
-/// hyper "connector" that opens a tunnel stream to the session named by the
-/// URI's host; hyper's connection task reads and writes the data socket
-/// directly (as a [`ByteStream`]), with no pipe or relay task in between.
-#[derive(Clone)]
-pub struct StreamConnector {
-    /// Where sessions are found by id.
-    sessions: Arc<Registry>,
-    /// Node-wide stream and byte counters.
-    metrics: Arc<Metrics>,
-}
-
-impl tower_service::Service<Uri> for StreamConnector {
-    type Response = StreamConnection;
-    type Error = OpenError;
-    type Future = Pin<Box<dyn Future<Output = Result<StreamConnection, OpenError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let session = uri.host().and_then(|id| self.sessions.by_id(id));
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let session = session.ok_or(OpenError::Offline)?;
-            let opened = session.open_stream(HTTP_SERVICE).await?;
-            let stream = Metered::on_side(
-                ByteStream::new(opened.socket),
-                Side::Device,
-                session.traffic.clone(),
-                metrics,
-                StreamKind::Http,
-            );
-            Ok(StreamConnection(TokioIo::new(stream)))
-        })
-    }
-}
-
-/// A tunnel stream as hyper's client sees it.
-pub struct StreamConnection(TokioIo<Metered<ByteStream<crate::tunnel::UpgradedIo>>>);
-impl Connection for StreamConnection {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for StreamConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for StreamConnection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -540,8 +440,8 @@ mod tests {
             .body(())
             .unwrap();
         let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        prepare_request(&mut req, "s3ss10n", "dev.example.com", remote, "https").unwrap();
-        assert_eq!(req.uri(), "http://s3ss10n/a/b?c=1");
+        prepare_request(&mut req, "dev.example.com", remote, "https").unwrap();
+        assert_eq!(req.uri(), "/a/b?c=1");
         let h = req.headers();
         assert_eq!(h.get(header::HOST).unwrap(), "dev.example.com");
         assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");

@@ -8,6 +8,7 @@ pub mod registry;
 pub mod session;
 pub mod traffic;
 pub mod upgrade;
+pub mod upstream;
 
 /// A control socket (or the dashboard's live socket) once upgraded: a
 /// tungstenite WebSocket over hyper's upgraded connection.

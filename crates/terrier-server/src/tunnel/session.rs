@@ -71,6 +71,9 @@ pub struct Session {
     /// Limit on the streams open at once (`traffic.streams_open`, counted
     /// by each relay's `Metered` wrapper).
     max_streams: usize,
+    /// HTTP/1 connections to the device's web service, kept for the next
+    /// proxied request.
+    pub http_connections: super::upstream::HttpConnections,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
@@ -180,6 +183,7 @@ impl Session {
             max_pool: init.max_pool,
             pool_idle: init.pool_idle,
             max_streams: init.max_streams,
+            http_connections: Default::default(),
         });
         (session, rx)
     }
@@ -289,9 +293,11 @@ impl Session {
         Ok(stats)
     }
 
-    /// Closes the idle pooled sockets (the session ended).
+    /// Closes the idle pooled sockets and drops the kept HTTP connections
+    /// (the session ended).
     pub fn clear_pool(&self) {
         self.pool.lock().expect("pool lock").clear();
+        self.http_connections.clear();
     }
 
     /// Idle pooled data sockets right now.

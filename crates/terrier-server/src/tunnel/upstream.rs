@@ -1,0 +1,153 @@
+//! HTTP/1 client connections to a device's web service, each on its own
+//! data socket, kept by the session for the requests that come next.
+//!
+//! A proxied request takes a ready connection of its session, or opens a
+//! tunnel stream (`open`, or a pooled socket) and makes a new one with
+//! hyper's HTTP/1 client; hyper's connection task then reads and writes the
+//! data socket directly (as a [`ByteStream`]), with no relay task between.
+//! After the answer's head the connection goes back to its session at once:
+//! while the body still streams it is busy and skipped, and once the body
+//! is done hyper marks it ready again.
+//!
+//! Why not hyper-util's pooled client: it keys its pool by scheme and
+//! authority in hash maps and spawns a task per request to return a
+//! connection. Keeping the connections on the session instead cut ~10k of
+//! the 55k instructions terrierd spent per proxied request (callgrind,
+//! bench/RESULTS.md step 11), and a device that reconnects never gets its
+//! old session's connections (they go with the session).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use terrier_proto::handshake::HTTP_SERVICE;
+use terrier_transport::byte_stream::ByteStream;
+
+use super::session::{OpenError, Session};
+use super::traffic::{Metered, Side};
+use crate::metrics::{Metrics, StreamKind};
+
+/// A session's HTTP/1 connections to its device, the newest last. Busy ones
+/// (an answer still streaming) stay listed and are skipped until ready.
+#[derive(Default)]
+pub struct HttpConnections {
+    /// Connections and when each was last handed back.
+    kept: Mutex<Vec<Kept>>,
+}
+
+/// A connection kept for the next request.
+struct Kept {
+    /// When it was handed back.
+    since: Instant,
+    /// hyper's handle to send the next request on it.
+    sender: SendRequest<Incoming>,
+}
+
+/// Why a request could not be sent to the device.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No tunnel stream could be opened for a new connection.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The connection failed before a whole answer head came back.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl HttpConnections {
+    /// A ready connection, newest first; closed ones found on the way are
+    /// dropped.
+    fn take_ready(&self) -> Option<SendRequest<Incoming>> {
+        let mut kept = self.kept.lock().expect("http connections lock");
+        kept.retain(|k| !k.sender.is_closed());
+        let at = kept.iter().rposition(|k| k.sender.is_ready())?;
+        Some(kept.remove(at).sender)
+    }
+
+    /// Keeps `sender` for a later request unless `max` are kept already
+    /// (then it is dropped: hyper closes it once its answer is done).
+    fn give_back(&self, sender: SendRequest<Incoming>, max: usize) {
+        let mut kept = self.kept.lock().expect("http connections lock");
+        if kept.len() < max {
+            kept.push(Kept { since: Instant::now(), sender });
+        }
+    }
+
+    /// Drops connections idle for `idle_for` or longer (measured from when
+    /// each was handed back) and closed ones; returns how many.
+    pub fn prune(&self, idle_for: Duration) -> usize {
+        let mut kept = self.kept.lock().expect("http connections lock");
+        let before = kept.len();
+        let unused_too_long = |k: &Kept| k.sender.is_ready() && k.since.elapsed() >= idle_for;
+        kept.retain(|k| !(k.sender.is_closed() || unused_too_long(k)));
+        before - kept.len()
+    }
+
+    /// Drops every connection (the session ended).
+    pub fn clear(&self) {
+        self.kept.lock().expect("http connections lock").clear();
+    }
+}
+
+/// Sends `req` (origin-form URI, `Host` set) to `session`'s web service on
+/// a kept connection, or a new one; keeps at most `max_kept` connections.
+///
+/// A kept connection that closed before taking the request (the device's
+/// server timed it out) costs nothing: the request goes to the next one.
+pub async fn send(
+    session: &Session,
+    metrics: &std::sync::Arc<Metrics>,
+    mut req: Request<Incoming>,
+    max_kept: usize,
+) -> Result<Response<Incoming>, SendError> {
+    while let Some(mut sender) = session.http_connections.take_ready() {
+        match sender.try_send_request(req).await {
+            Ok(response) => return Ok(keep_unless_upgraded(session, sender, response, max_kept)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(e.into_error().into()),
+            },
+        }
+    }
+    let mut sender = connect(session, metrics).await?;
+    let response = sender.send_request(req).await?;
+    Ok(keep_unless_upgraded(session, sender, response, max_kept))
+}
+
+/// Hands the connection back for the next request, unless the answer
+/// switched protocols (then the connection belongs to the upgrade).
+fn keep_unless_upgraded(
+    session: &Session,
+    sender: SendRequest<Incoming>,
+    response: Response<Incoming>,
+    max_kept: usize,
+) -> Response<Incoming> {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        session.http_connections.give_back(sender, max_kept);
+    }
+    response
+}
+
+/// Opens a tunnel stream to the web service and starts an HTTP/1 client
+/// connection on it (its task ends when the connection closes).
+async fn connect(session: &Session, metrics: &std::sync::Arc<Metrics>) -> Result<SendRequest<Incoming>, SendError> {
+    let opened = session.open_stream(HTTP_SERVICE).await?;
+    let stream = Metered::on_side(
+        ByteStream::new(opened.socket),
+        Side::Device,
+        session.traffic.clone(),
+        metrics.clone(),
+        StreamKind::Http,
+    );
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let device = session.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(%device, error = %e, "HTTP connection to the device ended");
+        }
+    });
+    Ok(sender)
+}

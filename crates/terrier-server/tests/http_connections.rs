@@ -1,0 +1,159 @@
+//! HTTP connections to a device's web service are kept by its session for
+//! the next forwarded request: reused one after another, skipped once the
+//! device's server closed them, capped by `limits.max_idle_http_per_device`
+//! and closed after `limits.http_idle_timeout` unused.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use terrier_testkit::visitor::{device_host, Visitor};
+use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
+
+/// Bound on waiting for a connection count to settle.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The device's web service: a hyper server that counts the connections it
+/// accepted and saw end. `GET /slow` answers after 300 ms, anything else at
+/// once; with `lifetime`, the server drops each connection that long after
+/// accepting it, answered or not (as servers time out idle keep-alive).
+#[derive(Clone, Default)]
+struct CountingService {
+    accepted: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+}
+
+impl CountingService {
+    async fn start(lifetime: Option<Duration>) -> (Self, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Self::default();
+        let served = counts.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                served.accepted.fetch_add(1, Ordering::SeqCst);
+                let ended = served.ended.clone();
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(answer));
+                    match lifetime {
+                        Some(lifetime) => drop(tokio::time::timeout(lifetime, conn).await),
+                        None => drop(conn.await),
+                    }
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (counts, addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}
+
+/// A server with `limits` applied and an agent serving `service` over HTTP;
+/// returns them with the device's `Host`.
+async fn device(
+    limits: impl FnOnce(&mut terrier_server::config::Limits),
+    service: SocketAddr,
+) -> (TestServer, TestAgent, String) {
+    let server = TestServer::start(|c| limits(&mut c.limits)).await;
+    let mut agent = TestAgent::start(server.url(), "kept", Some(service), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    (server, agent, host)
+}
+
+/// GETs `path` from `count` visitors at once; every answer must be 200.
+async fn concurrent_gets(server: SocketAddr, host: &str, path: &str, count: usize) {
+    let gets = (0..count).map(|_| async move { Visitor::new(server).get(host, path).await });
+    for page in futures_util::future::join_all(gets).await {
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+}
+
+#[tokio::test]
+async fn requests_one_after_another_share_one_connection_to_the_device() {
+    init_logging();
+    let (service, addr) = CountingService::start(None).await;
+    let (server, _agent, host) = device(|_| {}, addr).await;
+    for _ in 0..10 {
+        // A new visitor connection each time: the device connection is kept
+        // by the session, not by the visitor.
+        assert_eq!(Visitor::new(server.addr).get(&host, "/").await.status, 200);
+    }
+    assert_eq!(service.accepted(), 1, "ten requests, one connection to the device");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_devices_server_closed_is_not_used() {
+    init_logging();
+    let (service, addr) = CountingService::start(Some(Duration::from_millis(100))).await;
+    let (server, _agent, host) = device(|_| {}, addr).await;
+    let visitor = Visitor::new(server.addr);
+    for round in 1..=3 {
+        assert_eq!(visitor.get(&host, "/").await.status, 200, "round {round}");
+        eventually(SETTLE, "the device's server drops the connection", || async {
+            (service.ended() == round).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(service.accepted(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_max_idle_http_per_device_close_after_their_answer() {
+    init_logging();
+    let (service, addr) = CountingService::start(None).await;
+    let (server, _agent, host) = device(|l| l.max_idle_http_per_device = 1, addr).await;
+    concurrent_gets(server.addr, &host, "/slow", 4).await;
+    assert_eq!(service.accepted(), 4, "four requests at once need four connections");
+    eventually(SETTLE, "all but the one kept connection close", || async { (service.ended() == 3).then_some(()) })
+        .await;
+    concurrent_gets(server.addr, &host, "/slow", 4).await;
+    assert_eq!(service.accepted(), 7, "the kept connection is reused, three are new");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unused_connection_closes_after_http_idle_timeout() {
+    init_logging();
+    let (service, addr) = CountingService::start(None).await;
+    let (server, _agent, host) = device(
+        |l| {
+            l.http_idle_timeout = Duration::from_secs(1);
+            l.heartbeat_interval = Duration::from_millis(200);
+        },
+        addr,
+    )
+    .await;
+    let visitor = Visitor::new(server.addr);
+    assert_eq!(visitor.get(&host, "/").await.status, 200);
+    let answered = tokio::time::Instant::now();
+    eventually(SETTLE, "the unused connection closes", || async { (service.ended() == 1).then_some(()) }).await;
+    assert!(answered.elapsed() >= Duration::from_millis(900), "closed after {:?}", answered.elapsed());
+    assert_eq!(visitor.get(&host, "/").await.status, 200);
+    assert_eq!(service.accepted(), 2);
+    server.stop().await;
+}
