@@ -64,7 +64,8 @@ pub async fn to_peer(
     req.headers_mut().insert(HOP_HEADER, HeaderValue::from_str(me).map_err(|e| e.to_string())?);
     // Like any proxy, record whom this hop received the request from; the
     // peer appends this node's address after it.
-    crate::ingress::proxy::append_forwarded_for(req.headers_mut(), visitor.ip()).map_err(|e| e.to_string())?;
+    let ip = crate::ingress::proxy::ip_header(visitor.ip());
+    crate::ingress::proxy::append_forwarded_for(req.headers_mut(), &ip).map_err(|e| e.to_string())?;
     let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(switch_protocols(node, visitor_upgrade, response, device));

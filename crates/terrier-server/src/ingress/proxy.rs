@@ -16,6 +16,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::http::{Peer, Transport};
 use super::Body;
 use crate::access::Denied;
 use crate::cluster::forward;
@@ -35,14 +36,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Forwards `req` for subdomain `sub` (visitor `remote`, asked for `host`).
+/// Forwards `req` for subdomain `sub` (from `peer`, asked for `host`).
 pub async fn forward(
     node: Arc<Node>,
     sub: &str,
     host: &str,
-    remote: SocketAddr,
+    peer: &Peer,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let remote = peer.remote;
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, host, remote, req).await;
     };
@@ -61,11 +63,11 @@ pub async fn forward(
         });
     }
     let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let scheme = match req.extensions().get::<super::http::Transport>() {
-        Some(super::http::Transport::Tls) => "https",
-        _ => node.config.public_scheme.as_str(),
+    let scheme = match peer.transport {
+        Transport::Tls => "https",
+        Transport::Plain => node.config.public_scheme.as_str(),
     };
-    if let Err(detail) = prepare_request(&mut req, host, remote, scheme) {
+    if let Err(detail) = prepare_request(&mut req, host, &peer.ip_header, scheme) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -113,7 +115,7 @@ pub async fn forward(
 
 /// Rewrites the visitor's request for the device: origin-form target,
 /// the public `Host` kept, `X-Forwarded-*` added.
-fn prepare_request<B>(req: &mut Request<B>, host: &str, remote: SocketAddr, scheme: &str) -> Result<(), &'static str> {
+fn prepare_request<B>(req: &mut Request<B>, host: &str, ip: &HeaderValue, scheme: &str) -> Result<(), &'static str> {
     let upgrade = is_upgrade(req.headers());
     let original_host = req
         .headers()
@@ -135,7 +137,7 @@ fn prepare_request<B>(req: &mut Request<B>, host: &str, remote: SocketAddr, sche
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     headers.insert(header::HOST, original_host);
-    append_forwarded_for(headers, remote.ip()).map_err(|_| "bad X-Forwarded-For")?;
+    append_forwarded_for(headers, ip).map_err(|_| "bad X-Forwarded-For")?;
     let proto = match scheme {
         "https" => HeaderValue::from_static("https"),
         "http" => HeaderValue::from_static("http"),
@@ -146,17 +148,23 @@ fn prepare_request<B>(req: &mut Request<B>, host: &str, remote: SocketAddr, sche
     Ok(())
 }
 
-/// Appends `ip` to `X-Forwarded-For` (or starts it), as every proxy hop
-/// does: terrierd for the visitor, and a cluster node forwarding to a peer.
+/// `ip` as a header value (for [`append_forwarded_for`]).
+pub(crate) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends `ip` (from [`ip_header`]) to `X-Forwarded-For` (or starts it),
+/// as every proxy hop does: terrierd for the visitor, and a cluster node
+/// forwarding to a peer.
 pub(crate) fn append_forwarded_for(
     headers: &mut http::HeaderMap,
-    ip: std::net::IpAddr,
+    ip: &HeaderValue,
 ) -> Result<(), http::header::InvalidHeaderValue> {
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.to_string(),
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or_default()))?,
+        None => ip.clone(),
     };
-    headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(&xff)?);
+    headers.insert(X_FORWARDED_FOR, xff);
     Ok(())
 }
 
@@ -439,8 +447,8 @@ mod tests {
             .header(header::CONNECTION, "close")
             .body(())
             .unwrap();
-        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        prepare_request(&mut req, "dev.example.com", remote, "https").unwrap();
+        let ip = ip_header("192.0.2.7".parse().unwrap());
+        prepare_request(&mut req, "dev.example.com", &ip, "https").unwrap();
         assert_eq!(req.uri(), "/a/b?c=1");
         let h = req.headers();
         assert_eq!(h.get(header::HOST).unwrap(), "dev.example.com");
