@@ -16,7 +16,7 @@
 //! bench/RESULTS.md step 11), and a device that reconnects never gets its
 //! old session's connections (they go with the session).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -99,7 +99,7 @@ impl HttpConnections {
 /// server timed it out) costs nothing: the request goes to the next one.
 pub async fn send(
     session: &Session,
-    metrics: &std::sync::Arc<Metrics>,
+    metrics: &Arc<Metrics>,
     mut req: Request<Incoming>,
     max_kept: usize,
 ) -> Result<Response<Incoming>, SendError> {
@@ -133,7 +133,7 @@ fn keep_unless_upgraded(
 
 /// Opens a tunnel stream to the web service and starts an HTTP/1 client
 /// connection on it (its task ends when the connection closes).
-async fn connect(session: &Session, metrics: &std::sync::Arc<Metrics>) -> Result<SendRequest<Incoming>, SendError> {
+async fn connect(session: &Session, metrics: &Arc<Metrics>) -> Result<SendRequest<Incoming>, SendError> {
     let opened = session.open_stream(HTTP_SERVICE).await?;
     let stream = Metered::on_side(
         ByteStream::new(opened.socket),
