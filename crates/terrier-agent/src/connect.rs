@@ -149,12 +149,16 @@ impl Dialer {
             return Ok(Transport::Plain(stream));
         }
         let tls = self.tls_config().map_err(|reason| HandshakeError::Tls { host: host.clone(), reason })?;
-        let handshake = crate::tls::handshake(&tls, &host, stream);
-        match tokio::time::timeout(self.timeout, handshake).await {
-            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
-            Ok(Err(reason)) => Err(HandshakeError::Tls { host, reason }),
-            Ok(Ok(tls)) => Ok(Transport::Tls(Box::new(tls))),
+        match self.in_time(url, crate::tls::handshake(&tls, &host, stream)).await? {
+            Err(reason) => Err(HandshakeError::Tls { host, reason }),
+            Ok(tls) => Ok(Transport::Tls(Box::new(tls))),
         }
+    }
+
+    /// Awaits `step` of the connection to `url`, or fails with
+    /// [`HandshakeError::Timeout`] once the dialer's timeout is over.
+    async fn in_time<T>(&self, url: &Url, step: impl std::future::Future<Output = T>) -> Result<T, HandshakeError> {
+        tokio::time::timeout(self.timeout, step).await.map_err(|_| HandshakeError::Timeout(url.to_string()))
     }
 
     /// Opens a control socket at `url` (ws/wss) accepting frames up to
@@ -170,12 +174,8 @@ impl Dialer {
     pub async fn open_data(&self, url: &Url, max_frame: usize) -> Result<DataSocket, HandshakeError> {
         let transport = self.dial(url).await?;
         let request = self.request(url)?;
-        let handshake = crate::upgrade::client(transport, &request, url.as_str());
-        match tokio::time::timeout(self.timeout, handshake).await {
-            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(io)) => Ok(DataSocket::new(io, terrier_transport::data::Role::Client, max_frame)),
-        }
+        let io = self.in_time(url, crate::upgrade::client(transport, &request, url.as_str())).await??;
+        Ok(DataSocket::new(io, terrier_transport::data::Role::Client, max_frame))
     }
 
     /// The handshake request for `url`: the WebSocket headers, our
@@ -194,11 +194,10 @@ impl Dialer {
         let request = self.request(url)?;
         let config = terrier_transport::ws::config(max_frame);
         let handshake = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
-        match tokio::time::timeout(self.timeout, handshake).await {
-            Err(_) => Err(HandshakeError::Timeout(url.to_string())),
-            Ok(Ok((socket, _response))) => Ok(socket),
-            Ok(Err(tungstenite::Error::Http(response))) => Err(rejected(&response)),
-            Ok(Err(e)) => Err(e.into()),
+        match self.in_time(url, handshake).await? {
+            Ok((socket, _response)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => Err(rejected(&response)),
+            Err(e) => Err(e.into()),
         }
     }
 }
