@@ -13,8 +13,6 @@ use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::StreamKind;
-use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// The bound public ports of this node.
@@ -106,32 +104,9 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
 async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
-    if !node.access.allows_address(name, visitor.ip()) {
-        tracing::info!(device = name, service, %visitor, "TCP visitor denied by access rules");
-        return;
-    }
     let Some(session) = node.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
     };
-    let socket = match session.open_stream(service).await {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::info!(device = name, service, %visitor, error = %e, "TCP stream not opened");
-            return;
-        }
-    };
-    let stream = Metered::new(stream, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
-    let relayed = tokio::select! {
-        relayed = session.relay(socket, stream) => relayed,
-        () = node.hard_stop.cancelled() => return,
-    };
-    match relayed {
-        Ok(stats) => {
-            tracing::debug!(device = name, service, %visitor, up = stats.to_socket, down = stats.from_socket, "TCP stream closed")
-        }
-        Err(e) => {
-            tracing::debug!(device = name, service, %visitor, error = %e, "TCP stream aborted")
-        }
-    }
+    super::raw::relay(&node, &session, service, stream, visitor, "TCP port").await;
 }

@@ -21,8 +21,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::http::{accept_until_shutdown, classify, serve_one, Target, Transport};
-use crate::metrics::StreamKind;
-use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// The TCP service id that asks for TLS passthrough on the device's subdomain.
@@ -80,24 +78,7 @@ async fn passthrough(
     visitor: Prefixed<TcpStream>,
     remote: SocketAddr,
 ) {
-    if !node.access.allows_address(&session.name, remote.ip()) {
-        return tracing::info!(device = %session.name, %remote, "TLS passthrough visitor denied by access rules");
-    }
-    let socket = match session.open_stream(PASSTHROUGH_SERVICE).await {
-        Ok(socket) => socket,
-        Err(e) => return tracing::info!(device = %session.name, %remote, error = %e, "TLS passthrough not opened"),
-    };
-    let visitor = Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
-    let relayed = tokio::select! {
-        relayed = session.relay(socket, visitor) => relayed,
-        () = node.hard_stop.cancelled() => return,
-    };
-    match relayed {
-        Ok(stats) => tracing::debug!(
-            device = %session.name, %remote, up = stats.to_socket, down = stats.from_socket, "TLS passthrough closed"
-        ),
-        Err(e) => tracing::debug!(device = %session.name, %remote, error = %e, "TLS passthrough aborted"),
-    }
+    super::raw::relay(&node, &session, PASSTHROUGH_SERVICE, visitor, remote, "TLS passthrough").await;
 }
 
 /// A stream that keeps a copy of what was read from it until told to stop,

@@ -1,0 +1,40 @@
+//! Raw visitor connections (a public TCP port, TLS passthrough): checked
+//! against the device's access rules, then relayed byte for byte to one of
+//! its services over a tunnel stream.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::metrics::StreamKind;
+use crate::tunnel::session::Session;
+use crate::tunnel::traffic::Metered;
+use crate::Node;
+
+/// Relays `visitor` (from `remote`) to `session`'s `service` until both
+/// ends are done or the node stops hard; `via` names the way in for logs
+/// ("TCP port", "TLS passthrough").
+pub async fn relay<T>(node: &Node, session: &Session, service: &str, visitor: T, remote: SocketAddr, via: &'static str)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let device = session.name.as_str();
+    if !node.access.allows_address(device, remote.ip()) {
+        return tracing::info!(device, service, %remote, via, "visitor denied by access rules");
+    }
+    let socket = match session.open_stream(service).await {
+        Ok(socket) => socket,
+        Err(e) => return tracing::info!(device, service, %remote, via, error = %e, "visitor stream not opened"),
+    };
+    let visitor = Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
+    let relayed = tokio::select! {
+        relayed = session.relay(socket, visitor) => relayed,
+        () = node.hard_stop.cancelled() => return,
+    };
+    match relayed {
+        Ok(stats) => tracing::debug!(
+            device, service, %remote, via, up = stats.to_socket, down = stats.from_socket, "visitor stream closed"
+        ),
+        Err(e) => tracing::debug!(device, service, %remote, via, error = %e, "visitor stream aborted"),
+    }
+}
