@@ -16,8 +16,7 @@ use bytes::{Buf, BytesMut};
 use fastwebsockets::{OpCode, WebSocketError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::data::{self, DataSocket, Event, Inbound, Reader, Writer};
-use crate::relay::CLOSE_WAIT;
+use crate::data::{self, DataSocket, Event, Inbound, Reader, Writer, CLOSE_WAIT};
 /// A frame read: opcode, FIN bit, payload.
 type Read = Result<(OpCode, bool, BytesMut), WebSocketError>;
 /// A frame being read; it owns the reading half and gives it back.

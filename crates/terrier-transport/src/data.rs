@@ -17,9 +17,12 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocke
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 
 use crate::capped::{CappedReads, MAX_READ_BYTES};
-use crate::relay::CLOSE_WAIT;
 
 pub use fastwebsockets::Role;
+
+/// How long closing a data socket waits for the peer's Close frame before
+/// it drops the socket anyway.
+pub(crate) const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The reading half of a data socket.
 pub(crate) type Reader<S> = WebSocketRead<ReadHalf<CappedReads<S>>>;

@@ -12,18 +12,12 @@
 //! leaves it open, for a pooled socket that carries another stream next
 //! (docs/PROTOCOL.md §4.3).
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use fastwebsockets::WebSocketError;
 use terrier_proto::limits::DATA_CHUNK_BYTES;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::data::{self, DataSocket, Event, FramingError, Inbound};
-
-/// How long a finished relay waits for the peer's Close frame before it drops
-/// the socket anyway.
-pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Bytes moved by one relay, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +125,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
+    use std::time::Duration;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     use tokio_tungstenite::tungstenite::protocol::Role;

@@ -22,8 +22,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Sets TCP_NODELAY and keepalive (probes after `idle`, then every
 /// `idle / 3`, three of them). Failures are ignored: both are optimisations.
 pub fn tune(stream: &TcpStream, idle: Duration) {
-    let _ = stream.set_nodelay(true);
-    set_keepalive(SockRef::from(stream), idle);
+    tune_socket(SockRef::from(stream), idle);
 }
 
 /// Sets TCP_NODELAY and nothing else: for a connection to a loopback
@@ -33,7 +32,10 @@ pub fn tune_loopback(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-fn set_keepalive(sock: SockRef<'_>, idle: Duration) {
+/// [`tune`] for any TCP socket: a connection, or a listener whose accepted
+/// sockets inherit the options.
+fn tune_socket(sock: SockRef<'_>, idle: Duration) {
+    let _ = sock.set_tcp_nodelay(true);
     let interval = (idle / 3).max(Duration::from_secs(1));
     let keepalive = TcpKeepalive::new().with_time(idle).with_interval(interval);
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "windows"))]
@@ -60,9 +62,7 @@ impl ListenerTuning {
         }
         tune(stream, idle);
         if ACCEPTED_INHERIT_OPTIONS {
-            let sock = SockRef::from(listener);
-            let _ = sock.set_tcp_nodelay(true);
-            set_keepalive(sock, idle);
+            tune_socket(SockRef::from(listener), idle);
             self.applied = Some(idle);
         }
     }
