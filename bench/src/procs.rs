@@ -57,30 +57,29 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Runs `cargo build --release -p terrier-server -p terrier-agent`, then [`Binaries::locate`].
+    /// Runs `scripts/release-build.sh` (the static release build we ship
+    /// for Linux), then [`Binaries::locate`].
     pub async fn build() -> anyhow::Result<Self> {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        println!("building: cargo build --release -p terrier-server -p terrier-agent");
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "terrier-server", "-p", "terrier-agent"])
+        let status = Command::new(workspace_root().join("scripts/release-build.sh"))
             .current_dir(workspace_root())
             .status()
             .await
-            .context("running cargo build")?;
+            .context("running scripts/release-build.sh")?;
         if !status.success() {
-            bail!("cargo build --release -p terrier-server -p terrier-agent failed ({status})");
+            bail!("scripts/release-build.sh failed ({status})");
         }
         Self::locate()
     }
 
-    /// Finds already built binaries in `target/release` (or `$CARGO_TARGET_DIR/release`).
+    /// Finds already built binaries in `target/<cpu>-unknown-linux-gnu/release`
+    /// (or under `$CARGO_TARGET_DIR`), where `scripts/release-build.sh` puts them.
     pub fn locate() -> anyhow::Result<Self> {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(workspace_root().join("target"));
-        let release = target.join("release");
+        let release = target.join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
         let bins = Self { terrierd: release.join("terrierd"), terrier: release.join("terrier") };
         for bin in [&bins.terrierd, &bins.terrier] {
             if !bin.is_file() {
-                bail!("{} not found: build it with cargo build --release", bin.display());
+                bail!("{} not found: build it with scripts/release-build.sh", bin.display());
             }
         }
         Ok(bins)

@@ -2,12 +2,13 @@
 //! terrierd server forever (reconnecting with backoff) and relays visitors to
 //! the device's local services.
 //!
-//! [`connect`] opens sockets (through [`proxy`] and [`tls`] when needed,
-//! carrying the [`token`]; [`upgrade`] is a data socket's handshake),
-//! [`session`] runs one control socket, [`stream`]
-//! one visitor stream, [`reconnect`] spaces the retries, [`service`] parses
-//! what the device exposes, [`file`] reads `--config`, and [`check`] walks
-//! the connection steps one by one for `terrier check`.
+//! [`connect`] opens sockets (over a [`transport`], through [`proxy`] and
+//! [`tls`] when needed, carrying the [`token`]; [`upgrade`] is a data
+//! socket's handshake), [`session`] runs one control socket, [`stream`]
+//! one visitor stream, [`pool`] keeps idle data sockets ahead of visitors,
+//! [`reconnect`] spaces the retries, [`service`] parses what the device
+//! exposes, [`file`](mod@file) reads `--config`, and [`check`] walks the
+//! connection steps one by one for `terrier check`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

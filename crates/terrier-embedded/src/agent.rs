@@ -63,7 +63,7 @@ pub enum Error {
     HeartbeatTimeout,
     /// The server closed the socket, with its close code (`4000` replaced,
     /// `4001` going away, `4002` protocol error, `4003` heartbeat timeout,
-    /// `4004` token revoked).
+    /// `4004` token revoked, `4005` disconnected by the operator).
     Closed(Option<u16>),
     /// The peer broke the protocol (binary on control, text on data).
     Protocol,
@@ -131,10 +131,15 @@ pub struct Fatal {
 
 /// One device's agent. Not `Sync`: all its loops run on one executor.
 pub struct Agent<'a, C, S, K, E = ()> {
+    /// The device's name, server, token, services and timing.
     pub(crate) config: Config<'a>,
+    /// Opens the firmware's connections to the server.
     pub(crate) connector: C,
+    /// Reaches the device's local services.
     pub(crate) service: S,
+    /// Time and sleeps, for timeouts, pings and backoff.
     pub(crate) clock: K,
+    /// Where the agent reports what happens (connected, streams, ...).
     pub(crate) events: E,
     /// `open`s from the control socket to the data workers.
     pub(crate) opens: Channel<NoopRawMutex, Job, OPEN_QUEUE>,

@@ -152,7 +152,8 @@ impl<C: Connect, S: Service, K: Clock, E: Events> Agent<'_, C, S, K, E> {
     }
 
     /// Handles one text message; returns a `refused` to send when an `open`
-    /// finds every data worker busy and the queue full.
+    /// names a service id too long to be one of ours, or finds every data
+    /// worker busy and the queue full.
     fn handle_text(&self, text: &[u8], server: &Endpoint, session: &str, go_away: &mut Option<u32>) -> Option<Refusal> {
         match codec::decode::<ServerMessage>(text) {
             Ok(ServerMessage::Open(open)) => {

@@ -48,21 +48,29 @@ pub(crate) type Assigned = (String<MAX_SERVICE_ID_LEN>, Result<RelayStats, (Erro
 /// A `refused` for the control socket to send.
 #[derive(Debug, Clone)]
 pub(crate) struct Refusal {
+    /// The stream the local service refused.
     pub(crate) stream: String<ID_HEX_LEN>,
+    /// Why, for the server's page and logs.
     pub(crate) reason: String<MAX_REASON_LEN>,
 }
 
 /// What a data worker needs from the agent.
 pub(crate) struct Ctx<'x, C, S, K> {
+    /// Opens the data socket's connection.
     pub(crate) connector: &'x C,
+    /// Reaches the stream's local service.
     pub(crate) service: &'x S,
+    /// For the handshake timeout and the relay's idle checks.
     pub(crate) clock: &'x K,
+    /// The agent's timeouts.
     pub(crate) timing: &'x Timing,
+    /// Sent with the data socket's handshake, if the device has one.
     pub(crate) token: Option<&'x str>,
 }
 
-/// Serves one stream; a refused local service yields `Err(Refused(reason))`
-/// for the caller to report on the control socket.
+/// Serves one stream; a refused local service yields
+/// `Err((Error::Refused, Some(refusal)))` for the caller to report on the
+/// control socket.
 pub(crate) async fn serve<C: Connect, S: Service, K: Clock, R: RngCore>(
     ctx: &Ctx<'_, C, S, K>,
     job: &Job,

@@ -38,7 +38,8 @@ pub struct ServerConfig {
     /// How long a disconnected device keeps its subdomain and ports.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
-    /// Folder with operator templates (`404.html`, `502.html`, `503.html`, `504.html`).
+    /// Folder with operator templates (`<status>.html` for 400, 404, 431,
+    /// 502, 503 or 504, or `page.html` for all).
     pub pages_dir: Option<PathBuf>,
     /// Node id written into leases (defaults to a random id per start).
     pub node_id: Option<String>,
@@ -225,7 +226,7 @@ pub struct Limits {
     /// How long a kept HTTP connection to a device stays open unused.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
-    /// Most control messages queued for one device before visitors get 503.
+    /// Most control messages queued for one device; past it visitors wait for room (within `stream_open_timeout`).
     pub control_queue: usize,
     /// Idle time before TCP keepalive probes start on every accepted
     /// connection, so peers that vanished without a FIN are dropped.

@@ -136,7 +136,7 @@ enum TokenCommand {
     },
     /// List tokens: id, what they may register, when they were made.
     List,
-    /// Revoke a token by id; devices using it are disconnected at once.
+    /// Revoke a token by id; devices using it are disconnected within auth.refresh_interval.
     Revoke {
         /// The token id (the part after `terrier_`, as `token list` shows).
         id: String,

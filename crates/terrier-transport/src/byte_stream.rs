@@ -1,5 +1,5 @@
 //! A data socket seen as a plain byte stream (`AsyncRead` + `AsyncWrite`),
-//! with the framing of [`crate::relay`]: binary frames carry bytes, an empty
+//! with the framing of [`crate::relay`](mod@crate::relay): binary frames carry bytes, an empty
 //! binary frame is a half-close, a Close frame before the end is an abort.
 //!
 //! Why: the server's HTTP client speaks HTTP/1 to a device through a data
@@ -47,7 +47,7 @@ enum WriteSide<S> {
 }
 
 /// A data socket as a byte stream. Dropping it ends the stream from a
-/// background task as [`crate::relay`] does (best effort, within
+/// background task as [`crate::relay()`] does (best effort, within
 /// `CLOSE_WAIT`): the end of our direction, the rest of the peer's read and
 /// dropped, then the Close handshake; so the peer sees a clean end rather
 /// than an abort or a reset.
@@ -264,7 +264,7 @@ where
     }
 }
 
-/// The end of a dropped stream, as [`crate::relay`] ends one: our
+/// The end of a dropped stream, as [`crate::relay()`] ends one: our
 /// direction's end, the rest of the peer's direction read and dropped, then
 /// the Close handshake. Gives up at the first error or early Close.
 async fn end_stream<S>(

@@ -1,6 +1,6 @@
 //! Data sockets: the WebSocket that carries one visitor stream, and the
-//! framing rules of docs/PROTOCOL.md §4 that [`crate::relay`] and
-//! [`crate::byte_stream`] share.
+//! framing rules of docs/PROTOCOL.md §4 that
+//! [`crate::relay`](mod@crate::relay) and [`crate::byte_stream`] share.
 //!
 //! Data sockets run on `fastwebsockets`, control sockets on tungstenite.
 //! Why: tungstenite copies every payload behind the header into its write
@@ -90,7 +90,7 @@ where
         }
     }
 
-    /// Ends the socket: our Close, then the peer's (within [`CLOSE_WAIT`]),
+    /// Ends the socket: our Close, then the peer's (within `CLOSE_WAIT`),
     /// so neither side sees a reset.
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(CLOSE_WAIT, close_handshake(&mut self.rd, &mut self.wr)).await;

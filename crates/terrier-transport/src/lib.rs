@@ -1,7 +1,7 @@
 //! The std half of the terrier protocol, shared by `terrierd` and the agent:
 //! WebSocket settings ([`ws`]), encoding control messages into frames
 //! ([`control`]), random ids ([`ids`]) and the byte relay between a data
-//! socket and a plain byte stream ([`relay`]), a data socket seen as a
+//! socket and a plain byte stream ([`relay`](mod@relay)), a data socket seen as a
 //! byte stream ([`byte_stream`]), and data sockets themselves ([`data`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this

@@ -1,5 +1,5 @@
 //! Relays bytes between a data socket (a WebSocket) and a byte stream (a
-//! visitor's TCP connection, a local service, an in-memory pipe).
+//! visitor's TCP connection, a local service; tests use an in-memory pipe).
 //!
 //! Framing on a data socket: every binary frame carries bytes of the stream;
 //! an **empty** binary frame means "no more bytes in this direction" (a TCP

@@ -157,7 +157,7 @@ enum ReadKey {
     Subdomain(String),
 }
 
-/// The three tables of one write transaction, with the lease operations.
+/// The five tables of one write transaction, with the lease operations.
 struct Tables<'txn> {
     leases: Table<'txn, &'static str, &'static [u8]>,
     subdomains: Table<'txn, &'static str, &'static str>,

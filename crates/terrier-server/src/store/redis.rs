@@ -429,13 +429,14 @@ fn script_error(e: &redis::RedisError) -> Option<&'static str> {
     ["NOSUB", "NOPORT", "NOLEASE", "TAKEN"].into_iter().find(|code| text.contains(code))
 }
 
-/// A lease from the script reply: name, sub, ports, session, node, since, seen, exp.
 /// A lease from its hash fields (`HGETALL lease:<name>`).
 fn decode_hash(fields: &BTreeMap<String, String>) -> Result<Lease, StoreError> {
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
     decode([get("name"), get("sub"), get("ports"), get("session"), get("node"), get("since"), get("seen"), get("exp")])
 }
 
+/// A lease from its fields in this order: name, sub, ports, session, node,
+/// since, seen, exp.
 fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
     let [name, subdomain, ports, session, node, since, seen, exp] = fields;
     let number = |s: &str| -> Result<u64, StoreError> {

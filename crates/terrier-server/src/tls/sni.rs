@@ -52,10 +52,12 @@ impl OperatorCerts {
     }
 }
 
-/// Certificates in the operator's order.
+/// The TLS listener's certificate resolver, in the order the module doc gives.
 #[derive(Debug)]
 pub struct SniResolver {
+    /// Certificates in the operator's order.
     keys: Arc<OperatorCerts>,
+    /// The development CA, with `--tls self-signed`.
     dev: Option<DevCa>,
     /// Certificates obtained by ACME, when `[tls.acme]` is on.
     acme: Option<Arc<Issued>>,
@@ -73,7 +75,7 @@ impl SniResolver {
         self
     }
 
-    /// The certificate for `name`, if any is valid for it.
+    /// The first operator certificate valid for `name`, if any.
     pub fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = ServerName::try_from(name).ok()?;
         self.keys.snapshot().into_iter().find(|key| {

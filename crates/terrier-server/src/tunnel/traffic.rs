@@ -1,9 +1,10 @@
 //! What one online device moved: bytes each way, streams open and total, and
 //! its recent HTTP requests (the live request log of the dashboard).
 //!
-//! The ingress wraps every visitor byte stream it relays in [`Metered`], so
-//! counts grow while a transfer runs (not only when it ends), and a stream
-//! counts as open exactly as long as its relay runs. Node-wide totals for
+//! Every visitor stream is wrapped in [`Metered`] (the visitor's connection
+//! for a raw relay, the device's data socket for HTTP), so counts grow while
+//! a transfer runs (not only when it ends), and a stream counts as open
+//! exactly as long as the wrapper lives. Node-wide totals for
 //! `/metrics` are updated by the same wrapper ([`crate::metrics`]).
 
 use std::collections::VecDeque;
@@ -68,11 +69,11 @@ impl Traffic {
     }
 }
 
-/// A visitor byte stream being relayed to a device: counts bytes into the
+/// One end of a visitor stream (see [`Side`]): counts bytes into the
 /// session's [`Traffic`] and the node's [`Metrics`], and holds the stream
 /// "open" until dropped.
 pub struct Metered<T> {
-    /// The visitor side of the relay.
+    /// The wrapped end of the stream (which one: `side`).
     inner: T,
     /// Where the counts go.
     traffic: Arc<Traffic>,
@@ -88,7 +89,7 @@ pub struct Metered<T> {
 /// Which end of a relayed stream a [`Metered`] wraps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The visitor's connection (TCP ingress, the pipe end of a relay).
+    /// The visitor's connection (a public TCP port, TLS passthrough).
     Visitor,
     /// The device's data socket as a byte stream (the HTTP client's upstream).
     Device,
