@@ -8,7 +8,7 @@
 //! Upgrades (WebSocket) are forwarded too: on `101` from the peer, the
 //! visitor's and the peer's upgraded connections are spliced.
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -21,8 +21,10 @@ use crate::ingress::Body;
 use crate::store::NodeInfo;
 use crate::Node;
 
-/// Header naming the node that forwarded a request.
-pub const HOP_HEADER: &str = "x-terrier-forwarded-by";
+/// Header naming the node that forwarded a request. A `HeaderName`, not a
+/// `&str`: every proxied request looks for it, and a `&str` name is parsed
+/// on each lookup (callgrind: ~400 instructions per request).
+pub const HOP_HEADER: HeaderName = HeaderName::from_static("x-terrier-forwarded-by");
 
 /// HTTP client for peer nodes (plain HTTP on the cluster's internal network).
 pub type PeerClient = Client<HttpConnector, Incoming>;

@@ -86,7 +86,7 @@ pub async fn forward(
     let log = |status: StatusCode, size: Option<u64>| {
         let record = RequestRecord {
             at_ms,
-            method: method.to_string(),
+            method: method.clone(),
             path: path.clone(),
             status: status.as_u16(),
             duration_ms: started.elapsed().as_millis() as u64,

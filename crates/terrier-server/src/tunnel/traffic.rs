@@ -38,8 +38,10 @@ pub struct Traffic {
 pub struct RequestRecord {
     /// When the request arrived, Unix ms.
     pub at_ms: u64,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method (kept as `Method`: cloning a standard one allocates
+    /// nothing, and this is filled on every proxied request).
+    #[serde(serialize_with = "method_as_str")]
+    pub method: http::Method,
     /// Path (without the query string, which may carry secrets).
     pub path: String,
     /// Status the device answered (or the error page's status).
@@ -48,6 +50,11 @@ pub struct RequestRecord {
     pub duration_ms: u64,
     /// Response body size from `Content-Length`; `None` when streamed.
     pub size: Option<u64>,
+}
+
+/// Serializes a method as its name ("GET").
+fn method_as_str<S: serde::Serializer>(method: &http::Method, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(method.as_str())
 }
 
 impl Traffic {
@@ -170,7 +177,14 @@ mod tests {
     use super::*;
 
     fn record(path: &str) -> RequestRecord {
-        RequestRecord { at_ms: 1, method: "GET".into(), path: path.into(), status: 200, duration_ms: 1, size: None }
+        RequestRecord {
+            at_ms: 1,
+            method: http::Method::GET,
+            path: path.into(),
+            status: 200,
+            duration_ms: 1,
+            size: None,
+        }
     }
 
     #[test]
