@@ -14,7 +14,10 @@
 # Needs binutils >= 2.38 (-z pack-relative-relocs); Debian 12 has 2.40.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-triple="$(uname -m)-unknown-linux-gnu"
+case "$(uname -m)" in
+  x86_64 | aarch64) triple="$(uname -m)-unknown-linux-gnu" ;;
+  *) echo "release-build.sh: $(uname -m) is not x86_64 or aarch64; use cargo build --release" >&2; exit 1 ;;
+esac
 flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
 export "$flags_var=-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
 echo "building: cargo build --release --target $triple -p terrier-server -p terrier-agent ($flags_var=${!flags_var})"

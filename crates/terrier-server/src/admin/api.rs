@@ -159,7 +159,7 @@ pub async fn all_devices(node: &Node) -> Result<Vec<DeviceView>, StoreError> {
         node.store.reservations().await?.into_iter().map(|r| (r.name, r.subdomain)).collect();
     let mut views: BTreeMap<String, DeviceView> = BTreeMap::new();
     for lease in &leases {
-        views.insert(lease.name.clone(), lease_view(node, lease, now));
+        views.insert(lease.name.clone(), lease_view(node, lease));
     }
     // Local sessions are the truth for this node (and cover a store that
     // briefly lost a lease).
@@ -225,7 +225,7 @@ async fn device(node: &Node, name: &str) -> Result<Option<DeviceView>, StoreErro
     let mut view = match node.sessions.by_name(name) {
         Some(session) => session_view(node, &session, now),
         None => match node.store.by_name(name, now).await? {
-            Some(lease) => lease_view(node, &lease, now),
+            Some(lease) => lease_view(node, &lease),
             None => return Ok(None),
         },
     };
@@ -323,7 +323,7 @@ fn session_view(node: &Node, session: &Session, now: u64) -> DeviceView {
 }
 
 /// A device known from its lease only (offline, or on another node).
-fn lease_view(node: &Node, lease: &Lease, _now: u64) -> DeviceView {
+fn lease_view(node: &Node, lease: &Lease) -> DeviceView {
     DeviceView {
         name: lease.name.clone(),
         subdomain: lease.subdomain.clone(),
