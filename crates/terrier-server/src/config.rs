@@ -221,7 +221,8 @@ pub struct Limits {
     /// have open at once (503 or a closed connection past it).
     pub max_streams_per_device: usize,
     /// Keep-alive HTTP connections to a device kept for the next forwarded
-    /// request (busy ones included); past it one closes after its answer.
+    /// request (busy ones included, the oldest busy one making room for a
+    /// newer one); past it one closes after its answer.
     pub max_idle_http_per_device: usize,
     /// How long a kept HTTP connection to a device stays open unused.
     #[serde(with = "humantime_serde")]

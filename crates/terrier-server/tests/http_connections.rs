@@ -1,7 +1,8 @@
 //! HTTP connections to a device's web service are kept by its session for
 //! the next forwarded request: reused one after another, skipped once the
 //! device's server closed them, capped by `limits.max_idle_http_per_device`
-//! and closed after `limits.http_idle_timeout` unused.
+//! (a never-ending answer does not hold a place for good) and closed after
+//! `limits.http_idle_timeout` unused.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use terrier_testkit::visitor::{device_host, Visitor};
@@ -21,8 +23,9 @@ use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// The device's web service: a hyper server that counts the connections it
-/// accepted and saw end. `GET /slow` answers after 300 ms, anything else at
-/// once; with `lifetime`, the server drops each connection that long after
+/// accepted and saw end. `GET /slow` answers after 300 ms, `GET /events`
+/// streams an event every 50 ms for as long as it is read (server-sent
+/// events), anything else answers at once; with `lifetime`, the server drops each connection that long after
 /// accepting it, answered or not (as servers time out idle keep-alive).
 #[derive(Clone, Default)]
 struct CountingService {
@@ -64,11 +67,25 @@ impl CountingService {
     }
 }
 
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() == "/slow" {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+/// One server-sent event of `/events`.
+const EVENT: &[u8] = b"data: tick\n\n";
+
+async fn answer(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    match req.uri().path() {
+        "/events" => {
+            let events = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((Ok(Frame::data(Bytes::from_static(EVENT))), ()))
+            });
+            Ok(Response::new(StreamBody::new(events).boxed()))
+        }
+        path => {
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(Response::new(Full::new(Bytes::from_static(b"ok")).boxed()))
+        }
     }
-    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
 /// A server with `limits` applied and an agent serving `service` over HTTP;
@@ -150,4 +167,41 @@ async fn an_unused_connection_closes_after_http_idle_timeout() {
     assert_eq!(visitor.get(&host, "/").await.status, 200);
     assert_eq!(service.accepted(), 2);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_never_ending_answer_does_not_keep_later_requests_from_reusing_a_connection() {
+    init_logging();
+    let (service, addr) = CountingService::start(None).await;
+    let (server, _agent, host) = device(|l| l.max_idle_http_per_device = 1, addr).await;
+    // A visitor follows server-sent events: that connection stays busy.
+    let mut events = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut events, request.as_bytes()).await.unwrap();
+    read_events(&mut events, 1).await;
+    for round in 1..=5 {
+        assert_eq!(Visitor::new(server.addr).get(&host, "/").await.status, 200, "round {round}");
+    }
+    assert_eq!(service.accepted(), 2, "the event stream's connection, and one kept for the five requests");
+    // The event stream was let go of as a kept connection, not cut.
+    read_events(&mut events, 3).await;
+    assert_eq!(service.ended(), 0);
+    server.stop().await;
+}
+
+/// Reads `count` more events from the visitor's event stream; fails when
+/// the stream ends or they do not come within [`SETTLE`].
+async fn read_events(stream: &mut tokio::net::TcpStream, count: usize) {
+    let mut received = Vec::new();
+    let events = |bytes: &[u8]| bytes.windows(EVENT.len()).filter(|w| *w == EVENT).count();
+    tokio::time::timeout(SETTLE, async {
+        while events(&received) < count {
+            let mut buf = [0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(stream, &mut buf).await.unwrap();
+            assert!(n > 0, "the event stream ended after {} events", events(&received));
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {count} events within {SETTLE:?}", events(&received)));
 }

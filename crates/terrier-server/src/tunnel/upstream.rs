@@ -31,7 +31,8 @@ use super::traffic::{Metered, Side};
 use crate::metrics::{Metrics, StreamKind};
 
 /// A session's HTTP/1 connections to its device, the newest last. Busy ones
-/// (an answer still streaming) stay listed and are skipped until ready.
+/// (an answer still streaming) stay listed and are skipped until ready, or
+/// let go when a newer one needs the place.
 #[derive(Default)]
 pub struct HttpConnections {
     /// Connections and when each was last handed back.
@@ -67,13 +68,24 @@ impl HttpConnections {
         Some(kept.remove(at).sender)
     }
 
-    /// Keeps `sender` for a later request unless `max` are kept already
-    /// (then it is dropped: hyper closes it once its answer is done).
+    /// Keeps `sender` for a later request. With `max` kept already, the
+    /// oldest busy one makes room: its answer goes on (hyper closes the
+    /// connection after it), but it is not reused. An answer that never
+    /// ends (server-sent events) would otherwise hold its place for good
+    /// and leave every later connection unkept. With `max` ready ones kept,
+    /// `sender` is dropped instead (hyper closes it once its answer is done).
     fn give_back(&self, sender: SendRequest<Incoming>, max: usize) {
         let mut kept = self.kept.lock().expect("http connections lock");
-        if kept.len() < max {
-            kept.push(Kept { since: Instant::now(), sender });
+        if kept.len() >= max {
+            kept.retain(|k| !k.sender.is_closed());
         }
+        if kept.len() >= max {
+            let Some(busy) = kept.iter().position(|k| !k.sender.is_ready()) else {
+                return;
+            };
+            kept.remove(busy);
+        }
+        kept.push(Kept { since: Instant::now(), sender });
     }
 
     /// Drops connections idle for `idle_for` or longer (measured from when
