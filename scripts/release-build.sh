@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the release terrierd and terrier for this machine's CPU as static
 # PIE executables (glibc linked in, relative relocations packed as DT_RELR):
-# they run on any Linux with that CPU whatever its C library, and each idles
-# about 1 MiB smaller than the dynamic build (bench/RESULTS.md, step 12).
+# they run on any Linux with that CPU whatever its C library (name lookups
+# through NSS modules other than files and dns, e.g. mDNS, still dlopen the
+# machine's), and each idles about 1 MiB smaller than the dynamic build
+# (bench/RESULTS.md, step 12).
 # This is the build the benchmark measures.
 #
 #   scripts/release-build.sh            # -> target/<cpu>-unknown-linux-gnu/release/
