@@ -65,6 +65,11 @@ impl CountingService {
     fn ended(&self) -> usize {
         self.ended.load(Ordering::SeqCst)
     }
+
+    /// Waits (within [`SETTLE`]) until `count` connections have ended.
+    async fn wait_ended(&self, count: usize, what: &str) {
+        eventually(SETTLE, what, || async { (self.ended() == count).then_some(()) }).await;
+    }
 }
 
 /// One server-sent event of `/events`.
@@ -88,16 +93,19 @@ async fn answer(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infall
     }
 }
 
-/// A server with `limits` applied and an agent serving `service` over HTTP;
+/// A device web service ([`CountingService`], with `lifetime`), a server
+/// with `limits` applied and an agent serving the service over HTTP;
 /// returns them with the device's `Host`.
 async fn device(
+    lifetime: Option<Duration>,
     limits: impl FnOnce(&mut terrier_server::config::Limits),
-    service: SocketAddr,
-) -> (TestServer, TestAgent, String) {
+) -> (CountingService, TestServer, TestAgent, String) {
+    init_logging();
+    let (service, addr) = CountingService::start(lifetime).await;
     let server = TestServer::start(|c| limits(&mut c.limits)).await;
-    let mut agent = TestAgent::start(server.url(), "kept", Some(service), &[]);
+    let mut agent = TestAgent::start(server.url(), "kept", Some(addr), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
-    (server, agent, host)
+    (service, server, agent, host)
 }
 
 /// GETs `path` from `count` visitors at once; every answer must be 200.
@@ -110,9 +118,7 @@ async fn concurrent_gets(server: SocketAddr, host: &str, path: &str, count: usiz
 
 #[tokio::test]
 async fn requests_one_after_another_share_one_connection_to_the_device() {
-    init_logging();
-    let (service, addr) = CountingService::start(None).await;
-    let (server, _agent, host) = device(|_| {}, addr).await;
+    let (service, server, _agent, host) = device(None, |_| {}).await;
     for _ in 0..10 {
         // A new visitor connection each time: the device connection is kept
         // by the session, not by the visitor.
@@ -124,16 +130,11 @@ async fn requests_one_after_another_share_one_connection_to_the_device() {
 
 #[tokio::test]
 async fn a_kept_connection_the_devices_server_closed_is_not_used() {
-    init_logging();
-    let (service, addr) = CountingService::start(Some(Duration::from_millis(500))).await;
-    let (server, _agent, host) = device(|_| {}, addr).await;
+    let (service, server, _agent, host) = device(Some(Duration::from_millis(500)), |_| {}).await;
     let visitor = Visitor::new(server.addr);
     for round in 1..=3 {
         assert_eq!(visitor.get(&host, "/").await.status, 200, "round {round}");
-        eventually(SETTLE, "the device's server drops the connection", || async {
-            (service.ended() == round).then_some(())
-        })
-        .await;
+        service.wait_ended(round, "the device's server drops the connection").await;
     }
     assert_eq!(service.accepted(), 3);
     server.stop().await;
@@ -141,13 +142,10 @@ async fn a_kept_connection_the_devices_server_closed_is_not_used() {
 
 #[tokio::test]
 async fn connections_past_max_idle_http_per_device_close_after_their_answer() {
-    init_logging();
-    let (service, addr) = CountingService::start(None).await;
-    let (server, _agent, host) = device(|l| l.max_idle_http_per_device = 1, addr).await;
+    let (service, server, _agent, host) = device(None, |l| l.max_idle_http_per_device = 1).await;
     concurrent_gets(server.addr, &host, "/slow", 4).await;
     assert_eq!(service.accepted(), 4, "four requests at once need four connections");
-    eventually(SETTLE, "all but the one kept connection close", || async { (service.ended() == 3).then_some(()) })
-        .await;
+    service.wait_ended(3, "all but the one kept connection close").await;
     concurrent_gets(server.addr, &host, "/slow", 4).await;
     assert_eq!(service.accepted(), 7, "the kept connection is reused, three are new");
     server.stop().await;
@@ -155,14 +153,12 @@ async fn connections_past_max_idle_http_per_device_close_after_their_answer() {
 
 #[tokio::test]
 async fn an_unused_connection_closes_after_http_idle_timeout() {
-    init_logging();
-    let (service, addr) = CountingService::start(None).await;
     // Checked on each heartbeat (1 s in tests).
-    let (server, _agent, host) = device(|l| l.http_idle_timeout = Duration::from_secs(1), addr).await;
+    let (service, server, _agent, host) = device(None, |l| l.http_idle_timeout = Duration::from_secs(1)).await;
     let visitor = Visitor::new(server.addr);
     assert_eq!(visitor.get(&host, "/").await.status, 200);
     let answered = tokio::time::Instant::now();
-    eventually(SETTLE, "the unused connection closes", || async { (service.ended() == 1).then_some(()) }).await;
+    service.wait_ended(1, "the unused connection closes").await;
     assert!(answered.elapsed() >= Duration::from_millis(900), "closed after {:?}", answered.elapsed());
     assert_eq!(visitor.get(&host, "/").await.status, 200);
     assert_eq!(service.accepted(), 2);
@@ -171,9 +167,7 @@ async fn an_unused_connection_closes_after_http_idle_timeout() {
 
 #[tokio::test]
 async fn a_never_ending_answer_does_not_keep_later_requests_from_reusing_a_connection() {
-    init_logging();
-    let (service, addr) = CountingService::start(None).await;
-    let (server, _agent, host) = device(|l| l.max_idle_http_per_device = 1, addr).await;
+    let (service, server, _agent, host) = device(None, |l| l.max_idle_http_per_device = 1).await;
     // A visitor follows server-sent events: that connection stays busy.
     let mut events = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let request = format!("GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n");

@@ -67,7 +67,7 @@ pub async fn forward(
         Transport::Tls => "https",
         Transport::Plain => node.config.public_scheme.as_str(),
     };
-    if let Err(detail) = prepare_request(&mut req, host, &peer.ip_header, scheme) {
+    if let Err(detail) = prepare_request(&mut req, host, &peer.ip_header, scheme, visitor_upgrade.is_some()) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -114,9 +114,15 @@ pub async fn forward(
 }
 
 /// Rewrites the visitor's request for the device: origin-form target,
-/// the public `Host` kept, `X-Forwarded-*` added.
-fn prepare_request<B>(req: &mut Request<B>, host: &str, ip: &HeaderValue, scheme: &str) -> Result<(), &'static str> {
-    let upgrade = is_upgrade(req.headers());
+/// the public `Host` kept, `X-Forwarded-*` added; `upgrade` (from
+/// [`is_upgrade`]) keeps its `Upgrade` header.
+fn prepare_request<B>(
+    req: &mut Request<B>,
+    host: &str,
+    ip: &HeaderValue,
+    scheme: &str,
+    upgrade: bool,
+) -> Result<(), &'static str> {
     let original_host = req
         .headers()
         .get(header::HOST)
@@ -472,7 +478,7 @@ mod tests {
             .body(())
             .unwrap();
         let ip = ip_header("192.0.2.7".parse().unwrap());
-        prepare_request(&mut req, "dev.example.com", &ip, "https").unwrap();
+        prepare_request(&mut req, "dev.example.com", &ip, "https", false).unwrap();
         assert_eq!(req.uri(), "/a/b?c=1");
         let h = req.headers();
         assert_eq!(h.get(header::HOST).unwrap(), "dev.example.com");

@@ -270,14 +270,7 @@ async fn run(
                 }
             }
             _ = ticker.tick() => {
-                let pruned = session.prune_pool();
-                if pruned > 0 {
-                    tracing::debug!(pruned, "closed pooled data sockets past limits.pool_idle_timeout");
-                }
-                let pruned = session.http_connections.prune(node.live.limits().http_idle_timeout);
-                if pruned > 0 {
-                    tracing::debug!(pruned, "closed HTTP connections to the device past limits.http_idle_timeout");
-                }
+                session.prune_idle(node.live.limits().http_idle_timeout);
                 if last_heard.elapsed() >= send_timeout {
                     close_with(&mut ws, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
                     return format!("silent for {:?}", last_heard.elapsed());

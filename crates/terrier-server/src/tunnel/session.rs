@@ -247,13 +247,22 @@ impl Session {
         Ok(())
     }
 
-    /// Closes pooled sockets idle longer than `limits.pool_idle_timeout`
-    /// (the agent opens fresh ones); returns how many.
-    pub fn prune_pool(&self) -> usize {
-        let mut pool = self.pool.lock().expect("pool lock");
-        let before = pool.len();
-        pool.retain(|parked| parked.since.elapsed() < self.pool_idle);
-        before - pool.len()
+    /// Closes what the session keeps and no visitor used for too long:
+    /// pooled sockets past `limits.pool_idle_timeout` (the agent opens
+    /// fresh ones) and HTTP connections past `http_idle` (read live). The
+    /// counterpart of [`Session::clear_pool`], run on each control tick.
+    pub fn prune_idle(&self, http_idle: Duration) {
+        let sockets = {
+            let mut pool = self.pool.lock().expect("pool lock");
+            let before = pool.len();
+            pool.retain(|parked| parked.since.elapsed() < self.pool_idle);
+            before - pool.len()
+        };
+        let connections = self.http_connections.prune(http_idle);
+        if sockets + connections > 0 {
+            tracing::debug!(device = %self.name, sockets, connections,
+                "closed pooled data sockets and HTTP connections left unused past their idle timeouts");
+        }
     }
 
     /// Hands `stream` to an idle pooled socket with `assign`; `None` when the
