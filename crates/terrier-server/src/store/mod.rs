@@ -3,7 +3,7 @@
 //!
 //! The embedded backend ([`embedded::EmbeddedStore`], a redb file) is the
 //! default for one node. A Redis backend for clusters implements the same
-//! trait; `tests/store_contract.rs` holds the conformance suite every backend
+//! trait; `tests/e2e/store_contract.rs` holds the conformance suite every backend
 //! must pass. Times are Unix milliseconds passed in by the caller, so the
 //! store has no clock of its own and tests decide what "now" is.
 

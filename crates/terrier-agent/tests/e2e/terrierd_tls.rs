@@ -1,7 +1,7 @@
 //! The agent against terrierd's own TLS listener (development CA) with
 //! token authentication: the real thing end to end, no stand-ins.
 
-mod support;
+use crate::support;
 
 use support::{subdomain, AgentProcess, EVENT_TIMEOUT};
 use terrier_server::auth::store::{FileTokenStore, TokenStore};

@@ -2,7 +2,7 @@
 //! JSON event lines, what a `kill -9` leaves behind, its exit codes for bad
 //! flags, and retrying until the server appears.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `terrier check`: one run per failing step (DNS, proxy, TLS, 401) and the
 //! good case, each against real components on loopback.
 
-mod support;
+use crate::support;
 
 use support::{Front, Pki, ProxyRules, Tinyproxy};
 use terrier_testkit::{init_logging, TestServer};

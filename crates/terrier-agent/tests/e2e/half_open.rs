@@ -9,7 +9,7 @@
 //! Needs root (CAP_NET_ADMIN) and iproute2 (`ip`, `ss`); when a namespace
 //! cannot be created the test says so and passes without running.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;

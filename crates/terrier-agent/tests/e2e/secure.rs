@@ -2,7 +2,7 @@
 //! terminator (tokio-rustls, rcgen certificates) that also checks the token
 //! the way terrierd does (401 with a plain-text reason).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

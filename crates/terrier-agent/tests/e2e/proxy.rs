@@ -2,7 +2,7 @@
 //! plain, with Basic authentication, and restricted to one CONNECT port;
 //! `--proxy` and the proxy environment variables with `NO_PROXY`.
 
-mod support;
+use crate::support;
 
 use support::{subdomain, AgentProcess, Front, Pki, ProxyRules, Tinyproxy, EVENT_TIMEOUT};
 use terrier_testkit::visitor::{device_host, Visitor};

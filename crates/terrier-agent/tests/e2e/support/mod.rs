@@ -2,7 +2,6 @@
 //! authority (rcgen), a TLS terminator with an optional token gate in front
 //! of a terrierd plain port (until terrierd terminates TLS and checks tokens
 //! itself), a Debian `tinyproxy` on loopback, and the agent as a process.
-#![allow(dead_code)] // each test binary uses a part
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,28 @@
+//! terrierd's end-to-end tests, in one test binary: each file below is one
+//! area (cluster, limits, TLS, ...). One binary links the dependencies once
+//! instead of once per file, which keeps the test build small and quick to
+//! link (23 binaries of ~57 MB each before).
+
+mod access;
+mod acme;
+mod admin_api;
+mod auth;
+mod bad_input;
+mod cluster;
+mod config_examples;
+mod dashboard;
+mod errors;
+mod faults;
+mod http_connections;
+mod http_tunnel;
+mod leases;
+mod limits;
+mod load;
+mod metrics;
+mod operator_process;
+mod pool;
+mod process;
+mod shutdown;
+mod store_contract;
+mod tcp_tunnel;
+mod tls;
