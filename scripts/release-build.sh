@@ -5,6 +5,8 @@
 # through NSS modules other than files and dns, e.g. mDNS, still dlopen the
 # machine's), and each idles about 1 MiB smaller than the dynamic build
 # (bench/RESULTS.md, step 12).
+# The functions they run are laid out side by side (scripts/code-layout.sh),
+# which keeps their idle memory small.
 # This is the build the benchmark measures.
 #
 #   scripts/release-build.sh            # -> target/<cpu>-unknown-linux-gnu/release/
@@ -21,6 +23,31 @@ case "$(uname -m)" in
   *) echo "release-build.sh: $(uname -m) is not x86_64 or aarch64; use cargo build --release" >&2; exit 1 ;;
 esac
 flags_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-export "$flags_var=-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
+flags="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
+
+# The functions the programs run at start, idle and under load go side by
+# side at the front of .text (scripts/code-layout.sh made the list). The
+# list is copied under a name holding its hash, so a new list changes the
+# flags and cargo links again.
+layout="scripts/code-layout/$triple.txt"
+if [ -f "$layout" ]; then
+  sum="$(sha256sum "$layout" | cut -c1-16)"
+  mkdir -p target
+  cp "$layout" "target/code-layout-$sum.txt"
+  flags="$flags -C link-arg=-Wl,--symbol-ordering-file=$PWD/target/code-layout-$sum.txt -C link-arg=-Wl,--no-warn-symbol-ordering"
+fi
+export "$flags_var=$flags"
 echo "building: cargo build --release --target $triple -p terrier-server -p terrier-agent ($flags_var=${!flags_var})"
-exec cargo build --release --target "$triple" -p terrier-server -p terrier-agent "$@"
+cargo build --release --target "$triple" -p terrier-server -p terrier-agent "$@"
+
+# A list made by another toolchain, profile or dependency version names
+# functions that no longer exist: say how much of it still applies.
+if [ -f "$layout" ]; then
+  listed="$(wc -l <"$layout")"
+  found="$({ nm --defined-only "target/$triple/release/terrierd"; nm --defined-only "target/$triple/release/terrier"; } |
+    awk 'NF == 3 { print $3 }' | sort -u | comm -12 - <(sort -u "$layout") | wc -l)"
+  echo "code layout: $found of $listed listed functions found"
+  if [ "$found" -lt $((listed * 3 / 4)) ]; then
+    echo "code layout: the list is stale (idle memory grows by megabytes); make a new one with scripts/code-layout.sh" >&2
+  fi
+fi
