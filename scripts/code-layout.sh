@@ -73,8 +73,9 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 [ -n "$connected" ] || { echo "code-layout.sh: the agent did not connect:" >&2; tail -20 "$work"/*.log >&2; exit 1; }
-subdomain="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["subdomain"])' "$connected")"
-tcp_port="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["tcp"][0]["port"])' "$connected")"
+read -r subdomain tcp_port < <(python3 -c 'import json, sys
+event = json.loads(sys.argv[1])
+print(event["subdomain"], event["tcp"][0]["port"])' "$connected")
 
 # Idle: a few heartbeats, then the first dump (start and idle).
 sleep 4
@@ -138,12 +139,10 @@ def base(plain):
     words = [w for w in re.split(r"::|_+", re.sub(r"::h[0-9a-f]{16}$", "", plain)) if w]
     kept = [w for w in words if not cpu_word.match(w)]
     return "/".join(kept) if len(kept) < len(words) else None
-by_base = {}
-for name, plain in zip(defined, demangled):
-    by_base.setdefault(base(plain), []).append(name)
-by_base.pop(None, None)
-ran_bases = {base(plain) for name, plain in zip(defined, demangled) if name in seen} - {None}
-add([n for b in ran_bases for n in by_base.get(b, [])], "CPU variants")
+bases = [base(plain) for plain in demangled]
+ran_bases = {b for name, b in zip(defined, bases) if name in seen and b is not None}
+# In nm's order, not a set's (Python randomises string hashes per run).
+add([name for name, b in zip(defined, bases) if b in ran_bases], "CPU variants")
 # Process start runs before valgrind's first count.
 add([n for n in defined if n in ("_start", "__libc_start_main_impl", "__libc_start_call_main")
      or n.endswith("_ifunc")], "start")
