@@ -20,6 +20,7 @@ mod lab;
 mod parts;
 mod procs;
 mod report;
+mod rivals;
 mod sim;
 mod soak;
 mod stats;
@@ -48,7 +49,7 @@ struct Cli {
     /// Use the release binaries already built instead of running cargo build first.
     #[arg(long, global = true)]
     no_build: bool,
-    /// `storm`: write its table into bench/RESULTS.md; `soak`: into docs/RELIABILITY.md.
+    /// `storm` and `rivals`: write their table into bench/RESULTS.md; `soak`: into docs/RELIABILITY.md.
     #[arg(long, global = true)]
     record: bool,
     /// Run lengths and counts.
@@ -77,6 +78,8 @@ enum Part {
     Cluster,
     /// The size-tuned agent (--profile release-agent): stripped size, idle RSS, RSS with 100 streams, reconnect time.
     Agent,
+    /// terrier beside rathole and bore (bench/install-rivals.sh builds them): the same traffic, one run (not in `all`).
+    Rivals,
     /// 10,000 serving devices, 1,000 concurrent visitors through them, then all dropped at once and back (not in `all`).
     Storm,
     /// Churn for --minutes, sampling terrierd's RSS, open FDs and tokio tasks (not in `all`).
@@ -154,6 +157,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
             Part::Tcp => parts::web(&lab, s, &[Route::TcpPort], &mut report).await,
             Part::Bulk => parts::bulk(&lab, s, &mut report).await,
             Part::Connect => parts::new_connections(&mut lab, s, &mut report).await,
+            Part::Rivals => parts::rivals(&mut lab, s, &mut report, &mut run.commands).await,
             Part::Memory => {
                 parts::rss(&lab, "idle", &mut report).await;
                 parts::short_load(&lab, s).await;
@@ -177,6 +181,11 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         }
     }
     println!("\n{}", report.markdown());
+    if matches!(cli.part, Part::Rivals) && cli.record {
+        let path = root.join("bench/RESULTS.md");
+        report::write_rivals(&path, &report, &run)?;
+        println!("written to {}", path.display());
+    }
     if matches!(cli.part, Part::All) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
         run.total = started.elapsed();

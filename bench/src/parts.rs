@@ -3,14 +3,15 @@
 //! adds its rows to the [`Report`]. A failed run is noted and left out; it
 //! does not end the benchmark.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lab::{self, Lab, Route};
+use crate::lab::{self, Endpoint, Lab, Route};
 use crate::procs::Binaries;
 use crate::report::{Report, Unit};
-use crate::{cluster, connect, devices, iperf, wrk};
+use crate::{cluster, connect, devices, iperf, rivals, wrk};
 
 /// A wrk run with more failed answers than this share is left out.
 const MAX_FAILED_SHARE: f64 = 0.01;
@@ -76,7 +77,7 @@ pub async fn web(lab: &Lab, s: &Settings, routes: &[Route], report: &mut Report)
         for rep in 1..=s.reps {
             for (route, samples) in &mut runs {
                 let what = format!("wrk -c{connections} {} rep {rep}/{}", route.label(), s.reps);
-                let (rps, p50, p99) = wrk_once(lab, *route, connections, s, &what, report).await;
+                let (rps, p50, p99) = wrk_once(lab.web(*route), connections, s, &what, report).await;
                 samples.rps.push(rps);
                 samples.p50.push(p50);
                 samples.p99.push(p99);
@@ -99,14 +100,12 @@ pub async fn web(lab: &Lab, s: &Settings, routes: &[Route], report: &mut Report)
 
 /// One wrk run: (req/s, p50 ms, p99 ms), all NaN when it failed.
 async fn wrk_once(
-    lab: &Lab,
-    route: Route,
+    endpoint: Endpoint,
     connections: u32,
     s: &Settings,
     what: &str,
     report: &mut Report,
 ) -> (f64, f64, f64) {
-    let endpoint = lab.web(route);
     let load =
         wrk::Load { addr: endpoint.addr, host: endpoint.host, connections, duration: Duration::from_secs(s.wrk_secs) };
     let r = match load.run().await {
@@ -138,20 +137,8 @@ pub async fn bulk(lab: &Lab, s: &Settings, report: &mut Report) {
         let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
         for rep in 1..=s.reps {
             for (route, samples) in [(Route::Direct, &mut direct), (Route::TcpPort, &mut tunnel)] {
-                let transfer =
-                    iperf::Transfer { addr: lab.bulk(route), reverse, duration: Duration::from_secs(s.iperf_secs) };
                 let what = format!("iperf3{} {} rep {rep}/{}", if reverse { " -R" } else { "" }, route.label(), s.reps);
-                samples.push(match transfer.run().await {
-                    Ok(gbits) => {
-                        eprintln!("{what}: {gbits:.2} Gbit/s");
-                        gbits
-                    }
-                    Err(e) => {
-                        eprintln!("{what}: failed: {e:#}");
-                        report.note(format!("{what} failed: {}", one_line(&e)));
-                        f64::NAN
-                    }
-                });
+                samples.push(iperf_once(lab.bulk(route), reverse, s, &what, report).await);
             }
         }
         let way = if reverse { "device → visitor (iperf3 -R)" } else { "visitor → device (iperf3)" };
@@ -162,6 +149,38 @@ pub async fn bulk(lab: &Lab, s: &Settings, report: &mut Report) {
             &direct,
             &tunnel,
         );
+    }
+}
+
+/// One iperf3 transfer to `addr`: Gbit/s, NaN (and a note) when it failed.
+async fn iperf_once(addr: SocketAddr, reverse: bool, s: &Settings, what: &str, report: &mut Report) -> f64 {
+    let transfer = iperf::Transfer { addr, reverse, duration: Duration::from_secs(s.iperf_secs) };
+    match transfer.run().await {
+        Ok(gbits) => {
+            eprintln!("{what}: {gbits:.2} Gbit/s");
+            gbits
+        }
+        Err(e) => {
+            eprintln!("{what}: failed: {e:#}");
+            report.note(format!("{what} failed: {}", one_line(&e)));
+            f64::NAN
+        }
+    }
+}
+
+/// `s.connections` new connections to `endpoint` one after another: mean
+/// ms each, NaN (and a note) when the run failed.
+async fn connections_once(endpoint: &Endpoint, s: &Settings, what: &str, report: &mut Report) -> f64 {
+    match connect::mean_ms(endpoint, s.connections).await {
+        Ok(ms) => {
+            eprintln!("{what}: {ms:.3} ms each");
+            ms
+        }
+        Err(e) => {
+            eprintln!("{what}: failed: {e:#}");
+            report.note(format!("{what} failed: {}", one_line(&e)));
+            f64::NAN
+        }
     }
 }
 
@@ -189,17 +208,7 @@ pub async fn new_connections(lab: &mut Lab, s: &Settings, report: &mut Report) {
     for rep in 1..=s.reps {
         for ((label, endpoint), samples) in routes.iter().zip(&mut samples) {
             let what = format!("{} new connections {label} rep {rep}/{}", s.connections, s.reps);
-            samples.push(match connect::mean_ms(endpoint, s.connections).await {
-                Ok(ms) => {
-                    eprintln!("{what}: {ms:.3} ms each");
-                    ms
-                }
-                Err(e) => {
-                    eprintln!("{what}: failed: {e:#}");
-                    report.note(format!("{what} failed: {}", one_line(&e)));
-                    f64::NAN
-                }
-            });
+            samples.push(connections_once(endpoint, s, &what, report).await);
         }
     }
     for ((label, _), tunnel) in routes.iter().zip(&samples).skip(1) {
@@ -213,6 +222,86 @@ pub async fn new_connections(lab: &mut Lab, s: &Settings, report: &mut Report) {
         }
     }
     lab.stop_pool_agent().await;
+}
+
+/// terrier beside rathole and bore ([`rivals`]), every figure interleaved
+/// in one run: idle memory first (before any load), then wrk -c32, bulk both
+/// ways and new connections, each as a ratio to direct. terrier's new
+/// connections use its `--pool 4` agent; rathole and bore have no pool.
+pub async fn rivals(lab: &mut Lab, s: &Settings, report: &mut Report, commands: &mut Vec<String>) {
+    let (running, missing) = rivals::start_all(lab, commands).await;
+    for why in missing {
+        eprintln!("{why}");
+        report.note(why);
+    }
+    let mut processes: Vec<(String, &crate::procs::Proc)> =
+        vec![("terrierd".to_owned(), &lab.server), ("terrier agent".to_owned(), &lab.agent)];
+    for rival in &running {
+        processes.push((format!("{} server", rival.name), &rival.server));
+        processes.push((format!("{} client", rival.name), &rival.client));
+    }
+    for (name, proc) in processes {
+        let value = proc.settled_rss_kib().await.map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
+        report.value(format!("{name} RSS, idle"), value, "");
+    }
+
+    let mut web = rivals::web_routes(lab, &running);
+    let mut samples: Vec<Samples> = web.iter().map(|_| Samples::default()).collect();
+    for rep in 1..=s.reps {
+        for ((label, endpoint), samples) in web.iter().zip(&mut samples) {
+            let what = format!("wrk -c32 {label} rep {rep}/{}", s.reps);
+            let (rps, _, p99) = wrk_once(endpoint.clone(), 32, s, &what, report).await;
+            samples.rps.push(rps);
+            samples.p99.push(p99);
+        }
+    }
+    for ((label, _), tunnel) in web.iter().zip(&samples).skip(1) {
+        report.ratio(format!("HTTP req/s, -c32, {label}"), Unit::ReqPerSec, "", &samples[0].rps, &tunnel.rps);
+        report.ratio(format!("p99 latency, -c32, {label}"), Unit::Millis, "", &samples[0].p99, &tunnel.p99);
+    }
+
+    let mut bulk =
+        vec![("direct".to_owned(), lab.bulk(Route::Direct)), ("terrier TCP port".to_owned(), lab.bulk(Route::TcpPort))];
+    bulk.extend(running.iter().map(|r| (r.name.to_owned(), r.bulk)));
+    for reverse in [false, true] {
+        let mut gbits: Vec<Vec<f64>> = bulk.iter().map(|_| Vec::new()).collect();
+        for rep in 1..=s.reps {
+            for ((label, addr), samples) in bulk.iter().zip(&mut gbits) {
+                let what = format!("iperf3{} {label} rep {rep}/{}", if reverse { " -R" } else { "" }, s.reps);
+                samples.push(iperf_once(*addr, reverse, s, &what, report).await);
+            }
+        }
+        let way = if reverse { "device → visitor" } else { "visitor → device" };
+        for ((label, _), tunnel) in bulk.iter().zip(&gbits).skip(1) {
+            report.ratio(format!("bulk, {way}, {label}"), Unit::Gbits, "", &gbits[0], tunnel);
+        }
+    }
+
+    match lab.start_pool_agent().await {
+        Ok(true) => {
+            for (label, route) in [("terrier TCP port", Route::TcpPort), ("terrier HTTP vhost", Route::Vhost)] {
+                if let (Some(at), Some(endpoint)) = (web.iter_mut().find(|(l, _)| l == label), lab.pool_web(route)) {
+                    *at = (format!("{label}, --pool 4"), endpoint);
+                }
+            }
+        }
+        Ok(false) => report.note("terrier's new connections are without a pool (no --pool in this agent)".to_owned()),
+        Err(e) => report.note(format!("the --pool 4 agent did not start: {}", one_line(&e))),
+    }
+    let mut ms: Vec<Vec<f64>> = web.iter().map(|_| Vec::new()).collect();
+    for rep in 1..=s.reps {
+        for ((label, endpoint), samples) in web.iter().zip(&mut ms) {
+            let what = format!("{} new connections {label} rep {rep}/{}", s.connections, s.reps);
+            samples.push(connections_once(endpoint, s, &what, report).await);
+        }
+    }
+    for ((label, _), tunnel) in web.iter().zip(&ms).skip(1) {
+        report.ratio(format!("new connection + 1 request, {label}"), Unit::Millis, "", &ms[0], tunnel);
+    }
+    lab.stop_pool_agent().await;
+    for rival in running {
+        rival.stop().await;
+    }
 }
 
 /// Resident memory of terrierd and the agent, labelled `when` ("idle", "after load").

@@ -228,6 +228,29 @@ pub fn write_results(path: &Path, report: &Report, run: &RunInfo) -> anyhow::Res
     Ok(())
 }
 
+/// Writes the `rivals` block of `path` (RESULTS.md): date, commit, load,
+/// the table of terrier beside rathole and bore, and the commands run.
+pub fn write_rivals(path: &Path, report: &Report, run: &RunInfo) -> anyhow::Result<()> {
+    let mut block = String::new();
+    let _ = writeln!(
+        block,
+        "Rivals run {} (`cargo run --release -p terrier-bench -- --no-build rivals --record`), commit `{}`, \
+         load average at start {}, at end {}. Ratios are each tunnel / direct of the same repetition.\n",
+        shell("date -u '+%Y-%m-%d %H:%M UTC'"),
+        shell("git describe --always --dirty"),
+        run.load_at_start,
+        load_average()
+    );
+    block.push_str(&report.markdown());
+    block.push_str("Commands:\n\n```\n");
+    let mut seen = std::collections::HashSet::new();
+    for command in run.commands.iter().filter(|c| seen.insert(c.as_str())) {
+        let _ = writeln!(block, "{command}");
+    }
+    block.push_str("```\n");
+    write_block(path, "rivals", &block)
+}
+
 /// Replaces the block between `<!-- terrier-bench NAME:begin … -->` and
 /// `<!-- terrier-bench NAME:end -->` in `path` with `content` (appended at
 /// the end when the markers are missing); the rest of the file is kept.

@@ -1,0 +1,220 @@
+//! terrier beside the two Rust tunnels issue 8 compares it with, rathole
+//! and bore, on the same nginx and iperf3 and in the same run: the issue's
+//! goals quote their ratios from another machine, and ratios to direct move
+//! with the machine (direct loopback traffic got 3× faster here between two
+//! sessions, the tunnels' far less). Measured side by side, "beats rathole"
+//! is a fact of one run, not a comparison across machines.
+//!
+//! Both are plain TCP tunnels (one public port per service, no `Host`
+//! routing, no WebSocket), each started with its documented minimal set-up
+//! on 127.0.0.1: rathole with its default TCP transport (a control channel
+//! per service, a new data connection per visitor), bore with a
+//! `bore local` per service. They are built from crates.io into
+//! `bench/rivals/bin` by `bench/install-rivals.sh`, or found on `PATH`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use tempfile::TempDir;
+use tokio::process::Command;
+use tokio::time::{sleep, Instant};
+
+use crate::lab::{Endpoint, Lab, Route};
+use crate::procs::{self, Proc, READY_TIMEOUT};
+
+/// One rival tunnel, running: its server, its client (the one serving
+/// nginx; bore runs one client per service), and its public ports.
+#[derive(Debug)]
+pub struct Rival {
+    /// "rathole" or "bore".
+    pub name: &'static str,
+    /// Its server process.
+    pub server: Proc,
+    /// Its client process for nginx (the one whose memory is reported).
+    pub client: Proc,
+    /// Other client processes (bore's client for iperf3).
+    others: Vec<Proc>,
+    /// Public port relaying to nginx.
+    pub web: SocketAddr,
+    /// Public port relaying to iperf3.
+    pub bulk: SocketAddr,
+    /// Configs and logs.
+    _dir: TempDir,
+}
+
+impl Rival {
+    /// Stops its clients, then its server.
+    pub async fn stop(self) {
+        self.client.stop().await;
+        for other in self.others {
+            other.stop().await;
+        }
+        self.server.stop().await;
+    }
+
+    /// Where to send HTTP through it.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.web, host: None }
+    }
+}
+
+/// Finds `name` in `bench/rivals/bin` (where `bench/install-rivals.sh` puts
+/// it), then on `PATH`.
+fn find(name: &str) -> Option<PathBuf> {
+    let installed = procs::workspace_root().join("bench/rivals/bin").join(name);
+    installed.is_file().then_some(installed).or_else(|| procs::find_tool(name))
+}
+
+/// Starts every rival that is installed, serving the lab's nginx and
+/// iperf3; a missing or failing one is reported in the second list.
+pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Vec<String>) {
+    let (mut running, mut missing) = (Vec::new(), Vec::new());
+    for name in ["rathole", "bore"] {
+        let Some(bin) = find(name) else {
+            missing.push(format!("{name}: not installed (run bench/install-rivals.sh)"));
+            continue;
+        };
+        let started = match name {
+            "rathole" => start_rathole(&bin, lab.nginx_addr, lab.iperf_addr, commands).await,
+            _ => start_bore(&bin, lab.nginx_addr, lab.iperf_addr, commands).await,
+        };
+        match started {
+            Ok(rival) => running.push(rival),
+            Err(e) => missing.push(format!("{name}: did not start: {}", format!("{e:#}").replace('\n', " "))),
+        }
+    }
+    (running, missing)
+}
+
+/// rathole: one server and one client, a service each for nginx and iperf3.
+async fn start_rathole(
+    bin: &Path,
+    nginx: SocketAddr,
+    iperf: SocketAddr,
+    commands: &mut Vec<String>,
+) -> anyhow::Result<Rival> {
+    let dir = tempfile::Builder::new().prefix("terrier-bench-rathole-").tempdir()?;
+    let control = loopback(procs::free_port()?);
+    let (web, bulk) = (loopback(procs::free_port()?), loopback(procs::free_port()?));
+    let server_toml = format!(
+        "[server]\nbind_addr = \"{control}\"\n\n\
+         [server.services.nginx]\ntoken = \"bench\"\nbind_addr = \"{web}\"\n\n\
+         [server.services.iperf]\ntoken = \"bench\"\nbind_addr = \"{bulk}\"\n"
+    );
+    let client_toml = format!(
+        "[client]\nremote_addr = \"{control}\"\n\n\
+         [client.services.nginx]\ntoken = \"bench\"\nlocal_addr = \"{nginx}\"\n\n\
+         [client.services.iperf]\ntoken = \"bench\"\nlocal_addr = \"{iperf}\"\n"
+    );
+    std::fs::write(dir.path().join("server.toml"), server_toml)?;
+    std::fs::write(dir.path().join("client.toml"), client_toml)?;
+    let run = |mode: &str, config: &str| {
+        let mut cmd = Command::new(bin);
+        cmd.arg(mode).arg(dir.path().join(config)).env("RUST_LOG", "warn");
+        cmd
+    };
+    commands.push(format!(
+        "{} --server <tmp>/server.toml   # services nginx and iperf, tcp transport, on 127.0.0.1",
+        bin.display()
+    ));
+    commands.push(format!("{} --client <tmp>/client.toml", bin.display()));
+    let mut server = Proc::spawn("rathole-server", run("--server", "server.toml"), dir.path())?;
+    server.wait_for_port(control).await?;
+    let client = Proc::spawn("rathole-client", run("--client", "client.toml"), dir.path())?;
+    let rival = Rival { name: "rathole", server, client, others: Vec::new(), web, bulk, _dir: dir };
+    // rathole binds a service's public port once that service's control
+    // channel is up; a request answered through it shows the client is in.
+    wait_until_serving(&rival).await?;
+    Ok(rival)
+}
+
+/// bore: one server, one `bore local` per service (each prints the public
+/// port it got).
+async fn start_bore(
+    bin: &Path,
+    nginx: SocketAddr,
+    iperf: SocketAddr,
+    commands: &mut Vec<String>,
+) -> anyhow::Result<Rival> {
+    /// bore's fixed control port.
+    const CONTROL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7835);
+    if std::net::TcpListener::bind(CONTROL).is_err() {
+        anyhow::bail!("its fixed control port {CONTROL} is taken");
+    }
+    let dir = tempfile::Builder::new().prefix("terrier-bench-bore-").tempdir()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["server", "--bind-addr", "127.0.0.1", "--bind-tunnels", "127.0.0.1"]).env("RUST_LOG", "warn");
+    commands.push(format!("{} server --bind-addr 127.0.0.1 --bind-tunnels 127.0.0.1", bin.display()));
+    let mut server = Proc::spawn("bore-server", cmd, dir.path())?;
+    server.wait_for_port(CONTROL).await?;
+    let mut local = |name: &str, target: SocketAddr| -> anyhow::Result<(Command, u16)> {
+        let port = procs::free_port()?;
+        let mut cmd = Command::new(bin);
+        let args = [
+            "local".to_owned(),
+            target.port().to_string(),
+            "--local-host".to_owned(),
+            target.ip().to_string(),
+            "--to".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+        ];
+        cmd.args(&args).env("RUST_LOG", "info");
+        commands.push(format!("{} {}   # {name}", bin.display(), args.join(" ")));
+        Ok((cmd, port))
+    };
+    let listening = |line: &str| line.contains("listening at");
+    let (cmd, web_port) = local("nginx", nginx)?;
+    let (client, _) = Proc::spawn_until_line("bore-local-nginx", cmd, dir.path(), listening).await?;
+    let (cmd, bulk_port) = local("iperf", iperf)?;
+    let (iperf_client, _) = Proc::spawn_until_line("bore-local-iperf", cmd, dir.path(), listening).await?;
+    let rival = Rival {
+        name: "bore",
+        server,
+        client,
+        others: vec![iperf_client],
+        web: loopback(web_port),
+        bulk: loopback(bulk_port),
+        _dir: dir,
+    };
+    wait_until_serving(&rival).await?;
+    Ok(rival)
+}
+
+/// Waits until one request through the rival's web port is answered 200.
+async fn wait_until_serving(rival: &Rival) -> anyhow::Result<()> {
+    let until = Instant::now() + READY_TIMEOUT;
+    loop {
+        match crate::connect::mean_ms(&rival.endpoint(), 1).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= until => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{} did not relay a request within {READY_TIMEOUT:?}:\n{}",
+                        rival.name,
+                        rival.client.log_tail()
+                    )
+                })
+            }
+            Err(_) => sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}
+
+/// The routes a traffic figure is measured on: direct first, then terrier's
+/// (labelled as in the other parts), then each rival.
+pub fn web_routes(lab: &Lab, rivals: &[Rival]) -> Vec<(String, Endpoint)> {
+    let mut routes: Vec<(String, Endpoint)> = [Route::Direct, Route::TcpPort, Route::Vhost]
+        .into_iter()
+        .map(|r| (format!("terrier {}", r.label()).replace("terrier direct", "direct"), lab.web(r)))
+        .collect();
+    routes.extend(rivals.iter().map(|r| (r.name.to_owned(), r.endpoint())));
+    routes
+}
