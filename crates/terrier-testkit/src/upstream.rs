@@ -21,6 +21,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// Starts the test HTTP service. Routes:
 /// - `GET /hello` → `hello from device`, with the forwarding headers it saw
 ///   echoed back as `x-seen-host`, `x-seen-xff`, `x-seen-proto`, `x-seen-xfh`;
+/// - `GET /headers` → the names of the headers it got, sorted, space-separated;
 /// - `POST /echo` → the request body, streamed back as it arrives;
 /// - `POST /count` → the number of body bytes received, as text;
 /// - `GET /bytes/N` → N bytes of [`pattern`], streamed in 64 KiB chunks;
@@ -76,6 +77,11 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible>
                 }
             }
             r
+        }
+        ("GET", "/headers") => {
+            let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+            names.sort_unstable();
+            full(StatusCode::OK, names.join(" "))
         }
         ("POST", "/echo") => Response::new(req.into_body().boxed()),
         ("POST", "/count") => {

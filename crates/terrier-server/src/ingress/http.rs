@@ -18,7 +18,7 @@ use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::{sniff, Protocol};
-use super::{proxy, Body};
+use super::{passthrough, proxy, Body};
 use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
@@ -118,6 +118,16 @@ where
             return;
         }
     };
+    let peer = Peer::new(remote, transport);
+    let (stream, prefix) = match protocol {
+        Protocol::Http1 if node.config.http_passthrough => {
+            match passthrough::serve(&node, &peer, stream, prefix.as_slice().into()).await {
+                passthrough::Outcome::Done => return,
+                passthrough::Outcome::Declined { stream, buffered } => (stream, buffered.freeze()),
+            }
+        }
+        _ => (stream, prefix.into()),
+    };
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
@@ -130,12 +140,11 @@ where
         .max_buf_size(limits.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     let service_node = node.clone();
-    let peer = Peer::new(remote, transport);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (node, peer) = (service_node.clone(), peer.clone());
         async move { Ok::<_, std::convert::Infallible>(route(node, &peer, req).await) }
     });
-    let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
+    let io = TokioIo::new(Prefixed::new(prefix, stream));
     let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");

@@ -20,6 +20,7 @@ mod limits;
 mod load;
 mod metrics;
 mod operator_process;
+mod passthrough;
 mod pool;
 mod process;
 mod shutdown;
