@@ -43,6 +43,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 server_port="$(free_port)"
+quiet_port="$(free_port)"
 web_port="$(free_port)"
 mkdir -p "$work/www" && head -c 100 /dev/zero | tr '\0' x >"$work/www/index.html"
 python3 -m http.server "$web_port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
@@ -61,7 +62,19 @@ callgrind terrierd "$bin/terrierd" --config "$work/terrierd.toml" --listen "127.
   --data-dir "$work/data" --domain localhost --tcp-bind 127.0.0.1 --tcp-ports 20000-29999 \
   --set limits.control_handshakes_per_ip_per_minute=0
 server_pid=${pids[-1]}
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$server_port/" && break; sleep 0.2; done
+# As the benchmark runs it: warn-level logs, no config file. Logging at
+# another level runs other functions while idle.
+callgrind terrierd-quiet "$bin/terrierd" --listen "127.0.0.1:$quiet_port" --data-dir "$work/data-quiet" \
+  --domain localhost --tcp-bind 127.0.0.1 --tcp-ports 30000-30999 --log warn \
+  --set limits.control_handshakes_per_ip_per_minute=0
+quiet_pid=${pids[-1]}
+for port in "$server_port" "$quiet_port"; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
+done
+"$bin/terrier" --server "http://127.0.0.1:$quiet_port" --name layout-quiet --http "127.0.0.1:$web_port" \
+  --tcp "web=127.0.0.1:$web_port" --log warn >"$work/terrier-quiet.log" 2>&1 &
+pids+=($!)
+quiet_agent_pid=${pids[-1]}
 callgrind terrier "$bin/terrier" --server "http://127.0.0.1:$server_port" --name layout \
   --http "127.0.0.1:$web_port" --tcp "web=127.0.0.1:$web_port" --pool 2 --output json --log warn
 agent_pid=${pids[-1]}
@@ -77,17 +90,18 @@ read -r subdomain tcp_port < <(python3 -c 'import json, sys
 event = json.loads(sys.argv[1])
 print(event["subdomain"], event["tcp"][0]["port"])' "$connected")
 
-# Idle: a few heartbeats, then the first dump (start and idle).
+# Idle: a few heartbeats, then the first dump (start and idle; the quiet
+# terrierd's agent is online by then too).
 sleep 4
-callgrind_control -d "$server_pid" "$agent_pid" >/dev/null 2>&1
+callgrind_control -d "$server_pid" "$agent_pid" "$quiet_pid" >/dev/null 2>&1
 
 # A short load, bounded: 30 visits through the vhost, 30 through the TCP port.
 for _ in $(seq 30); do
   curl -sf -o /dev/null -H "Host: $subdomain.localhost" "http://127.0.0.1:$server_port/"
   curl -sf -o /dev/null "http://127.0.0.1:$tcp_port/"
 done
-kill -INT "$agent_pid" "$server_pid"
-wait "$agent_pid" "$server_pid" 2>/dev/null || true
+kill -INT "$agent_pid" "$server_pid" "$quiet_agent_pid" "$quiet_pid"
+wait "$agent_pid" "$server_pid" "$quiet_agent_pid" "$quiet_pid" 2>/dev/null || true
 
 mkdir -p scripts/code-layout
 python3 - "$work" "$bin" "scripts/code-layout/$triple.txt" <<'EOF'
@@ -122,7 +136,7 @@ def add(names, label):
     counts.append(f"{label} {len(ordered) - before}")
 
 for phase in ("cg.1", "cg"):  # the idle dump, then the final one
-    for program in ("terrierd", "terrier"):
+    for program in ("terrierd", "terrier", "terrierd-quiet"):
         paths = glob.glob(f"{work}/{program}.{phase}")
         if not paths:
             sys.exit(f"code-layout.sh: no callgrind dump {program}.{phase}")

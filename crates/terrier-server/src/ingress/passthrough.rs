@@ -72,7 +72,7 @@ struct RequestHead {
     framing: Framing,
     /// The head as it goes to the device.
     rewritten: Vec<u8>,
-    /// It says `Connection: close`.
+    /// It says `Connection: close`: the visitor's last request.
     closes: bool,
 }
 
@@ -84,8 +84,6 @@ struct InFlight {
     started: Instant,
     /// A `HEAD` request: its answer has no body.
     head: bool,
-    /// It said `Connection: close`.
-    closes: bool,
     /// The request as the visitor sent it, when it has no body: if the
     /// device goes away before answering, the full path gets it again.
     original: Option<bytes::Bytes>,
@@ -306,7 +304,9 @@ fn normalize_host(raw: &str) -> Option<String> {
 /// the way, not for the device) and the visitor's `X-Forwarded-Proto` and
 /// `-Host`, plus `X-Forwarded-For` (the visitor's address appended),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`. `Connection`, `Keep-Alive`
-/// and `TE` stay: the visitor's connection and the device's are one here.
+/// and `TE` stay, as the visitor's connection and the device's are one
+/// here; except `Connection: close`, which ends the visitor's connection
+/// only (after this answer), so the device's can serve the next visitor.
 fn rewrite(req: &httparse::Request<'_, '_>, forwarded_for: &[&[u8]], ip: &[u8], scheme: &str, host: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
@@ -315,8 +315,10 @@ fn rewrite(req: &httparse::Request<'_, '_>, forwarded_for: &[&[u8]], ip: &[u8], 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let dropped =
         ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "proxy-authorization", "proxy-connection"];
+    let closes = says_close(req.headers);
     for header in req.headers.iter() {
-        if dropped.iter().any(|d| header.name.eq_ignore_ascii_case(d)) {
+        let name = header.name;
+        if dropped.iter().any(|d| name.eq_ignore_ascii_case(d)) || closes && name.eq_ignore_ascii_case("connection") {
             continue;
         }
         out.extend_from_slice(header.name.as_bytes());
@@ -403,7 +405,11 @@ impl Upward<'_> {
         W: AsyncWrite + Unpin,
     {
         let (rest, clean) = loop {
+            let last = head.closes;
             match self.forward(&mut visitor, &mut device, &mut buf, head, device_gone).await {
+                // The visitor's `Connection: close` ends its connection
+                // after this answer; the device's stays open for the next.
+                Ok(()) if last => break (None, true),
                 Ok(()) => {}
                 // What was read past the request is whole requests' bytes.
                 Err(Cut::Device) => break (Some(buf), false),
@@ -449,7 +455,6 @@ impl Upward<'_> {
             },
             started: Instant::now(),
             head: head.method == http::Method::HEAD,
-            closes: head.closes,
             original,
         });
         device.write_all(&head.rewritten).await.map_err(|_| Cut::Device)?;
@@ -636,7 +641,9 @@ impl Downward<'_> {
             }
         };
         let informational = (100..200).contains(&status) && status != 101;
-        let request_closes = if informational { false } else { self.log(status, framing) };
+        if !informational {
+            self.log(status, framing);
+        }
         let mut body = Body::new(framing);
         let mut at = len;
         loop {
@@ -650,11 +657,7 @@ impl Downward<'_> {
             buf.advance(at);
             at = 0;
             if body.is_done() {
-                return if informational {
-                    Answer::Continues
-                } else {
-                    Answer::Forwarded { closes: closes || request_closes }
-                };
+                return if informational { Answer::Continues } else { Answer::Forwarded { closes } };
             }
             buf.reserve(READ_CHUNK);
             match device.read_buf(buf).await {
@@ -694,10 +697,9 @@ impl Downward<'_> {
         })
     }
 
-    /// Logs the oldest request in flight with the answer's `status`;
-    /// returns whether that request asked to close the connection.
-    fn log(&self, status: u16, framing: Framing) -> bool {
-        let Some(request) = self.in_flight.lock().expect("in-flight lock").pop_front() else { return true };
+    /// Logs the oldest request in flight with the answer's `status`.
+    fn log(&self, status: u16, framing: Framing) {
+        let Some(request) = self.in_flight.lock().expect("in-flight lock").pop_front() else { return };
         let elapsed = request.started.elapsed();
         self.node.metrics.visitor_request(elapsed);
         let size = match framing {
@@ -709,7 +711,6 @@ impl Downward<'_> {
             status, ms = elapsed.as_millis() as u64, "passed through");
         let record = RequestRecord { status, duration_ms: elapsed.as_millis() as u64, size, ..request.record };
         self.session.traffic.log_request(record, self.node.config.admin.request_log);
-        request.closes
     }
 }
 

@@ -252,3 +252,20 @@ async fn a_later_request_past_max_header_bytes_is_refused_by_the_full_path() {
     assert_eq!(visitor.answer().await.status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn connection_close_ends_the_visitors_connection_only() {
+    init_logging();
+    let (server, _agent, host) = web_device(|_| {}).await;
+    for _ in 0..3 {
+        let mut visitor = RawVisitor::connect(server.addr).await;
+        visitor.send(format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let answer = visitor.answer().await;
+        assert_eq!(answer.status, 200);
+        // The device's connection is kept for the next visitor, so the
+        // device is not asked to close it.
+        assert_eq!(answer.body, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
+        assert!(visitor.closed_within(Duration::from_secs(5)).await, "the visitor asked to close");
+    }
+    server.stop().await;
+}
