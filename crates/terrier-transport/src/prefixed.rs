@@ -37,6 +37,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         let n = this.prefix.len().min(buf.remaining());
         buf.put_slice(&this.prefix[..n]);
         this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // Let go of the buffer they were read into (terrierd reads a
+            // request head into 16 KiB): a control socket keeps its
+            // connection for days.
+            this.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -176,15 +176,19 @@ pub fn classify<'a>(host: &'a str, domain: &str) -> Target<'a> {
 /// The host a request is for, from `Host` (HTTP/1.1) or the URI authority
 /// (HTTP/2, absolute-form), lowercased and without port.
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.host().to_owned())
-        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok().map(str::to_owned))?;
+    match req.uri().authority() {
+        Some(authority) => normalize_host(authority.host()),
+        None => normalize_host(req.headers().get(http::header::HOST)?.to_str().ok()?),
+    }
+}
+
+/// A `Host` value (or URI authority) lowercased, without port or trailing
+/// dot; `None` when nothing is left.
+pub fn normalize_host(raw: &str) -> Option<String> {
     let host = match raw.rsplit_once(':') {
         // `[::1]:80` and `example.com:80` lose the port; a bare IPv6 keeps its colons.
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
-        _ => raw.as_str(),
+        _ => raw,
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     (!host.is_empty()).then_some(host)

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{Body, Framing};
-use super::http::{classify, Peer, Target, Transport};
+use super::http::{classify, normalize_host, Peer, Target, Transport};
 use crate::metrics::StreamKind;
 use crate::store::now_ms;
 use crate::tunnel::session::Session;
@@ -286,17 +286,6 @@ fn parse_request(buf: &[u8], peer: &Peer, node: &Node) -> Option<RequestHead> {
 /// another node of the cluster is served as such.
 fn is_left_to_the_full_path(name: &str) -> bool {
     ["upgrade", "expect", crate::cluster::forward::HOP_HEADER.as_str()].iter().any(|n| name.eq_ignore_ascii_case(n))
-}
-
-/// `Host`'s value lowercased, without port or trailing dot (as
-/// [`super::http::request_host`] does for the full path).
-fn normalize_host(raw: &str) -> Option<String> {
-    let host = match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
-        _ => raw,
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
 }
 
 /// The request head as the device gets it: the request line and headers as
@@ -741,14 +730,6 @@ enum Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_lose_port_case_and_trailing_dot() {
-        assert_eq!(normalize_host("Dev.Localhost:8080").as_deref(), Some("dev.localhost"));
-        assert_eq!(normalize_host("dev.localhost.").as_deref(), Some("dev.localhost"));
-        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
-        assert_eq!(normalize_host(""), None);
-    }
 
     #[test]
     fn the_device_gets_the_head_with_x_forwarded_and_without_proxy_headers() {
