@@ -8,7 +8,8 @@
 //! with hyper's client cost ~42k instructions per request in terrierd
 //! (bench/RESULTS.md step 14), five times what a TCP port costs, and the
 //! HTTP vhost carried 0.22-0.29× direct traffic against 0.37-0.39× through
-//! a TCP port. Here a request costs one head parse and one head write.
+//! a TCP port. Here a request costs ~20k: two head parses (request and
+//! answer) and one head write, plus the relaying a TCP port does too.
 //!
 //! Anything unusual is left to the full path ([`super::http`]): the first
 //! request decides whether the connection passes through at all (HTTP/1.1,
@@ -16,7 +17,12 @@
 //! rules without basic auth, no upgrade, no `Expect`, one clear body
 //! framing); a later request that does not qualify (another host, say)
 //! waits until every answer before it is out, then the connection goes on
-//! in the full path with that request.
+//! in the full path with that request. So do the bodiless requests a
+//! device left unanswered when it went away (they are held until
+//! answered). A device connection that ends at the end of an answer is
+//! kept on the session for the next visitor ([`KeptStreams`]).
+//!
+//! [`KeptStreams`]: crate::tunnel::upstream::KeptStreams
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -405,7 +411,8 @@ impl Upward<'_> {
                 // after this answer; the device's stays open for the next.
                 Ok(()) if last => break (None, true),
                 Ok(()) => {}
-                // What was read past the request is whole requests' bytes.
+                // What was read past the request goes to the full path
+                // after it, if it was held (see `serve`).
                 Err(Cut::Device) => break (Some(buf), false),
                 Err(Cut::Visitor) => break (None, false),
             }
