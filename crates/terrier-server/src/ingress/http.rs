@@ -121,9 +121,15 @@ where
     let peer = Peer::new(remote, transport);
     let (stream, prefix) = match protocol {
         Protocol::Http1 if node.config.http_passthrough => {
-            match passthrough::serve(&node, &peer, stream, prefix.as_slice().into()).await {
-                passthrough::Outcome::Done => return,
-                passthrough::Outcome::Declined { stream, buffered } => (stream, buffered.freeze()),
+            let (mut stream, mut buffered) = (stream, prefix.as_slice().into());
+            loop {
+                match passthrough::serve(&node, &peer, stream, buffered).await {
+                    passthrough::Outcome::Done => return,
+                    // The device's connection ended: the next request is
+                    // routed afresh.
+                    passthrough::Outcome::Unbound { stream: s, buffered: b } => (stream, buffered) = (s, b),
+                    passthrough::Outcome::Declined { stream, buffered } => break (stream, buffered.freeze()),
+                }
             }
         }
         _ => (stream, prefix.into()),

@@ -54,6 +54,15 @@ const READ_CHUNK: usize = 16 * 1024;
 pub enum Outcome<S> {
     /// The connection is done.
     Done,
+    /// The device's connection ended after answering: the visitor's next
+    /// request (`buffered` holds what was read of it, perhaps nothing) is
+    /// routed afresh.
+    Unbound {
+        /// The visitor's connection.
+        stream: S,
+        /// Bytes read and not forwarded.
+        buffered: BytesMut,
+    },
     /// The full path must serve the connection from here: `buffered` are
     /// bytes read from it and not forwarded (a whole request head first).
     Declined {
@@ -153,41 +162,41 @@ where
     };
     let UpEnd { rest, visitor: visitor_rd, device: device_wr, clean } = up_end;
     let DownEnd { visitor: visitor_wr, device: device_rd, state } = down_end;
-    let state_unfinished = state == DownState::Unfinished;
     let name = session.name.as_str();
-    let mut unanswered = Vec::new();
-    let device_reusable = match state {
-        DownState::Idle { closing } => clean && !closing,
-        DownState::DeviceGone => {
-            unanswered = in_flight.lock().expect("in-flight lock").drain(..).map(|r| r.original).collect();
-            false
+    let (reusable, unanswered, answered) = match state {
+        DownState::Idle => (clean, Some(Vec::new()), 0),
+        // Held requests only: one with a body cannot be sent again.
+        DownState::DeviceGone { answered } => {
+            let held = in_flight.lock().expect("in-flight lock").drain(..).map(|r| r.original).collect();
+            (false, held, answered)
         }
-        DownState::Unfinished => false,
+        DownState::Unfinished => (false, None, 0),
     };
-    if device_reusable {
+    if reusable {
         let max = node.live.limits().max_idle_http_per_device;
         session.passthrough_streams.give_back(device_rd.unsplit(device_wr), max);
     }
     let Some(mut visitor_wr) = visitor_wr else { return Outcome::Done };
-    // Requests left to the full path: those the device never answered
-    // (each still held whole: only bodiless ones are), then the rest.
-    let rest = match (rest, unanswered.into_iter().collect::<Option<Vec<_>>>()) {
-        _ if state_unfinished => None,
-        (Some(rest), Some(unanswered)) => {
-            let mut all = BytesMut::from(unanswered.concat().as_slice());
-            all.extend_from_slice(&rest);
-            Some(all)
-        }
-        _ => None,
+    // What the visitor sent and nobody answered: the requests the device
+    // left (in order), then what was read after them.
+    let Some((unanswered, rest)) = unanswered.zip(rest) else {
+        let _ = visitor_wr.shutdown().await;
+        return Outcome::Done;
     };
-    match rest {
-        Some(buffered) => {
-            tracing::debug!(device = name, remote = %peer.remote, "passthrough hands the connection to the full path");
-            Outcome::Declined { stream: visitor_rd.unsplit(visitor_wr), buffered }
+    let mut buffered = BytesMut::from(unanswered.concat().as_slice());
+    buffered.extend_from_slice(&rest);
+    let stream = visitor_rd.unsplit(visitor_wr);
+    match state {
+        // The device answered on this connection and then ended it: the
+        // passthrough goes on with a new one. (If it never answered, the
+        // full path tries once more and shows the page that says why.)
+        DownState::DeviceGone { .. } if answered > 0 => {
+            tracing::debug!(device = name, remote = %peer.remote, answered, "passthrough: device connection ended, visitor unbound");
+            Outcome::Unbound { stream, buffered }
         }
-        None => {
-            let _ = visitor_wr.shutdown().await;
-            Outcome::Done
+        _ => {
+            tracing::debug!(device = name, remote = %peer.remote, "passthrough hands the connection to the full path");
+            Outcome::Declined { stream, buffered }
         }
     }
 }
@@ -556,12 +565,12 @@ struct DownEnd<R, W> {
 /// Where the device → visitor direction stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DownState {
-    /// Every request answered, at the end of an answer; `closing` when a
-    /// request or answer said `Connection: close` (or came from HTTP/1.0).
-    Idle { closing: bool },
-    /// The device closed or broke with no byte of an answer in progress
-    /// passed on: the visitor's connection is still sound.
-    DeviceGone,
+    /// Every request answered, at the end of an answer.
+    Idle,
+    /// The device closed or broke (or said it would close: `Connection:
+    /// close`, HTTP/1.0) with no byte of an answer in progress passed on,
+    /// after `answered` answers: the visitor's connection is still sound.
+    DeviceGone { answered: u64 },
     /// In the middle of an answer, or the visitor is gone.
     Unfinished,
 }
@@ -575,7 +584,7 @@ impl Downward<'_> {
         W: AsyncWrite + Unpin,
     {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let (mut answered, mut closing) = (0u64, false);
+        let mut answered = 0u64;
         let done = requests_done.cancelled();
         tokio::pin!(done);
         let state = loop {
@@ -587,12 +596,12 @@ impl Downward<'_> {
                 tokio::select! {
                     () = done.as_mut() => {
                         if self.in_flight.lock().expect("in-flight lock").is_empty() {
-                            break DownState::Idle { closing };
+                            break DownState::Idle;
                         }
                     }
                     read = device.read_buf(&mut buf) => {
                         if !matches!(read, Ok(n) if n > 0) {
-                            break DownState::DeviceGone;
+                            break DownState::DeviceGone { answered };
                         }
                     }
                 }
@@ -601,14 +610,18 @@ impl Downward<'_> {
             match self.answer(&mut device, &mut visitor, &mut buf).await {
                 Answer::Forwarded { closes } => {
                     answered += 1;
-                    closing |= closes;
+                    // No more requests for this connection: the ones that
+                    // came meanwhile go elsewhere with the next.
+                    if closes {
+                        break DownState::DeviceGone { answered };
+                    }
                 }
                 Answer::Continues => {}
-                Answer::Ended => break DownState::DeviceGone,
+                Answer::Ended => break DownState::DeviceGone { answered },
                 Answer::Broken { why, started } => {
                     tracing::debug!(device = %self.session.name, host = self.host, answered, reused = self.reused, why,
                         "passthrough: the device's side ended");
-                    break if started { DownState::Unfinished } else { DownState::DeviceGone };
+                    break if started { DownState::Unfinished } else { DownState::DeviceGone { answered } };
                 }
                 Answer::VisitorGone => return DownEnd { visitor: None, device, state: DownState::Unfinished },
             }

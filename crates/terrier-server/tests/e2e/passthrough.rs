@@ -269,3 +269,39 @@ async fn connection_close_ends_the_visitors_connection_only() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_closes_after_every_answer_keeps_its_visitors_on_the_passthrough() {
+    init_logging();
+    // The device's server answers one request per connection, then closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let names = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let mut names: Vec<String> = req.headers().keys().map(|n| n.to_string()).collect();
+                names.sort_unstable();
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                    names.join(" "),
+                ))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), names),
+            );
+        }
+    });
+    let server = TestServer::start(|_| {}).await;
+    let mut agent = TestAgent::start(server.url(), "one-shot", Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    let mut visitor = RawVisitor::connect(server.addr).await;
+    for i in 0..3 {
+        visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\n\r\n").as_bytes()).await;
+        let answer = visitor.answer().await;
+        assert_eq!(answer.status, 200, "request {i}");
+        // `keep-alive` reaches the device only through the passthrough.
+        assert!(answer.body.contains("keep-alive"), "request {i} went the full path: {}", answer.body);
+    }
+    server.stop().await;
+}
