@@ -112,8 +112,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = node.live.limits();
+    let idle = buffered.is_empty();
     let read_head = read_request_head(&mut visitor, &mut buffered, limits.header_read_timeout, limits.max_header_bytes);
-    match read_head.await {
+    // A visitor unbound from its device with nothing sent yet is idle: the
+    // server's shutdown closes it, as hyper does with an idle keep-alive.
+    let read = if idle {
+        tokio::select! {
+            read = read_head => read,
+            () = node.shutdown.cancelled() => HeadRead::Closed,
+        }
+    } else {
+        read_head.await
+    };
+    match read {
         HeadRead::Complete => {}
         HeadRead::Closed => return Outcome::Done,
         HeadRead::Unusual => return Outcome::Declined { stream: visitor, buffered },
