@@ -159,8 +159,7 @@ where
     tokio::pin!(upward, downward);
     // The answers decide the end: after the visitor's last request they
     // still come back; once the device stops answering, the visitor's
-    // requests left (if any) go to the full path, which tells the device is
-    // offline or takes them to its new session.
+    // requests left (if any) are routed afresh (below).
     let (up_end, down_end) = tokio::select! {
         up_end = &mut upward => {
             requests_done.cancel();
