@@ -208,10 +208,7 @@ pub fn write_results(path: &Path, report: &Report, run: &RunInfo) -> anyhow::Res
     if !run.build.is_zero() {
         let _ = writeln!(block, "cargo build --release -p terrier-server -p terrier-agent   # run by the bench first");
     }
-    let mut seen = std::collections::HashSet::new();
-    for command in run.commands.iter().filter(|c| seen.insert(c.as_str())) {
-        let _ = writeln!(block, "{command}");
-    }
+    push_commands(&mut block, &run.commands);
     let _ = writeln!(block, "```\n\n{END}");
 
     let old = std::fs::read_to_string(path).unwrap_or_default();
@@ -243,12 +240,17 @@ pub fn write_rivals(path: &Path, report: &Report, run: &RunInfo) -> anyhow::Resu
     );
     block.push_str(&report.markdown());
     block.push_str("Commands:\n\n```\n");
-    let mut seen = std::collections::HashSet::new();
-    for command in run.commands.iter().filter(|c| seen.insert(c.as_str())) {
-        let _ = writeln!(block, "{command}");
-    }
+    push_commands(&mut block, &run.commands);
     block.push_str("```\n");
     write_block(path, "rivals", &block)
+}
+
+/// Appends each command line once, in the order first run.
+fn push_commands(block: &mut String, commands: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    for command in commands.iter().filter(|c| seen.insert(c.as_str())) {
+        let _ = writeln!(block, "{command}");
+    }
 }
 
 /// Replaces the block between `<!-- terrier-bench NAME:begin … -->` and

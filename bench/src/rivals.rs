@@ -208,13 +208,15 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
 }
 
-/// The routes a traffic figure is measured on: direct first, then terrier's
-/// (labelled as in the other parts), then each rival.
+/// The routes a traffic figure is measured on: direct first, then terrier's,
+/// then each rival.
 pub fn web_routes(lab: &Lab, rivals: &[Rival]) -> Vec<(String, Endpoint)> {
-    let mut routes: Vec<(String, Endpoint)> = [Route::Direct, Route::TcpPort, Route::Vhost]
-        .into_iter()
-        .map(|r| (format!("terrier {}", r.label()).replace("terrier direct", "direct"), lab.web(r)))
-        .collect();
+    let mut routes: Vec<(String, Endpoint)> = [
+        ("direct".to_owned(), lab.web(Route::Direct)),
+        (format!("terrier {}", Route::TcpPort.label()), lab.web(Route::TcpPort)),
+        (format!("terrier {}", Route::Vhost.label()), lab.web(Route::Vhost)),
+    ]
+    .into();
     routes.extend(rivals.iter().map(|r| (r.name.to_owned(), r.endpoint())));
     routes
 }

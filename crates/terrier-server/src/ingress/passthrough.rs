@@ -30,17 +30,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH, HTTP_SERVICE};
-use terrier_transport::byte_stream::ByteStream;
+use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::framing::{Body, Framing};
 use super::http::{classify, normalize_host, Peer, Target, Transport};
-use crate::metrics::StreamKind;
 use crate::store::now_ms;
 use crate::tunnel::session::Session;
-use crate::tunnel::traffic::{Metered, RequestRecord, Side};
+use crate::tunnel::traffic::RequestRecord;
+use crate::tunnel::upstream;
 use crate::Node;
 
 /// Most header lines a passed-through head may have (hyper's limit is 100;
@@ -98,8 +97,6 @@ struct InFlight {
     record: RequestRecord,
     /// When it was sent, for the duration.
     started: Instant,
-    /// A `HEAD` request: its answer has no body.
-    head: bool,
     /// The request as the visitor sent it, when it has no body: if the
     /// device goes away before answering, the full path gets it again.
     original: Option<bytes::Bytes>,
@@ -135,14 +132,10 @@ where
     let Some(session) = qualifying_session(node, peer, &first) else {
         return Outcome::Declined { stream: visitor, buffered };
     };
-    let (device, reused) = match session.passthrough_streams.take() {
-        Some(kept) => (kept, true),
-        None => match session.open_stream(HTTP_SERVICE).await {
-            Ok(opened) => {
-                let stream = ByteStream::new(opened.socket);
-                let (traffic, metrics) = (session.traffic.clone(), node.metrics.clone());
-                (Metered::on_side(stream, Side::Device, traffic, metrics, StreamKind::Http), false)
-            }
+    let device = match session.passthrough_streams.take() {
+        Some(kept) => kept,
+        None => match upstream::open_device_stream(&session, &node.metrics).await {
+            Ok(opened) => opened,
             // The full path tries again and shows the page that says why.
             Err(_) => return Outcome::Declined { stream: visitor, buffered },
         },
@@ -151,9 +144,8 @@ where
     let (device_rd, device_wr) = tokio::io::split(device);
     let in_flight = Mutex::new(VecDeque::new());
     let (requests_done, device_gone) = (CancellationToken::new(), CancellationToken::new());
-    let host = first.host.clone();
     let up = Upward { node, peer, session: &session, in_flight: &in_flight };
-    let down = Downward { node, session: &session, in_flight: &in_flight, host: &host, reused };
+    let down = Downward { node, session: &session, in_flight: &in_flight };
     let upward = up.run(visitor_rd, device_wr, buffered, first, &requests_done, &device_gone);
     let downward = down.run(device_rd, visitor_wr, &requests_done);
     tokio::pin!(upward, downward);
@@ -474,7 +466,6 @@ impl Upward<'_> {
                 size: None,
             },
             started: Instant::now(),
-            head: head.method == http::Method::HEAD,
             original,
         });
         device.write_all(&head.rewritten).await.map_err(|_| Cut::Device)?;
@@ -556,10 +547,6 @@ struct Downward<'a> {
     node: &'a Node,
     session: &'a Session,
     in_flight: &'a Mutex<VecDeque<InFlight>>,
-    /// The device's host name, for logs.
-    host: &'a str,
-    /// The device connection was kept from an earlier visitor.
-    reused: bool,
 }
 
 /// How the device → visitor direction ended.
@@ -629,7 +616,7 @@ impl Downward<'_> {
                 Answer::Continues => {}
                 Answer::Ended => break DownState::DeviceGone { answered },
                 Answer::Broken { why, started } => {
-                    tracing::debug!(device = %self.session.name, host = self.host, answered, reused = self.reused, why,
+                    tracing::debug!(device = %self.session.name, answered, why,
                         "passthrough: the device's side ended");
                     break if started { DownState::Unfinished } else { DownState::DeviceGone { answered } };
                 }
@@ -667,7 +654,7 @@ impl Downward<'_> {
                 _ => return Answer::Broken { why: "closed before a whole answer head", started: false },
             }
         };
-        let informational = (100..200).contains(&status) && status != 101;
+        let informational = is_informational(status);
         if !informational {
             self.log(status, framing);
         }
@@ -699,8 +686,13 @@ impl Downward<'_> {
     /// lengths.
     fn answer_framing(&self, response: &httparse::Response<'_, '_>) -> Option<Framing> {
         let status = response.code.unwrap_or(0);
-        let to_head = self.in_flight.lock().expect("in-flight lock").front().is_some_and(|r| r.head);
-        if to_head || (100..200).contains(&status) && status != 101 || status == 204 || status == 304 {
+        let to_head = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .front()
+            .is_some_and(|r| r.record.method == http::Method::HEAD);
+        if to_head || is_informational(status) || status == 204 || status == 304 {
             return Some(Framing::Empty);
         }
         let (mut length, mut chunked) = (None, None);
@@ -739,6 +731,11 @@ impl Downward<'_> {
         let record = RequestRecord { status, duration_ms: elapsed.as_millis() as u64, size, ..request.record };
         self.session.traffic.log_request(record, self.node.config.admin.request_log);
     }
+}
+
+/// A 1xx answer other than `101`: the final answer follows it.
+fn is_informational(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 /// Whether `Connection` among `headers` says `close`.

@@ -101,6 +101,14 @@ impl KeptStreams {
     }
 }
 
+/// A new tunnel stream to `session`'s web service, its bytes counted as
+/// HTTP traffic: what both HTTP paths send requests on.
+pub async fn open_device_stream(session: &Session, metrics: &Arc<Metrics>) -> Result<DeviceStream, OpenError> {
+    let opened = session.open_stream(HTTP_SERVICE).await?;
+    let (traffic, metrics) = (session.traffic.clone(), metrics.clone());
+    Ok(Metered::on_side(ByteStream::new(opened.socket), Side::Device, traffic, metrics, StreamKind::Http))
+}
+
 /// Why a request could not be sent to the device.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -200,14 +208,7 @@ fn keep_unless_upgraded(
 /// Opens a tunnel stream to the web service and starts an HTTP/1 client
 /// connection on it (its task ends when the connection closes).
 async fn connect(session: &Session, metrics: &Arc<Metrics>) -> Result<SendRequest<Incoming>, SendError> {
-    let opened = session.open_stream(HTTP_SERVICE).await?;
-    let stream = Metered::on_side(
-        ByteStream::new(opened.socket),
-        Side::Device,
-        session.traffic.clone(),
-        metrics.clone(),
-        StreamKind::Http,
-    );
+    let stream = open_device_stream(session, metrics).await?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     let device = session.name.clone();
     tokio::spawn(async move {
