@@ -15,6 +15,7 @@ mod agent;
 mod cluster;
 mod connect;
 mod devices;
+mod floor;
 mod iperf;
 mod lab;
 mod parts;
@@ -58,7 +59,7 @@ struct Cli {
 }
 
 /// The parts of the benchmark.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Part {
     /// Everything below, then writes bench/RESULTS.md.
     All,
@@ -84,11 +85,27 @@ enum Part {
     Storm,
     /// Churn for --minutes, sampling terrierd's RSS, open FDs and tokio tasks (not in `all`).
     Soak,
+    /// One hop of `rivals`' relay floor: relays each --to target from a new 127.0.0.1 port (started by the bench itself).
+    #[command(hide = true)]
+    Relay {
+        /// Where to relay to; the ports it listens on are printed in this order.
+        #[arg(long, required = true)]
+        to: Vec<std::net::SocketAddr>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Part::Relay { to } = &cli.part {
+        return match floor::serve(to).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("terrier-bench relay: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let started = Instant::now();
     // Leaving `run` (error or Ctrl-C) drops every child process, which kills it.
     let outcome = tokio::select! {
@@ -109,7 +126,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    let standalone = matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak);
+    let standalone =
+        matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak | Part::Relay { .. });
     if !standalone {
         procs::check_tools()?;
     }
@@ -163,7 +181,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 parts::short_load(&lab, s).await;
                 parts::rss(&lab, "after load", &mut report).await;
             }
-            Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak => {}
+            Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak | Part::Relay { .. } => {}
         }
         run.commands.extend(lab.commands.iter().cloned());
         run.commands.extend(parts::commands(&lab, s));

@@ -11,6 +11,8 @@
 //! per service, a new data connection per visitor), bore with a
 //! `bore local` per service. They are built from crates.io into
 //! `bench/rivals/bin` by `bench/install-rivals.sh`, or found on `PATH`.
+//! The relay floor ([`crate::floor`]) runs beside them: the ceiling every
+//! tunnel of this shape is under, in the same run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,10 +69,15 @@ fn find(name: &str) -> Option<PathBuf> {
     installed.is_file().then_some(installed).or_else(|| procs::find_tool(name))
 }
 
-/// Starts every rival that is installed, serving the lab's nginx and
-/// iperf3; a missing or failing one is reported in the second list.
+/// Starts the relay floor ([`crate::floor`]) and every rival that is
+/// installed, serving the lab's nginx and iperf3; a missing or failing one
+/// is reported in the second list.
 pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Vec<String>) {
     let (mut running, mut missing) = (Vec::new(), Vec::new());
+    match start_floor(lab.nginx_addr, lab.iperf_addr, commands).await {
+        Ok(floor) => running.push(floor),
+        Err(e) => missing.push(format!("relay floor: did not start: {}", format!("{e:#}").replace('\n', " "))),
+    }
     for name in ["rathole", "bore"] {
         let Some(bin) = find(name) else {
             missing.push(format!("{name}: not installed (run bench/install-rivals.sh)"));
@@ -128,6 +135,43 @@ async fn start_rathole(
     // channel is up; a request answered through it shows the client is in.
     wait_until_serving(&rival).await?;
     Ok(rival)
+}
+
+/// The relay floor's name in the tables.
+pub const FLOOR: &str = "relay floor";
+
+/// The relay floor: this bench's own `relay` subcommand twice, the
+/// "client" hop relaying to nginx and iperf3, the "server" hop to the
+/// client's ports.
+async fn start_floor(nginx: SocketAddr, iperf: SocketAddr, commands: &mut Vec<String>) -> anyhow::Result<Rival> {
+    let dir = tempfile::Builder::new().prefix("terrier-bench-floor-").tempdir()?;
+    let (client, client_web, client_bulk) =
+        start_floor_hop("floor-client", [nginx, iperf], dir.path(), commands).await?;
+    let (server, web, bulk) = start_floor_hop("floor-server", [client_web, client_bulk], dir.path(), commands).await?;
+    let rival = Rival { name: FLOOR, server, client, others: Vec::new(), web, bulk, _dir: dir };
+    wait_until_serving(&rival).await?;
+    Ok(rival)
+}
+
+/// One relay process of the floor, relaying to `to` (web, then bulk);
+/// returns it and its two ports.
+async fn start_floor_hop(
+    name: &str,
+    to: [SocketAddr; 2],
+    dir: &Path,
+    commands: &mut Vec<String>,
+) -> anyhow::Result<(Proc, SocketAddr, SocketAddr)> {
+    let bin = std::env::current_exe().context("finding terrier-bench itself")?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("relay").arg("--to").arg(to[0].to_string()).arg("--to").arg(to[1].to_string());
+    commands.push(format!("{} relay --to {} --to {}   # relay floor, {name}", bin.display(), to[0], to[1]));
+    let (proc, line) = Proc::spawn_until_line(name, cmd, dir, |l| l.starts_with(crate::floor::READY)).await?;
+    let ports: Vec<u16> =
+        line.trim_start_matches(crate::floor::READY).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    match ports[..] {
+        [web, bulk] => Ok((proc, loopback(web), loopback(bulk))),
+        _ => anyhow::bail!("{name}: no two ports in {line:?}"),
+    }
 }
 
 /// bore: one server, one `bore local` per service (each prints the public
