@@ -30,7 +30,7 @@ use crate::procs::{self, Proc, READY_TIMEOUT};
 /// nginx; bore runs one client per service), and its public ports.
 #[derive(Debug)]
 pub struct Rival {
-    /// "rathole" or "bore".
+    /// "rathole", "bore" or [`FLOOR`].
     pub name: &'static str,
     /// Its server process.
     pub server: Proc,
