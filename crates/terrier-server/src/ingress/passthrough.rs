@@ -165,16 +165,15 @@ where
     let UpEnd { rest, visitor: visitor_rd, device: device_wr, clean } = up_end;
     let DownEnd { visitor: visitor_wr, device: device_rd, state } = down_end;
     let name = session.name.as_str();
-    let (reusable, unanswered, answered) = match state {
-        DownState::Idle => (clean, Some(Vec::new()), 0),
+    let unanswered = match state {
+        DownState::Idle => Some(Vec::new()),
         // Held requests only: one with a body cannot be sent again.
-        DownState::DeviceGone { answered } => {
-            let held = in_flight.lock().expect("in-flight lock").drain(..).map(|r| r.original).collect();
-            (false, held, answered)
+        DownState::DeviceGone { .. } => {
+            in_flight.lock().expect("in-flight lock").drain(..).map(|r| r.original).collect()
         }
-        DownState::Unfinished => (false, None, 0),
+        DownState::Unfinished => None,
     };
-    if reusable {
+    if state == DownState::Idle && clean {
         let max = node.live.limits().max_idle_http_per_device;
         session.passthrough_streams.give_back(device_rd.unsplit(device_wr), max);
     }
@@ -192,7 +191,7 @@ where
         // The device answered on this connection and then ended it: the
         // passthrough goes on with a new one. (If it never answered, the
         // full path tries once more and shows the page that says why.)
-        DownState::DeviceGone { .. } if answered > 0 => {
+        DownState::DeviceGone { answered } if answered > 0 => {
             tracing::debug!(device = name, remote = %peer.remote, answered, "passthrough: device connection ended, visitor unbound");
             Outcome::Unbound { stream, buffered }
         }
@@ -294,8 +293,8 @@ fn parse_request(buf: &[u8], peer: &Peer, node: &Node) -> Option<RequestHead> {
     };
     let path = target.split_once('?').map_or(target, |(path, _)| path).to_owned();
     let method = http::Method::from_bytes(method.as_bytes()).ok()?;
-    let rewritten = rewrite(&req, &forwarded_for, peer.ip_header.as_bytes(), scheme, &host);
     let closes = says_close(req.headers);
+    let rewritten = rewrite(&req, &forwarded_for, peer.ip_header.as_bytes(), scheme, &host, closes);
     Some(RequestHead { len, host, method, path, framing, rewritten, closes })
 }
 
@@ -312,9 +311,17 @@ fn is_left_to_the_full_path(name: &str) -> bool {
 /// `-Host`, plus `X-Forwarded-For` (the visitor's address appended),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`. `Connection`, `Keep-Alive`
 /// and `TE` stay, as the visitor's connection and the device's are one
-/// here; except `Connection: close`, which ends the visitor's connection
-/// only (after this answer), so the device's can serve the next visitor.
-fn rewrite(req: &httparse::Request<'_, '_>, forwarded_for: &[&[u8]], ip: &[u8], scheme: &str, host: &str) -> Vec<u8> {
+/// here; except `Connection: close` (`closes`), which ends the visitor's
+/// connection only (after this answer), so the device's can serve the next
+/// visitor.
+fn rewrite(
+    req: &httparse::Request<'_, '_>,
+    forwarded_for: &[&[u8]],
+    ip: &[u8],
+    scheme: &str,
+    host: &str,
+    closes: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
@@ -322,7 +329,6 @@ fn rewrite(req: &httparse::Request<'_, '_>, forwarded_for: &[&[u8]], ip: &[u8], 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let dropped =
         ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "proxy-authorization", "proxy-connection"];
-    let closes = says_close(req.headers);
     for header in req.headers.iter() {
         let name = header.name;
         if dropped.iter().any(|d| name.eq_ignore_ascii_case(d)) || closes && name.eq_ignore_ascii_case("connection") {
@@ -773,7 +779,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         req.parse(raw).unwrap();
-        let head = rewrite(&req, &[b"10.0.0.1"], b"192.0.2.7", "https", "dev.localhost");
+        let head = rewrite(&req, &[b"10.0.0.1"], b"192.0.2.7", "https", "dev.localhost", says_close(req.headers));
         let text = String::from_utf8(head).unwrap();
         assert_eq!(
             text,

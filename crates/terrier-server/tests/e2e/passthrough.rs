@@ -102,11 +102,37 @@ impl RawVisitor {
 
 /// A server (with `tweak`) and one web device; returns the device's host.
 async fn web_device(tweak: impl FnOnce(&mut terrier_server::config::ServerConfig)) -> (TestServer, TestAgent, String) {
-    let server = TestServer::start(tweak).await;
     let web = upstream::http_service().await;
-    let mut agent = TestAgent::start(server.url(), "passthrough", Some(web), &[]);
+    device_serving(web, "passthrough", tweak).await
+}
+
+/// A terrierd and a device named `name` whose web service is at `web`; the
+/// device's host name.
+async fn device_serving(
+    web: std::net::SocketAddr,
+    name: &str,
+    tweak: impl FnOnce(&mut terrier_server::config::ServerConfig),
+) -> (TestServer, TestAgent, String) {
+    let server = TestServer::start(tweak).await;
+    let mut agent = TestAgent::start(server.url(), name, Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
     (server, agent, host)
+}
+
+/// A device's web service on 127.0.0.1 that hands each connection to `serve`.
+async fn web_service<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve(tcp));
+        }
+    });
+    web
 }
 
 #[tokio::test]
@@ -207,17 +233,12 @@ async fn an_idle_passthrough_connection_closes_after_http_idle_timeout() {
 async fn a_device_that_closes_before_its_first_answer_gives_the_502_page() {
     init_logging();
     // The device's "web service" reads the request and hangs up.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = tcp.read(&mut buf).await;
-        }
-    });
-    let server = TestServer::start(|_| {}).await;
-    let mut agent = TestAgent::start(server.url(), "hangs-up", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let web = web_service(|mut tcp| async move {
+        let mut buf = [0u8; 1024];
+        let _ = tcp.read(&mut buf).await;
+    })
+    .await;
+    let (server, _agent, host) = device_serving(web, "hangs-up", |_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
     let page = visitor.answer().await;
@@ -274,27 +295,19 @@ async fn connection_close_ends_the_visitors_connection_only() {
 async fn a_device_that_closes_after_every_answer_keeps_its_visitors_on_the_passthrough() {
     init_logging();
     // The device's server answers one request per connection, then closes.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let names = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                let mut names: Vec<String> = req.headers().keys().map(|n| n.to_string()).collect();
-                names.sort_unstable();
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                    names.join(" "),
-                ))))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .keep_alive(false)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), names),
-            );
-        }
-    });
-    let server = TestServer::start(|_| {}).await;
-    let mut agent = TestAgent::start(server.url(), "one-shot", Some(web), &[]);
-    let host = device_host(&agent.connected(1).await.subdomain);
+    let web = web_service(|tcp| async move {
+        let names = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let mut names: Vec<String> = req.headers().keys().map(|n| n.to_string()).collect();
+            names.sort_unstable();
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                names.join(" "),
+            ))))
+        });
+        let mut connection = hyper::server::conn::http1::Builder::new();
+        let _ = connection.keep_alive(false).serve_connection(hyper_util::rt::TokioIo::new(tcp), names).await;
+    })
+    .await;
+    let (server, _agent, host) = device_serving(web, "one-shot", |_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     for i in 0..3 {
         visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\n\r\n").as_bytes()).await;
