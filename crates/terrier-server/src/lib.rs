@@ -60,8 +60,8 @@ pub struct Node {
     pub peers: cluster::nodes::Peers,
     /// HTTP client that forwards visitors to other nodes.
     pub peer_client: cluster::forward::PeerClient,
-    /// Set while the store may not reflect this node's sessions (at start,
-    /// after a store failure); the heartbeat then resyncs before registering.
+    /// Set while the store may not reflect this node's sessions (after a
+    /// store failure); the heartbeat then resyncs before registering.
     pub needs_resync: std::sync::atomic::AtomicBool,
     /// Lease releases that failed while the store was away, to retry.
     pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
@@ -179,7 +179,7 @@ async fn serve(
         peers: cluster::nodes::Peers::default(),
         peer_client: cluster::forward::client(),
         unreleased: Default::default(),
-        needs_resync: std::sync::atomic::AtomicBool::new(true),
+        needs_resync: std::sync::atomic::AtomicBool::new(false),
         tasks: tasks.clone(),
         auth,
         certificates,
@@ -189,6 +189,10 @@ async fn serve(
         admin,
         metrics,
     });
+    // Registered before the first device can connect: recover_node above
+    // already marked this node's old leases offline, so the first heartbeat
+    // finds the node known and has no sessions to write back.
+    cluster::nodes::register(&node).await.context("registering this node")?;
     tracing::info!(
         node = %node.node_id,
         listen = %listener.local_addr()?,

@@ -78,10 +78,17 @@ pub async fn announce(node: &Node) {
     if node.needs_resync.load(Ordering::Acquire) {
         return;
     }
-    let ttl = node.config.cluster.node_ttl.as_millis() as u64;
-    if let Err(e) = node.store.register_node(&info(node), ttl).await {
+    if let Err(e) = register(node).await {
         tracing::debug!(error = %e, "registration refresh failed");
     }
+}
+
+/// Registers this node under its TTL. Start-up calls it before serving,
+/// after recovering the node's old leases: no session exists yet, so there
+/// is nothing to resync, and devices that connect in the first milliseconds
+/// (all of them, after a restart) are not written twice.
+pub async fn register(node: &Node) -> Result<(), crate::store::StoreError> {
+    node.store.register_node(&info(node), node.config.cluster.node_ttl.as_millis() as u64).await
 }
 
 /// This node as the registry shows it.

@@ -102,3 +102,22 @@ async fn metrics_parse_and_count_real_traffic() {
     agent.stop().await.unwrap();
     server.stop().await;
 }
+
+/// A device whose handshake is already waiting when terrierd starts (as
+/// every device is after a restart) gets its lease claimed once: the node
+/// registers before it serves, so the first heartbeat finds nothing to
+/// resync and writes no lease back.
+#[tokio::test]
+async fn a_device_connecting_at_start_is_not_restored() {
+    init_logging();
+    let server = TestServer::start(|c| c.cluster.heartbeat_interval = std::time::Duration::from_millis(300)).await;
+    // Nothing has polled the server yet: the handshake waits in the backlog.
+    let device = terrier_testkit::raw::FakeDevice::connect(server.addr, "early").await;
+    let admin = AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    let beats = server.config.cluster.heartbeat_interval * 2;
+    tokio::time::sleep(beats).await;
+    let (samples, _) = parse(&admin.get("/metrics").await.text).await;
+    assert_eq!(value(&samples, "terrier_devices_online", &[]), 1.0);
+    let restores = ("terrier_store_duration_seconds_count".to_owned(), vec![("op".to_owned(), "restore".to_owned())]);
+    assert_eq!(samples.get(&restores), None, "the lease of {} was written back", device.session);
+}
