@@ -40,14 +40,16 @@ export "$flags_var=$flags"
 echo "building: cargo build --release --target $triple -p terrier-server -p terrier-agent ($flags_var=${!flags_var})"
 cargo build --release --target "$triple" -p terrier-server -p terrier-agent "$@"
 
-# A list made by another toolchain, profile or dependency version names
-# functions that no longer exist: say how much of it still applies.
+# A list made by another toolchain, profile or dependency version, or
+# before a code change, names functions that no longer exist: say how much
+# of it still applies. A few percent matters: with 93% of the names found,
+# terrierd idled at 6.0 MiB instead of 4.0 (bench/RESULTS.md, step 17).
 if [ -f "$layout" ]; then
   listed="$(wc -l <"$layout")"
   found="$({ nm --defined-only "target/$triple/release/terrierd"; nm --defined-only "target/$triple/release/terrier"; } |
     awk 'NF == 3 { print $3 }' | sort -u | comm -12 - <(sort -u "$layout") | wc -l)"
   echo "code layout: $found of $listed listed functions found"
-  if [ "$found" -lt $((listed * 3 / 4)) ]; then
+  if [ "$found" -lt $((listed * 98 / 100)) ]; then
     echo "code layout: the list is stale (idle memory grows by megabytes); make a new one with scripts/code-layout.sh" >&2
   fi
 fi
