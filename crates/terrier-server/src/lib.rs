@@ -61,7 +61,8 @@ pub struct Node {
     /// HTTP client that forwards visitors to other nodes.
     pub peer_client: cluster::forward::PeerClient,
     /// Set while the store may not reflect this node's sessions (after a
-    /// store failure); the heartbeat then resyncs before registering.
+    /// store failure, or when the registry lost this node); the heartbeat
+    /// then resyncs before registering.
     pub needs_resync: std::sync::atomic::AtomicBool,
     /// Lease releases that failed while the store was away, to retry.
     pub unreleased: std::sync::Mutex<Vec<cluster::nodes::Unreleased>>,
