@@ -14,6 +14,8 @@
 # but change with the toolchain, the target, the release profile or a
 # dependency's version: release-build.sh says how much of the list it found,
 # and this script (run by hand, ~3 min plus the build) makes a new one.
+# ThinLTO's `.llvm.<number>` suffixes also change from machine to machine;
+# scripts/layout-link.sh matches those at link time, so they need no new list.
 #
 #   scripts/code-layout.sh             # release build, then record
 #   NO_BUILD=1 scripts/code-layout.sh  # record with the binaries already built
