@@ -92,13 +92,54 @@ enum Part {
         #[arg(long, required = true)]
         to: Vec<std::net::SocketAddr>,
     },
+    /// Server hop of `rivals`' pooled relay floor: a public and a pool port per service (started by the bench itself).
+    #[command(hide = true)]
+    PoolRelayServer {
+        /// How many services; it prints their public ports, then their pool ports.
+        #[arg(long)]
+        services: usize,
+    },
+    /// Agent hop of `rivals`' pooled relay floor: keeps --size connections open to each --pool port (started by the bench itself).
+    #[command(hide = true)]
+    PoolRelayClient {
+        /// A server hop's pool port; the n-th --pool relays to the n-th --to.
+        #[arg(long, required = true)]
+        pool: Vec<std::net::SocketAddr>,
+        /// Where the visitors of the n-th --pool go.
+        #[arg(long, required = true)]
+        to: Vec<std::net::SocketAddr>,
+        /// Idle connections kept open per pool port.
+        #[arg(long, default_value_t = 4)]
+        size: usize,
+    },
+}
+
+impl Part {
+    /// Whether this is one of the floor's relay hops, a process the bench starts.
+    fn is_relay_hop(&self) -> bool {
+        matches!(self, Part::Relay { .. } | Part::PoolRelayServer { .. } | Part::PoolRelayClient { .. })
+    }
+}
+
+/// Runs a relay hop of the floor until it is killed.
+async fn relay_hop(part: &Part) -> anyhow::Result<()> {
+    match part {
+        Part::Relay { to } => floor::serve(to).await,
+        Part::PoolRelayServer { services } => floor::serve_pool_server(*services).await,
+        Part::PoolRelayClient { pool, to, size } => {
+            anyhow::ensure!(pool.len() == to.len(), "give as many --to as --pool");
+            let pairs: Vec<_> = pool.iter().copied().zip(to.iter().copied()).collect();
+            floor::serve_pool_client(&pairs, *size).await
+        }
+        _ => anyhow::bail!("not a relay hop"),
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Part::Relay { to } = &cli.part {
-        return match floor::serve(to).await {
+    if cli.part.is_relay_hop() {
+        return match relay_hop(&cli.part).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("terrier-bench relay: {e:#}");
@@ -126,8 +167,8 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    let standalone =
-        matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak | Part::Relay { .. });
+    let standalone = cli.part.is_relay_hop()
+        || matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak);
     if !standalone {
         procs::check_tools()?;
     }
@@ -181,7 +222,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 parts::short_load(&lab, s).await;
                 parts::rss(&lab, "after load", &mut report).await;
             }
-            Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak | Part::Relay { .. } => {}
+            _ => {}
         }
         run.commands.extend(lab.commands.iter().cloned());
         run.commands.extend(parts::commands(&lab, s));

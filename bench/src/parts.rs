@@ -237,7 +237,7 @@ pub async fn rivals(lab: &mut Lab, s: &Settings, report: &mut Report, commands: 
     let mut processes: Vec<(String, &crate::procs::Proc)> =
         vec![("terrierd".to_owned(), &lab.server), ("terrier agent".to_owned(), &lab.agent)];
     // The floor's relays are this bench program, not a tunnel: no memory figure.
-    for rival in running.iter().filter(|r| r.name != rivals::FLOOR) {
+    for rival in running.iter().filter(|r| !rivals::is_floor(r.name)) {
         processes.push((format!("{} server", rival.name), &rival.server));
         processes.push((format!("{} client", rival.name), &rival.client));
     }

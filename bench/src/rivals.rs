@@ -11,8 +11,8 @@
 //! per service, a new data connection per visitor), bore with a
 //! `bore local` per service. They are built from crates.io into
 //! `bench/rivals/bin` by `bench/install-rivals.sh`, or found on `PATH`.
-//! The relay floor ([`crate::floor`]) runs beside them: the ceiling every
-//! tunnel of this shape is under, in the same run.
+//! The relay floors ([`crate::floor`], plain and pooled) run beside them:
+//! the ceilings every tunnel of this shape is under, in the same run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use crate::procs::{self, Proc, READY_TIMEOUT};
 /// nginx; bore runs one client per service), and its public ports.
 #[derive(Debug)]
 pub struct Rival {
-    /// "rathole", "bore" or [`FLOOR`].
+    /// "rathole", "bore", [`FLOOR`] or [`FLOOR_POOLED`].
     pub name: &'static str,
     /// Its server process.
     pub server: Proc,
@@ -74,9 +74,14 @@ fn find(name: &str) -> Option<PathBuf> {
 /// is reported in the second list.
 pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Vec<String>) {
     let (mut running, mut missing) = (Vec::new(), Vec::new());
-    match start_floor(lab.nginx_addr, lab.iperf_addr, commands).await {
-        Ok(floor) => running.push(floor),
-        Err(e) => missing.push(format!("relay floor: did not start: {}", format!("{e:#}").replace('\n', " "))),
+    for (name, started) in [
+        (FLOOR, start_floor(lab.nginx_addr, lab.iperf_addr, commands).await),
+        (FLOOR_POOLED, start_pooled_floor(lab.nginx_addr, lab.iperf_addr, commands).await),
+    ] {
+        match started {
+            Ok(floor) => running.push(floor),
+            Err(e) => missing.push(format!("{name}: did not start: {}", format!("{e:#}").replace('\n', " "))),
+        }
     }
     for name in ["rathole", "bore"] {
         let Some(bin) = find(name) else {
@@ -140,37 +145,91 @@ async fn start_rathole(
 /// The relay floor's name in the tables.
 pub const FLOOR: &str = "relay floor";
 
+/// The pooled relay floor's name in the tables.
+pub const FLOOR_POOLED: &str = "relay floor, pooled";
+
+/// Whether a rival is one of the floors (this bench's own relays, not a
+/// tunnel).
+pub fn is_floor(name: &str) -> bool {
+    name == FLOOR || name == FLOOR_POOLED
+}
+
+/// Idle connections per service in the pooled floor, as terrier's `--pool 4`.
+const FLOOR_POOL_SIZE: usize = 4;
+
 /// The relay floor: this bench's own `relay` subcommand twice, the
 /// "client" hop relaying to nginx and iperf3, the "server" hop to the
 /// client's ports.
 async fn start_floor(nginx: SocketAddr, iperf: SocketAddr, commands: &mut Vec<String>) -> anyhow::Result<Rival> {
     let dir = tempfile::Builder::new().prefix("terrier-bench-floor-").tempdir()?;
-    let (client, client_web, client_bulk) =
-        start_floor_hop("floor-client", [nginx, iperf], dir.path(), commands).await?;
-    let (server, web, bulk) = start_floor_hop("floor-server", [client_web, client_bulk], dir.path(), commands).await?;
+    let hop =
+        |to: [SocketAddr; 2]| ["relay".to_owned(), "--to".into(), to[0].to_string(), "--to".into(), to[1].to_string()];
+    let (client, ports) = start_floor_hop("floor-client", &hop([nginx, iperf]), dir.path(), commands).await?;
+    let [client_web, client_bulk] = two_ports("floor-client", &ports)?;
+    let (server, ports) =
+        start_floor_hop("floor-server", &hop([client_web, client_bulk]), dir.path(), commands).await?;
+    let [web, bulk] = two_ports("floor-server", &ports)?;
     let rival = Rival { name: FLOOR, server, client, others: Vec::new(), web, bulk, _dir: dir };
     wait_until_serving(&rival).await?;
     Ok(rival)
 }
 
-/// One relay process of the floor, relaying to `to` (web, then bulk);
-/// returns it and its two ports.
+/// The pooled relay floor ([`crate::floor::serve_pool_server`]): the server
+/// hop with a public and a pool port per service, the agent hop keeping
+/// [`FLOOR_POOL_SIZE`] connections open to each pool port.
+async fn start_pooled_floor(nginx: SocketAddr, iperf: SocketAddr, commands: &mut Vec<String>) -> anyhow::Result<Rival> {
+    let dir = tempfile::Builder::new().prefix("terrier-bench-floor-pooled-").tempdir()?;
+    let server_args = ["pool-relay-server".to_owned(), "--services".into(), "2".into()];
+    let (server, ports) = start_floor_hop("floor-pooled-server", &server_args, dir.path(), commands).await?;
+    let [web, bulk, web_pool, bulk_pool] = ports[..] else {
+        anyhow::bail!("floor-pooled-server: no four ports in {ports:?}");
+    };
+    let client_args = [
+        "pool-relay-client".to_owned(),
+        "--pool".into(),
+        web_pool.to_string(),
+        "--to".into(),
+        nginx.to_string(),
+        "--pool".into(),
+        bulk_pool.to_string(),
+        "--to".into(),
+        iperf.to_string(),
+        "--size".into(),
+        FLOOR_POOL_SIZE.to_string(),
+    ];
+    let (client, _) = start_floor_hop("floor-pooled-client", &client_args, dir.path(), commands).await?;
+    let rival = Rival { name: FLOOR_POOLED, server, client, others: Vec::new(), web, bulk, _dir: dir };
+    wait_until_serving(&rival).await?;
+    Ok(rival)
+}
+
+/// One relay process of a floor (this bench run with `args`); returns it
+/// and the ports its ready line lists.
 async fn start_floor_hop(
     name: &str,
-    to: [SocketAddr; 2],
+    args: &[String],
     dir: &Path,
     commands: &mut Vec<String>,
-) -> anyhow::Result<(Proc, SocketAddr, SocketAddr)> {
+) -> anyhow::Result<(Proc, Vec<SocketAddr>)> {
     let bin = std::env::current_exe().context("finding terrier-bench itself")?;
     let mut cmd = Command::new(&bin);
-    cmd.arg("relay").arg("--to").arg(to[0].to_string()).arg("--to").arg(to[1].to_string());
-    commands.push(format!("{} relay --to {} --to {}   # relay floor, {name}", bin.display(), to[0], to[1]));
+    cmd.args(args);
+    commands.push(format!("{} {}   # {name}", bin.display(), args.join(" ")));
     let (proc, line) = Proc::spawn_until_line(name, cmd, dir, |l| l.starts_with(crate::floor::READY)).await?;
-    let ports: Vec<u16> =
-        line.trim_start_matches(crate::floor::READY).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let ports = line
+        .trim_start_matches(crate::floor::READY)
+        .split_whitespace()
+        .map(|p| p.parse().map(loopback))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{name}: ports in {line:?}"))?;
+    Ok((proc, ports))
+}
+
+/// The web and bulk ports of a plain relay hop.
+fn two_ports(name: &str, ports: &[SocketAddr]) -> anyhow::Result<[SocketAddr; 2]> {
     match ports[..] {
-        [web, bulk] => Ok((proc, loopback(web), loopback(bulk))),
-        _ => anyhow::bail!("{name}: no two ports in {line:?}"),
+        [web, bulk] => Ok([web, bulk]),
+        _ => anyhow::bail!("{name}: no two ports in {ports:?}"),
     }
 }
 
