@@ -7,14 +7,15 @@
 # `<name>.llvm.<number>`, and the numbers changed when the same commit was
 # built on another machine. The list then missed those functions (125 of
 # 2,896), and a terrierd built with 93% of its list found idled at 6.0 MiB
-# instead of 4.0 (bench/RESULTS.md, steps 17 and 18). Here
-# each listed name is matched by what comes before `.llvm.` against the
-# symbols of the objects on the command line, and the linker gets the names
-# it really has, in the list's order.
+# instead of 4.0 (bench/RESULTS.md, steps 17 and 18). Here each listed
+# name is matched by what comes before `.llvm.` against the symbols of the
+# objects on the command line, and the linker gets the names it really
+# has, in the list's order.
 #
 # rustc calls it with cc's arguments; `-Wl,--symbol-ordering-file=<list>`
 # among them names the list (its path changes with its contents, so cargo
-# links again when the list changes).
+# links again when the list changes). Without a list or objects on the
+# command line (rustc passing them in an @file, say) it is plain cc.
 set -euo pipefail
 linker=cc
 args=()
