@@ -16,12 +16,10 @@
 
 use std::net::SocketAddr;
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// What a relay process prints once it listens: its ports, in the order
@@ -107,8 +105,7 @@ pub async fn serve_pool_server(services: usize) -> anyhow::Result<()> {
 /// Accepts pooled connections on `pool` and gives each visitor of `public`
 /// the oldest idle one (waiting for one if none is idle).
 async fn hand_out_pooled(public: TcpListener, pool: TcpListener) -> anyhow::Result<()> {
-    let (idle_tx, idle_rx) = mpsc::unbounded_channel();
-    let idle_rx = Arc::new(Mutex::new(idle_rx));
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
     let pooling = tokio::spawn(async move {
         loop {
             let (pooled, _) = pool.accept().await.context("accepting a pooled connection")?;
@@ -120,9 +117,8 @@ async fn hand_out_pooled(public: TcpListener, pool: TcpListener) -> anyhow::Resu
     let handing = async {
         loop {
             let (visitor, _) = public.accept().await.context("accepting")?;
-            let idle_rx = Arc::clone(&idle_rx);
+            let Some(pooled) = idle_rx.recv().await else { return Ok(()) };
             tokio::spawn(async move {
-                let Some(pooled) = idle_rx.lock().await.recv().await else { return };
                 if let Err(e) = copy_both(visitor, pooled).await {
                     eprintln!("pooled relay: {e}");
                 }

@@ -109,37 +109,31 @@ enum Part {
         #[arg(long, required = true)]
         to: Vec<std::net::SocketAddr>,
         /// Idle connections kept open per pool port.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long)]
         size: usize,
     },
 }
 
-impl Part {
-    /// Whether this is one of the floor's relay hops, a process the bench starts.
-    fn is_relay_hop(&self) -> bool {
-        matches!(self, Part::Relay { .. } | Part::PoolRelayServer { .. } | Part::PoolRelayClient { .. })
-    }
-}
-
-/// Runs a relay hop of the floor until it is killed.
-async fn relay_hop(part: &Part) -> anyhow::Result<()> {
-    match part {
+/// Runs `part` if it is a relay hop of a floor (a process the bench starts
+/// itself), until it is killed; `None` for every other part.
+async fn relay_hop(part: &Part) -> Option<anyhow::Result<()>> {
+    Some(match part {
         Part::Relay { to } => floor::serve(to).await,
         Part::PoolRelayServer { services } => floor::serve_pool_server(*services).await,
-        Part::PoolRelayClient { pool, to, size } => {
-            anyhow::ensure!(pool.len() == to.len(), "give as many --to as --pool");
+        Part::PoolRelayClient { pool, to, size } if pool.len() == to.len() => {
             let pairs: Vec<_> = pool.iter().copied().zip(to.iter().copied()).collect();
             floor::serve_pool_client(&pairs, *size).await
         }
-        _ => anyhow::bail!("not a relay hop"),
-    }
+        Part::PoolRelayClient { .. } => Err(anyhow::anyhow!("give as many --to as --pool")),
+        _ => return None,
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.part.is_relay_hop() {
-        return match relay_hop(&cli.part).await {
+    if let Some(outcome) = relay_hop(&cli.part).await {
+        return match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("terrier-bench relay: {e:#}");
@@ -167,8 +161,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let mut run = RunInfo { load_at_start: report::load_average(), ..RunInfo::default() };
-    let standalone = cli.part.is_relay_hop()
-        || matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak);
+    let standalone = matches!(cli.part, Part::Devices | Part::Cluster | Part::Agent | Part::Storm | Part::Soak);
     if !standalone {
         procs::check_tools()?;
     }
