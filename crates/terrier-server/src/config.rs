@@ -50,10 +50,6 @@ pub struct ServerConfig {
     /// delay up to this, so they do not all return in the same second.
     #[serde(with = "humantime_serde")]
     pub reconnect_spread: Duration,
-    /// Plain HTTP/1.1 visitors of a device are passed through to it with
-    /// only the heads read (`ingress/passthrough.rs`); `false` serves every
-    /// request with a full HTTP server and client instead.
-    pub http_passthrough: bool,
     /// Limits and timeouts.
     pub limits: Limits,
     /// How this node works with others sharing a Redis store.
@@ -264,7 +260,6 @@ impl Default for ServerConfig {
             pages_dir: None,
             node_id: None,
             drain_timeout: Duration::from_secs(10),
-            http_passthrough: true,
             reconnect_spread: Duration::from_secs(5),
             limits: Limits::default(),
             cluster: Cluster::default(),

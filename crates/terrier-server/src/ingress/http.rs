@@ -18,7 +18,7 @@ use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::{sniff, Protocol};
-use super::{passthrough, proxy, Body};
+use super::{proxy, Body};
 use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
@@ -119,21 +119,6 @@ where
         }
     };
     let peer = Peer::new(remote, transport);
-    let (stream, prefix) = match protocol {
-        Protocol::Http1 if node.config.http_passthrough => {
-            let (mut stream, mut buffered) = (stream, prefix.as_slice().into());
-            loop {
-                match passthrough::serve(&node, &peer, stream, buffered).await {
-                    passthrough::Outcome::Done => return,
-                    // The device's connection ended: the next request is
-                    // routed afresh.
-                    passthrough::Outcome::Unbound { stream: s, buffered: b } => (stream, buffered) = (s, b),
-                    passthrough::Outcome::Declined { stream, buffered } => break (stream, buffered.freeze()),
-                }
-            }
-        }
-        _ => (stream, prefix.into()),
-    };
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
@@ -150,7 +135,7 @@ where
         let (node, peer) = (service_node.clone(), peer.clone());
         async move { Ok::<_, std::convert::Infallible>(route(node, &peer, req).await) }
     });
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
     let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");

@@ -1,12 +1,9 @@
 //! Where visitors come in: the HTTP listener that routes by `Host`
 //! ([`http`]), the forwarding of a request to a device ([`proxy`]) and the
-//! public TCP ports ([`tcp`]), plain HTTP/1.1 passed through to a device
-//! with only the heads read ([`passthrough`], [`framing`]), the TLS listener with SNI passthrough ([`tls`]);
-//! both of those relay raw connections the same way ([`raw`]).
+//! public TCP ports ([`tcp`]), the TLS listener with SNI passthrough
+//! ([`tls`]); both of those relay raw connections the same way ([`raw`]).
 
-pub mod framing;
 pub mod http;
-pub mod passthrough;
 pub mod proxy;
 pub mod raw;
 pub mod sniff;

@@ -74,8 +74,6 @@ pub struct Session {
     /// HTTP/1 connections to the device's web service, kept for the next
     /// proxied request.
     pub http_connections: super::upstream::HttpConnections,
-    /// Device connections passthrough visitors left, for the next ones.
-    pub passthrough_streams: super::upstream::KeptStreams,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
@@ -186,7 +184,6 @@ impl Session {
             pool_idle: init.pool_idle,
             max_streams: init.max_streams,
             http_connections: Default::default(),
-            passthrough_streams: Default::default(),
         });
         (session, rx)
     }
@@ -261,7 +258,7 @@ impl Session {
             pool.retain(|parked| parked.since.elapsed() < self.pool_idle);
             before - pool.len()
         };
-        let connections = self.http_connections.prune(http_idle) + self.passthrough_streams.prune(http_idle);
+        let connections = self.http_connections.prune(http_idle);
         if sockets + connections > 0 {
             tracing::debug!(device = %self.name, sockets, connections,
                 "closed pooled data sockets and HTTP connections left unused past their idle timeouts");
@@ -310,7 +307,6 @@ impl Session {
     pub fn clear_pool(&self) {
         self.pool.lock().expect("pool lock").clear();
         self.http_connections.clear();
-        self.passthrough_streams.clear();
     }
 
     /// Idle pooled data sockets right now.

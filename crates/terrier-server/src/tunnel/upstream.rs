@@ -47,63 +47,11 @@ struct Kept {
     sender: SendRequest<Incoming>,
 }
 
-/// A connection to the device's web service that a passthrough visitor
-/// ([`crate::ingress::passthrough`]) used: bytes as they are, heads only read.
-pub type DeviceStream = Metered<ByteStream<super::UpgradedIo>>;
+/// A connection to the device's web service, its bytes counted as HTTP traffic.
+type DeviceStream = Metered<ByteStream<super::UpgradedIo>>;
 
-/// Device connections passthrough visitors left at the end of an answer,
-/// the newest last, for the next visitor: without them, every new visitor
-/// connection would open a tunnel stream (an `open` round trip and a
-/// WebSocket handshake to the device, unless the agent keeps a pool).
-#[derive(Default)]
-pub struct KeptStreams {
-    /// Streams and when each was handed back.
-    kept: Mutex<Vec<(Instant, DeviceStream)>>,
-}
-
-impl KeptStreams {
-    /// The newest kept stream the device has not closed; closed ones found
-    /// on the way are dropped. (A device that closes one just as it is
-    /// taken is not seen here: its visitor gets the close.)
-    pub fn take(&self) -> Option<DeviceStream> {
-        use futures_util::FutureExt;
-        use tokio::io::AsyncReadExt;
-        loop {
-            let (_, mut stream) = self.kept.lock().expect("kept streams lock").pop()?;
-            // Nothing to read and no end yet: still open. (The read left
-            // pending goes on with the next one: ByteStream keeps it.)
-            let mut probe = [0u8; 1];
-            if stream.read(&mut probe).now_or_never().is_none() {
-                return Some(stream);
-            }
-        }
-    }
-
-    /// Keeps `stream` for a later visitor; past `max`, the oldest closes.
-    pub fn give_back(&self, stream: DeviceStream, max: usize) {
-        let mut kept = self.kept.lock().expect("kept streams lock");
-        kept.push((Instant::now(), stream));
-        let over = kept.len().saturating_sub(max);
-        kept.drain(..over);
-    }
-
-    /// Drops streams kept unused for `idle_for` or longer; returns how many.
-    pub fn prune(&self, idle_for: Duration) -> usize {
-        let mut kept = self.kept.lock().expect("kept streams lock");
-        let before = kept.len();
-        kept.retain(|(since, _)| since.elapsed() < idle_for);
-        before - kept.len()
-    }
-
-    /// Drops every kept stream (the session ended).
-    pub fn clear(&self) {
-        self.kept.lock().expect("kept streams lock").clear();
-    }
-}
-
-/// A new tunnel stream to `session`'s web service, its bytes counted as
-/// HTTP traffic: what both HTTP paths send requests on.
-pub async fn open_device_stream(session: &Session, metrics: &Arc<Metrics>) -> Result<DeviceStream, OpenError> {
+/// A new tunnel stream to `session`'s web service.
+async fn open_device_stream(session: &Session, metrics: &Arc<Metrics>) -> Result<DeviceStream, OpenError> {
     let opened = session.open_stream(HTTP_SERVICE).await?;
     let (traffic, metrics) = (session.traffic.clone(), metrics.clone());
     Ok(Metered::on_side(ByteStream::new(opened.socket), Side::Device, traffic, metrics, StreamKind::Http))

@@ -1,11 +1,10 @@
-//! HTTP/1.1 passthrough (`http_passthrough`, on by default): a visitor's
-//! plain connection is bound to one device connection, heads read, bytes
-//! passed. Driven with raw sockets, so pipelining, both body framings and
-//! the exact headers are the test's own.
+//! HTTP/1.1 visitors on the wire: driven with raw sockets, so pipelining,
+//! both body framings and the exact headers are the test's own, and every
+//! request is parsed, routed and framed again by terrierd's one HTTP path.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::device_host;
@@ -136,7 +135,7 @@ where
 }
 
 #[tokio::test]
-async fn pipelined_requests_with_both_body_framings_pass_through_on_one_connection() {
+async fn pipelined_requests_with_both_body_framings_are_answered_in_order() {
     init_logging();
     let (server, _agent, host) = web_device(|_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
@@ -165,10 +164,10 @@ async fn pipelined_requests_with_both_body_framings_pass_through_on_one_connecti
     server.stop().await;
 }
 
-/// The header names the device got for one GET carrying `Keep-Alive` and
-/// `Proxy-Authorization`.
-async fn headers_the_device_sees(passthrough: bool) -> String {
-    let (server, _agent, host) = web_device(|c| c.http_passthrough = passthrough).await;
+#[tokio::test]
+async fn the_device_never_sees_the_visitors_hop_by_hop_headers() {
+    init_logging();
+    let (server, _agent, host) = web_device(|_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     let request = format!(
         "GET /headers HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\n\
@@ -177,58 +176,34 @@ async fn headers_the_device_sees(passthrough: bool) -> String {
     visitor.send(request.as_bytes()).await;
     let answer = visitor.answer().await;
     assert_eq!(answer.status, 200);
+    // A proxy between two connections drops hop-by-hop headers.
+    assert_eq!(answer.body, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
     server.stop().await;
-    answer.body
 }
 
 #[tokio::test]
-async fn the_device_sees_the_visitors_connection_headers_only_with_passthrough() {
-    init_logging();
-    let passed = headers_the_device_sees(true).await;
-    assert_eq!(passed, "host keep-alive x-forwarded-for x-forwarded-host x-forwarded-proto");
-    // The full path drops hop-by-hop headers, as a proxy between two
-    // connections must.
-    let proxied = headers_the_device_sees(false).await;
-    assert_eq!(proxied, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
-}
-
-#[tokio::test]
-async fn another_host_on_the_same_connection_goes_on_in_the_full_path() {
+async fn each_request_on_a_connection_is_routed_by_its_own_host() {
     init_logging();
     let (server, _agent, host) = web_device(|_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     let get = |host: &str| format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n");
     visitor.send(get(&host).as_bytes()).await;
     assert_eq!(visitor.answer().await.status, 200);
-    // Pipelined: the device's answer comes first, then the full path's page.
+    // Pipelined: the device's answer comes first, then the unknown host's page.
     visitor.send(format!("{}{}", get(&host), get("nobody12345.localhost")).as_bytes()).await;
     assert_eq!(visitor.answer().await.status, 200);
     let unknown = visitor.answer().await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.body.contains("No device here"), "{}", unknown.body);
-    // The full path goes on serving the device on that connection.
+    // The connection goes on serving the device.
     visitor.send(get(&host).as_bytes()).await;
     let again = visitor.answer().await;
     assert_eq!((again.status, again.body.as_str()), (200, "hello from device"));
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_idle_passthrough_connection_closes_after_http_idle_timeout() {
-    init_logging();
-    let idle = Duration::from_millis(400);
-    let (server, _agent, host) = web_device(|c| c.limits.http_idle_timeout = idle).await;
-    let mut visitor = RawVisitor::connect(server.addr).await;
-    visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
-    let answered = Instant::now();
-    assert!(visitor.closed_within(Duration::from_secs(5)).await, "an idle visitor kept its connection");
-    assert!(answered.elapsed() >= idle - Duration::from_millis(50), "closed after {:?}", answered.elapsed());
-    server.stop().await;
-}
-
-/// A device that hangs up instead of answering: the request goes on in the
-/// full path, which tries once more and shows the page that says so.
+/// A device that hangs up instead of answering: the visitor gets the page
+/// that says so, and the request is not sent again.
 #[tokio::test]
 async fn a_device_that_closes_before_its_first_answer_gives_the_502_page() {
     init_logging();
@@ -249,14 +224,14 @@ async fn a_device_that_closes_before_its_first_answer_gives_the_502_page() {
 }
 
 #[tokio::test]
-async fn a_later_request_past_max_header_bytes_is_refused_by_the_full_path() {
+async fn a_later_request_past_max_header_bytes_is_refused() {
     init_logging();
     let (server, _agent, host) = web_device(|c| c.limits.max_header_bytes = 8192).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
     assert_eq!(visitor.answer().await.status, 200);
-    // Over the limit before its end: the passthrough stops reading, and the
-    // full path answers 431 (or closes, if it stops reading first).
+    // Over the limit before its end: 431, or a close if hyper stops
+    // reading first.
     let huge = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(16 * 1024));
     let _ = visitor.tcp.write_all(huge.as_bytes()).await;
     let mut rest = Vec::new();
@@ -265,7 +240,7 @@ async fn a_later_request_past_max_header_bytes_is_refused_by_the_full_path() {
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
     assert!(!text.contains("hello from device"), "the oversized request reached the device");
 
-    // Garbage after a passed-through request: 400 from the full path.
+    // Garbage after an answered request: 400.
     let mut visitor = RawVisitor::connect(server.addr).await;
     visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
     assert_eq!(visitor.answer().await.status, 200);
@@ -283,8 +258,8 @@ async fn connection_close_ends_the_visitors_connection_only() {
         visitor.send(format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
         let answer = visitor.answer().await;
         assert_eq!(answer.status, 200);
-        // The device's connection is kept for the next visitor, so the
-        // device is not asked to close it.
+        // The device's connection is kept for the next visitor: the
+        // visitor's `Connection: close` is for its own hop only.
         assert_eq!(answer.body, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
         assert!(visitor.closed_within(Duration::from_secs(5)).await, "the visitor asked to close");
     }
@@ -292,7 +267,7 @@ async fn connection_close_ends_the_visitors_connection_only() {
 }
 
 #[tokio::test]
-async fn a_device_that_closes_after_every_answer_keeps_its_visitors_on_the_passthrough() {
+async fn a_device_that_closes_after_every_answer_keeps_serving_its_visitor() {
     init_logging();
     // The device's server answers one request per connection, then closes.
     let web = web_service(|tcp| async move {
@@ -313,8 +288,7 @@ async fn a_device_that_closes_after_every_answer_keeps_its_visitors_on_the_passt
         visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\n\r\n").as_bytes()).await;
         let answer = visitor.answer().await;
         assert_eq!(answer.status, 200, "request {i}");
-        // `keep-alive` reaches the device only through the passthrough.
-        assert!(answer.body.contains("keep-alive"), "request {i} went the full path: {}", answer.body);
+        assert!(!answer.body.contains("keep-alive"), "request {i}: {}", answer.body);
     }
     server.stop().await;
 }
