@@ -571,6 +571,29 @@ impl Store for EmbeddedStore {
         .await
         .map_err(backend)?
     }
+
+    async fn blob_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (db, key, value) = (self.db.clone(), key.to_owned(), value.to_vec());
+        tokio::task::spawn_blocking(move || {
+            // One write transaction: redb runs them one at a time.
+            let txn = db.begin_write().map_err(backend)?;
+            let stored = {
+                let mut table = txn.open_table(BLOBS).map_err(backend)?;
+                let existing = table.get(key.as_str()).map_err(backend)?.map(|v| v.value().to_vec());
+                match existing {
+                    Some(existing) => existing,
+                    None => {
+                        table.insert(key.as_str(), value.as_slice()).map_err(backend)?;
+                        value
+                    }
+                }
+            };
+            txn.commit().map_err(backend)?;
+            Ok(stored)
+        })
+        .await
+        .map_err(backend)?
+    }
 }
 
 /// A [`Claim`] that owns its strings, to cross into the blocking pool.

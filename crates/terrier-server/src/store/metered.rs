@@ -103,4 +103,7 @@ impl Store for MeteredStore {
     async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.timed("put_blob", self.inner.put_blob(key, value)).await
     }
+    async fn blob_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.timed("blob_or_insert", self.inner.blob_or_insert(key, value)).await
+    }
 }

@@ -169,6 +169,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `value` under `key`, replacing what was there; an empty
     /// `value` deletes the key.
     async fn put_blob(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The blob under `key`; when there is none, stores `value` there first,
+    /// atomically, so nodes starting together all end up with one value.
+    async fn blob_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
 }
 
 /// A subdomain reserved for one device name.

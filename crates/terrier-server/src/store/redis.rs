@@ -414,6 +414,15 @@ impl Store for RedisStore {
         }
         cmd.query_async::<()>(&mut conn).await.map_err(backend)
     }
+
+    async fn blob_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key("blob", key);
+        // SET NX decides the race; whoever lost reads the winner's value.
+        redis::cmd("SET").arg(&key).arg(value).arg("NX").query_async::<()>(&mut conn).await.map_err(backend)?;
+        let stored: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.map_err(backend)?;
+        stored.ok_or_else(|| backend(format!("blob {key} vanished right after it was set")))
+    }
 }
 
 /// Random ports of `range` as a comma-separated list.

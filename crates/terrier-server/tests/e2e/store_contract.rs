@@ -351,4 +351,8 @@ async fn check_blobs(store: &dyn Store) {
     store.put_blob("acme/x", b"").await.unwrap();
     assert_eq!(store.get_blob("acme/x").await.unwrap(), None);
     assert_eq!(store.get_blob("acme/y").await.unwrap().as_deref(), Some(&b"other"[..]));
+    // The first value inserted stays; later callers get it back.
+    assert_eq!(store.blob_or_insert("secret", b"first").await.unwrap(), b"first");
+    assert_eq!(store.blob_or_insert("secret", b"second").await.unwrap(), b"first");
+    assert_eq!(store.get_blob("secret").await.unwrap().as_deref(), Some(&b"first"[..]));
 }
