@@ -3,8 +3,8 @@
 //! passthrough) and HTTP basic auth (HTTP only). A device with no rule is
 //! open to every visitor, as before.
 //!
-//! The address checked is the visitor's TCP peer as this node sees it; a
-//! request another node forwarded was checked there. Passwords are stored
+//! The address checked is the visitor's TCP peer, or for a request a peer
+//! node forwarded, the address its authenticated envelope vouches for. Passwords are stored
 //! as SHA-256 hex: use long random ones (`openssl rand -base64 18`), since
 //! an unsalted fast hash protects a guessable password poorly.
 

@@ -176,6 +176,15 @@ pub struct Cluster {
     /// Redirect a new device only when this node has more than this many
     /// devices beyond the least loaded node.
     pub balance_tolerance: u64,
+    /// File of secrets that authenticate requests nodes forward to each
+    /// other, one per line: the first signs, every one verifies (to roll a
+    /// new secret out, add it below the old one on every node, then move it
+    /// up). When unset, the nodes share one random secret kept in the store.
+    pub secret_file: Option<PathBuf>,
+    /// How old (or how far ahead, clock skew) a forwarded request's
+    /// envelope may be before the receiving node refuses it.
+    #[serde(with = "humantime_serde")]
+    pub forward_max_age: Duration,
 }
 
 impl Default for Cluster {
@@ -186,6 +195,8 @@ impl Default for Cluster {
             heartbeat_interval: Duration::from_secs(2),
             node_ttl: Duration::from_secs(10),
             balance_tolerance: 5,
+            secret_file: None,
+            forward_max_age: Duration::from_secs(10),
         }
     }
 }
@@ -384,6 +395,7 @@ impl ServerConfig {
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),
             ("limits.pool_idle_timeout", l.pool_idle_timeout),
+            ("cluster.forward_max_age", self.cluster.forward_max_age),
             ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod forwarding;
 pub mod ingress;
 pub mod live;
 pub mod metrics;
@@ -60,6 +61,9 @@ pub struct Node {
     pub peers: cluster::nodes::Peers,
     /// HTTP client that forwards visitors to other nodes.
     pub peer_client: cluster::forward::PeerClient,
+    /// Seals the visitor into requests forwarded to peers, and opens the
+    /// envelopes of requests peers forward here.
+    pub envelopes: cluster::envelope::Envelopes,
     /// Set while the store may not reflect this node's sessions (after a
     /// store failure, or when the registry lost this node); the heartbeat
     /// then resyncs before registering.
@@ -155,6 +159,8 @@ async fn serve(
     let grace_ms = config.grace_period.as_millis() as u64;
     let recovered = store.recover_node(&node_id, store::now_ms(), grace_ms).await.context("recovering leases")?;
     let auth = auth::Auth::start(&config).await?;
+    let secrets = cluster::envelope::secrets(&config, store.as_ref()).await?;
+    let envelopes = cluster::envelope::Envelopes::new(&secrets, &node_id, config.cluster.forward_max_age);
     let acme = tls::acme::Issued::for_config(&config);
     let access = access::AccessRules::compile(&config.access).map_err(anyhow::Error::msg)?;
     let certificates = Arc::new(tls::sni::OperatorCerts::load(&config)?);
@@ -179,6 +185,7 @@ async fn serve(
         pages,
         peers: cluster::nodes::Peers::default(),
         peer_client: cluster::forward::client(),
+        envelopes,
         unreleased: Default::default(),
         needs_resync: std::sync::atomic::AtomicBool::new(false),
         tasks: tasks.clone(),
@@ -253,6 +260,7 @@ async fn sweep_leases(node: Arc<Node>) {
             }
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
         }
+        node.envelopes.prune(store::now_ms());
         let every = (node.live.grace_period() / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
         tokio::select! {
             () = node.shutdown.cancelled() => return,

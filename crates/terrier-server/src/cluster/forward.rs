@@ -3,12 +3,14 @@
 //! answered from there, so wildcard DNS (or a plain TCP load balancer) may
 //! point at any node.
 //!
-//! A forwarded request carries [`HOP_HEADER`]; a node never forwards a
-//! request that has it, so a stale registry cannot make requests circle.
-//! Upgrades (WebSocket) are forwarded too: on `101` from the peer, the
-//! visitor's and the peer's upgraded connections are spliced.
+//! A forwarded request carries an envelope ([`super::envelope`]) vouching
+//! for the visitor's address and scheme; the receiving node checks it, then
+//! applies the device's access rules to that address. A node never forwards
+//! a request that came with a valid envelope, so a stale registry cannot
+//! make requests circle. Upgrades (WebSocket) are forwarded too: on `101`
+//! from the peer, the visitor's and the peer's upgraded connections are
+//! spliced.
 
-use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -16,15 +18,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::ingress::proxy::{is_upgrade, switch_protocols};
-use crate::ingress::Body;
-use crate::store::NodeInfo;
+use super::envelope::{Bound, ENVELOPE_HEADER};
+use crate::forwarding::{self, Authority, Body, Visitor};
+use crate::store::{now_ms, NodeInfo};
 use crate::Node;
-
-/// Header naming the node that forwarded a request. A `HeaderName`, not a
-/// `&str`: every proxied request looks for it, and a `&str` name is parsed
-/// on each lookup (callgrind: ~400 instructions per request).
-pub const HOP_HEADER: HeaderName = HeaderName::from_static("x-terrier-forwarded-by");
 
 /// HTTP client for peer nodes (plain HTTP on the cluster's internal network).
 pub type PeerClient = Client<HttpConnector, Incoming>;
@@ -36,41 +33,38 @@ pub fn client() -> PeerClient {
     Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector)
 }
 
-/// Was this request already forwarded by a node?
-pub fn was_forwarded<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(HOP_HEADER)
-}
-
-/// Sends `req` to `peer` and returns its answer, or the reason it failed.
+/// Sends `req` (already stripped of the visitor's claims, routed by
+/// `authority`) to `peer` for `visitor`, and returns its answer, or the
+/// reason it failed.
 pub async fn to_peer(
     node: &Node,
     peer: &NodeInfo,
     device: &str,
-    visitor: std::net::SocketAddr,
+    authority: &Authority,
+    visitor: &Visitor,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, String> {
-    let me = node.node_id.as_str();
-    let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let visitor_upgrade = forwarding::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let base: Uri = peer.internal_url.parse().map_err(|e| format!("bad internal URL {:?}: {e}", peer.internal_url))?;
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    let authority = base.authority().ok_or("internal URL has no host")?.clone();
-    // The visitor's Host stays: the peer routes by it like any request.
-    if !req.headers().contains_key(http::header::HOST) {
-        if let Some(host) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-    }
-    *req.uri_mut() =
-        Uri::builder().scheme("http").authority(authority).path_and_query(path).build().map_err(|e| e.to_string())?;
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let peer_authority = base.authority().ok_or("internal URL has no host")?.clone();
+    let bound = Bound { method: req.method().as_str(), authority: &authority.host, target: &target };
+    let envelope = node.envelopes.seal(bound, visitor, now_ms());
+    *req.uri_mut() = Uri::builder()
+        .scheme("http")
+        .authority(peer_authority)
+        .path_and_query(target)
+        .build()
+        .map_err(|e| e.to_string())?;
     *req.version_mut() = http::Version::HTTP_11;
-    req.headers_mut().insert(HOP_HEADER, HeaderValue::from_str(me).map_err(|e| e.to_string())?);
-    // Like any proxy, record whom this hop received the request from; the
-    // peer appends this node's address after it.
-    let ip = crate::ingress::proxy::ip_header(visitor.ip());
-    crate::ingress::proxy::append_forwarded_for(req.headers_mut(), &ip).map_err(|e| e.to_string())?;
+    let headers = req.headers_mut();
+    // The peer routes by `Host` like any request: the authority this node
+    // routed by, whatever form the visitor gave it in.
+    headers.insert(http::header::HOST, authority.raw.clone());
+    headers.insert(ENVELOPE_HEADER, envelope);
     let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(switch_protocols(node, visitor_upgrade, response, device));
+        return Ok(forwarding::switch_protocols(&node.tasks, &node.hard_stop, visitor_upgrade, response, device));
     }
     Ok(response.map(Either::Left))
 }

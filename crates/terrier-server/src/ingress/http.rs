@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::{sniff, Protocol};
 use super::{proxy, Body};
+use crate::forwarding::Authority;
 use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
@@ -74,35 +75,7 @@ where
     }
 }
 
-/// How a connection reached us, so the forwarding headers and redirects
-/// know the scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Plain TCP (`http`, `ws`).
-    Plain,
-    /// TLS terminated here (`https`, `wss`).
-    Tls,
-}
-
-/// The visitor at the other end of one connection: what every request on
-/// it needs to know about it, worked out once per connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The visitor's address.
-    pub remote: SocketAddr,
-    /// Plain or TLS.
-    pub transport: Transport,
-    /// The visitor's IP as a header value, for `X-Forwarded-For`
-    /// (formatting the address per request was ~1.5k instructions).
-    pub ip_header: http::HeaderValue,
-}
-
-impl Peer {
-    /// The peer at `remote`, connected over `transport`.
-    pub fn new(remote: SocketAddr, transport: Transport) -> Self {
-        Self { remote, transport, ip_header: proxy::ip_header(remote.ip()) }
-    }
-}
+pub use crate::forwarding::{Peer, Transport};
 
 /// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain, or TLS
 /// already terminated) until it closes or the server drains.
@@ -118,7 +91,7 @@ where
             return;
         }
     };
-    let peer = Peer::new(remote, transport);
+    let peer = Peer { remote, transport };
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
@@ -164,13 +137,16 @@ pub fn classify<'a>(host: &'a str, domain: &str) -> Target<'a> {
     }
 }
 
-/// The host a request is for, from `Host` (HTTP/1.1) or the URI authority
-/// (HTTP/2, absolute-form), lowercased and without port.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    match req.uri().authority() {
-        Some(authority) => normalize_host(authority.host()),
-        None => normalize_host(req.headers().get(http::header::HOST)?.to_str().ok()?),
-    }
+/// The authority a request is for: the request-target's (absolute form,
+/// HTTP/2's `:authority`) when it has one, which RFC 9112 §3.2.2 says wins
+/// over `Host`; else `Host`. `None` when neither names a host.
+pub fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
+    let raw = match req.uri().authority() {
+        Some(authority) => http::HeaderValue::from_str(authority.as_str()).ok()?,
+        None => req.headers().get(http::header::HOST)?.clone(),
+    };
+    let host = normalize_host(raw.to_str().ok()?)?;
+    Some(Authority { raw, host })
 }
 
 /// A `Host` value (or URI authority) lowercased, without port or trailing
@@ -187,7 +163,7 @@ pub fn normalize_host(raw: &str) -> Option<String> {
 
 /// Routes one request.
 pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
-    let Some(host) = request_host(&req) else {
+    let Some(authority) = request_authority(&req) else {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Which site?",
@@ -196,13 +172,14 @@ pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Resp
             host: "",
         });
     };
+    let host = authority.host.as_str();
     let plain = peer.transport == Transport::Plain;
     if plain && node.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
-        return redirect_to_https(&node, &host, &req);
+        return redirect_to_https(&node, host, &req);
     }
-    match classify(&host, &node.config.domain) {
+    match classify(host, &node.config.domain) {
         Target::Apex => apex(node, peer.remote, req).await,
-        Target::Device(sub) => proxy::forward(node.clone(), sub, &host, peer, req).await,
+        Target::Device(sub) => proxy::forward(node.clone(), sub, &authority, peer, req).await,
         // Agents may dial the server by IP address or another name.
         Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, peer.remote, req).await,
         Target::Unknown => node.pages.render(Page {
@@ -210,7 +187,7 @@ pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Resp
             title: "Unknown host",
             message: "This server does not serve that host name.",
             detail: &format!("served domain: {}", node.config.domain),
-            host: &host,
+            host,
         }),
     }
 }
@@ -272,12 +249,21 @@ mod tests {
 
     #[test]
     fn host_header_loses_port_and_case() {
+        let host = |req: &Request<()>| request_authority(req).map(|a| a.host);
         let req = |h: &str| Request::builder().header("host", h).body(()).unwrap();
-        assert_eq!(request_host(&req("ABC.Localhost:8080")).as_deref(), Some("abc.localhost"));
-        assert_eq!(request_host(&req("[::1]:8080")).as_deref(), Some("[::1]"));
-        assert_eq!(request_host(&req("example.com.")).as_deref(), Some("example.com"));
-        assert_eq!(request_host(&Request::builder().body(()).unwrap()), None);
+        assert_eq!(host(&req("ABC.Localhost:8080")).as_deref(), Some("abc.localhost"));
+        assert_eq!(host(&req("[::1]:8080")).as_deref(), Some("[::1]"));
+        assert_eq!(host(&req("example.com.")).as_deref(), Some("example.com"));
+        assert_eq!(host(&Request::builder().body(()).unwrap()), None);
         let h2 = Request::builder().uri("https://dev.localhost/x").body(()).unwrap();
-        assert_eq!(request_host(&h2).as_deref(), Some("dev.localhost"));
+        assert_eq!(host(&h2).as_deref(), Some("dev.localhost"));
+    }
+
+    #[test]
+    fn the_target_authority_wins_over_host_and_is_kept_whole() {
+        let req =
+            Request::builder().uri("http://Dev.localhost:8080/x").header("host", "other.localhost").body(()).unwrap();
+        let authority = request_authority(&req).unwrap();
+        assert_eq!((authority.raw.to_str().unwrap(), authority.host.as_str()), ("Dev.localhost:8080", "dev.localhost"));
     }
 }

@@ -12,10 +12,8 @@ pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-/// Response body of the ingress: a device's streamed body, or a page we made.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub use crate::forwarding::Body;
 
 /// A small plain-text response (handshake errors the agent prints).
 pub fn text(status: u16, message: impl Into<String>) -> ::http::Response<Body> {

@@ -7,19 +7,17 @@
 //! buffered whole. `Upgrade` requests (WebSocket) are passed through: once
 //! both sides answered `101`, the two upgraded connections are spliced.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
-use super::http::{Peer, Transport};
-use super::Body;
 use crate::access::Denied;
+use crate::cluster::envelope::{Bound, Refused, ENVELOPE_HEADER};
 use crate::cluster::forward;
+use crate::forwarding::{self, Authority, Body, Peer, Proto, Transport, Visitor};
 use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::session::OpenError;
@@ -30,28 +28,33 @@ use crate::Node;
 /// Seconds a visitor of an offline device is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "30";
 
-/// `X-Forwarded-*` names, built once: a `&str` name is parsed on every use
-/// (callgrind: ~2k instructions per proxied request for three inserts).
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Forwards `req` for subdomain `sub` (from `peer`, asked for `host`).
+/// Forwards `req` for subdomain `sub` (from `peer`, routed by `authority`).
+///
+/// The visitor is the TCP peer, unless a peer node forwarded the request
+/// with a valid envelope; the device's access rules are checked here, on
+/// the node that holds the device, against that visitor.
 pub async fn forward(
     node: Arc<Node>,
     sub: &str,
-    host: &str,
+    authority: &Authority,
     peer: &Peer,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let remote = peer.remote;
-    let Some(session) = node.sessions.by_subdomain(sub) else {
-        return elsewhere_or_offline(&node, sub, host, remote, req).await;
+    let host = authority.host.as_str();
+    let vouched = match vouched_visitor(&node, authority, &req) {
+        Ok(vouched) => vouched,
+        Err(refused) => return envelope_refused(&node, authority, refused),
     };
-    if !forward::was_forwarded(&req) {
-        if let Err(denied) = node.access.check_http(&session.name, remote.ip(), req.headers()) {
-            return access_denied(&node, &session.name, remote, denied, host);
-        }
+    forwarding::strip_visitor_claims(req.headers_mut());
+    let visitor = match &vouched {
+        Some(visitor) => visitor.clone(),
+        None => Visitor { ip: peer.remote.ip(), proto: proto_of(&node, peer.transport) },
+    };
+    let Some(session) = node.sessions.by_subdomain(sub) else {
+        return elsewhere_or_offline(&node, sub, authority, &visitor, vouched.is_some(), req).await;
+    };
+    if let Err(denied) = node.access.check_http(&session.name, visitor.ip, req.headers()) {
+        return access_denied(&node, &session.name, &visitor, denied, host);
     }
     if !session.http {
         return node.pages.render(Page {
@@ -62,12 +65,8 @@ pub async fn forward(
             host,
         });
     }
-    let visitor_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let scheme = match peer.transport {
-        Transport::Tls => "https",
-        Transport::Plain => node.config.public_scheme.as_str(),
-    };
-    if let Err(detail) = prepare_request(&mut req, host, &peer.ip_header, scheme, visitor_upgrade.is_some()) {
+    let visitor_upgrade = forwarding::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    if let Err(detail) = prepare_request(&mut req, authority, &visitor, visitor_upgrade.is_some()) {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
@@ -107,28 +106,54 @@ pub async fn forward(
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return switch_protocols(&node, visitor_upgrade, response, &session.name);
+        return forwarding::switch_protocols(&node.tasks, &node.hard_stop, visitor_upgrade, response, &session.name);
     }
-    strip_hop_by_hop(response.headers_mut(), false);
+    forwarding::strip_hop_by_hop(response.headers_mut(), false);
     response.map(Either::Left)
 }
 
+/// The visitor a peer node vouched for, when `req` carries an envelope.
+fn vouched_visitor<B>(node: &Node, authority: &Authority, req: &Request<B>) -> Result<Option<Visitor>, Refused> {
+    let Some(envelope) = req.headers().get(ENVELOPE_HEADER) else {
+        return Ok(None);
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let bound = Bound { method: req.method().as_str(), authority: &authority.host, target };
+    let (visitor, from) = node.envelopes.open(envelope, bound, now_ms())?;
+    tracing::debug!(node = %from, visitor = %visitor.ip, host = %authority.host, "request forwarded by a peer");
+    Ok(Some(visitor))
+}
+
+/// The 403 page for a request whose envelope did not verify.
+fn envelope_refused(node: &Node, authority: &Authority, refused: Refused) -> Response<Body> {
+    tracing::warn!(host = %authority.host, error = %refused, "forwarded request refused: its envelope did not verify");
+    node.pages.render(Page {
+        status: StatusCode::FORBIDDEN,
+        title: "Forwarded request refused",
+        message: "This request claims to come from another server of this service, and it does not.",
+        detail: "",
+        host: &authority.host,
+    })
+}
+
+/// The scheme a visitor reached this node with.
+fn proto_of(node: &Node, transport: Transport) -> Proto {
+    match transport {
+        Transport::Tls => Proto::Https,
+        Transport::Plain => Proto::parse(&node.config.public_scheme).unwrap_or(Proto::Http),
+    }
+}
+
 /// Rewrites the visitor's request for the device: origin-form target,
-/// the public `Host` kept, `X-Forwarded-*` added; `upgrade` (from
-/// [`is_upgrade`]) keeps its `Upgrade` header.
+/// `Host` set to the authority it was routed by, hop-by-hop headers
+/// dropped, `X-Forwarded-*` written; `upgrade` (from
+/// [`forwarding::is_upgrade`]) keeps its `Upgrade` header.
 fn prepare_request<B>(
     req: &mut Request<B>,
-    host: &str,
-    ip: &HeaderValue,
-    scheme: &str,
+    authority: &Authority,
+    visitor: &Visitor,
     upgrade: bool,
 ) -> Result<(), &'static str> {
-    let original_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
-        .ok_or("no host")?;
     // hyper's HTTP/1 client writes the URI as it is: origin-form.
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let mut target = http::uri::Parts::default();
@@ -138,176 +163,37 @@ fn prepare_request<B>(
     }
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
+    forwarding::strip_hop_by_hop(headers, upgrade);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    headers.insert(header::HOST, original_host);
-    append_forwarded_for(headers, ip).map_err(|_| "bad X-Forwarded-For")?;
-    let proto = match scheme {
-        "https" => HeaderValue::from_static("https"),
-        "http" => HeaderValue::from_static("http"),
-        other => HeaderValue::from_str(other).map_err(|_| "bad scheme")?,
-    };
-    headers.insert(X_FORWARDED_PROTO, proto);
-    headers.insert(X_FORWARDED_HOST, HeaderValue::from_str(host).map_err(|_| "bad host")?);
+    headers.insert(header::HOST, authority.raw.clone());
+    let host = HeaderValue::from_str(&authority.host).map_err(|_| "bad host")?;
+    forwarding::set_forwarded(headers, visitor, &host);
     Ok(())
-}
-
-/// `ip` as a header value (for [`append_forwarded_for`]).
-pub(crate) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
-    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
-}
-
-/// Appends `ip` (from [`ip_header`]) to `X-Forwarded-For` (or starts it),
-/// as every proxy hop does: terrierd for the visitor, and a cluster node
-/// forwarding to a peer.
-pub(crate) fn append_forwarded_for(
-    headers: &mut http::HeaderMap,
-    ip: &HeaderValue,
-) -> Result<(), http::header::InvalidHeaderValue> {
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or_default()))?,
-        None => ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR, xff);
-    Ok(())
-}
-
-/// Answers the visitor's upgrade with the `101` from upstream (the device,
-/// or the node holding it) and splices the two upgraded connections.
-pub(crate) fn switch_protocols(
-    node: &Node,
-    visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut response: Response<Incoming>,
-    device: &str,
-) -> Response<Body> {
-    if let Some(visitor_upgrade) = visitor_upgrade {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let (device, hard_stop) = (device.to_owned(), node.hard_stop.clone());
-        node.tasks.spawn(async move {
-            tokio::select! {
-                () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device) => {}
-                () = hard_stop.cancelled() => {}
-            }
-        });
-    }
-    response.map(|_| Either::Right(Default::default()))
-}
-
-/// Does the request ask to switch protocols (WebSocket and the like)?
-pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
-}
-
-/// Is `name` one of the headers that belong to one hop and are never
-/// forwarded (RFC 9110 §7.6.1), or the two non-standard ones still seen in
-/// the wild? A match on the name's text: a few instructions per header.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// How many distinct names [`is_hop_by_hop`] knows.
-const HOP_BY_HOP_NAMES: usize = 9;
-
-/// Does `token` (from `Connection`, any case) name a hop-by-hop header?
-/// Lowercased on the stack: the longest such name has 19 bytes.
-fn names_hop_by_hop(token: &str) -> bool {
-    let mut buf = [0u8; 19];
-    let Some(lower) = buf.get_mut(..token.len()) else {
-        return false;
-    };
-    lower.copy_from_slice(token.as_bytes());
-    lower.make_ascii_lowercase();
-    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
-}
-
-/// Removes hop-by-hop headers, and any header `Connection` names. With
-/// `keep_upgrade`, `Upgrade` survives (the device must see it).
-fn strip_hop_by_hop(headers: &mut http::HeaderMap, keep_upgrade: bool) {
-    // Most requests carry no hop-by-hop header, most answers only
-    // `Connection: keep-alive`: one pass finds out, and only what is there
-    // is removed, without touching the heap (callgrind: comparing each
-    // header with a list of names, a hashed removal per name, or collecting
-    // the names in a `Vec` cost 1.5-3k instructions per proxied request).
-    let kept = |name: &str| keep_upgrade && name.eq_ignore_ascii_case("upgrade");
-    let mut present: [Option<HeaderName>; HOP_BY_HOP_NAMES] = Default::default();
-    let found = headers.keys().filter(|name| is_hop_by_hop(name.as_str()) && !kept(name.as_str()));
-    for (slot, name) in present.iter_mut().zip(found) {
-        *slot = Some(name.clone());
-    }
-    if present[0].is_none() {
-        return;
-    }
-    // Other names `Connection` lists: rare, so only they are parsed.
-    // (`close` names no header; the hop-by-hop ones go below.)
-    let mut named: Vec<HeaderName> = Vec::new();
-    let tokens = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|s| s.split(','));
-    for token in tokens.map(str::trim) {
-        if token.eq_ignore_ascii_case("close") || names_hop_by_hop(token) {
-            continue;
-        }
-        // A name that is not a valid header name matches nothing.
-        named.extend(HeaderName::from_bytes(token.as_bytes()).ok());
-    }
-    for name in present.into_iter().flatten().chain(named) {
-        headers.remove(name);
-    }
-}
-
-/// Splices a visitor's and a device's upgraded connections until both end.
-async fn splice_upgraded(visitor: hyper::upgrade::OnUpgrade, device: hyper::upgrade::OnUpgrade, name: &str) {
-    let (visitor, device) = match tokio::try_join!(visitor, device) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(device = name, error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut visitor = TokioIo::new(visitor);
-    let mut device = TokioIo::new(device);
-    match tokio::io::copy_bidirectional(&mut visitor, &mut device).await {
-        Ok((up, down)) => tracing::debug!(device = name, up, down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(device = name, error = %e, "upgraded connection broke"),
-    }
 }
 
 /// The answer for a subdomain with no session on this node: forwarded to the
-/// node that holds the device, or a page saying it is offline or unknown.
+/// node that holds the device (unless a peer already forwarded it here), or
+/// a page saying it is offline or unknown.
 async fn elsewhere_or_offline(
     node: &Node,
     sub: &str,
-    host: &str,
-    remote: SocketAddr,
+    authority: &Authority,
+    visitor: &Visitor,
+    forwarded: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let host = authority.host.as_str();
     match node.store.by_subdomain(sub, now_ms()).await {
         Ok(Some(lease)) => {
             let holder = lease.online.as_ref().map(|o| o.node.as_str()).filter(|n| *n != node.node_id);
             let peer = match holder {
-                Some(id) if !forward::was_forwarded(&req) => crate::cluster::nodes::peer(node, id).await,
+                Some(id) if !forwarded => crate::cluster::nodes::peer(node, id).await,
                 _ => None,
             };
             if let Some(peer) = peer {
-                if let Err(denied) = node.access.check_http(&lease.name, remote.ip(), req.headers()) {
-                    return access_denied(node, &lease.name, remote, denied, host);
-                }
-                return match forward::to_peer(node, &peer, &lease.name, remote, req).await {
+                return match forward::to_peer(node, &peer, &lease.name, authority, visitor, req).await {
                     Ok(response) => response,
                     Err(e) => {
                         tracing::warn!(device = %lease.name, node = %peer.id, error = %e, "forwarding to the device's node failed");
@@ -345,8 +231,8 @@ async fn elsewhere_or_offline(
 
 /// The page for a visitor the device's access rules turn away: 403 for an
 /// address off the allow-list, 401 asking for basic auth.
-fn access_denied(node: &Node, device: &str, remote: SocketAddr, denied: Denied, host: &str) -> Response<Body> {
-    tracing::info!(device, %remote, ?denied, "visitor denied by access rules");
+fn access_denied(node: &Node, device: &str, visitor: &Visitor, denied: Denied, host: &str) -> Response<Body> {
+    tracing::info!(device, visitor = %visitor.ip, ?denied, "visitor denied by access rules");
     match denied {
         Denied::Address => node.pages.render(Page {
             status: StatusCode::FORBIDDEN,
@@ -433,58 +319,23 @@ fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Res
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
-        pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
-    }
-
     #[test]
-    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
-        let mut h = headers(&[
-            ("connection", "Keep-Alive, X-Private, close"),
-            ("keep-alive", "timeout=5"),
-            ("x-private", "1"),
-            ("proxy-connection", "keep-alive"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("content-type", "text/plain"),
-            ("x-kept", "2"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-type", "x-kept"]);
-    }
-
-    #[test]
-    fn upgrade_survives_when_asked_and_plain_headers_are_untouched() {
-        let mut h = headers(&[("connection", "upgrade"), ("upgrade", "websocket"), ("host", "a")]);
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
-        assert!(h.get(header::CONNECTION).is_none());
-
-        let plain = headers(&[("host", "a"), ("accept", "*/*"), ("x-forwarded-for", "10.0.0.1")]);
-        let mut h = plain.clone();
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h, plain);
-    }
-
-    #[test]
-    fn the_request_targets_the_session_and_carries_x_forwarded() {
-        let mut req = Request::get("http://dev.example.com/a/b?c=1")
-            .header(header::HOST, "dev.example.com")
-            .header(X_FORWARDED_FOR, "10.0.0.1")
+    fn the_request_targets_the_session_and_carries_only_our_x_forwarded() {
+        let mut req = Request::get("http://dev.example.com:8080/a/b?c=1")
+            .header(header::HOST, "other.example.com")
             .header(header::CONNECTION, "close")
             .body(())
             .unwrap();
-        let ip = ip_header("192.0.2.7".parse().unwrap());
-        prepare_request(&mut req, "dev.example.com", &ip, "https", false).unwrap();
+        let authority =
+            Authority { raw: HeaderValue::from_static("dev.example.com:8080"), host: "dev.example.com".into() };
+        let visitor = Visitor { ip: "192.0.2.7".parse().unwrap(), proto: Proto::Https };
+        prepare_request(&mut req, &authority, &visitor, false).unwrap();
         assert_eq!(req.uri(), "/a/b?c=1");
         let h = req.headers();
-        assert_eq!(h.get(header::HOST).unwrap(), "dev.example.com");
-        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");
-        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
-        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "dev.example.com");
+        assert_eq!(h.get(header::HOST).unwrap(), "dev.example.com:8080", "Host is the authority routed by");
+        assert_eq!(h.get(forwarding::X_FORWARDED_FOR).unwrap(), "192.0.2.7");
+        assert_eq!(h.get(forwarding::X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(h.get(forwarding::X_FORWARDED_HOST).unwrap(), "dev.example.com");
         assert!(h.get(header::CONNECTION).is_none());
     }
 }

@@ -129,7 +129,7 @@ async fn visitor_at_any_node_reaches_a_device_on_another_node() {
     let visitor = Visitor::new(b.addr);
     let page = visitor.get(&host, "/hello").await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.headers["x-seen-xff"], "127.0.0.1, 127.0.0.1", "visitor IP, then node B's");
+    assert_eq!(page.headers["x-seen-xff"], "127.0.0.1", "the visitor B saw, vouched for in the envelope");
     let echoed = visitor.post(&host, "/echo", "across nodes").await;
     assert_eq!(echoed.body, "across nodes");
     // An unknown subdomain is still a 404 at B.

@@ -13,6 +13,7 @@ mod config_examples;
 mod dashboard;
 mod errors;
 mod faults;
+mod forwarding;
 mod http1_wire;
 mod http_connections;
 mod http_tunnel;

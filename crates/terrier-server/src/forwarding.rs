@@ -1,0 +1,317 @@
+//! The vocabulary every hop that forwards a visitor's HTTP request shares:
+//! who the visitor is ([`Visitor`]), which of its headers never pass a hop
+//! (hop-by-hop, anything that claims to be from terrier or about the
+//! visitor's address), the `X-Forwarded-*` headers written in their place,
+//! and the splice of upgraded (WebSocket) connections.
+//!
+//! Both the proxy to a device (`ingress::proxy`) and the forwarding to a
+//! peer node (`cluster::forward`) use it; it uses neither, so the two never
+//! import each other.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Response body of the ingress: a device's streamed body, or a page we made.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// `X-Forwarded-*` names, built once: a `&str` name is parsed on every use.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The scheme the visitor used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The host the visitor asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers whose name starts with this are terrier's own: a visitor never
+/// gets to send them.
+const TERRIER_PREFIX: &str = "x-terrier-";
+
+/// How a connection reached us, so the forwarding headers and redirects
+/// know the scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP (`http`, `ws`).
+    Plain,
+    /// TLS terminated here (`https`, `wss`).
+    Tls,
+}
+
+/// The visitor at the other end of one connection: what every request on
+/// it needs to know about it, worked out once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The visitor's address.
+    pub remote: SocketAddr,
+    /// Plain or TLS.
+    pub transport: Transport,
+}
+
+/// The authority a request is routed by: the request-target's (absolute
+/// form, or HTTP/2's `:authority`) when it has one, else `Host`. The device
+/// and peer nodes get this same value as `Host`, so nobody downstream can
+/// route by a different one.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    /// As the visitor wrote it (port included).
+    pub raw: HeaderValue,
+    /// Lowercased, without port or trailing dot: what routing compares.
+    pub host: String,
+}
+
+/// Who a request is from, as the access rules and the device see it: the
+/// TCP peer, or the visitor a peer node vouched for in an authenticated
+/// envelope. Never anything a visitor's headers say.
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    /// The visitor's IP address.
+    pub ip: IpAddr,
+    /// `http` or `https`, as the visitor reached the first node.
+    pub proto: Proto,
+}
+
+/// The scheme a visitor used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+impl Proto {
+    /// The scheme's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Https => "https",
+        }
+    }
+
+    /// Parses `http` or `https`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Proto::Http),
+            "https" => Some(Proto::Https),
+            _ => None,
+        }
+    }
+
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+/// Removes what a visitor may not say about itself or on terrier's behalf:
+/// every `X-Terrier-*` header, `Forwarded`, `X-Real-IP` and the
+/// `X-Forwarded-*` headers (written afresh by [`set_forwarded`]).
+pub fn strip_visitor_claims(headers: &mut HeaderMap) {
+    let claims = |name: &HeaderName| {
+        let name = name.as_str();
+        name.starts_with(TERRIER_PREFIX)
+            || matches!(name, "forwarded" | "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host")
+    };
+    // Most requests carry none: look before allocating.
+    if !headers.keys().any(claims) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|name| claims(name)).cloned().collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+/// Writes `X-Forwarded-For` (the visitor's address alone: no hop before
+/// terrier is trusted), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(headers: &mut HeaderMap, visitor: &Visitor, host: &HeaderValue) {
+    headers.insert(X_FORWARDED_FOR, ip_header(visitor.ip));
+    headers.insert(X_FORWARDED_PROTO, visitor.proto.header_value());
+    headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+/// `ip` as a header value.
+pub fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Does the request ask to switch protocols (WebSocket and the like)?
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Is `name` one of the headers that belong to one hop and are never
+/// forwarded (RFC 9110 §7.6.1), or the two non-standard ones still seen in
+/// the wild? A match on the name's text: a few instructions per header.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// How many distinct names [`is_hop_by_hop`] knows.
+const HOP_BY_HOP_NAMES: usize = 9;
+
+/// Does `token` (from `Connection`, any case) name a hop-by-hop header?
+/// Lowercased on the stack: the longest such name has 19 bytes.
+fn names_hop_by_hop(token: &str) -> bool {
+    let mut buf = [0u8; 19];
+    let Some(lower) = buf.get_mut(..token.len()) else {
+        return false;
+    };
+    lower.copy_from_slice(token.as_bytes());
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower).is_ok_and(is_hop_by_hop)
+}
+
+/// Removes hop-by-hop headers, and any header `Connection` names. With
+/// `keep_upgrade`, `Upgrade` survives (the next hop must see it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry none, most answers only `Connection`: one pass
+    // finds out, and only what is there is removed, without the heap.
+    let kept = |name: &str| keep_upgrade && name.eq_ignore_ascii_case("upgrade");
+    let mut present: [Option<HeaderName>; HOP_BY_HOP_NAMES] = Default::default();
+    let found = headers.keys().filter(|name| is_hop_by_hop(name.as_str()) && !kept(name.as_str()));
+    for (slot, name) in present.iter_mut().zip(found) {
+        *slot = Some(name.clone());
+    }
+    if present[0].is_none() {
+        return;
+    }
+    // Other names `Connection` lists: rare, so only they are parsed.
+    // (`close` names no header; the hop-by-hop ones go below.)
+    let mut named: Vec<HeaderName> = Vec::new();
+    let tokens = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|s| s.split(','));
+    for token in tokens.map(str::trim) {
+        if token.eq_ignore_ascii_case("close") || names_hop_by_hop(token) {
+            continue;
+        }
+        // A name that is not a valid header name matches nothing.
+        named.extend(HeaderName::from_bytes(token.as_bytes()).ok());
+    }
+    for name in present.into_iter().flatten().chain(named) {
+        headers.remove(name);
+    }
+}
+
+/// Answers the visitor's upgrade with the `101` from upstream (the device,
+/// or the node holding it) and splices the two upgraded connections in a
+/// task of `tasks`, cut by `hard_stop`.
+pub fn switch_protocols(
+    tasks: &TaskTracker,
+    hard_stop: &CancellationToken,
+    visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut response: Response<Incoming>,
+    device: &str,
+) -> Response<Body> {
+    if let Some(visitor_upgrade) = visitor_upgrade {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (device, hard_stop) = (device.to_owned(), hard_stop.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device) => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+    response.map(|_| Either::Right(Default::default()))
+}
+
+/// Splices a visitor's and a device's upgraded connections until both end.
+async fn splice_upgraded(visitor: hyper::upgrade::OnUpgrade, device: hyper::upgrade::OnUpgrade, name: &str) {
+    let (visitor, device) = match tokio::try_join!(visitor, device) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(device = name, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut visitor = TokioIo::new(visitor);
+    let mut device = TokioIo::new(device);
+    match tokio::io::copy_bidirectional(&mut visitor, &mut device).await {
+        Ok((up, down)) => tracing::debug!(device = name, up, down, "upgraded connection closed"),
+        Err(e) => tracing::debug!(device = name, error = %e, "upgraded connection broke"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "Keep-Alive, X-Private, close"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+            ("x-kept", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked_and_plain_headers_are_untouched() {
+        let mut h = headers(&[("connection", "upgrade"), ("upgrade", "websocket"), ("host", "a")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert!(h.get(header::CONNECTION).is_none());
+
+        let plain = headers(&[("host", "a"), ("accept", "*/*"), ("x-terrierx", "kept")]);
+        let mut h = plain.clone();
+        strip_hop_by_hop(&mut h, false);
+        strip_visitor_claims(&mut h);
+        assert_eq!(h, plain);
+    }
+
+    #[test]
+    fn a_visitor_cannot_claim_terrier_headers_or_an_address() {
+        let mut h = headers(&[
+            ("x-terrier-forwarded-by", ""),
+            ("x-terrier-forwarded", "v1 mac=00"),
+            ("x-terrier-anything", "1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("cookie", "a=b"),
+        ]);
+        strip_visitor_claims(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["cookie"]);
+        let visitor = Visitor { ip: "192.0.2.7".parse().unwrap(), proto: Proto::Https };
+        set_forwarded(&mut h, &visitor, &HeaderValue::from_static("dev.example.com"));
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "dev.example.com");
+    }
+}
