@@ -149,6 +149,25 @@ pub fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
     Some(Authority { raw, host })
 }
 
+/// Why a request's framing is refused before it is routed (400): RFC 9112
+/// lets a server reject these, and a device behind us might read them
+/// differently from hyper.
+pub fn framing_error<B>(req: &Request<B>) -> Option<&'static str> {
+    let headers = req.headers();
+    let count = |name| headers.get_all(name).iter().count();
+    if count(http::header::HOST) > 1 {
+        return Some("The request has more than one Host header.");
+    }
+    let lengths = count(http::header::CONTENT_LENGTH);
+    if lengths > 1 {
+        return Some("The request has more than one Content-Length header.");
+    }
+    if lengths > 0 && headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Some("The request has both Content-Length and Transfer-Encoding.");
+    }
+    None
+}
+
 /// A `Host` value (or URI authority) lowercased, without port or trailing
 /// dot; `None` when nothing is left.
 pub fn normalize_host(raw: &str) -> Option<String> {
@@ -163,6 +182,15 @@ pub fn normalize_host(raw: &str) -> Option<String> {
 
 /// Routes one request.
 pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
+    if let Some(detail) = framing_error(&req) {
+        return node.pages.render(Page {
+            status: StatusCode::BAD_REQUEST,
+            title: "Bad request",
+            message: "The request's framing is ambiguous, so it was not forwarded.",
+            detail,
+            host: "",
+        });
+    }
     let Some(authority) = request_authority(&req) else {
         return node.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
@@ -265,5 +293,21 @@ mod tests {
             Request::builder().uri("http://Dev.localhost:8080/x").header("host", "other.localhost").body(()).unwrap();
         let authority = request_authority(&req).unwrap();
         assert_eq!((authority.raw.to_str().unwrap(), authority.host.as_str()), ("Dev.localhost:8080", "dev.localhost"));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let req = |pairs: &[(&str, &str)]| {
+            let mut b = Request::builder();
+            for (n, v) in pairs {
+                b = b.header(*n, *v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(framing_error(&req(&[("host", "a"), ("host", "b")])).is_some());
+        assert!(framing_error(&req(&[("content-length", "1"), ("content-length", "1")])).is_some());
+        assert!(framing_error(&req(&[("content-length", "1"), ("transfer-encoding", "chunked")])).is_some());
+        assert!(framing_error(&req(&[("host", "a"), ("content-length", "1")])).is_none());
+        assert!(framing_error(&req(&[("host", "a"), ("transfer-encoding", "chunked")])).is_none());
     }
 }
