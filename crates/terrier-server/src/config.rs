@@ -235,6 +235,18 @@ pub struct Limits {
     /// request (busy ones included, the oldest busy one making room for a
     /// newer one); past it one closes after its answer.
     pub max_idle_http_per_device: usize,
+    /// How long a visitor's HTTP connection (HTTP/1.1 or HTTP/2) may stay
+    /// open with no request in flight before the server closes it.
+    #[serde(with = "humantime_serde")]
+    pub visitor_idle_timeout: Duration,
+    /// Interval between HTTP/2 pings to a visitor; one unanswered for as
+    /// long closes the connection (a peer that vanished without a FIN).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a visitor may leave a request body it started waiting for
+    /// its next bytes before the request is aborted.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// How long a kept HTTP connection to a device stays open unused.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
@@ -297,6 +309,9 @@ impl Default for Limits {
             max_streams_per_device: 1024,
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
+            visitor_idle_timeout: Duration::from_secs(60),
+            http2_keepalive_interval: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
@@ -396,6 +411,9 @@ impl ServerConfig {
             ("limits.tcp_keepalive", l.tcp_keepalive),
             ("limits.pool_idle_timeout", l.pool_idle_timeout),
             ("cluster.forward_max_age", self.cluster.forward_max_age),
+            ("limits.visitor_idle_timeout", l.visitor_idle_timeout),
+            ("limits.http2_keepalive_interval", l.http2_keepalive_interval),
+            ("limits.body_read_timeout", l.body_read_timeout),
             ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {

@@ -22,6 +22,63 @@ use tokio_util::task::TaskTracker;
 /// Response body of the ingress: a device's streamed body, or a page we made.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
+/// A visitor's request body on its way to the device: `Incoming`, cut
+/// with an error when the visitor leaves it waiting for its next bytes
+/// longer than `limits.body_read_timeout`, so a slow body cannot hold a
+/// device connection (and its stream) for ever.
+pub struct RequestBody {
+    /// The visitor's body.
+    inner: Incoming,
+    /// How long the next frame may take.
+    timeout: std::time::Duration,
+    /// Armed while a frame is awaited; boxed because most bodies never wait.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RequestBody {
+    /// `inner`, allowed `timeout` between frames.
+    pub fn new(inner: Incoming, timeout: std::time::Duration) -> Self {
+        Self { inner, timeout, waiting: None }
+    }
+}
+
+/// The visitor sent no body bytes within `limits.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the visitor sent no body bytes for {0:?} (limits.body_read_timeout)")]
+pub struct BodyTimeout(std::time::Duration);
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = None;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let timeout = this.timeout;
+        let waiting = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// `X-Forwarded-*` names, built once: a `&str` name is parsed on every use.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The scheme the visitor used.

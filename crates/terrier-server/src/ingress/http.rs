@@ -12,36 +12,35 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
 use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::sniff::{sniff, Protocol};
-use super::{proxy, Body};
+use super::{idle, proxy, Body};
 use crate::forwarding::Authority;
 use crate::pages::Page;
 use crate::tunnel::{control, data};
 use crate::Node;
 use terrier_transport::prefixed::Prefixed;
 
-/// Serves the plain listener until shutdown, then drains.
+/// Serves the plain listener until shutdown.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    accept_until_shutdown(node, listener, "HTTP", |node, stream, remote, watcher| {
-        serve_one(node, watcher, stream, remote, Transport::Plain)
+    accept_until_shutdown(node, listener, "HTTP", |node, stream, remote| {
+        serve_one(node, stream, remote, Transport::Plain)
     })
     .await
 }
 
 /// Accepts connections until shutdown, each handled by `handle` in a node
-/// task (tuned first, cut at the hard stop), then lets open connections
-/// finish their requests (graceful), up to the drain timeout.
+/// task (tuned first, cut at the hard stop). Open connections drain in
+/// their own tasks: `run` waits for every node task under the one drain
+/// deadline.
 pub async fn accept_until_shutdown<H, F>(node: Arc<Node>, listener: TcpListener, what: &'static str, handle: H)
 where
-    H: Fn(Arc<Node>, TcpStream, SocketAddr, Watcher) -> F,
+    H: Fn(Arc<Node>, TcpStream, SocketAddr) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
@@ -51,7 +50,7 @@ where
         match accepted {
             Ok((stream, remote)) => {
                 tuning.accepted(&listener, &stream, node.live.limits().tcp_keepalive);
-                let connection = handle(node.clone(), stream, remote, graceful.watcher());
+                let connection = handle(node.clone(), stream, remote);
                 let hard_stop = node.hard_stop.clone();
                 // Under the hard stop too: a connection still sniffing when
                 // the server stops is simply dropped.
@@ -69,17 +68,14 @@ where
             }
         }
     }
-    drop(listener);
-    if tokio::time::timeout(node.config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = what, "connections still open after the drain timeout; closing them");
-    }
 }
 
 pub use crate::forwarding::{Peer, Transport};
 
 /// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain, or TLS
-/// already terminated) until it closes or the server drains.
-pub async fn serve_one<S>(node: Arc<Node>, watcher: Watcher, mut stream: S, remote: SocketAddr, transport: Transport)
+/// already terminated) until it closes, stays idle past
+/// `limits.visitor_idle_timeout`, or the server drains.
+pub async fn serve_one<S>(node: Arc<Node>, mut stream: S, remote: SocketAddr, transport: Transport)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -102,16 +98,62 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-    let service_node = node.clone();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.http2_keepalive_interval))
+        .keep_alive_timeout(limits.http2_keepalive_interval);
+    let activity = idle::Activity::new();
+    let (service_node, service_activity) = (node.clone(), activity.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (node, peer) = (service_node.clone(), peer.clone());
-        async move { Ok::<_, std::convert::Infallible>(route(node, &peer, req).await) }
+        let (node, peer, in_flight) = (service_node.clone(), peer.clone(), service_activity.start());
+        async move {
+            let response = route(node, &peer, req).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| idle::Tracked::new(body, in_flight)))
+        }
     });
     let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
-    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-    if let Err(e) = watcher.watch(connection).await {
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let idle_timeout = limits.visitor_idle_timeout;
+    let mut closing = false;
+    // A peer that never acknowledges the goodbye (HTTP/2 waits for a PING
+    // ack) gets one more idle timeout, then is cut.
+    let mut cut_at = None;
+    let ended = loop {
+        let idle_at = activity.idle_deadline(idle_timeout).filter(|_| !closing);
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            () = sleep_until(cut_at), if cut_at.is_some() => {
+                tracing::debug!(%remote, "cutting an idle visitor connection that did not close");
+                return;
+            }
+            () = node.shutdown.cancelled(), if !closing => {}
+            () = activity.request_ended(), if idle_at.is_none() && !closing => continue,
+            () = sleep_until(idle_at), if idle_at.is_some() => {
+                // A request may have started (or started and ended) meanwhile.
+                match activity.idle_deadline(idle_timeout) {
+                    Some(at) if at <= tokio::time::Instant::now() => {}
+                    _ => continue,
+                }
+                tracing::debug!(%remote, idle = ?idle_timeout, "closing an idle visitor connection");
+                cut_at = Some(tokio::time::Instant::now() + idle_timeout);
+            }
+        }
+        // Shutdown or idle: finish what is in flight, take nothing new.
+        connection.as_mut().graceful_shutdown();
+        closing = true;
+    };
+    if let Err(e) = ended {
         tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Sleeps until `at` (a branch guard keeps `None` from being polled).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -4,6 +4,7 @@
 //! ([`tls`]); both of those relay raw connections the same way ([`raw`]).
 
 pub mod http;
+pub mod idle;
 pub mod proxy;
 pub mod raw;
 pub mod sniff;

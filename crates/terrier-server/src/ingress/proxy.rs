@@ -79,8 +79,9 @@ pub async fn forward(
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let at_ms = now_ms();
-    let max_kept = node.live.limits().max_idle_http_per_device;
-    let result = upstream::send(&session, &node.metrics, req, max_kept).await;
+    let limits = node.live.limits();
+    let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout));
+    let result = upstream::send(&session, &node.metrics, req, limits.max_idle_http_per_device).await;
     node.metrics.visitor_request(started.elapsed());
     let log = |status: StatusCode, size: Option<u64>| {
         let record = RequestRecord {
@@ -273,6 +274,18 @@ fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Respons
     response
 }
 
+/// The visitor's body timeout, if that is what cut the request.
+fn body_timeout(error: &SendError) -> Option<&forwarding::BodyTimeout> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(timeout) = e.downcast_ref::<forwarding::BodyTimeout>() {
+            return Some(timeout);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// The page for a request the device could not answer.
 fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Response<Body> {
     let open_error = match &error {
@@ -280,6 +293,15 @@ fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Res
         SendError::Http(_) => None,
     };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
+    if let Some(timeout) = body_timeout(&error) {
+        return node.pages.render(Page {
+            status: StatusCode::REQUEST_TIMEOUT,
+            title: "The request's body stopped",
+            message: "Your browser stopped sending the request before it was complete.",
+            detail: &timeout.to_string(),
+            host,
+        });
+    }
     let (status, title, message, detail) = match open_error {
         Some(OpenError::Timeout(after)) => (
             StatusCode::GATEWAY_TIMEOUT,

@@ -28,19 +28,13 @@ pub const PASSTHROUGH_SERVICE: &str = "tls";
 
 /// Accepts TLS connections until shutdown, then drains like the plain listener.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
-    accept_until_shutdown(node, listener, "TLS", move |node, stream, remote, watcher| {
-        accept_one(node, config.clone(), stream, remote, watcher)
+    accept_until_shutdown(node, listener, "TLS", move |node, stream, remote| {
+        accept_one(node, config.clone(), stream, remote)
     })
     .await
 }
 
-async fn accept_one(
-    node: Arc<Node>,
-    config: Arc<rustls::ServerConfig>,
-    stream: TcpStream,
-    remote: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
+async fn accept_one(node: Arc<Node>, config: Arc<rustls::ServerConfig>, stream: TcpStream, remote: SocketAddr) {
     let deadline = tokio::time::Instant::now() + node.live.limits().header_read_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
@@ -63,7 +57,7 @@ async fn accept_one(
         Ok(Err(e)) => return tracing::debug!(%remote, sni = ?sni, error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!(%remote, "TLS handshake not done within the header read timeout"),
     };
-    serve_one(node, watcher, tls, remote, Transport::Tls).await;
+    serve_one(node, tls, remote, Transport::Tls).await;
 }
 
 /// The online session whose subdomain `name` is, if it asked for passthrough.

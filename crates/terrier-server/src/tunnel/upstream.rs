@@ -28,6 +28,7 @@ use terrier_transport::byte_stream::ByteStream;
 
 use super::session::{OpenError, Session};
 use super::traffic::{Metered, Side};
+use crate::forwarding::RequestBody;
 use crate::metrics::{Metrics, StreamKind};
 
 /// A session's HTTP/1 connections to its device, the newest last. Busy ones
@@ -44,7 +45,7 @@ struct Kept {
     /// When it was handed back.
     since: Instant,
     /// hyper's handle to send the next request on it.
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
 }
 
 /// A connection to the device's web service, its bytes counted as HTTP traffic.
@@ -71,7 +72,7 @@ pub enum SendError {
 impl HttpConnections {
     /// A ready connection, newest first; closed ones found on the way are
     /// dropped.
-    fn take_ready(&self) -> Option<SendRequest<Incoming>> {
+    fn take_ready(&self) -> Option<SendRequest<RequestBody>> {
         let mut kept = self.kept.lock().expect("http connections lock");
         kept.retain(|k| !k.sender.is_closed());
         let at = kept.iter().rposition(|k| k.sender.is_ready())?;
@@ -84,7 +85,7 @@ impl HttpConnections {
     /// ends (server-sent events) would otherwise hold its place for good
     /// and leave every later connection unkept. With `max` ready ones kept,
     /// `sender` is dropped instead (hyper closes it once its answer is done).
-    fn give_back(&self, sender: SendRequest<Incoming>, max: usize) {
+    fn give_back(&self, sender: SendRequest<RequestBody>, max: usize) {
         let mut kept = self.kept.lock().expect("http connections lock");
         if kept.len() >= max {
             kept.retain(|k| !k.sender.is_closed());
@@ -122,7 +123,7 @@ impl HttpConnections {
 pub async fn send(
     session: &Session,
     metrics: &Arc<Metrics>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     max_kept: usize,
 ) -> Result<Response<Incoming>, SendError> {
     while let Some(mut sender) = session.http_connections.take_ready() {
@@ -143,7 +144,7 @@ pub async fn send(
 /// switched protocols (then the connection belongs to the upgrade).
 fn keep_unless_upgraded(
     session: &Session,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     response: Response<Incoming>,
     max_kept: usize,
 ) -> Response<Incoming> {
@@ -155,7 +156,7 @@ fn keep_unless_upgraded(
 
 /// Opens a tunnel stream to the web service and starts an HTTP/1 client
 /// connection on it (its task ends when the connection closes).
-async fn connect(session: &Session, metrics: &Arc<Metrics>) -> Result<SendRequest<Incoming>, SendError> {
+async fn connect(session: &Session, metrics: &Arc<Metrics>) -> Result<SendRequest<RequestBody>, SendError> {
     let stream = open_device_stream(session, metrics).await?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     let device = session.name.clone();

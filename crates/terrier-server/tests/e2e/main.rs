@@ -28,3 +28,4 @@ mod shutdown;
 mod store_contract;
 mod tcp_tunnel;
 mod tls;
+mod visitor_timeouts;
