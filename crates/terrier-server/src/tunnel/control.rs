@@ -54,6 +54,11 @@ impl ControlParams {
     pub fn parse(query: Option<&str>) -> Result<Self, String> {
         let mut params = Self::default();
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            // Values reach logs and the admin API: a newline or an ANSI escape
+            // there would forge log lines or repaint an operator's terminal.
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(format!("{key:?} contains a control character ({c:?}): use printable text"));
+            }
             match key.as_ref() {
                 PARAM_NAME => params.name = value.into_owned(),
                 PARAM_HTTP => params.http = value != "0",
@@ -378,5 +383,31 @@ mod tests {
         assert!(ControlParams::parse(Some("name=a&tcp=http")).unwrap_err().contains("bad TCP service"));
         let many = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         assert!(ControlParams::parse(Some(&format!("name=a&tcp={many}"))).unwrap_err().contains("too many"));
+    }
+
+    #[test]
+    fn params_with_control_characters_are_refused_naming_the_field() {
+        let valid = "name=thermo-42&http=1&tcp=ssh&hops=0&agent=terrier%2F0.1&platform=linux-x86_64";
+        assert!(ControlParams::parse(Some(valid)).is_ok());
+        for (field, bad) in [
+            ("agent", "terrier%0Adevice%3Devil"),
+            ("agent", "%1B%5B2J"),
+            ("platform", "linux%0D"),
+            ("platform", "x%00"),
+            ("platform", "x%C2%85"),
+            ("name", "thermo%0A"),
+            ("tcp", "ssh%0A"),
+            ("hops", "0%0A"),
+            ("http", "1%7F"),
+        ] {
+            let query = format!("{valid}&{field}={bad}");
+            let err = ControlParams::parse(Some(&query)).expect_err(&query);
+            assert!(err.starts_with(&format!("{field:?} contains a control character")), "{query}: {err}");
+        }
+        // Past the 64 characters kept: still refused, not cut away.
+        let long = format!("name=a&http=1&agent={}%0A", "a".repeat(64));
+        assert!(ControlParams::parse(Some(&long)).is_err());
+        // Printable non-ASCII is fine.
+        assert_eq!(ControlParams::parse(Some("name=a&http=1&platform=caf%C3%A9")).unwrap().platform, "café");
     }
 }

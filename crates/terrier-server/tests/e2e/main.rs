@@ -17,6 +17,7 @@ mod forwarding;
 mod http1_wire;
 mod http_connections;
 mod http_tunnel;
+mod hygiene;
 mod leases;
 mod limits;
 mod load;
