@@ -96,7 +96,8 @@ pub struct CertificateFiles {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// `auto` (token, but open when the domain is localhost), `token` or `open`.
+    /// `auto` (token, but open when the domain is localhost or a loopback IP),
+    /// `token` or `open`.
     pub mode: crate::auth::AuthMode,
     /// How often the node re-reads the token store, so new tokens work and
     /// revoked ones disconnect their devices within this time.

@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, env = "TERRIERD_PAGES_DIR")]
     pages_dir: Option<PathBuf>,
     /// Device authentication: token (devices need `terrierd token create`), open (development only),
-    /// or auto (open on localhost, token elsewhere) [default: auto].
+    /// or auto (open on localhost or a loopback IP, token elsewhere) [default: auto].
     #[arg(long, env = "TERRIERD_AUTH", value_parser = parse_auth_mode)]
     auth: Option<terrier_server::auth::AuthMode>,
     /// Serve TLS (HTTPS, wss) with a generated development certificate: `self-signed`

@@ -20,7 +20,8 @@ pub use book::{bearer, AuthError, TokenBook, TokenSlot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
-    /// `token`, unless the domain is `localhost` (a development setup): `open`.
+    /// `token`, unless the domain is `localhost` or a loopback IP (a
+    /// development setup): `open`.
     #[default]
     Auto,
     /// Every device needs a token minted with `terrierd token create`.
@@ -33,11 +34,22 @@ impl AuthMode {
     /// The mode in force for `domain`: `auto` decided.
     pub fn resolve(self, domain: &str) -> AuthMode {
         match self {
-            AuthMode::Auto if domain == "localhost" || domain.ends_with(".localhost") => AuthMode::Open,
+            AuthMode::Auto if is_loopback_domain(domain) => AuthMode::Open,
             AuthMode::Auto => AuthMode::Token,
             other => other,
         }
     }
+}
+
+/// Is `domain` exactly `localhost` or a loopback IP literal (127.0.0.0/8,
+/// `::1`)? Not `*.localhost`: resolvers need not keep it on this machine,
+/// and a domain the operator picked must not quietly open the server.
+fn is_loopback_domain(domain: &str) -> bool {
+    let loopback = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        None => domain.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    };
+    domain == "localhost" || loopback
 }
 
 /// Opens the token store the configuration names: a file beside the
@@ -162,5 +174,35 @@ pub async fn watch(node: Arc<crate::Node>) {
         if ticks.is_multiple_of(60) {
             node.auth.handshakes.forget_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_open_for_exactly_localhost_and_loopback_ips() {
+        for domain in ["localhost", "127.0.0.1", "127.1.2.3", "127.255.255.255", "::1", "[::1]"] {
+            assert_eq!(AuthMode::Auto.resolve(domain), AuthMode::Open, "{domain}");
+        }
+        for domain in [
+            "tunnel.localhost",
+            "a.b.localhost",
+            "localhost.example.com",
+            "evillocalhost",
+            "tunnel.example.com",
+            "128.0.0.1",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+            "127.1",
+            "[127.0.0.1]",
+        ] {
+            assert_eq!(AuthMode::Auto.resolve(domain), AuthMode::Token, "{domain}");
+        }
+        assert_eq!(AuthMode::Token.resolve("127.0.0.1"), AuthMode::Token);
+        assert_eq!(AuthMode::Open.resolve("tunnel.example.com"), AuthMode::Open);
     }
 }
