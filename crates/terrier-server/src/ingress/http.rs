@@ -283,7 +283,7 @@ async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Re
             response
         }
         DATA_PATH => data::handshake(node, req).await,
-        "/" => super::text(
+        "/" if crate::admin::authorized(&node, &req) => super::text(
             200,
             format!(
                 "terrierd {} — {} device(s) online on this node. Devices are served at <name>.{}",
@@ -292,6 +292,9 @@ async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Re
                 node.config.domain
             ),
         ),
+        // The version tells a stranger which advisories apply and the count
+        // how busy the node is: only the operator sees them.
+        "/" => super::text(200, format!("Welcome to terrier. Devices are served at <name>.{}", node.config.domain)),
         path if crate::admin::owns(path) => crate::admin::serve(node, req).await,
         _ => node.pages.render(Page {
             status: StatusCode::NOT_FOUND,
