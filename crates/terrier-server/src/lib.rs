@@ -113,7 +113,7 @@ pub async fn run_with_reload(
 /// Opens the store backend the configuration names.
 pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     if config.store == "embedded" {
-        std::fs::create_dir_all(&config.data_dir)
+        private_file::create_dir(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let path = config.data_dir.join("terrier.redb");
         let store = store::embedded::EmbeddedStore::open(&path)

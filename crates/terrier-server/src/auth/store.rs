@@ -66,7 +66,7 @@ impl FileTokenStore {
     /// replacing the file by rename so readers never see half of it.
     fn update<T>(&self, change: impl FnOnce(&mut TokenFile) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(backend)?;
+        crate::private_file::create_dir(dir).map_err(backend)?;
         let lock = std::fs::File::create(self.path.with_extension("json.lock")).map_err(backend)?;
         lock.lock().map_err(backend)?;
         let mut file = self.read()?;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
+use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
@@ -67,9 +68,11 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store file at `path`.
+    /// Opens (or creates) the store file at `path`, readable only by its
+    /// owner: it holds the ACME account and certificate keys.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
+        let file = crate::private_file::open_owned(path).map_err(backend)?;
+        let db = Database::builder().create_with_backend(FileBackend::new(file).map_err(backend)?).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(LEASES).map_err(backend)?;

@@ -52,7 +52,7 @@ impl DevCa {
         let dir = data_dir.join("tls");
         let (ca_path, key_path) = (dir.join("dev-ca.pem"), dir.join("dev-ca.key"));
         if !ca_path.exists() || !key_path.exists() {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::private_file::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let key = KeyPair::generate().context("generating the development CA key")?;
             let cert = ca_params()?.self_signed(&key).context("signing the development CA")?;
             write(&key_path, &key.serialize_pem(), true)?;
