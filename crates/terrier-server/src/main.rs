@@ -88,7 +88,7 @@ struct Args {
     /// Also serve /metrics without a token on this address (for Prometheus).
     #[arg(long, env = "TERRIERD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Also start a demo device (a small web page behind an in-process agent).
+    /// Also start a demo device (a small web page behind a built-in device).
     #[arg(long)]
     demo: bool,
     /// Log filter (error, warn, info, debug, trace, or a tracing filter).
@@ -281,7 +281,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let demo_tasks = TaskTracker::new();
     if args.demo {
-        terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks).await?;
+        terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks);
     }
     match config.tls.listen {
         Some(tls) => {
