@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use terrier_agent::Event;
+use terrier_testkit::admin::AdminClient;
 use terrier_testkit::raw::FakeDevice;
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::{self, device_host, Visitor};
@@ -100,6 +101,14 @@ impl Terrierd {
     }
 
     /// Waits (bounded) for a stdout line containing `needle`.
+    /// Waits for the demo device's "online" line; returns its URL's authority.
+    async fn demo_online(&mut self) -> String {
+        let line = self.line_containing("demo device online", STARTUP_TIMEOUT).await;
+        let prefix = "demo device online: open http://";
+        let start = line.find(prefix).expect("the line names the URL") + prefix.len();
+        line[start..].split_whitespace().next().expect("URL after 'open'").to_owned()
+    }
+
     async fn line_containing(&mut self, needle: &str, deadline: Duration) -> String {
         let wait = async {
             while let Some(line) = self.stdout.recv().await {
@@ -337,19 +346,29 @@ async fn bad_config_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn demo_mode_serves_a_page() {
+async fn demo_mode_serves_a_page_and_comes_back_after_a_disconnect() {
     init_logging();
     let mut server = Terrierd::start(&["--demo", "--tcp-ports", &free_port_range()]).await;
-    let line = server.line_containing("demo device online", Duration::from_secs(10)).await;
-    let prefix = "demo device online: open http://";
-    let start = line.find(prefix).expect("the line names the URL") + prefix.len();
-    let authority = line[start..].split_whitespace().next().expect("URL after 'open'");
+    let authority = server.demo_online().await;
     let port_suffix = format!(".localhost:{}", server.addr.port());
     assert!(authority.ends_with(&port_suffix), "demo URL {authority:?} is on this server's port");
 
-    let page = Visitor::new(server.addr).get(authority, "/").await;
+    let visitor = Visitor::new(server.addr);
+    for path in ["/", "/status"] {
+        let page = visitor.get(&authority, path).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        assert!(page.body.contains("Hello from a device behind terrier"), "{}", page.body);
+        assert!(page.body.contains(&format!("host: {authority}")), "the device sees the public host: {}", page.body);
+        assert!(page.body.contains(&format!("path: {path}<")), "{}", page.body);
+    }
+
+    // The demo device reconnects like an agent: same URL, page served again.
+    let admin = AdminClient::from_data_dir(server.addr, server._data.path()).await;
+    let reply = admin.call("POST", "/api/v1/devices/demo/disconnect", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(server.demo_online().await, authority, "the demo keeps its subdomain");
+    let page = visitor.get(&authority, "/").await;
     assert_eq!(page.status, 200, "{page:?}");
-    assert!(page.body.contains("Hello from a device behind terrier"), "{}", page.body);
 
     let status = server.terminate().await;
     assert_eq!(status.code(), Some(0), "terrierd exit status: {status}");
