@@ -1,8 +1,10 @@
 //! Test harness for terrier's end-to-end tests: a real `terrierd` and real
 //! agents in-process on port 0 ([`server`], [`agent`]), real upstream
-//! services for the device side ([`upstream`]) and a visitor HTTP client that
-//! talks to a device by `Host` ([`visitor`]). Everything binds 127.0.0.1:0
-//! and stops on drop, so tests run in parallel without fixed ports.
+//! services for the device side ([`upstream`]) and visitors that talk to a
+//! device by `Host`: an HTTP client ([`visitor`]) and raw bytes on a socket
+//! ([`raw_visitor`]).
+//! Everything binds 127.0.0.1:0 and stops on drop, so tests run in
+//! parallel without fixed ports.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -11,6 +13,7 @@ pub mod browser;
 pub mod process;
 pub mod proxy;
 pub mod raw;
+pub mod raw_visitor;
 pub mod redis;
 pub mod server;
 pub mod tls;
