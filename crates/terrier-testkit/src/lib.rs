@@ -1,8 +1,8 @@
 //! Test harness for terrier's end-to-end tests: a real `terrierd` and real
 //! agents in-process on port 0 ([`server`], [`agent`]), real upstream
-//! services for the device side ([`upstream`]) and visitors that talk to a
-//! device by `Host`: an HTTP client ([`visitor`]) and raw bytes on a socket
-//! ([`raw_visitor`]).
+//! services for the device side ([`upstream`], and a deliberately lenient
+//! one in [`lenient`]) and visitors that talk to a device by `Host`: an
+//! HTTP client ([`visitor`]) and raw bytes on a socket ([`raw_visitor`]).
 //! Everything binds 127.0.0.1:0 and stops on drop, so tests run in
 //! parallel without fixed ports.
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod agent;
 pub mod browser;
+pub mod lenient;
 pub mod process;
 pub mod proxy;
 pub mod raw;
