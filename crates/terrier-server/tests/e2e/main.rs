@@ -26,6 +26,7 @@ mod operator_process;
 mod pool;
 mod process;
 mod shutdown;
+mod smuggling;
 mod store_contract;
 mod tcp_tunnel;
 mod tls;
