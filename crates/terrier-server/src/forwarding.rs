@@ -47,6 +47,12 @@ impl RequestBody {
 #[error("the visitor sent no body bytes for {0:?} (limits.body_read_timeout)")]
 pub struct BodyTimeout(std::time::Duration);
 
+/// The visitor's body broke HTTP's framing (a bad chunk, say), or its
+/// connection failed mid-body: the visitor's fault, not the device's.
+#[derive(Debug, thiserror::Error)]
+#[error("the visitor's request body was malformed or cut: {0}")]
+pub struct BadBody(hyper::Error);
+
 impl hyper::body::Body for RequestBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -60,7 +66,7 @@ impl hyper::body::Body for RequestBody {
         let this = &mut *self;
         if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = None;
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(BadBody(e)) as Self::Error)));
         }
         let timeout = this.timeout;
         let waiting = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));

@@ -274,12 +274,28 @@ fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Respons
     response
 }
 
-/// The visitor's body timeout, if that is what cut the request.
-fn body_timeout(error: &SendError) -> Option<&forwarding::BodyTimeout> {
+/// The page for a request cut by the visitor's own body (408 when it
+/// stalled, 400 when it broke HTTP's framing), if that is what happened.
+fn visitor_fault(node: &Node, host: &str, error: &SendError) -> Option<Response<Body>> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(timeout) = e.downcast_ref::<forwarding::BodyTimeout>() {
-            return Some(timeout);
+            return Some(node.pages.render(Page {
+                status: StatusCode::REQUEST_TIMEOUT,
+                title: "The request's body stopped",
+                message: "Your browser stopped sending the request before it was complete.",
+                detail: &timeout.to_string(),
+                host,
+            }));
+        }
+        if let Some(bad) = e.downcast_ref::<forwarding::BadBody>() {
+            return Some(node.pages.render(Page {
+                status: StatusCode::BAD_REQUEST,
+                title: "Bad request",
+                message: "The request's body was malformed, so it was not forwarded whole.",
+                detail: &bad.to_string(),
+                host,
+            }));
         }
         cause = e.source();
     }
@@ -293,14 +309,8 @@ fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Res
         SendError::Http(_) => None,
     };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
-    if let Some(timeout) = body_timeout(&error) {
-        return node.pages.render(Page {
-            status: StatusCode::REQUEST_TIMEOUT,
-            title: "The request's body stopped",
-            message: "Your browser stopped sending the request before it was complete.",
-            detail: &timeout.to_string(),
-            host,
-        });
+    if let Some(page) = visitor_fault(node, host, &error) {
+        return page;
     }
     let (status, title, message, detail) = match open_error {
         Some(OpenError::Timeout(after)) => (
