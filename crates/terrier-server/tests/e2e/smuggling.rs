@@ -88,6 +88,11 @@ struct Case {
 const ONE: &[Want] = &[Want::Seen("POST /one")];
 /// Refused with 400.
 const BAD_REQUEST: Expect = Expect::Refused(&[400]);
+/// hyper frames a request with both lengths by `Transfer-Encoding` alone
+/// and drops `Content-Length` (RFC 9112 §6.3), and folds equal lengths
+/// into one, before terrierd sees the head; the device then gets the
+/// request framed again, so it is served whole or refused, never split.
+const FRAMED_BY_HYPER: Expect = Expect::RefusedOr(ONE);
 
 /// A request the lenient device parses from whatever follows it on its
 /// connection: the next visitor's request becomes its body.
@@ -140,19 +145,19 @@ fn framing_cases() -> Vec<Case> {
         Case {
             name: "content-length then transfer-encoding",
             bytes: |h| cl_and_te(&h.a, true, "Transfer-Encoding: chunked\r\n"),
-            expect: BAD_REQUEST,
+            expect: FRAMED_BY_HYPER,
             hidden: Some("POST /capture"),
         },
         Case {
             name: "transfer-encoding then content-length",
             bytes: |h| cl_and_te(&h.a, false, "Transfer-Encoding: chunked\r\n"),
-            expect: BAD_REQUEST,
+            expect: FRAMED_BY_HYPER,
             hidden: Some("POST /capture"),
         },
         Case {
             name: "two equal content-lengths",
             bytes: |h| post_one(&h.a, "Content-Length: 5\r\nContent-Length: 5\r\n", "hello"),
-            expect: BAD_REQUEST,
+            expect: FRAMED_BY_HYPER,
             hidden: None,
         },
         Case {
@@ -197,7 +202,7 @@ fn framing_cases() -> Vec<Case> {
         Case {
             name: "transfer-encoding tab chunked with content-length",
             bytes: |h| cl_and_te(&h.a, true, "Transfer-Encoding:\tchunked\r\n"),
-            expect: BAD_REQUEST,
+            expect: FRAMED_BY_HYPER,
             hidden: Some("POST /capture"),
         },
         Case {
@@ -228,7 +233,7 @@ fn framing_cases() -> Vec<Case> {
                     body.len()
                 )
             },
-            expect: BAD_REQUEST,
+            expect: FRAMED_BY_HYPER,
             hidden: Some("POST /capture"),
         },
         Case {
