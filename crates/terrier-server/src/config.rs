@@ -232,6 +232,10 @@ pub struct Limits {
     /// Visitor streams (HTTP connections, TCP connections) one device may
     /// have open at once (503 or a closed connection past it).
     pub max_streams_per_device: usize,
+    /// Of those, the streams one visitor address (IPv6: one /64) may hold
+    /// at once, so one visitor cannot take them all (a closed connection
+    /// past it).
+    pub max_streams_per_visitor: usize,
     /// Keep-alive HTTP connections to a device kept for the next forwarded
     /// request (busy ones included, the oldest busy one making room for a
     /// newer one); past it one closes after its answer.
@@ -308,6 +312,9 @@ impl Default for Limits {
             max_pool_sockets: 16,
             pool_idle_timeout: Duration::from_secs(300),
             max_streams_per_device: 1024,
+            // A quarter of the device's streams: a visitor behind a big NAT
+            // still gets plenty, and one address leaves three quarters free.
+            max_streams_per_visitor: 256,
             max_idle_http_per_device: 32,
             http_idle_timeout: Duration::from_secs(60),
             visitor_idle_timeout: Duration::from_secs(60),
@@ -431,10 +438,15 @@ impl ServerConfig {
                 limits::DATA_CHUNK_BYTES
             )));
         }
-        if l.max_pending_streams == 0 || l.control_queue == 0 || l.max_streams_per_device == 0 {
-            return Err(ConfigError(
-                "limits.max_pending_streams, limits.max_streams_per_device and limits.control_queue must be > 0".into(),
-            ));
+        for (name, value) in [
+            ("limits.max_pending_streams", l.max_pending_streams),
+            ("limits.max_streams_per_device", l.max_streams_per_device),
+            ("limits.max_streams_per_visitor", l.max_streams_per_visitor),
+            ("limits.control_queue", l.control_queue),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be more than zero")));
+            }
         }
         if self.admin.max_page_size == 0 {
             return Err(ConfigError("admin.max_page_size must be at least 1".into()));
@@ -530,5 +542,8 @@ mod tests {
         c.tcp_port_max = 30000;
         c.limits.stream_open_timeout = Duration::ZERO;
         assert!(c.validate().unwrap_err().to_string().contains("stream_open_timeout"));
+        c.limits.stream_open_timeout = Duration::from_secs(1);
+        c.limits.max_streams_per_visitor = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("max_streams_per_visitor"));
     }
 }

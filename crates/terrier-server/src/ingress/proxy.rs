@@ -325,7 +325,7 @@ fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Res
             "The device is connected, but its local web service refused the connection.",
             reason.clone(),
         ),
-        Some(OpenError::TooManyPending | OpenError::TooManyStreams) => (
+        Some(OpenError::TooManyPending | OpenError::TooManyStreams | OpenError::TooManyForVisitor(_)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The device is busy",
             "Too many visitors are waiting for this device. Try again shortly.",

@@ -1,6 +1,7 @@
 //! Raw visitor connections (a public TCP port, TLS passthrough): checked
-//! against the device's access rules, then relayed byte for byte to one of
-//! its services over a tunnel stream.
+//! against the device's access rules and the visitor's share of its
+//! streams, then relayed byte for byte to one of its services over a
+//! tunnel stream.
 
 use std::net::SocketAddr;
 
@@ -22,6 +23,11 @@ where
     if !node.access.allows_address(device, remote.ip()) {
         return tracing::info!(device, service, %remote, via, "visitor denied by access rules");
     }
+    // Held until the relay ends: the stream counts against this address's share.
+    let _slot = match session.admit(remote.ip(), &node.live.limits()) {
+        Ok(slot) => slot,
+        Err(e) => return tracing::info!(device, service, %remote, via, error = %e, "visitor stream not opened"),
+    };
     let socket = match session.open_stream(service).await {
         Ok(socket) => socket,
         Err(e) => return tracing::info!(device, service, %remote, via, error = %e, "visitor stream not opened"),

@@ -11,8 +11,13 @@
 //! `assign`. One parked with `reuse=1` comes back to the pool after a stream
 //! that ended cleanly ([`Session::relay`]), so a steady trickle of visitors
 //! costs the agent no new WebSocket handshake per visitor.
+//!
+//! Before opening a stream, an ingress takes a [`VisitorSlot`] with
+//! [`Session::admit`]: each visitor address gets only a share of the
+//! device's streams ([`super::visitors`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+pub use super::visitors::VisitorSlot;
+use super::visitors::{VisitorKey, Visitors};
 use super::DataSocket;
+use crate::config::Limits;
 
 /// An online device as this node sees it.
 pub struct Session {
@@ -71,6 +79,8 @@ pub struct Session {
     /// Limit on the streams open at once (`traffic.streams_open`, counted
     /// by each relay's `Metered` wrapper).
     max_streams: usize,
+    /// Streams each visitor address holds, for its share of `max_streams`.
+    visitors: Visitors,
     /// HTTP/1 connections to the device's web service, kept for the next
     /// proxied request.
     pub http_connections: super::upstream::HttpConnections,
@@ -118,6 +128,9 @@ pub enum OpenError {
     /// The device already has its most streams open.
     #[error("too many open streams for this device (limits.max_streams_per_device)")]
     TooManyStreams,
+    /// This visitor's address already holds its share of the device's streams.
+    #[error("too many open streams from {0} to this device (limits.max_streams_per_visitor)")]
+    TooManyForVisitor(VisitorKey),
     /// The agent did not open the data socket in time.
     #[error("device did not answer within {0:?}")]
     Timeout(Duration),
@@ -183,9 +196,22 @@ impl Session {
             max_pool: init.max_pool,
             pool_idle: init.pool_idle,
             max_streams: init.max_streams,
+            visitors: Visitors::default(),
             http_connections: Default::default(),
         });
         (session, rx)
+    }
+
+    /// Counts one more stream from the visitor at `ip` (IPv6: its /64)
+    /// against its share, `limits.max_streams_per_visitor` (read by the
+    /// caller from the live limits, so a reload meets the next visitor).
+    /// Call before [`Session::open_stream`] and keep the slot for as long
+    /// as the visitor's stream (or request) lasts; dropping it gives the
+    /// place back.
+    pub fn admit(&self, ip: IpAddr, limits: &Limits) -> Result<VisitorSlot, OpenError> {
+        self.visitors
+            .admit(ip, limits.max_streams_per_visitor)
+            .ok_or_else(|| OpenError::TooManyForVisitor(VisitorKey::of(ip)))
     }
 
     /// A data socket for a new stream to `service`: an idle pooled one at

@@ -1,9 +1,10 @@
 //! Per-device limits past which only that device's visitors are turned
-//! away: open streams per device, and the idle lifetime of pooled data
-//! sockets. (Header size and timeouts, frame sizes, pending streams and
+//! away: open streams per device and per visitor address, and the idle
+//! lifetime of pooled data sockets. (Header size and timeouts, frame sizes, pending streams and
 //! pool size are pushed past in bad_input.rs and pool.rs; handshakes per
 //! IP and devices per token in auth.rs.)
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -11,7 +12,7 @@ use terrier_testkit::raw::{handshake, FakeDevice};
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, upstream, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Bound on one network step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +23,91 @@ async fn echo_once(stream: &mut TcpStream) -> Option<()> {
     let mut buf = [0u8; 5];
     tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut buf)).await.ok()?.ok()?;
     (&buf == b"ping\n").then_some(())
+}
+
+/// Connects to `port` on 127.0.0.1 from the loopback address `from`, as a
+/// visitor at another address would.
+async fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind the visitor's address");
+    socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("connect")
+}
+
+/// A device with a TCP echo service; returns the agent and its public port.
+async fn echo_device(server: &TestServer, name: &str) -> (TestAgent, u16) {
+    let mut agent = TestAgent::start(server.url(), name, None, &[("echo", upstream::tcp_echo().await)]);
+    let connected = agent.connected(1).await;
+    let port = connected.tcp.iter().find(|p| p.service == "echo").expect("echo port").port;
+    (agent, port)
+}
+
+/// Opens a stream from `from` and has one byte echoed; `None` if the
+/// server closed it instead.
+async fn idle_stream_from(from: [u8; 4], port: u16) -> Option<TcpStream> {
+    let mut stream = connect_from(from, port).await;
+    stream.write_all(b"x").await.ok()?;
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut byte)).await.ok()?.ok()?;
+    Some(stream)
+}
+
+#[tokio::test]
+async fn one_address_at_its_share_of_streams_leaves_the_rest_to_other_visitors() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 12;
+        c.limits.max_streams_per_visitor = 8;
+    })
+    .await;
+    let (_agent, port) = echo_device(&server, "shared").await;
+
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        let mut stream = connect_from([127, 0, 0, 2], port).await;
+        if echo_once(&mut stream).await.is_some() {
+            flood.push(stream);
+        }
+    }
+    let mut other = connect_from([127, 0, 0, 1], port).await;
+    echo_once(&mut other).await.expect("another address still reaches the device");
+    assert_eq!(flood.len(), 8, "127.0.0.2 holds its share of streams and no more");
+
+    // The device total still applies: 8 + 1 + 3 streams make 12.
+    let mut third = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from([127, 0, 0, 3], port).await;
+        echo_once(&mut stream).await.expect("within the device total");
+        third.push(stream);
+    }
+    let mut over = connect_from([127, 0, 0, 3], port).await;
+    assert!(echo_once(&mut over).await.is_none(), "past max_streams_per_device, even within a share");
+
+    drop(flood.pop());
+    eventually(STEP_TIMEOUT, "127.0.0.2 gets its place back when one of its streams closes", || async {
+        let mut stream = connect_from([127, 0, 0, 2], port).await;
+        echo_once(&mut stream).await.map(|()| stream)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_thousand_idle_connections_from_one_address_do_not_lock_out_another() {
+    init_logging();
+    // The defaults: 1024 streams per device, 256 per visitor address.
+    let server = TestServer::start(|_| {}).await;
+    let (_agent, port) = echo_device(&server, "crowded").await;
+
+    // A few dozen at a time, as a flood trickles in: all at once would
+    // meet limits.max_pending_streams first.
+    let opened: Vec<Option<TcpStream>> = futures_util::stream::iter(0..1030)
+        .map(|_| idle_stream_from([127, 0, 0, 2], port))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let held: Vec<TcpStream> = opened.into_iter().flatten().collect();
+    let mut other = connect_from([127, 0, 0, 1], port).await;
+    echo_once(&mut other).await.expect("another address still reaches the device");
+    assert_eq!(held.len(), server.config.limits.max_streams_per_visitor, "127.0.0.2 holds only its share");
 }
 
 #[tokio::test]

@@ -411,10 +411,12 @@ async fn two_thousand_fresh_connections_lose_no_first_bytes() {
     // Each relay ends a moment after its visitor leaves (the device side
     // closes in turn); on a loaded machine hundreds may still be winding
     // down. This test is about first bytes, not limits.max_streams_per_device
-    // (limits.rs pushes past that one), so the limit is out of the way.
+    // or max_streams_per_visitor (limits.rs pushes past those), so the
+    // limits are out of the way.
     let server = TestServer::start(|c| {
         c.tcp_host = Some("127.0.0.1".into());
         c.limits.max_streams_per_device = 4 * PER_KIND;
+        c.limits.max_streams_per_visitor = 4 * PER_KIND;
     })
     .await;
     let banner = upstream::banner_echo(BANNER).await;
