@@ -2,7 +2,8 @@
 //! WebSocket settings ([`ws`]), encoding control messages into frames
 //! ([`control`]), random ids ([`ids`]) and the byte relay between a data
 //! socket and a plain byte stream ([`relay`](mod@relay)), a data socket seen as a
-//! byte stream ([`byte_stream`]), and data sockets themselves ([`data`]).
+//! byte stream ([`byte_stream`]), data sockets themselves ([`data`]), and
+//! ending a relay that no longer moves bytes ([`idle`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this
 //! crate only binds them to tokio, tokio-tungstenite (control sockets) and
@@ -16,6 +17,7 @@ pub mod capped;
 pub mod control;
 pub mod data;
 mod delegate;
+pub mod idle;
 pub mod ids;
 pub mod prefixed;
 pub mod relay;
