@@ -261,6 +261,10 @@ pub struct Limits {
     /// connection, so peers that vanished without a FIN are dropped.
     #[serde(with = "humantime_serde")]
     pub tcp_keepalive: Duration,
+    /// How long a relayed TCP or passthrough stream may move no bytes
+    /// either way before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
     /// How long one store (Redis) command may take before it fails.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
@@ -323,6 +327,10 @@ impl Default for Limits {
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
+            // Keepalive already drops peers that vanished; this is for live
+            // but silent ones, and is long enough for an SSH session without
+            // ServerAliveInterval left alone for a meeting or lunch.
+            tcp_idle_timeout: Duration::from_secs(3600),
             control_handshakes_per_ip_per_minute: 600,
             max_devices_per_token: 1000,
         }
@@ -417,6 +425,7 @@ impl ServerConfig {
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),
+            ("limits.tcp_idle_timeout", l.tcp_idle_timeout),
             ("limits.pool_idle_timeout", l.pool_idle_timeout),
             ("cluster.forward_max_age", self.cluster.forward_max_age),
             ("limits.visitor_idle_timeout", l.visitor_idle_timeout),

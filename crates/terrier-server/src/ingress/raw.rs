@@ -1,10 +1,12 @@
 //! Raw visitor connections (a public TCP port, TLS passthrough): checked
 //! against the device's access rules and the visitor's share of its
 //! streams, then relayed byte for byte to one of its services over a
-//! tunnel stream.
+//! tunnel stream, until both ends are done or no bytes moved for
+//! `limits.tcp_idle_timeout`.
 
 use std::net::SocketAddr;
 
+use terrier_transport::idle::{until_idle, Activity};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::metrics::StreamKind;
@@ -13,8 +15,9 @@ use crate::tunnel::traffic::Metered;
 use crate::Node;
 
 /// Relays `visitor` (from `remote`) to `session`'s `service` until both
-/// ends are done or the node stops hard; `via` names the way in for logs
-/// ("TCP port", "TLS passthrough").
+/// ends are done, the stream sits idle past `limits.tcp_idle_timeout` or
+/// the node stops hard; `via` names the way in for logs ("TCP port", "TLS
+/// passthrough").
 pub async fn relay<T>(node: &Node, session: &Session, service: &str, visitor: T, remote: SocketAddr, via: &'static str)
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -23,8 +26,9 @@ where
     if !node.access.allows_address(device, remote.ip()) {
         return tracing::info!(device, service, %remote, via, "visitor denied by access rules");
     }
+    let limits = node.live.limits();
     // Held until the relay ends: the stream counts against this address's share.
-    let _slot = match session.admit(remote.ip(), &node.live.limits()) {
+    let _slot = match session.admit(remote.ip(), &limits) {
         Ok(slot) => slot,
         Err(e) => return tracing::info!(device, service, %remote, via, error = %e, "visitor stream not opened"),
     };
@@ -32,15 +36,20 @@ where
         Ok(socket) => socket,
         Err(e) => return tracing::info!(device, service, %remote, via, error = %e, "visitor stream not opened"),
     };
-    let visitor = Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp);
+    let activity = Activity::new();
+    let visitor = activity.track(Metered::new(visitor, session.traffic.clone(), node.metrics.clone(), StreamKind::Tcp));
+    let relay = until_idle(&activity, limits.tcp_idle_timeout, session.relay(socket, visitor));
     let relayed = tokio::select! {
-        relayed = session.relay(socket, visitor) => relayed,
+        relayed = relay => relayed,
         () = node.hard_stop.cancelled() => return,
     };
     match relayed {
-        Ok(stats) => tracing::debug!(
+        Ok(Ok(stats)) => tracing::debug!(
             device, service, %remote, via, up = stats.to_socket, down = stats.from_socket, "visitor stream closed"
         ),
-        Err(e) => tracing::debug!(device, service, %remote, via, error = %e, "visitor stream aborted"),
+        Ok(Err(e)) => tracing::debug!(device, service, %remote, via, error = %e, "visitor stream aborted"),
+        Err(idle) => tracing::info!(
+            device, service, %remote, via, error = %idle, "visitor stream closed: idle past limits.tcp_idle_timeout"
+        ),
     }
 }

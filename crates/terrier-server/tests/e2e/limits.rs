@@ -1,6 +1,6 @@
 //! Per-device limits past which only that device's visitors are turned
 //! away: open streams per device and per visitor address, and the idle
-//! lifetime of pooled data sockets. (Header size and timeouts, frame sizes, pending streams and
+//! lifetimes of relayed TCP streams and pooled data sockets. (Header size and timeouts, frame sizes, pending streams and
 //! pool size are pushed past in bad_input.rs and pool.rs; handshakes per
 //! IP and devices per token in auth.rs.)
 
@@ -108,6 +108,34 @@ async fn a_thousand_idle_connections_from_one_address_do_not_lock_out_another() 
     let mut other = connect_from([127, 0, 0, 1], port).await;
     echo_once(&mut other).await.expect("another address still reaches the device");
     assert_eq!(held.len(), server.config.limits.max_streams_per_visitor, "127.0.0.2 holds only its share");
+}
+
+#[tokio::test]
+async fn a_silent_tcp_stream_is_closed_after_the_idle_timeout_while_an_active_one_stays() {
+    init_logging();
+    let server = TestServer::start(|c| c.limits.tcp_idle_timeout = Duration::from_millis(300)).await;
+    let (_agent, port) = echo_device(&server, "idler").await;
+    let mut active = connect_from([127, 0, 0, 1], port).await;
+    echo_once(&mut active).await.expect("the active stream opens");
+    let mut silent = connect_from([127, 0, 0, 1], port).await;
+    echo_once(&mut silent).await.expect("the silent stream opens");
+
+    // The active stream moves bytes every third of the timeout while the
+    // silent one waits for the server to close it.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(STEP_TIMEOUT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                read = silent.read(&mut byte) => return read,
+                _ = tick.tick() => echo_once(&mut active).await.expect("the active stream stays open"),
+            }
+        }
+    })
+    .await
+    .expect("the silent stream is closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "the silent stream ends, got {closed:?}");
+    echo_once(&mut active).await.expect("the active stream outlives the silent one");
 }
 
 #[tokio::test]
