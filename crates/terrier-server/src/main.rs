@@ -238,10 +238,19 @@ fn load_config(args: &Args, overrides: &[(String, String)]) -> anyhow::Result<Se
 async fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
+    // A subcommand's stdout is its answer (a token, a list) for scripts to
+    // read, so its log lines go to stderr; the server logs to stdout.
+    let to_stderr = args.command.is_some();
+    let writer = move || -> Box<dyn std::io::Write> {
+        match to_stderr {
+            true => Box::new(std::io::stderr()),
+            false => Box::new(std::io::stdout()),
+        }
+    };
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(writer).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).init();
     }
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
