@@ -122,7 +122,6 @@ where
     // ack) gets one more idle timeout, then is cut.
     let mut cut_at = None;
     let ended = loop {
-        let idle_at = activity.idle_deadline(idle_timeout).filter(|_| !closing);
         tokio::select! {
             ended = connection.as_mut() => break ended,
             () = sleep_until(cut_at), if cut_at.is_some() => {
@@ -130,13 +129,7 @@ where
                 return;
             }
             () = node.shutdown.cancelled(), if !closing => {}
-            () = activity.request_ended(), if idle_at.is_none() && !closing => continue,
-            () = sleep_until(idle_at), if idle_at.is_some() => {
-                // A request may have started (or started and ended) meanwhile.
-                match activity.idle_deadline(idle_timeout) {
-                    Some(at) if at <= tokio::time::Instant::now() => {}
-                    _ => continue,
-                }
+            () = activity.until_idle(idle_timeout), if !closing => {
                 tracing::debug!(%remote, idle = ?idle_timeout, "closing an idle visitor connection");
                 cut_at = Some(tokio::time::Instant::now() + idle_timeout);
             }

@@ -2,39 +2,34 @@
 //! (an answer still streaming counts as in flight) for
 //! `limits.visitor_idle_timeout`. Measured per request rather than per
 //! byte, so HTTP/2 pings, which keep a dead peer from lingering, do not
-//! keep an idle one open either.
+//! keep an idle one open either. The time itself is kept by the same stamp
+//! relayed TCP streams use ([`terrier_transport::idle`]), touched when a
+//! request ends.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::time::Instant;
+use tokio::sync::Notify;
 
 /// Requests in flight on one connection, and when the last one ended.
 #[derive(Debug)]
 pub struct Activity {
-    /// When the connection was accepted: the base of `last_ms`.
-    born: Instant,
+    /// When the last request ended (or the connection was accepted).
+    stamp: terrier_transport::idle::Activity,
     /// Requests whose answers have not ended.
     open: AtomicUsize,
-    /// When the last request ended, in ms after `born`.
-    last_ms: AtomicU64,
-    /// Woken when a request ends, so the idle timer starts again.
-    ended: tokio::sync::Notify,
+    /// Woken when a request ends, so the idle wait starts again.
+    ended: Notify,
 }
 
 impl Activity {
     /// A connection accepted now, with nothing in flight.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            born: Instant::now(),
-            open: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-            ended: tokio::sync::Notify::new(),
-        })
+        Arc::new(Self { stamp: Default::default(), open: AtomicUsize::new(0), ended: Notify::new() })
     }
 
     /// A request started; it ends when the returned guard drops (the
@@ -44,18 +39,19 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// When the connection becomes idle for `timeout`, if nothing starts
-    /// before: `None` while a request is in flight.
-    pub fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.open.load(Ordering::Relaxed) > 0 {
-            return None;
+    /// Resolves once no request has been in flight for `timeout`.
+    pub async fn until_idle(&self, timeout: Duration) {
+        loop {
+            if self.open.load(Ordering::Relaxed) > 0 {
+                self.ended.notified().await;
+                continue;
+            }
+            self.stamp.idle_for(timeout).await;
+            // A request that started during the wait and is still in flight.
+            if self.open.load(Ordering::Relaxed) == 0 {
+                return;
+            }
         }
-        Some(self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout)
-    }
-
-    /// Waits until a request ends (at once if one ended since the last wait).
-    pub async fn request_ended(&self) {
-        self.ended.notified().await;
     }
 }
 
@@ -66,7 +62,7 @@ pub struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.0;
-        activity.last_ms.store(activity.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        activity.stamp.touch();
         activity.open.fetch_sub(1, Ordering::Relaxed);
         activity.ended.notify_one();
     }
@@ -111,16 +107,22 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
+
+    /// When `until_idle` resolves, from now, given up to `within`.
+    async fn idle_after(activity: &Activity, timeout: Duration, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        tokio::time::timeout(within, activity.until_idle(timeout)).await.ok().map(|()| start.elapsed())
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_counts_from_the_end_of_the_last_answer() {
         let activity = Activity::new();
         let timeout = Duration::from_secs(5);
-        assert_eq!(activity.idle_deadline(timeout), Some(Instant::now() + timeout));
+        assert_eq!(idle_after(&activity, timeout, Duration::from_secs(60)).await, Some(timeout));
         let request = activity.start();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(activity.idle_deadline(timeout), None, "an answer in flight is not idle");
+        assert_eq!(idle_after(&activity, timeout, Duration::from_secs(60)).await, None, "an answer in flight");
         drop(request);
-        assert_eq!(activity.idle_deadline(timeout), Some(Instant::now() + timeout));
+        assert_eq!(idle_after(&activity, timeout, Duration::from_secs(60)).await, Some(timeout));
     }
 }
