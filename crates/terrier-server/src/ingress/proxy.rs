@@ -46,12 +46,10 @@ pub async fn forward(
         Err(refused) => return envelope_refused(&node, authority, refused),
     };
     forwarding::strip_visitor_claims(req.headers_mut());
-    let visitor = match &vouched {
-        Some(visitor) => visitor.clone(),
-        None => Visitor { ip: peer.remote.ip(), proto: proto_of(&node, peer.transport) },
-    };
+    let forwarded = vouched.is_some();
+    let visitor = vouched.unwrap_or_else(|| Visitor { ip: peer.remote.ip(), proto: proto_of(&node, peer.transport) });
     let Some(session) = node.sessions.by_subdomain(sub) else {
-        return elsewhere_or_offline(&node, sub, authority, &visitor, vouched.is_some(), req).await;
+        return elsewhere_or_offline(&node, sub, authority, &visitor, forwarded, req).await;
     };
     if let Err(denied) = node.access.check_http(&session.name, visitor.ip, req.headers()) {
         return access_denied(&node, &session.name, &visitor, denied, host);
@@ -274,77 +272,75 @@ fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Respons
     response
 }
 
-/// The page for a request cut by the visitor's own body (408 when it
-/// stalled, 400 when it broke HTTP's framing), if that is what happened.
-fn visitor_fault(node: &Node, host: &str, error: &SendError) -> Option<Response<Body>> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        if let Some(timeout) = e.downcast_ref::<forwarding::BodyTimeout>() {
-            return Some(node.pages.render(Page {
-                status: StatusCode::REQUEST_TIMEOUT,
-                title: "The request's body stopped",
-                message: "Your browser stopped sending the request before it was complete.",
-                detail: &timeout.to_string(),
-                host,
-            }));
-        }
-        if let Some(bad) = e.downcast_ref::<forwarding::BadBody>() {
-            return Some(node.pages.render(Page {
-                status: StatusCode::BAD_REQUEST,
-                title: "Bad request",
-                message: "The request's body was malformed, so it was not forwarded whole.",
-                detail: &bad.to_string(),
-                host,
-            }));
-        }
-        cause = e.source();
-    }
-    None
-}
-
-/// The page for a request the device could not answer.
+/// The page for a request the device could not answer, or that the
+/// visitor's own body cut.
 fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Response<Body> {
     let open_error = match &error {
         SendError::Open(e) => Some(e),
         SendError::Http(_) => None,
     };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
-    if let Some(page) = visitor_fault(node, host, &error) {
-        return page;
+    let (status, title, message, detail) = explain(&error);
+    node.pages.render(Page { status, title, message, detail: &detail, host })
+}
+
+/// Status, title, message and detail of the page for `error`: the
+/// visitor's fault first (408 when its body stalled, 400 when it broke
+/// HTTP's framing), else what the device did.
+fn explain(error: &SendError) -> (StatusCode, &'static str, &'static str, String) {
+    if let Some(timeout) = cause::<forwarding::BodyTimeout>(error) {
+        return (
+            StatusCode::REQUEST_TIMEOUT,
+            "The request's body stopped",
+            "Your browser stopped sending the request before it was complete.",
+            timeout.to_string(),
+        );
     }
-    let (status, title, message, detail) = match open_error {
-        Some(OpenError::Timeout(after)) => (
+    if let Some(bad) = cause::<forwarding::BadBody>(error) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The request's body was malformed, so it was not forwarded whole.",
+            bad.to_string(),
+        );
+    }
+    match error {
+        SendError::Open(OpenError::Timeout(after)) => (
             StatusCode::GATEWAY_TIMEOUT,
             "The device did not answer in time",
             "The device is connected but did not open a connection for this request in time.",
             format!("no data socket within {after:?}"),
         ),
-        Some(OpenError::Refused(reason)) => (
+        SendError::Open(OpenError::Refused(reason)) => (
             StatusCode::BAD_GATEWAY,
             "The device's web service is not answering",
             "The device is connected, but its local web service refused the connection.",
             reason.clone(),
         ),
-        Some(OpenError::TooManyPending | OpenError::TooManyStreams | OpenError::TooManyForVisitor(_)) => (
+        SendError::Open(OpenError::TooManyPending | OpenError::TooManyStreams | OpenError::TooManyForVisitor(_)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The device is busy",
             "Too many visitors are waiting for this device. Try again shortly.",
             String::new(),
         ),
-        Some(OpenError::Offline) => (
+        SendError::Open(OpenError::Offline) => (
             StatusCode::BAD_GATEWAY,
             "The device went offline",
             "The device disconnected while this request was on its way.",
             String::new(),
         ),
-        None => (
+        SendError::Http(_) => (
             StatusCode::BAD_GATEWAY,
             "The device closed the connection",
             "The device's web service closed the connection without a complete answer.",
             error.to_string(),
         ),
-    };
-    node.pages.render(Page { status, title, message, detail: &detail, host })
+    }
+}
+
+/// The first error of type `T` in `error`'s chain of causes.
+fn cause<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }
 
 #[cfg(test)]
