@@ -114,6 +114,16 @@ pub struct Peer {
     pub remote: SocketAddr,
     /// Plain or TLS.
     pub transport: Transport,
+    /// The address as a header value, made once per connection rather than
+    /// per request (`X-Forwarded-For`).
+    ip_header: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `remote`, connected over `transport`.
+    pub fn new(remote: SocketAddr, transport: Transport) -> Self {
+        Self { remote, transport, ip_header: ip_header(remote.ip()) }
+    }
 }
 
 /// The authority a request is routed by: the request-target's (absolute
@@ -137,6 +147,20 @@ pub struct Visitor {
     pub ip: IpAddr,
     /// `http` or `https`, as the visitor reached the first node.
     pub proto: Proto,
+    /// `ip` as a header value.
+    ip_header: HeaderValue,
+}
+
+impl Visitor {
+    /// The visitor at `ip`, who came over `proto`.
+    pub fn new(ip: IpAddr, proto: Proto) -> Self {
+        Self { ip, proto, ip_header: ip_header(ip) }
+    }
+
+    /// The visitor on `peer`'s connection, who came over `proto`.
+    pub fn of_peer(peer: &Peer, proto: Proto) -> Self {
+        Self { ip: peer.remote.ip(), proto, ip_header: peer.ip_header.clone() }
+    }
 }
 
 /// The scheme a visitor used.
@@ -193,13 +217,13 @@ pub fn strip_visitor_claims(headers: &mut HeaderMap) {
 /// Writes `X-Forwarded-For` (the visitor's address alone: no hop before
 /// terrier is trusted), `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, visitor: &Visitor, host: &HeaderValue) {
-    headers.insert(X_FORWARDED_FOR, ip_header(visitor.ip));
+    headers.insert(X_FORWARDED_FOR, visitor.ip_header.clone());
     headers.insert(X_FORWARDED_PROTO, visitor.proto.header_value());
     headers.insert(X_FORWARDED_HOST, host.clone());
 }
 
 /// `ip` as a header value.
-pub fn ip_header(ip: IpAddr) -> HeaderValue {
+fn ip_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
 }
 
@@ -371,7 +395,7 @@ mod tests {
         ]);
         strip_visitor_claims(&mut h);
         assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["cookie"]);
-        let visitor = Visitor { ip: "192.0.2.7".parse().unwrap(), proto: Proto::Https };
+        let visitor = Visitor::new("192.0.2.7".parse().unwrap(), Proto::Https);
         set_forwarded(&mut h, &visitor, &HeaderValue::from_static("dev.example.com"));
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(h[X_FORWARDED_PROTO], "https");

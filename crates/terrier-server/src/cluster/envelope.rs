@@ -152,7 +152,7 @@ impl Envelopes {
         }
         let nonce = unhex::<16>(parsed.fields.nonce).ok_or(Refused::Malformed)?;
         self.remember(nonce, now_ms)?;
-        let visitor = Visitor { ip: parsed.fields.ip, proto: parsed.fields.proto };
+        let visitor = Visitor::new(parsed.fields.ip, parsed.fields.proto);
         Ok((visitor, parsed.fields.from.to_owned()))
     }
 
@@ -295,7 +295,7 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(10);
 
     fn visitor() -> Visitor {
-        Visitor { ip: "192.0.2.7".parse().unwrap(), proto: Proto::Https }
+        Visitor::new("192.0.2.7".parse().unwrap(), Proto::Https)
     }
 
     #[test]

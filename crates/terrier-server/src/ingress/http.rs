@@ -87,7 +87,7 @@ where
             return;
         }
     };
-    let peer = Peer { remote, transport };
+    let peer = Peer::new(remote, transport);
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut builder = match protocol {
         Protocol::Http1 => builder.http1_only(),

@@ -47,7 +47,7 @@ pub async fn forward(
     };
     forwarding::strip_visitor_claims(req.headers_mut());
     let forwarded = vouched.is_some();
-    let visitor = vouched.unwrap_or_else(|| Visitor { ip: peer.remote.ip(), proto: proto_of(&node, peer.transport) });
+    let visitor = vouched.unwrap_or_else(|| Visitor::of_peer(peer, proto_of(&node, peer.transport)));
     let Some(session) = node.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(&node, sub, authority, &visitor, forwarded, req).await;
     };
@@ -356,7 +356,7 @@ mod tests {
             .unwrap();
         let authority =
             Authority { raw: HeaderValue::from_static("dev.example.com:8080"), host: "dev.example.com".into() };
-        let visitor = Visitor { ip: "192.0.2.7".parse().unwrap(), proto: Proto::Https };
+        let visitor = Visitor::new("192.0.2.7".parse().unwrap(), Proto::Https);
         prepare_request(&mut req, &authority, &visitor, false).unwrap();
         assert_eq!(req.uri(), "/a/b?c=1");
         let h = req.headers();

@@ -165,7 +165,7 @@ async fn across_two_nodes_the_owner_checks_the_visitor_the_first_node_saw() {
     // cluster's secret, bound to this very request, vouches for anyone.
     let direct = format!("http://{host}:{}/hello", a.addr.port());
     let peer = Envelopes::new(&[SECRET.as_bytes().to_vec()], "node-b", Duration::from_secs(10));
-    let allowed = Visitor { ip: "127.0.0.2".parse().unwrap(), proto: Proto::Http };
+    let allowed = Visitor::new("127.0.0.2".parse().unwrap(), Proto::Http);
     let hello = Bound { method: "GET", authority: &host, target: "/hello" };
     let header = |v: &HeaderValue| format!("{ENVELOPE_HEADER}: {}", v.to_str().unwrap());
     let login = ["-u", "alice:s3cret-enough"];
