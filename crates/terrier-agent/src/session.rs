@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use terrier_proto::limits::HEARTBEAT_MISSES;
 use terrier_proto::messages::{plain_char, AgentMessage, Refused, ServerMessage, Welcome};
+use terrier_transport::control::next_text;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -187,17 +188,6 @@ impl Serve<'_> {
             }
         });
     }
-}
-
-async fn next_text(socket: &mut Socket) -> Option<String> {
-    while let Some(Ok(msg)) = socket.next().await {
-        match msg {
-            Message::Text(text) => return Some(text.as_str().to_owned()),
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The `refused` frame for `stream`. The reason is free text (it may quote a

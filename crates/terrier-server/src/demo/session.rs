@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use terrier_proto::handshake::HTTP_SERVICE;
 use terrier_proto::limits::HEARTBEAT_MISSES;
 use terrier_proto::messages::{Open, ServerMessage};
+use terrier_transport::control::next_text;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
@@ -142,18 +143,6 @@ impl Session<'_> {
             .instrument(span),
         );
     }
-}
-
-/// The first text frame (`welcome`); `None` if the socket ends first.
-async fn next_text(socket: &mut ControlSocket) -> Option<String> {
-    while let Some(Ok(msg)) = socket.next().await {
-        match msg {
-            Message::Text(text) => return Some(text.as_str().to_owned()),
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Our heartbeat: a Ping, unless the server has been silent for too long.
