@@ -17,7 +17,7 @@ pub mod connect;
 pub mod file;
 pub mod pool;
 pub mod proxy;
-pub mod reconnect;
+pub use terrier_transport::reconnect;
 pub mod service;
 pub mod session;
 pub mod stream;

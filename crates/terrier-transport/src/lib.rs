@@ -2,8 +2,9 @@
 //! WebSocket settings ([`ws`]), encoding control messages into frames
 //! ([`control`]), random ids ([`ids`]) and the byte relay between a data
 //! socket and a plain byte stream ([`relay`](mod@relay)), a data socket seen as a
-//! byte stream ([`byte_stream`]), data sockets themselves ([`data`]), and
-//! ending a relay that no longer moves bytes ([`idle`]).
+//! byte stream ([`byte_stream`]), data sockets themselves ([`data`]),
+//! ending a relay that no longer moves bytes ([`idle`]), and the
+//! reconnect backoff of every device ([`reconnect`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this
 //! crate only binds them to tokio, tokio-tungstenite (control sockets) and
@@ -20,6 +21,7 @@ mod delegate;
 pub mod idle;
 pub mod ids;
 pub mod prefixed;
+pub mod reconnect;
 pub mod relay;
 pub mod tcp;
 pub mod ws;

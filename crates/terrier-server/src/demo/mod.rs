@@ -16,7 +16,7 @@ mod session;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use rand::Rng;
+use terrier_transport::reconnect::Backoff;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,14 +62,14 @@ struct Device {
 impl Device {
     /// Connects, serves, and reconnects with backoff, forever.
     async fn keep_connected(&self) {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_MAX);
         loop {
             let started = Instant::now();
             let go_away = match session::run(self).await {
                 Ok(ended) => {
                     tracing::info!(reason = %ended.reason, "demo device offline");
                     if started.elapsed() >= STABLE_AFTER {
-                        failures = 0;
+                        backoff.reset();
                     }
                     ended.go_away
                 }
@@ -85,19 +85,12 @@ impl Device {
                     None
                 }
             };
-            let delay = go_away.unwrap_or_else(|| backoff(failures));
-            failures = failures.saturating_add(1);
+            let delay = backoff.next_delay();
+            let delay = go_away.unwrap_or(delay);
             tracing::debug!(?delay, "demo device reconnecting");
             tokio::time::sleep(delay).await;
         }
     }
-}
-
-/// The delay before the next attempt after `failures` failed ones: uniform
-/// in `[0, min(max, base × 2^failures)]` ("full jitter"), as agents wait.
-fn backoff(failures: u32) -> Duration {
-    let ceiling = RECONNECT_BASE.saturating_mul(1 << failures.min(16)).min(RECONNECT_MAX);
-    ceiling.mul_f64(rand::rng().random::<f64>())
 }
 
 /// `listen` as a client can dial it: a wildcard address means this host.
@@ -113,19 +106,6 @@ fn dialable(listen: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_ceiling() {
-        let ceilings = [(0, 500), (1, 1_000), (3, 4_000), (7, 60_000), (40, 60_000), (u32::MAX, 60_000)];
-        for (failures, ceiling_ms) in ceilings {
-            let delays: Vec<Duration> = (0..200).map(|_| backoff(failures)).collect();
-            assert!(delays.iter().all(|d| *d <= Duration::from_millis(ceiling_ms)), "{failures}: {delays:?}");
-            assert!(
-                delays.iter().any(|d| *d > Duration::from_millis(ceiling_ms / 4)),
-                "{failures}: jitter spans the range"
-            );
-        }
-    }
 
     #[test]
     fn a_wildcard_listener_is_dialled_on_loopback() {

@@ -1,6 +1,7 @@
 //! Reconnect delays: exponential backoff with full jitter, so ten thousand
 //! devices dropped at once by a server restart come back spread out instead
-//! of in one second.
+//! of in one second. The agent and terrierd's built-in demo device both
+//! wait this way.
 
 use std::time::Duration;
 
