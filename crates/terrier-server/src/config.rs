@@ -370,6 +370,15 @@ impl ServerConfig {
                 self.domain
             )));
         }
+        // The id goes into leases, logs and the forwarding envelope's fields,
+        // which are `;`-separated header text.
+        if let Some(id) = &self.node_id {
+            let id_ok = (1..=64).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !id_ok {
+                return Err(ConfigError(format!("node_id {id:?} must be 1 to 64 letters, digits, '-', '_' or '.'")));
+            }
+        }
         if self.tcp_port_min == 0 || self.tcp_port_min > self.tcp_port_max {
             return Err(ConfigError(format!(
                 "TCP port range {}-{} is empty or starts at 0",
@@ -549,6 +558,12 @@ mod tests {
         c.tcp_port_max = 20000;
         assert!(c.validate().unwrap_err().to_string().contains("port range"));
         c.tcp_port_max = 30000;
+        for bad in ["", "node;a", "node\n", "n\u{e4}", &"n".repeat(65)] {
+            c.node_id = Some(bad.into());
+            assert!(c.validate().unwrap_err().to_string().contains("node_id"), "{bad:?}");
+        }
+        c.node_id = Some("node-a_1.eu".into());
+        c.validate().unwrap();
         c.limits.stream_open_timeout = Duration::ZERO;
         assert!(c.validate().unwrap_err().to_string().contains("stream_open_timeout"));
         c.limits.stream_open_timeout = Duration::from_secs(1);
