@@ -92,10 +92,6 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// The host the visitor asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers whose name starts with this are terrier's own: a visitor never
-/// gets to send them.
-const TERRIER_PREFIX: &str = "x-terrier-";
-
 /// How a connection reached us, so the forwarding headers and redirects
 /// know the scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,22 +192,33 @@ impl Proto {
 }
 
 /// Removes what a visitor may not say about itself or on terrier's behalf:
-/// every `X-Terrier-*` header, `Forwarded`, `X-Real-IP` and the
-/// `X-Forwarded-*` headers (written afresh by [`set_forwarded`]).
+/// every `X-Terrier-*` and `X-Forwarded-*` header (ours are written afresh
+/// by [`set_forwarded`]), `Forwarded` and `X-Real-IP`, in any spelling with
+/// `_` for `-` (CGI-style servers read `X_Forwarded_For` as the header we
+/// write).
 pub fn strip_visitor_claims(headers: &mut HeaderMap) {
-    let claims = |name: &HeaderName| {
-        let name = name.as_str();
-        name.starts_with(TERRIER_PREFIX)
-            || matches!(name, "forwarded" | "x-real-ip" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host")
-    };
     // Most requests carry none: look before allocating.
-    if !headers.keys().any(claims) {
+    if !headers.keys().any(is_claim) {
         return;
     }
-    let found: Vec<HeaderName> = headers.keys().filter(|name| claims(name)).cloned().collect();
+    let found: Vec<HeaderName> = headers.keys().filter(|name| is_claim(name)).cloned().collect();
     for name in found {
         headers.remove(name);
     }
+}
+
+/// Does `name` claim to be from terrier or about the visitor's address?
+fn is_claim(name: &HeaderName) -> bool {
+    // Compared with `_` read as `-`, without allocating: the longest fixed
+    // name is 10 bytes, and prefixes are compared byte by byte.
+    let name = name.as_str().as_bytes();
+    let is = |wanted: &str| name.len() == wanted.len() && starts_like(name, wanted);
+    starts_like(name, "x-terrier-") || starts_like(name, "x-forwarded-") || is("forwarded") || is("x-real-ip")
+}
+
+/// Does `name` start with `prefix` (lowercase, `-` standing for `-` or `_`)?
+fn starts_like(name: &[u8], prefix: &str) -> bool {
+    name.len() >= prefix.len() && name.iter().zip(prefix.bytes()).all(|(&n, p)| n == p || (p == b'-' && n == b'_'))
 }
 
 /// Writes `X-Forwarded-For` (the visitor's address alone: no hop before
@@ -391,6 +398,12 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-client-cert", "Subject=admin"),
+            ("x_forwarded_for", "10.0.0.1"),
+            ("x-forwarded_proto", "https"),
+            ("x_real_ip", "10.0.0.1"),
+            ("x_terrier_forwarded", "v1"),
             ("cookie", "a=b"),
         ]);
         strip_visitor_claims(&mut h);

@@ -124,6 +124,29 @@ async fn the_device_sees_the_tcp_peer_and_no_claim_a_visitor_made() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn forwarding_claims_in_any_spelling_never_reach_the_device() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let (_device, host) = TestAgent::web_device(server.url(), "claims").await;
+    let forged = [
+        "X-Forwarded-Port: 443",
+        "X-Forwarded-Prefix: /attacker",
+        "X-Forwarded-Ssl: on",
+        "X-Forwarded-Client-Cert: Subject=\"CN=admin\"",
+        "X_Forwarded_For: 10.9.8.7",
+        "X-Forwarded_Proto: https",
+        "X_Real_IP: 10.9.8.7",
+        "X_Terrier_Forwarded: v1",
+    ];
+    let args: Vec<&str> = forged.iter().flat_map(|c| ["-H", c]).collect();
+    let url = format!("http://{host}:{}/headers", server.addr.port());
+    let got = curl("127.0.0.3", &url, server.addr, &args).await;
+    let names = "\r\n\r\naccept host user-agent x-forwarded-for x-forwarded-host x-forwarded-proto\n";
+    assert!(got.head.contains(names), "only the headers terrier wrote: {}", got.head);
+    server.stop().await;
+}
+
 /// A cluster node on `redis` that signs with the secrets in `secret_file`.
 fn node(redis: &RedisServer, id: &str, secret_file: &std::path::Path) -> impl FnOnce(&mut ServerConfig) {
     let (url, id, secret_file) = (redis.url(), id.to_owned(), secret_file.to_owned());
