@@ -25,6 +25,7 @@ pub mod reload;
 pub mod store;
 pub mod tls;
 pub mod tunnel;
+pub mod visitors;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The tunnel endpoint: control sockets ([`control`]), data sockets
-//! ([`data`]), the online devices ([`session`], [`registry`]), each visitor
-//! address's share of a device's streams ([`visitors`]) and the WebSocket
-//! upgrade both socket kinds share ([`upgrade`]).
+//! ([`data`]), the online devices ([`session`], [`registry`]) and the
+//! WebSocket upgrade both socket kinds share ([`upgrade`]).
 
 pub mod control;
 pub mod data;
@@ -10,7 +9,6 @@ pub mod session;
 pub mod traffic;
 pub mod upgrade;
 pub mod upstream;
-pub mod visitors;
 
 /// A control socket (or the dashboard's live socket) once upgraded: a
 /// tungstenite WebSocket over hyper's upgraded connection.

@@ -14,7 +14,8 @@
 //!
 //! Before opening a stream, an ingress takes a [`VisitorSlot`] with
 //! [`Session::admit`]: each visitor address gets only a share of the
-//! device's streams ([`super::visitors`]).
+//! device's streams, and all of them together no more than the device's
+//! total ([`crate::visitors`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -30,10 +31,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-pub use super::visitors::VisitorSlot;
-use super::visitors::{VisitorKey, Visitors};
 use super::DataSocket;
 use crate::config::Limits;
+pub use crate::visitors::VisitorSlot;
+use crate::visitors::{Full, VisitorKey, Visitors};
 
 /// An online device as this node sees it.
 pub struct Session {
@@ -203,15 +204,22 @@ impl Session {
     }
 
     /// Counts one more stream from the visitor at `ip` (IPv6: its /64)
-    /// against its share, `limits.max_streams_per_visitor` (read by the
-    /// caller from the live limits, so a reload meets the next visitor).
-    /// Call before [`Session::open_stream`] and keep the slot for as long
-    /// as the visitor's stream (or request) lasts; dropping it gives the
-    /// place back.
+    /// against its share, `limits.max_streams_per_visitor`, and against the
+    /// device's `limits.max_streams_per_device` (both read by the caller
+    /// from the live limits, so a reload meets the next visitor). Call
+    /// before [`Session::open_stream`] and keep the slot for as long as the
+    /// visitor's stream (or request) lasts; dropping it gives the place
+    /// back. Counted under one lock, so visitors arriving together cannot
+    /// all slip past either limit.
     pub fn admit(&self, ip: IpAddr, limits: &Limits) -> Result<VisitorSlot, OpenError> {
-        self.visitors
-            .admit(ip, limits.max_streams_per_visitor)
-            .ok_or_else(|| OpenError::TooManyForVisitor(VisitorKey::of(ip)))
+        match self.visitors.admit(ip, limits.max_streams_per_visitor, limits.max_streams_per_device) {
+            Ok(slot) => Ok(slot),
+            Err(Full::Visitor) => Err(OpenError::TooManyForVisitor(VisitorKey::of(ip))),
+            Err(Full::Device) => {
+                tracing::info!(device = %self.name, "stream refused: device at limits.max_streams_per_device");
+                Err(OpenError::TooManyStreams)
+            }
+        }
     }
 
     /// A data socket for a new stream to `service`: an idle pooled one at

@@ -91,6 +91,18 @@ async fn one_address_at_its_share_of_streams_leaves_the_rest_to_other_visitors()
 }
 
 #[tokio::test]
+async fn visitors_arriving_together_do_not_slip_past_the_device_total() {
+    init_logging();
+    let server = TestServer::start(|c| c.limits.max_streams_per_device = 4).await;
+    let (_agent, port) = echo_device(&server, "rush").await;
+    // Thirty addresses at once: each checks the total before any stream
+    // of the others exists.
+    let at_once = (10..40u8).map(|i| idle_stream_from([127, 0, 0, i], port));
+    let held: Vec<TcpStream> = futures_util::future::join_all(at_once).await.into_iter().flatten().collect();
+    assert_eq!(held.len(), 4, "max_streams_per_device holds for visitors that arrive together");
+}
+
+#[tokio::test]
 async fn a_thousand_idle_connections_from_one_address_do_not_lock_out_another() {
     init_logging();
     // The defaults: 1024 streams per device, 256 per visitor address.
