@@ -2,6 +2,7 @@
 //! who the visitor is ([`Visitor`]), which of its headers never pass a hop
 //! (hop-by-hop, anything that claims to be from terrier or about the
 //! visitor's address), the `X-Forwarded-*` headers written in their place,
+//! the answer that holds the visitor's place among the device's streams,
 //! and the splice of upgraded (WebSocket) connections.
 //!
 //! Both the proxy to a device (`ingress::proxy`) and the forwarding to a
@@ -16,11 +17,52 @@ use http::{HeaderMap, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use terrier_transport::idle::{until_idle, Activity};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::visitors::VisitorSlot;
+
 /// Response body of the ingress: a device's streamed body, or a page we made.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<Answer, Full<Bytes>>;
+
+/// An answer's body streamed from upstream (the device, or the node that
+/// holds it), keeping the visitor's place among the device's streams
+/// until the body is done.
+pub struct Answer {
+    /// The body as it comes.
+    inner: Incoming,
+    /// The visitor's place, given back when the answer is dropped.
+    _slot: Option<VisitorSlot>,
+}
+
+impl Answer {
+    /// `inner`, holding `slot` (none for an answer a peer node streams:
+    /// that node holds the place).
+    pub fn new(inner: Incoming, slot: Option<VisitorSlot>) -> Self {
+        Self { inner, _slot: slot }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A visitor's request body on its way to the device: `Incoming`, cut
 /// with an error when the visitor leaves it waiting for its next bytes
@@ -306,31 +348,53 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Answers the visitor's upgrade with the `101` from upstream (the device,
-/// or the node holding it) and splices the two upgraded connections in a
-/// task of `tasks`, cut by `hard_stop`.
-pub fn switch_protocols(
-    tasks: &TaskTracker,
-    hard_stop: &CancellationToken,
-    visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut response: Response<Incoming>,
-    device: &str,
-) -> Response<Body> {
-    if let Some(visitor_upgrade) = visitor_upgrade {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let (device, hard_stop) = (device.to_owned(), hard_stop.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device) => {}
-                () = hard_stop.cancelled() => {}
-            }
-        });
-    }
-    response.map(|_| Either::Right(Default::default()))
+/// How an upgraded connection is spliced: in a task of `tasks`, cut by
+/// `hard_stop`, or once no bytes moved either way for `idle_timeout`
+/// (`limits.tcp_idle_timeout`, as for any relayed connection).
+pub struct Splice<'a> {
+    /// Where the splice task is tracked.
+    pub tasks: &'a TaskTracker,
+    /// Cuts the splice when the node stops hard.
+    pub hard_stop: &'a CancellationToken,
+    /// How long the connection may move no bytes.
+    pub idle_timeout: std::time::Duration,
 }
 
-/// Splices a visitor's and a device's upgraded connections until both end.
-async fn splice_upgraded(visitor: hyper::upgrade::OnUpgrade, device: hyper::upgrade::OnUpgrade, name: &str) {
+impl Splice<'_> {
+    /// Answers the visitor's upgrade with the `101` from upstream (the
+    /// device, or the node holding it) and splices the two upgraded
+    /// connections; `slot` (the visitor's place among the device's streams)
+    /// is held until the splice ends.
+    pub fn switch_protocols(
+        &self,
+        visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        mut response: Response<Incoming>,
+        device: &str,
+        slot: Option<VisitorSlot>,
+    ) -> Response<Body> {
+        if let Some(visitor_upgrade) = visitor_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (device, hard_stop, idle_timeout) = (device.to_owned(), self.hard_stop.clone(), self.idle_timeout);
+            self.tasks.spawn(async move {
+                let _slot = slot;
+                tokio::select! {
+                    () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device, idle_timeout) => {}
+                    () = hard_stop.cancelled() => {}
+                }
+            });
+        }
+        response.map(|_| Either::Right(Default::default()))
+    }
+}
+
+/// Splices a visitor's and a device's upgraded connections until both end,
+/// or no bytes moved either way for `idle_timeout`.
+async fn splice_upgraded(
+    visitor: hyper::upgrade::OnUpgrade,
+    device: hyper::upgrade::OnUpgrade,
+    name: &str,
+    idle_timeout: std::time::Duration,
+) {
     let (visitor, device) = match tokio::try_join!(visitor, device) {
         Ok(pair) => pair,
         Err(e) => {
@@ -338,11 +402,16 @@ async fn splice_upgraded(visitor: hyper::upgrade::OnUpgrade, device: hyper::upgr
             return;
         }
     };
-    let mut visitor = TokioIo::new(visitor);
+    // The visitor's end sees both directions (see terrier_transport::idle).
+    let activity = Activity::new();
+    let mut visitor = activity.track(TokioIo::new(visitor));
     let mut device = TokioIo::new(device);
-    match tokio::io::copy_bidirectional(&mut visitor, &mut device).await {
-        Ok((up, down)) => tracing::debug!(device = name, up, down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(device = name, error = %e, "upgraded connection broke"),
+    match until_idle(&activity, idle_timeout, tokio::io::copy_bidirectional(&mut visitor, &mut device)).await {
+        Ok(Ok((up, down))) => tracing::debug!(device = name, up, down, "upgraded connection closed"),
+        Ok(Err(e)) => tracing::debug!(device = name, error = %e, "upgraded connection broke"),
+        Err(idle) => tracing::info!(
+            device = name, error = %idle, "upgraded connection closed: idle past limits.tcp_idle_timeout"
+        ),
     }
 }
 

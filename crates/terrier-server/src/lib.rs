@@ -90,6 +90,13 @@ pub struct Node {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+impl Node {
+    /// How this node splices upgraded connections under `limits`.
+    pub fn splice(&self, limits: &config::Limits) -> forwarding::Splice<'_> {
+        forwarding::Splice { tasks: &self.tasks, hard_stop: &self.hard_stop, idle_timeout: limits.tcp_idle_timeout }
+    }
+}
+
 /// Serves one node on `listener` with the store `config.store` names (the
 /// embedded file in `config.data_dir` by default), until `shutdown` is
 /// cancelled; then stops accepting, closes control sockets, lets requests

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::envelope::{Bound, ENVELOPE_HEADER};
-use crate::forwarding::{self, Authority, Body, Visitor};
+use crate::forwarding::{self, Answer, Authority, Body, Visitor};
 use crate::store::{now_ms, NodeInfo};
 use crate::Node;
 
@@ -64,7 +64,9 @@ pub async fn to_peer(
     headers.insert(ENVELOPE_HEADER, envelope);
     let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(forwarding::switch_protocols(&node.tasks, &node.hard_stop, visitor_upgrade, response, device));
+        // The node holding the device holds the visitor's place too.
+        let splice = node.splice(&node.live.limits());
+        return Ok(splice.switch_protocols(visitor_upgrade, response, device, None));
     }
-    Ok(response.map(Either::Left))
+    Ok(response.map(|body| Either::Left(Answer::new(body, None))))
 }

@@ -73,8 +73,9 @@ where
 pub use crate::forwarding::{Peer, Transport};
 
 /// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain, or TLS
-/// already terminated) until it closes, stays idle past
-/// `limits.visitor_idle_timeout`, or the server drains.
+/// already terminated) until it closes, has no request in flight for
+/// `limits.visitor_idle_timeout`, moves no bytes for
+/// `limits.tcp_idle_timeout`, or the server drains.
 pub async fn serve_one<S>(node: Arc<Node>, mut stream: S, remote: SocketAddr, transport: Transport)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -113,7 +114,10 @@ where
             Ok::<_, std::convert::Infallible>(response.map(|body| idle::Tracked::new(body, in_flight)))
         }
     });
-    let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
+    // Bytes either way, whatever the requests do: a visitor that stops
+    // reading an answer moves none, and is cut like any silent relay.
+    let bytes = terrier_transport::idle::Activity::new();
+    let io = TokioIo::new(bytes.track(Prefixed::new(prefix.into(), stream)));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let idle_timeout = limits.visitor_idle_timeout;
@@ -126,6 +130,10 @@ where
             ended = connection.as_mut() => break ended,
             () = sleep_until(cut_at), if cut_at.is_some() => {
                 tracing::debug!(%remote, "cutting an idle visitor connection that did not close");
+                return;
+            }
+            () = bytes.idle_for(limits.tcp_idle_timeout) => {
+                tracing::debug!(%remote, "cutting a visitor connection that moved no bytes past limits.tcp_idle_timeout");
                 return;
             }
             () = node.shutdown.cancelled(), if !closing => {}

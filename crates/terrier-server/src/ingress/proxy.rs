@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use crate::access::Denied;
 use crate::cluster::envelope::{Bound, Refused, ENVELOPE_HEADER};
 use crate::cluster::forward;
-use crate::forwarding::{self, Authority, Body, Peer, Proto, Transport, Visitor};
+use crate::forwarding::{self, Answer, Authority, Body, Peer, Proto, Transport, Visitor};
 use crate::pages::Page;
 use crate::store::now_ms;
 use crate::tunnel::session::OpenError;
@@ -79,7 +79,14 @@ pub async fn forward(
     let at_ms = now_ms();
     let limits = node.live.limits();
     let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout));
-    let result = upstream::send(&session, &node.metrics, req, limits.max_idle_http_per_device).await;
+    // The visitor's place among the device's streams, held until the
+    // answer (or the upgraded connection) ends.
+    let result = match session.admit(visitor.ip, &limits) {
+        Ok(slot) => upstream::send(&session, &node.metrics, req, limits.max_idle_http_per_device)
+            .await
+            .map(|response| (response, slot)),
+        Err(e) => Err(SendError::Open(e)),
+    };
     node.metrics.visitor_request(started.elapsed());
     let log = |status: StatusCode, size: Option<u64>| {
         let record = RequestRecord {
@@ -92,8 +99,8 @@ pub async fn forward(
         };
         session.traffic.log_request(record, node.config.admin.request_log);
     };
-    let mut response = match result {
-        Ok(response) => response,
+    let (mut response, slot) = match result {
+        Ok(answered) => answered,
         Err(e) => {
             let page = forward_error(&node, &session.name, host, e);
             log(page.status(), None);
@@ -105,10 +112,10 @@ pub async fn forward(
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return forwarding::switch_protocols(&node.tasks, &node.hard_stop, visitor_upgrade, response, &session.name);
+        return node.splice(&limits).switch_protocols(visitor_upgrade, response, &session.name, Some(slot));
     }
     forwarding::strip_hop_by_hop(response.headers_mut(), false);
-    response.map(Either::Left)
+    response.map(|body| Either::Left(Answer::new(body, Some(slot))))
 }
 
 /// The visitor a peer node vouched for, when `req` carries an envelope.

@@ -1,15 +1,21 @@
-//! Visitors cannot hold the server's resources by doing nothing: idle HTTP
-//! connections (HTTP/1.1 and HTTP/2) close after `visitor_idle_timeout`,
-//! and a request body that stops is cut after `body_read_timeout`, while
-//! other visitors keep being served. Raw sockets, so the stall is the
-//! test's own.
+//! Visitors cannot hold the server's resources by doing nothing, or by
+//! asking and not reading: idle HTTP connections (HTTP/1.1 and HTTP/2)
+//! close after `visitor_idle_timeout`, a request body that stops is cut
+//! after `body_read_timeout`, a connection or WebSocket that moves no
+//! bytes after `tcp_idle_timeout`, and every request or WebSocket holds
+//! one of its address's share of the device's streams, while other
+//! visitors keep being served. Raw sockets from different loopback
+//! addresses, so the stall and the visitor are the test's own.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use terrier_testkit::visitor::Visitor;
-use terrier_testkit::{init_logging, TestAgent, TestServer};
+use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -69,5 +75,130 @@ async fn a_request_body_that_stops_is_cut_with_408() {
     let got = String::from_utf8_lossy(&read_until_closed(&mut slow).await).into_owned();
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert_eq!(Visitor::new(server.addr).post(&host, "/echo", "x".repeat(2000)).await.body.len(), 2000);
+    server.stop().await;
+}
+
+/// A TCP connection to `server` from loopback address `from`.
+async fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind the visitor's address");
+    socket.connect(server).await.expect("connect")
+}
+
+/// Sends `GET path` for `host` from `from` and reads the answer's head only;
+/// returns its status (0 if the connection closed first) and the stream,
+/// the rest of the answer left unread.
+async fn head_from(from: [u8; 4], server: SocketAddr, host: &str, path: &str) -> (u16, TcpStream) {
+    let mut tcp = connect_from(from, server).await;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(CLOSED_WITHIN, tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return (0, tcp),
+        }
+    }
+    let status = String::from_utf8_lossy(&head).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, tcp)
+}
+
+/// An answer far larger than socket buffers: whoever stops reading it
+/// leaves the device connection busy.
+const HUGE: &str = "/bytes/500000000";
+
+#[tokio::test]
+async fn a_visitor_that_stops_reading_holds_only_its_share_and_is_cut_when_silent() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 4;
+        c.limits.max_streams_per_visitor = 1;
+        c.limits.tcp_idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (_device, host) = TestAgent::web_device(server.url(), "slow-reader").await;
+    let mut statuses = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (status, tcp) = head_from([127, 0, 0, 2], server.addr, &host, HUGE).await;
+        statuses.push(status);
+        held.push(tcp);
+    }
+    assert_eq!(statuses, [200, 503, 503, 503], "127.0.0.2 gets its share of one stream and no more");
+    let (status, _) = head_from([127, 0, 0, 1], server.addr, &host, "/hello").await;
+    assert_eq!(status, 200, "another address still reaches the device");
+    // The reader that stopped moves no bytes: it is cut, and its place
+    // comes back.
+    eventually(CLOSED_WITHIN, "127.0.0.2's stalled answer is cut and its place given back", || async {
+        let (status, tcp) = head_from([127, 0, 0, 2], server.addr, &host, "/hello").await;
+        (status == 200).then_some(tcp)
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_visitors_arriving_together_get_no_more_than_the_device_total() {
+    init_logging();
+    let server = TestServer::start(|c| c.limits.max_streams_per_device = 4).await;
+    let (_device, host) = TestAgent::web_device(server.url(), "crowd").await;
+    let at_once = (10..40u8).map(|i| head_from([127, 0, 0, i], server.addr, &host, HUGE));
+    let answered = futures_util::future::join_all(at_once).await;
+    let held = answered.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(held, 4, "max_streams_per_device holds for HTTP visitors that arrive together");
+}
+
+/// A WebSocket through the tunnel to the device at `host`, from `from`, or
+/// the status that refused it.
+async fn websocket_from(
+    from: [u8; 4],
+    server: SocketAddr,
+    host: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16> {
+    let tcp = connect_from(from, server).await;
+    let request = http::Request::builder()
+        .uri(format!("ws://{host}/ws"))
+        .header(http::header::HOST, host)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+        .header(http::header::SEC_WEBSOCKET_KEY, tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket handshake through the tunnel: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_websocket_holds_one_place_and_closes_after_the_idle_timeout() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 3;
+        c.limits.max_streams_per_visitor = 1;
+        c.limits.tcp_idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (_device, host) = TestAgent::web_device(server.url(), "chat").await;
+    let mut silent = websocket_from([127, 0, 0, 2], server.addr, &host).await.expect("the first WebSocket");
+    let second = websocket_from([127, 0, 0, 2], server.addr, &host).await.map(drop);
+    assert_eq!(second, Err(503), "one address holds its share of WebSockets and no more");
+    let mut talking = websocket_from([127, 0, 0, 1], server.addr, &host).await.expect("another address");
+    talking.send(Message::text("hello")).await.expect("send");
+    let echoed = tokio::time::timeout(CLOSED_WITHIN, talking.next()).await.expect("echo in time");
+    assert!(matches!(echoed, Some(Ok(Message::Text(ref t))) if t.as_str() == "hello"), "{echoed:?}");
+    // The silent one ends: a close, an error or the end of the stream.
+    let ended = tokio::time::timeout(CLOSED_WITHIN, async {
+        loop {
+            match silent.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a WebSocket silent past limits.tcp_idle_timeout was not closed");
     server.stop().await;
 }
