@@ -146,7 +146,8 @@ impl Envelopes {
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &given[..])) {
             return Err(Refused::BadMac);
         }
-        let skew = now_ms as i64 - parsed.fields.ts as i64;
+        // Wide enough that no timestamp a peer writes can overflow it.
+        let skew = i64::try_from(i128::from(now_ms) - i128::from(parsed.fields.ts)).unwrap_or(i64::MIN);
         if skew.unsigned_abs() > self.max_age.as_millis() as u64 {
             return Err(Refused::Stale(skew));
         }
@@ -208,6 +209,9 @@ pub async fn secrets(config: &crate::ServerConfig, store: &dyn crate::store::Sto
     }
     let shared =
         store.blob_or_insert(SHARED_SECRET_BLOB, &fresh).await.context("reading the cluster's shared secret")?;
+    if shared.len() < 16 {
+        anyhow::bail!("the cluster's shared secret in the store is {} bytes; it must be 16 or more", shared.len());
+    }
     Ok(vec![shared])
 }
 
@@ -326,6 +330,14 @@ mod tests {
         for junk in ["", "v1", "x", "v1;kid=;ts=;nonce=;from=;ip=;proto=;mac="] {
             assert_eq!(b.open(&HeaderValue::from_static(junk), GET, 0).unwrap_err(), Refused::Malformed, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_at_the_end_of_time_is_stale_not_a_panic() {
+        let a = Envelopes::new(&[b"shared".to_vec()], "node-a", WINDOW);
+        let b = Envelopes::new(&[b"shared".to_vec()], "node-b", WINDOW);
+        let sealed = a.seal(GET, &visitor(), u64::MAX);
+        assert!(matches!(b.open(&sealed, GET, 0).unwrap_err(), Refused::Stale(_)));
     }
 
     #[test]

@@ -132,7 +132,8 @@ fn vouched_visitor<B>(node: &Node, authority: &Authority, req: &Request<B>) -> R
 
 /// The 403 page for a request whose envelope did not verify.
 fn envelope_refused(node: &Node, authority: &Authority, refused: Refused) -> Response<Body> {
-    tracing::warn!(host = %authority.host, error = %refused, "forwarded request refused: its envelope did not verify");
+    // Info, like access refusals: any visitor can send a bad envelope.
+    tracing::info!(host = %authority.host, error = %refused, "forwarded request refused: its envelope did not verify");
     node.pages.render(Page {
         status: StatusCode::FORBIDDEN,
         title: "Forwarded request refused",
