@@ -82,7 +82,7 @@ pub async fn forward(
     // The visitor's place among the device's streams, held until the
     // answer (or the upgraded connection) ends.
     let result = match session.admit(visitor.ip, &limits) {
-        Ok(slot) => upstream::send(&session, &node.metrics, req, limits.max_idle_http_per_device)
+        Ok(slot) => upstream::send(&session, &node.metrics, &node.tasks, req, limits.max_idle_http_per_device)
             .await
             .map(|response| (response, slot)),
         Err(e) => Err(SendError::Open(e)),

@@ -25,6 +25,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use terrier_proto::handshake::HTTP_SERVICE;
 use terrier_transport::byte_stream::ByteStream;
+use tokio_util::task::TaskTracker;
 
 use super::session::{OpenError, Session};
 use super::traffic::{Metered, Side};
@@ -116,13 +117,15 @@ impl HttpConnections {
 }
 
 /// Sends `req` (origin-form URI, `Host` set) to `session`'s web service on
-/// a kept connection, or a new one; keeps at most `max_kept` connections.
+/// a kept connection, or a new one whose task goes on `tasks` (so the
+/// node's drain waits for it); keeps at most `max_kept` connections.
 ///
 /// A kept connection that closed before taking the request (the device's
 /// server timed it out) costs nothing: the request goes to the next one.
 pub async fn send(
     session: &Session,
     metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
     mut req: Request<RequestBody>,
     max_kept: usize,
 ) -> Result<Response<Incoming>, SendError> {
@@ -135,7 +138,7 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(session, metrics).await?;
+    let mut sender = connect(session, metrics, tasks).await?;
     let response = sender.send_request(req).await?;
     Ok(keep_unless_upgraded(session, sender, response, max_kept))
 }
@@ -155,12 +158,17 @@ fn keep_unless_upgraded(
 }
 
 /// Opens a tunnel stream to the web service and starts an HTTP/1 client
-/// connection on it (its task ends when the connection closes).
-async fn connect(session: &Session, metrics: &Arc<Metrics>) -> Result<SendRequest<RequestBody>, SendError> {
+/// connection on it, in a task of `tasks` that ends when the connection
+/// closes (at the latest when the session drops its kept connections).
+async fn connect(
+    session: &Session,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+) -> Result<SendRequest<RequestBody>, SendError> {
     let stream = open_device_stream(session, metrics).await?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
     let device = session.name.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(%device, error = %e, "HTTP connection to the device ended");
         }
