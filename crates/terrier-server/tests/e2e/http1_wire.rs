@@ -2,101 +2,25 @@
 //! both body framings and the exact headers are the test's own, and every
 //! request is parsed, routed and framed again by terrierd's one HTTP path.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use terrier_testkit::raw_visitor::{RawAnswer, RawVisitor};
 use terrier_testkit::upstream;
 use terrier_testkit::visitor::device_host;
 use terrier_testkit::{init_logging, TestAgent, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 /// Bound on any one answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// One answer as read off the wire.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+/// The next answer on `visitor`, which must come whole within [`ANSWER_WITHIN`].
+async fn answer(visitor: &mut RawVisitor) -> RawAnswer {
+    visitor.answer(ANSWER_WITHIN).await.expect("an answer in time").expect("an answer, not a close")
 }
 
-/// A visitor's raw connection to terrierd, reading answers one by one
-/// (pipelined answers included: bytes past one answer stay for the next).
-struct RawVisitor {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawVisitor {
-    async fn connect(server: SocketAddr) -> Self {
-        Self { tcp: TcpStream::connect(server).await.unwrap(), buf: Vec::new() }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.unwrap();
-    }
-
-    /// Reads until `buf` has `n` bytes more than `from`, or fails.
-    async fn fill(&mut self, n: usize) {
-        while self.buf.len() < n {
-            let mut chunk = [0u8; 4096];
-            let got = tokio::time::timeout(ANSWER_WITHIN, self.tcp.read(&mut chunk)).await.unwrap().unwrap();
-            assert!(got > 0, "connection closed with {} bytes of an answer: {:?}", self.buf.len(), self.buf);
-            self.buf.extend_from_slice(&chunk[..got]);
-        }
-    }
-
-    /// The next answer (`Content-Length` or chunked body).
-    async fn answer(&mut self) -> Answer {
-        let (len, status, headers) = loop {
-            let mut parsed = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut parsed);
-            if let httparse::Status::Complete(len) = response.parse(&self.buf).unwrap() {
-                let headers: BTreeMap<String, String> = response
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
-                break (len, response.code.unwrap(), headers);
-            }
-            let want = self.buf.len() + 1;
-            self.fill(want).await;
-        };
-        self.buf.drain(..len);
-        let mut body = Vec::new();
-        if let Some(length) = headers.get("content-length") {
-            let length: usize = length.parse().unwrap();
-            self.fill(length).await;
-            body.extend(self.buf.drain(..length));
-        } else if headers.get("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-            loop {
-                while !self.buf.windows(2).any(|w| w == b"\r\n") {
-                    let want = self.buf.len() + 1;
-                    self.fill(want).await;
-                }
-                let line_end = self.buf.windows(2).position(|w| w == b"\r\n").unwrap();
-                let size =
-                    usize::from_str_radix(std::str::from_utf8(&self.buf[..line_end]).unwrap().trim(), 16).unwrap();
-                self.fill(line_end + 2 + size + 2).await;
-                body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-                self.buf.drain(..line_end + 2 + size + 2);
-                if size == 0 {
-                    break;
-                }
-            }
-        }
-        Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
-    }
-
-    /// Whether the server closes the connection within `within`, with no
-    /// more bytes.
-    async fn closed_within(&mut self, within: Duration) -> bool {
-        let mut chunk = [0u8; 64];
-        matches!(tokio::time::timeout(within, self.tcp.read(&mut chunk)).await, Ok(Ok(0) | Err(_)))
-    }
+/// Sends `bytes` on `visitor`.
+async fn send(visitor: &mut RawVisitor, bytes: &[u8]) {
+    visitor.send(bytes).await.expect("send");
 }
 
 /// A server (with `tweak`) and one web device; returns the device's host.
@@ -146,21 +70,21 @@ async fn pipelined_requests_with_both_body_framings_are_answered_in_order() {
          POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=1\r\ndefg\r\n0\r\n\r\n\
          GET /hello HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 10.9.8.7\r\n\r\n"
     );
-    visitor.send(requests.as_bytes()).await;
-    let first = visitor.answer().await;
-    assert_eq!((first.status, first.body.as_str()), (200, "hello"));
-    let second = visitor.answer().await;
-    assert_eq!((second.status, second.body.as_str()), (200, "abcdefg"));
-    let third = visitor.answer().await;
-    assert_eq!((third.status, third.body.as_str()), (200, "hello from device"));
-    assert_eq!(third.headers["x-seen-xff"], "127.0.0.1", "only the TCP peer, never the visitor's claim");
-    assert_eq!(third.headers["x-seen-proto"], "http");
-    assert_eq!(third.headers["x-seen-xfh"], host);
-    assert_eq!(third.headers["x-seen-host"], host);
+    send(&mut visitor, requests.as_bytes()).await;
+    let first = answer(&mut visitor).await;
+    assert_eq!((first.status, first.text().as_str()), (200, "hello"));
+    let second = answer(&mut visitor).await;
+    assert_eq!((second.status, second.text().as_str()), (200, "abcdefg"));
+    let third = answer(&mut visitor).await;
+    assert_eq!((third.status, third.text().as_str()), (200, "hello from device"));
+    assert_eq!(third.header("x-seen-xff"), Some("127.0.0.1"), "only the TCP peer, never the visitor's claim");
+    assert_eq!(third.header("x-seen-proto"), Some("http"));
+    assert_eq!(third.header("x-seen-xfh"), Some(host.as_str()));
+    assert_eq!(third.header("x-seen-host"), Some(host.as_str()));
 
     // A request sent after the answers, on the same connection.
-    visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
+    send(&mut visitor, format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert_eq!(answer(&mut visitor).await.status, 200);
     server.stop().await;
 }
 
@@ -173,11 +97,11 @@ async fn the_device_never_sees_the_visitors_hop_by_hop_headers() {
         "GET /headers HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\n\
          X-Forwarded-Proto: gopher\r\n\r\n"
     );
-    visitor.send(request.as_bytes()).await;
-    let answer = visitor.answer().await;
+    send(&mut visitor, request.as_bytes()).await;
+    let answer = answer(&mut visitor).await;
     assert_eq!(answer.status, 200);
     // A proxy between two connections drops hop-by-hop headers.
-    assert_eq!(answer.body, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
+    assert_eq!(answer.text(), "host x-forwarded-for x-forwarded-host x-forwarded-proto");
     server.stop().await;
 }
 
@@ -187,18 +111,18 @@ async fn each_request_on_a_connection_is_routed_by_its_own_host() {
     let (server, _agent, host) = web_device(|_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     let get = |host: &str| format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    visitor.send(get(&host).as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
+    send(&mut visitor, get(&host).as_bytes()).await;
+    assert_eq!(answer(&mut visitor).await.status, 200);
     // Pipelined: the device's answer comes first, then the unknown host's page.
-    visitor.send(format!("{}{}", get(&host), get("nobody12345.localhost")).as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
-    let unknown = visitor.answer().await;
+    send(&mut visitor, format!("{}{}", get(&host), get("nobody12345.localhost")).as_bytes()).await;
+    assert_eq!(answer(&mut visitor).await.status, 200);
+    let unknown = answer(&mut visitor).await;
     assert_eq!(unknown.status, 404);
-    assert!(unknown.body.contains("No device here"), "{}", unknown.body);
+    assert!(unknown.text().contains("No device here"), "{}", unknown.text());
     // The connection goes on serving the device.
-    visitor.send(get(&host).as_bytes()).await;
-    let again = visitor.answer().await;
-    assert_eq!((again.status, again.body.as_str()), (200, "hello from device"));
+    send(&mut visitor, get(&host).as_bytes()).await;
+    let again = answer(&mut visitor).await;
+    assert_eq!((again.status, again.text().as_str()), (200, "hello from device"));
     server.stop().await;
 }
 
@@ -215,11 +139,11 @@ async fn a_device_that_closes_before_its_first_answer_gives_the_502_page() {
     .await;
     let (server, _agent, host) = device_serving(web, "hangs-up", |_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
-    visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
-    let page = visitor.answer().await;
+    send(&mut visitor, format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    let page = answer(&mut visitor).await;
     assert_eq!(page.status, 502);
-    assert!(page.body.contains("The device closed the connection"), "{}", page.body);
-    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().contains("The device closed the connection"), "{}", page.text());
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
     server.stop().await;
 }
 
@@ -228,24 +152,27 @@ async fn a_later_request_past_max_header_bytes_is_refused() {
     init_logging();
     let (server, _agent, host) = web_device(|c| c.limits.max_header_bytes = 8192).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
-    visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
+    send(&mut visitor, format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert_eq!(answer(&mut visitor).await.status, 200);
     // Over the limit before its end: 431, or a close if hyper stops
     // reading first.
     let huge = format!("GET /hello HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(16 * 1024));
-    let _ = visitor.tcp.write_all(huge.as_bytes()).await;
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(ANSWER_WITHIN, visitor.tcp.read_to_end(&mut rest)).await;
-    let text = String::from_utf8_lossy(&rest);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
-    assert!(!text.contains("hello from device"), "the oversized request reached the device");
+    let _ = visitor.send(huge.as_bytes()).await;
+    match visitor.answer(ANSWER_WITHIN).await {
+        Ok(None) => {}
+        Ok(Some(refused)) => {
+            assert_eq!(refused.status, 431, "{}", refused.text());
+            assert!(!refused.text().contains("hello from device"), "the oversized request reached the device");
+        }
+        Err(e) => panic!("neither 431 nor a close: {e}"),
+    }
 
     // Garbage after an answered request: 400.
     let mut visitor = RawVisitor::connect(server.addr).await;
-    visitor.send(format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
-    assert_eq!(visitor.answer().await.status, 200);
-    visitor.send(b"\x16\x03\x01 not http at all\r\n\r\n").await;
-    assert_eq!(visitor.answer().await.status, 400);
+    send(&mut visitor, format!("GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await;
+    assert_eq!(answer(&mut visitor).await.status, 200);
+    send(&mut visitor, b"\x16\x03\x01 not http at all\r\n\r\n").await;
+    assert_eq!(answer(&mut visitor).await.status, 400);
     server.stop().await;
 }
 
@@ -255,13 +182,14 @@ async fn connection_close_ends_the_visitors_connection_only() {
     let (server, _agent, host) = web_device(|_| {}).await;
     for _ in 0..3 {
         let mut visitor = RawVisitor::connect(server.addr).await;
-        visitor.send(format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
-        let answer = visitor.answer().await;
+        send(&mut visitor, format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await;
+        let answer = answer(&mut visitor).await;
         assert_eq!(answer.status, 200);
         // The device's connection is kept for the next visitor: the
         // visitor's `Connection: close` is for its own hop only.
-        assert_eq!(answer.body, "host x-forwarded-for x-forwarded-host x-forwarded-proto");
-        assert!(visitor.closed_within(Duration::from_secs(5)).await, "the visitor asked to close");
+        assert_eq!(answer.text(), "host x-forwarded-for x-forwarded-host x-forwarded-proto");
+        assert!(matches!(visitor.answer(Duration::from_secs(5)).await, Ok(None)), "the visitor asked to close");
     }
     server.stop().await;
 }
@@ -285,10 +213,10 @@ async fn a_device_that_closes_after_every_answer_keeps_serving_its_visitor() {
     let (server, _agent, host) = device_serving(web, "one-shot", |_| {}).await;
     let mut visitor = RawVisitor::connect(server.addr).await;
     for i in 0..3 {
-        visitor.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\n\r\n").as_bytes()).await;
-        let answer = visitor.answer().await;
+        send(&mut visitor, format!("GET / HTTP/1.1\r\nHost: {host}\r\nKeep-Alive: timeout=5\r\n\r\n").as_bytes()).await;
+        let answer = answer(&mut visitor).await;
         assert_eq!(answer.status, 200, "request {i}");
-        assert!(!answer.body.contains("keep-alive"), "request {i}: {}", answer.body);
+        assert!(!answer.text().contains("keep-alive"), "request {i}: {}", answer.text());
     }
     server.stop().await;
 }
