@@ -83,6 +83,25 @@ pub async fn websocket(
     path: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(server).await.expect("connect to server");
+    websocket_over(tcp, host, path).await.expect("WebSocket through the tunnel")
+}
+
+/// A TCP connection to `server` from the loopback address `from`, as a
+/// visitor at another address would make it.
+pub async fn connect_from(from: [u8; 4], server: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind the visitor's address");
+    socket.connect(server).await.expect("connect")
+}
+
+/// The WebSocket handshake for `path` on the device at `host`, over `tcp`
+/// (a connection to the server); the handshake's error, such as the
+/// refusing answer, otherwise.
+pub async fn websocket_over(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, tokio_tungstenite::tungstenite::Error> {
     let request = Request::builder()
         .uri(format!("ws://{host}{path}"))
         .header(http::header::HOST, host)
@@ -92,7 +111,6 @@ pub async fn websocket(
         .header(http::header::SEC_WEBSOCKET_KEY, tokio_tungstenite::tungstenite::handshake::client::generate_key())
         .body(())
         .expect("request");
-    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.expect("WebSocket through the tunnel");
-    assert_eq!(response.status(), 101);
-    ws
+    // tungstenite refuses anything but a `101`.
+    Ok(tokio_tungstenite::client_async(request, tcp).await?.0)
 }

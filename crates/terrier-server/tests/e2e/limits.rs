@@ -12,7 +12,7 @@ use terrier_testkit::raw::{handshake, FakeDevice};
 use terrier_testkit::visitor::{device_host, Visitor};
 use terrier_testkit::{eventually, init_logging, upstream, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Bound on one network step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,12 +25,9 @@ async fn echo_once(stream: &mut TcpStream) -> Option<()> {
     (&buf == b"ping\n").then_some(())
 }
 
-/// Connects to `port` on 127.0.0.1 from the loopback address `from`, as a
-/// visitor at another address would.
+/// Connects to `port` on 127.0.0.1 from the loopback address `from`.
 async fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind the visitor's address");
-    socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("connect")
+    terrier_testkit::visitor::connect_from(from, SocketAddr::from(([127, 0, 0, 1], port))).await
 }
 
 /// A device with a TCP echo service; returns the agent and its public port.

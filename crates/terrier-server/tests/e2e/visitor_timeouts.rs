@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use terrier_testkit::visitor::Visitor;
+use terrier_testkit::visitor::{connect_from, websocket_over, Visitor};
 use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
@@ -76,13 +76,6 @@ async fn a_request_body_that_stops_is_cut_with_408() {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert_eq!(Visitor::new(server.addr).post(&host, "/echo", "x".repeat(2000)).await.body.len(), 2000);
     server.stop().await;
-}
-
-/// A TCP connection to `server` from loopback address `from`.
-async fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind the visitor's address");
-    socket.connect(server).await.expect("connect")
 }
 
 /// Sends `GET path` for `host` from `from` and reads the answer's head only;
@@ -155,18 +148,8 @@ async fn websocket_from(
     server: SocketAddr,
     host: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16> {
-    let tcp = connect_from(from, server).await;
-    let request = http::Request::builder()
-        .uri(format!("ws://{host}/ws"))
-        .header(http::header::HOST, host)
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::SEC_WEBSOCKET_VERSION, "13")
-        .header(http::header::SEC_WEBSOCKET_KEY, tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .expect("request");
-    match tokio_tungstenite::client_async(request, tcp).await {
-        Ok((ws, _)) => Ok(ws),
+    match websocket_over(connect_from(from, server).await, host, "/ws").await {
+        Ok(ws) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
         Err(e) => panic!("WebSocket handshake through the tunnel: {e}"),
     }
