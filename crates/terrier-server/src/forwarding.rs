@@ -10,6 +10,7 @@
 //! import each other.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,21 +27,26 @@ use crate::visitors::VisitorSlot;
 /// Response body of the ingress: a device's streamed body, or a page we made.
 pub type Body = Either<Answer, Full<Bytes>>;
 
+/// A visitor's place among the device's streams, shared by everything
+/// that keeps the device's connection busy for that visitor: the request's
+/// body (a device may answer before reading it), the answer, an upgraded
+/// connection. Given back when the last of them is dropped.
+pub type Place = Arc<VisitorSlot>;
+
 /// An answer's body streamed from upstream (the device, or the node that
-/// holds it), keeping the visitor's place among the device's streams
-/// until the body is done.
+/// holds it), keeping the visitor's place until the body is done.
 pub struct Answer {
     /// The body as it comes.
     inner: Incoming,
-    /// The visitor's place, given back when the answer is dropped.
-    _slot: Option<VisitorSlot>,
+    /// The visitor's place.
+    _place: Option<Place>,
 }
 
 impl Answer {
-    /// `inner`, holding `slot` (none for an answer a peer node streams:
+    /// `inner`, holding `place` (none for an answer a peer node streams:
     /// that node holds the place).
-    pub fn new(inner: Incoming, slot: Option<VisitorSlot>) -> Self {
-        Self { inner, _slot: slot }
+    pub fn new(inner: Incoming, place: Option<Place>) -> Self {
+        Self { inner, _place: place }
     }
 }
 
@@ -75,12 +81,14 @@ pub struct RequestBody {
     timeout: std::time::Duration,
     /// Armed while a frame is awaited; boxed because most bodies never wait.
     waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The visitor's place, held while the body still streams.
+    _place: Place,
 }
 
 impl RequestBody {
-    /// `inner`, allowed `timeout` between frames.
-    pub fn new(inner: Incoming, timeout: std::time::Duration) -> Self {
-        Self { inner, timeout, waiting: None }
+    /// `inner`, allowed `timeout` between frames, holding `place`.
+    pub fn new(inner: Incoming, timeout: std::time::Duration, place: Place) -> Self {
+        Self { inner, timeout, waiting: None, _place: place }
     }
 }
 
@@ -363,20 +371,20 @@ pub struct Splice<'a> {
 impl Splice<'_> {
     /// Answers the visitor's upgrade with the `101` from upstream (the
     /// device, or the node holding it) and splices the two upgraded
-    /// connections; `slot` (the visitor's place among the device's streams)
-    /// is held until the splice ends.
+    /// connections; `place` (the visitor's place among the device's
+    /// streams) is held until the splice ends.
     pub fn switch_protocols(
         &self,
         visitor_upgrade: Option<hyper::upgrade::OnUpgrade>,
         mut response: Response<Incoming>,
         device: &str,
-        slot: Option<VisitorSlot>,
+        place: Option<Place>,
     ) -> Response<Body> {
         if let Some(visitor_upgrade) = visitor_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let (device, hard_stop, idle_timeout) = (device.to_owned(), self.hard_stop.clone(), self.idle_timeout);
             self.tasks.spawn(async move {
-                let _slot = slot;
+                let _place = place;
                 tokio::select! {
                     () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device, idle_timeout) => {}
                     () = hard_stop.cancelled() => {}

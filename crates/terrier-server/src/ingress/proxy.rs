@@ -78,13 +78,13 @@ pub async fn forward(
     let started = std::time::Instant::now();
     let at_ms = now_ms();
     let limits = node.live.limits();
-    let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout));
-    // The visitor's place among the device's streams, held until the
-    // answer (or the upgraded connection) ends.
     let result = match session.admit(visitor.ip, &limits) {
-        Ok(slot) => upstream::send(&session, &node.metrics, &node.tasks, req, limits.max_idle_http_per_device)
-            .await
-            .map(|response| (response, slot)),
+        Ok(slot) => {
+            let place = Arc::new(slot);
+            let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout, place.clone()));
+            let max_kept = limits.max_idle_http_per_device;
+            upstream::send(&session, &node.metrics, &node.tasks, req, max_kept).await.map(|response| (response, place))
+        }
         Err(e) => Err(SendError::Open(e)),
     };
     node.metrics.visitor_request(started.elapsed());
@@ -99,7 +99,7 @@ pub async fn forward(
         };
         session.traffic.log_request(record, node.config.admin.request_log);
     };
-    let (mut response, slot) = match result {
+    let (mut response, place) = match result {
         Ok(answered) => answered,
         Err(e) => {
             let page = forward_error(&node, &session.name, host, e);
@@ -112,10 +112,10 @@ pub async fn forward(
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return node.splice(&limits).switch_protocols(visitor_upgrade, response, &session.name, Some(slot));
+        return node.splice(&limits).switch_protocols(visitor_upgrade, response, &session.name, Some(place));
     }
     forwarding::strip_hop_by_hop(response.headers_mut(), false);
-    response.map(|body| Either::Left(Answer::new(body, Some(slot))))
+    response.map(|body| Either::Left(Answer::new(body, Some(place))))
 }
 
 /// The visitor a peer node vouched for, when `req` carries an envelope.

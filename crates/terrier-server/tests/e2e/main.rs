@@ -30,4 +30,5 @@ mod smuggling;
 mod store_contract;
 mod tcp_tunnel;
 mod tls;
+mod visitor_shares;
 mod visitor_timeouts;

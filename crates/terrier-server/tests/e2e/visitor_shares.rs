@@ -1,0 +1,218 @@
+//! What one visitor holds of a device, and for how long, in the cases the
+//! testkit's well-behaved device and visitors do not reach: a device that
+//! answers before reading an upload (raw sockets here), an HTTP/2 stream
+//! the visitor resets (hand-written frames), a visitor that leaves. Each
+//! visitor holds one place of its share while it keeps the device busy,
+//! and gives it back when it stops.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use terrier_testkit::visitor::{connect_from, device_host, Visitor};
+use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bound on one network step.
+const STEP: Duration = Duration::from_secs(10);
+
+/// An answer far larger than socket buffers.
+const HUGE: &str = "/bytes/500000000";
+
+/// A device web server on raw sockets: for every request it waits `delay`,
+/// answers `200 ok` at once *without reading the request's body*, then
+/// reads and discards the body and keeps the connection for the next
+/// request (what Node.js' http server does with a body the handler left
+/// unread).
+async fn raw_device_web(delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(serve_raw(tcp, delay));
+        }
+    });
+    addr
+}
+
+async fn serve_raw(mut tcp: TcpStream, delay: Duration) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let mut left: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        buf.drain(..end);
+        tokio::time::sleep(delay).await;
+        if tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
+            return;
+        }
+        let take = (left as usize).min(buf.len());
+        buf.drain(..take);
+        left -= take as u64;
+        while left > 0 {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if (n as u64) <= left => left -= n as u64,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[left as usize..n]);
+                    left = 0;
+                }
+            }
+        }
+    }
+}
+
+/// A connected device whose web service is at `web`; returns its host.
+async fn device(server: &TestServer, name: &str, web: SocketAddr) -> (TestAgent, String) {
+    let mut agent = TestAgent::start(server.url(), name, Some(web), &[]);
+    let host = device_host(&agent.connected(1).await.subdomain);
+    (agent, host)
+}
+
+/// Sends `request` from `from` and reads the answer's head; its status (0
+/// if the connection closed first) and the stream.
+async fn status_of(from: [u8; 4], server: SocketAddr, request: &[u8]) -> (u16, TcpStream) {
+    let mut tcp = connect_from(from, server).await;
+    tcp.write_all(request).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(STEP, tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return (0, tcp),
+        }
+    }
+    let status = String::from_utf8_lossy(&head).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, tcp)
+}
+
+fn get(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HEADERS (END_STREAM | END_HEADERS) for `GET path` on `authority`.
+fn h2_get(stream: u32, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+    block.push(0x04); // :path, literal without indexing
+    block.push(path.len() as u8);
+    block.extend_from_slice(path.as_bytes());
+    block.push(0x01); // :authority
+    block.push(authority.len() as u8);
+    block.extend_from_slice(authority.as_bytes());
+    frame(0x1, 0x5, stream, &block)
+}
+
+#[tokio::test]
+async fn an_upload_the_device_answered_early_still_holds_the_visitors_place() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 4;
+        c.limits.max_streams_per_visitor = 1;
+    })
+    .await;
+    let web = raw_device_web(Duration::ZERO).await;
+    let (_agent, host) = device(&server, "early", web).await;
+    // 127.0.0.2 starts four uploads it never finishes; the device answers
+    // each before reading its body, which still streams to it.
+    let upload = format!("POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000000\r\n\r\nfirst-bytes");
+    let mut statuses = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (status, tcp) = status_of([127, 0, 0, 2], server.addr, upload.as_bytes()).await;
+        statuses.push(status);
+        held.push(tcp);
+    }
+    let honest = Visitor::new(server.addr).get(&host, "/").await.status;
+    assert_eq!(
+        (statuses, honest),
+        (vec![200, 503, 503, 503], 200),
+        "127.0.0.2 holds one place while its upload streams, and another address is still served"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_h2_stream_reset_by_the_visitor_gives_its_place_back() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 4;
+        c.limits.max_streams_per_visitor = 1;
+    })
+    .await;
+    let (_device, host) = TestAgent::web_device(server.url(), "h2-reset").await;
+    let mut tcp = connect_from([127, 0, 0, 2], server.addr).await;
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(h2_get(1, &host, HUGE));
+    tcp.write_all(&hello).await.unwrap();
+    eventually(STEP, "127.0.0.2's place is taken by the stalled stream", || async {
+        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        (status == 503).then_some(())
+    })
+    .await;
+    tcp.write_all(&frame(0x3, 0, 1, &8u32.to_be_bytes())).await.unwrap(); // RST_STREAM CANCEL
+    eventually(STEP, "the reset stream's place comes back", || async {
+        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    drop(tcp);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_visitor_leaving_mid_answer_gives_its_place_back() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 4;
+        c.limits.max_streams_per_visitor = 1;
+    })
+    .await;
+    let (_device, host) = TestAgent::web_device(server.url(), "leaver").await;
+    let (status, tcp) = status_of([127, 0, 0, 2], server.addr, &get(&host, HUGE)).await;
+    assert_eq!(status, 200);
+    drop(tcp);
+    eventually(STEP, "the place of a visitor gone mid-answer", || async {
+        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_device_connection_does_not_hold_up_the_stop() {
+    init_logging();
+    let server = TestServer::start(|c| c.drain_timeout = Duration::from_secs(5)).await;
+    let (_device, host) = TestAgent::web_device(server.url(), "kept").await;
+    for _ in 0..3 {
+        assert_eq!(Visitor::new(server.addr).get(&host, "/hello").await.status, 200);
+    }
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(4), "stop took {:?}", started.elapsed());
+}
