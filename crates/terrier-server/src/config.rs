@@ -252,6 +252,10 @@ pub struct Limits {
     /// its next bytes before the request is aborted.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// How long an answer may wait for the visitor to take its next part
+    /// (a visitor that stopped reading) before its connection is cut.
+    #[serde(with = "humantime_serde")]
+    pub answer_write_timeout: Duration,
     /// How long a kept HTTP connection to a device stays open unused.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
@@ -324,6 +328,7 @@ impl Default for Limits {
             visitor_idle_timeout: Duration::from_secs(60),
             http2_keepalive_interval: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            answer_write_timeout: Duration::from_secs(30),
             control_queue: 256,
             store_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
@@ -440,6 +445,7 @@ impl ServerConfig {
             ("limits.visitor_idle_timeout", l.visitor_idle_timeout),
             ("limits.http2_keepalive_interval", l.http2_keepalive_interval),
             ("limits.body_read_timeout", l.body_read_timeout),
+            ("limits.answer_write_timeout", l.answer_write_timeout),
             ("auth.refresh_interval", self.auth.refresh_interval),
         ] {
             if value.is_zero() {

@@ -74,8 +74,8 @@ pub use crate::forwarding::{Peer, Transport};
 
 /// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain, or TLS
 /// already terminated) until it closes, has no request in flight for
-/// `limits.visitor_idle_timeout`, moves no bytes for
-/// `limits.tcp_idle_timeout`, or the server drains.
+/// `limits.visitor_idle_timeout`, leaves an answer untaken for
+/// `limits.answer_write_timeout`, or the server drains.
 pub async fn serve_one<S>(node: Arc<Node>, mut stream: S, remote: SocketAddr, transport: Transport)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -114,10 +114,7 @@ where
             Ok::<_, std::convert::Infallible>(response.map(|body| idle::Tracked::new(body, in_flight)))
         }
     });
-    // Bytes either way, whatever the requests do: a visitor that stops
-    // reading an answer moves none, and is cut like any silent relay.
-    let bytes = terrier_transport::idle::Activity::new();
-    let io = TokioIo::new(bytes.track(Prefixed::new(prefix.into(), stream)));
+    let io = TokioIo::new(Prefixed::new(prefix.into(), stream));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let idle_timeout = limits.visitor_idle_timeout;
@@ -132,8 +129,8 @@ where
                 tracing::debug!(%remote, "cutting an idle visitor connection that did not close");
                 return;
             }
-            () = bytes.idle_for(limits.tcp_idle_timeout) => {
-                tracing::debug!(%remote, "cutting a visitor connection that moved no bytes past limits.tcp_idle_timeout");
+            () = activity.until_answer_stalled(limits.answer_write_timeout) => {
+                tracing::info!(%remote, "cutting a visitor that stopped taking its answer (limits.answer_write_timeout)");
                 return;
             }
             () = node.shutdown.cancelled(), if !closing => {}

@@ -1,10 +1,13 @@
 //! When a visitor's HTTP connection counts as idle: no request in flight
 //! (an answer still streaming counts as in flight) for
-//! `limits.visitor_idle_timeout`. Measured per request rather than per
-//! byte, so HTTP/2 pings, which keep a dead peer from lingering, do not
-//! keep an idle one open either. The time itself is kept by the same stamp
-//! relayed TCP streams use ([`terrier_transport::idle`]), touched when a
-//! request ends.
+//! `limits.visitor_idle_timeout`; and when it counts as stalled: an answer
+//! handed a part the visitor has not come back for in
+//! `limits.answer_write_timeout` (it stopped reading, or an HTTP/2 client
+//! gives the stream no window). Both are measured by requests and answer
+//! parts rather than socket bytes, so HTTP/2 pings, which keep a dead peer
+//! from lingering, keep neither an idle nor a stalled one open, and an
+//! answer the device is slow to send is neither. The times are kept by the
+//! stamp relayed TCP streams use ([`terrier_transport::idle`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +18,8 @@ use std::time::Duration;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
-/// Requests in flight on one connection, and when the last one ended.
+/// Requests in flight on one connection, and when the last one ended;
+/// answer parts not yet taken, and when the last part was handed over.
 #[derive(Debug)]
 pub struct Activity {
     /// When the last request ended (or the connection was accepted).
@@ -24,12 +28,22 @@ pub struct Activity {
     open: AtomicUsize,
     /// Woken when a request ends, so the idle wait starts again.
     ended: Notify,
+    /// Answers that handed hyper a part it has not come back for.
+    unread: AtomicUsize,
+    /// When an answer last handed a part over.
+    handed: terrier_transport::idle::Activity,
 }
 
 impl Activity {
     /// A connection accepted now, with nothing in flight.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { stamp: Default::default(), open: AtomicUsize::new(0), ended: Notify::new() })
+        Arc::new(Self {
+            stamp: Default::default(),
+            open: AtomicUsize::new(0),
+            ended: Notify::new(),
+            unread: AtomicUsize::new(0),
+            handed: Default::default(),
+        })
     }
 
     /// A request started; it ends when the returned guard drops (the
@@ -53,6 +67,22 @@ impl Activity {
             }
         }
     }
+
+    /// Resolves once an answer has waited `timeout` for its visitor to take
+    /// a part it was handed, with no part handed over since (noticed within
+    /// twice `timeout`).
+    pub async fn until_answer_stalled(&self, timeout: Duration) {
+        loop {
+            if self.unread.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
+            self.handed.idle_for(timeout).await;
+            if self.unread.load(Ordering::Relaxed) > 0 {
+                return;
+            }
+        }
+    }
 }
 
 /// One request in flight; see [`Activity::start`].
@@ -68,18 +98,36 @@ impl Drop for InFlight {
     }
 }
 
-/// An answer's body that holds its request's [`InFlight`] until it ends.
+/// An answer's body that holds its request's [`InFlight`] until it ends,
+/// and counts a part it handed over as unread until hyper comes back.
 pub struct Tracked<B> {
     /// The answer's body.
     inner: B,
+    /// The connection's activity.
+    activity: Arc<Activity>,
     /// Dropped when the body is done (or dropped unfinished).
     in_flight: Option<InFlight>,
+    /// A part was handed over and hyper has not come back for the next.
+    unread: bool,
 }
 
 impl<B> Tracked<B> {
     /// `inner`, counted in flight until it ends.
     pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Self { inner, in_flight: Some(in_flight) }
+        Self { inner, activity: in_flight.0.clone(), in_flight: Some(in_flight), unread: false }
+    }
+
+    /// hyper came back for more: the part handed before was taken.
+    fn taken(&mut self) {
+        if std::mem::take(&mut self.unread) {
+            self.activity.unread.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.taken();
     }
 }
 
@@ -88,9 +136,16 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.taken();
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.in_flight = None;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                self.unread = true;
+                self.activity.unread.fetch_add(1, Ordering::Relaxed);
+                self.activity.handed.touch();
+            }
+            Poll::Ready(None | Some(Err(_))) => self.in_flight = None,
+            _ => {}
         }
         polled
     }

@@ -1,11 +1,14 @@
 //! What one visitor holds of a device, and for how long, in the cases the
 //! testkit's well-behaved device and visitors do not reach: a device that
-//! answers before reading an upload (raw sockets here), an HTTP/2 stream
-//! the visitor resets (hand-written frames), a visitor that leaves. Each
-//! visitor holds one place of its share while it keeps the device busy,
-//! and gives it back when it stops.
+//! answers before reading an upload, or answers slowly (raw sockets here);
+//! an HTTP/2 visitor that resets a stream or gives it no window
+//! (hand-written frames); a visitor that leaves. Each visitor holds one
+//! place of its share while it keeps the device busy, gives it back when it
+//! stops, and honest visitors are never cut for a device's slowness.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use terrier_testkit::visitor::{connect_from, device_host, Visitor};
@@ -124,6 +127,102 @@ fn h2_get(stream: u32, authority: &str, path: &str) -> Vec<u8> {
     block.push(authority.len() as u8);
     block.extend_from_slice(authority.as_bytes());
     frame(0x1, 0x5, stream, &block)
+}
+
+/// What the frame reader saw.
+#[derive(Default)]
+struct H2Seen {
+    headers: AtomicBool,
+    data: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// An HTTP/2 client from `from` that never opens any stream's window
+/// (SETTINGS_INITIAL_WINDOW_SIZE = 0: it "stops reading" the way an h2
+/// client does), but, like every h2 library, answers the server's SETTINGS
+/// and PINGs. Sends `GET path` on stream 1 and returns once its answer
+/// head came; a task keeps the connection and reports what it sees.
+async fn h2_stalled_get(from: [u8; 4], server: SocketAddr, host: &str, path: &str) -> Arc<H2Seen> {
+    let tcp = connect_from(from, server).await;
+    let (mut rd, mut wr) = tcp.into_split();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0])); // INITIAL_WINDOW_SIZE = 0
+    hello.extend(h2_get(1, host, path));
+    wr.write_all(&hello).await.expect("write h2 request");
+    let seen = Arc::new(H2Seen::default());
+    let reader_seen = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut head = [0u8; 9];
+            if rd.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match kind {
+                0x0 if stream == 1 => reader_seen.data.store(true, Ordering::SeqCst),
+                0x1 if stream == 1 => reader_seen.headers.store(true, Ordering::SeqCst),
+                0x4 if flags & 1 == 0 => {
+                    let _ = wr.write_all(&frame(0x4, 1, 0, &[])).await;
+                }
+                0x6 if flags & 1 == 0 => {
+                    let _ = wr.write_all(&frame(0x6, 1, 0, &payload)).await;
+                }
+                0x7 => break, // GOAWAY
+                _ => {}
+            }
+        }
+        reader_seen.closed.store(true, Ordering::SeqCst);
+    });
+    eventually(STEP, "the answer's HEADERS on stream 1", || {
+        let seen = seen.clone();
+        async move { seen.headers.load(Ordering::SeqCst).then_some(()) }
+    })
+    .await;
+    seen
+}
+
+#[tokio::test]
+async fn an_h2_visitor_that_stops_taking_its_answer_is_cut_despite_answering_pings() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.max_streams_per_device = 4;
+        c.limits.max_streams_per_visitor = 1;
+        c.limits.answer_write_timeout = Duration::from_millis(500);
+        c.limits.http2_keepalive_interval = Duration::from_millis(200);
+    })
+    .await;
+    let (_device, host) = TestAgent::web_device(server.url(), "h2-stall").await;
+    let seen = h2_stalled_get([127, 0, 0, 2], server.addr, &host, HUGE).await;
+    assert!(!seen.data.load(Ordering::SeqCst), "no body: the stream's window is zero");
+    let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+    assert_eq!(status, 503, "the stalled h2 stream holds 127.0.0.2's one place");
+    eventually(STEP, "the stalled h2 visitor cut and its place given back", || async {
+        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        (status == 200 && seen.closed.load(Ordering::SeqCst)).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_slow_device_is_never_cut_as_stalled() {
+    init_logging();
+    let server = TestServer::start(|c| {
+        c.limits.answer_write_timeout = Duration::from_millis(500);
+        c.limits.tcp_idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let web = raw_device_web(Duration::from_millis(1500)).await;
+    let (_agent, host) = device(&server, "slow", web).await;
+    let (status, _) = status_of([127, 0, 0, 1], server.addr, &get(&host, "/report")).await;
+    assert_eq!(status, 200, "the device answered after 1.5 s; the visitor's connection was cut first");
+    server.stop().await;
 }
 
 #[tokio::test]

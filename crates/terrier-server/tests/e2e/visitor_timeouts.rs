@@ -106,7 +106,7 @@ async fn a_visitor_that_stops_reading_holds_only_its_share_and_is_cut_when_silen
     let server = TestServer::start(|c| {
         c.limits.max_streams_per_device = 4;
         c.limits.max_streams_per_visitor = 1;
-        c.limits.tcp_idle_timeout = Duration::from_millis(500);
+        c.limits.answer_write_timeout = Duration::from_millis(500);
     })
     .await;
     let (_device, host) = TestAgent::web_device(server.url(), "slow-reader").await;
