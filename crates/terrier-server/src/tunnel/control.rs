@@ -155,7 +155,6 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
             pool_idle: limits.pool_idle_timeout,
-            max_streams: limits.max_streams_per_device,
             identity,
         },
         limits.control_queue,

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,10 +76,8 @@ pub struct Session {
     max_pool: usize,
     /// How long a pooled socket may sit idle before it is closed.
     pool_idle: Duration,
-    /// Limit on the streams open at once (`traffic.streams_open`, counted
-    /// by each relay's `Metered` wrapper).
-    max_streams: usize,
-    /// Streams each visitor address holds, for its share of `max_streams`.
+    /// The streams visitors hold, per address and in all, against
+    /// `limits.max_streams_per_visitor` and `limits.max_streams_per_device`.
     visitors: Visitors,
     /// HTTP/1 connections to the device's web service, kept for the next
     /// proxied request.
@@ -164,8 +161,6 @@ pub struct SessionInit {
     pub max_pool: usize,
     /// Idle lifetime of a pooled data socket.
     pub pool_idle: Duration,
-    /// Limit on open visitor streams.
-    pub max_streams: usize,
     /// How the device authenticated.
     pub identity: crate::auth::Identity,
 }
@@ -196,7 +191,6 @@ impl Session {
             pool: Mutex::new(Vec::new()),
             max_pool: init.max_pool,
             pool_idle: init.pool_idle,
-            max_streams: init.max_streams,
             visitors: Visitors::default(),
             http_connections: Default::default(),
         });
@@ -224,16 +218,11 @@ impl Session {
 
     /// A data socket for a new stream to `service`: an idle pooled one at
     /// once if the agent keeps a pool, otherwise asks the device with `open`
-    /// and waits for its data socket.
-    /// Refused at once when the device already has
-    /// `limits.max_streams_per_device` streams open (streams still waiting
-    /// for their socket are bounded by `max_pending` on top of that).
+    /// and waits for its data socket. The caller holds a [`VisitorSlot`]
+    /// from [`Session::admit`], which bounds the streams a device has;
+    /// streams still waiting for their socket are bounded by `max_pending`
+    /// on top of that.
     pub async fn open_stream(&self, service: &str) -> Result<StreamSocket, OpenError> {
-        let open = self.traffic.streams_open.load(Ordering::Relaxed);
-        if open >= self.max_streams as u64 {
-            tracing::info!(device = %self.name, open, "stream refused: device at limits.max_streams_per_device");
-            return Err(OpenError::TooManyStreams);
-        }
         let stream = random_id();
         if let Some(socket) = self.assign_pooled(&stream, service).await {
             return Ok(socket);

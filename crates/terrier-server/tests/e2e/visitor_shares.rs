@@ -2,7 +2,8 @@
 //! testkit's well-behaved device and visitors do not reach: a device that
 //! answers before reading an upload, or answers slowly (raw sockets here);
 //! an HTTP/2 visitor that resets a stream or gives it no window
-//! (hand-written frames); a visitor that leaves. Each visitor holds one
+//! (hand-written frames); a visitor that leaves; device connections kept
+//! between requests, which hold no visitor's place. Each visitor holds one
 //! place of its share while it keeps the device busy, gives it back when it
 //! stops, and honest visitors are never cut for a device's slowness.
 
@@ -251,6 +252,28 @@ async fn an_upload_the_device_answered_early_still_holds_the_visitors_place() {
         (vec![200, 503, 503, 503], 200),
         "127.0.0.2 holds one place while its upload streams, and another address is still served"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_kept_http_connections_do_not_lock_tcp_visitors_out() {
+    init_logging();
+    let server = TestServer::start(|c| c.limits.max_streams_per_device = 2).await;
+    let web = raw_device_web(Duration::from_millis(300)).await;
+    let echo = terrier_testkit::upstream::tcp_echo().await;
+    let mut agent = TestAgent::start(server.url(), "mixed", Some(web), &[("echo", echo)]);
+    let connected = agent.connected(1).await;
+    let host = device_host(&connected.subdomain);
+    let port = connected.tcp.iter().find(|p| p.service == "echo").expect("echo port").port;
+    // Two requests at once, both answered and over: two device connections kept idle.
+    let visitor = Visitor::new(server.addr);
+    let (a, b) = tokio::join!(visitor.get(&host, "/a"), visitor.get(&host, "/b"));
+    assert_eq!((a.status, b.status), (200, 200));
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    tcp.write_all(b"ping\n").await.expect("write");
+    let mut buf = [0u8; 5];
+    let echoed = tokio::time::timeout(STEP, tcp.read_exact(&mut buf)).await.ok().and_then(Result::ok).is_some();
+    assert!(echoed, "no visitor holds a stream, yet the TCP visitor was refused (idle kept HTTP connections count)");
     server.stop().await;
 }
 
