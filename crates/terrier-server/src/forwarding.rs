@@ -243,9 +243,9 @@ impl Proto {
 
 /// Removes what a visitor may not say about itself or on terrier's behalf:
 /// every `X-Terrier-*` and `X-Forwarded-*` header (ours are written afresh
-/// by [`set_forwarded`]), `Forwarded` and `X-Real-IP`, in any spelling with
-/// `_` for `-` (CGI-style servers read `X_Forwarded_For` as the header we
-/// write).
+/// by [`set_forwarded`]) and the other names frameworks read a client's
+/// address from ([`ADDRESS_CLAIMS`]), in any spelling with `_` for `-`
+/// (CGI-style servers read `X_Forwarded_For` as the header we write).
 pub fn strip_visitor_claims(headers: &mut HeaderMap) {
     // Most requests carry none: look before allocating.
     if !headers.keys().any(is_claim) {
@@ -257,13 +257,31 @@ pub fn strip_visitor_claims(headers: &mut HeaderMap) {
     }
 }
 
-/// Does `name` claim to be from terrier or about the visitor's address?
+/// Prefixes of names that claim to be terrier's or a proxy's.
+const CLAIM_PREFIXES: [&str; 3] = ["x-terrier-", "x-forwarded-", "x-original-forwarded-"];
+
+/// Names web frameworks and proxies read a client's address from.
+const ADDRESS_CLAIMS: [&str; 12] = [
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-addr",
+];
+
+/// Does `name` claim to be from terrier or a proxy, or say the visitor's
+/// address? Compared with `_` read as `-`, without allocating.
 fn is_claim(name: &HeaderName) -> bool {
-    // Compared with `_` read as `-`, without allocating: the longest fixed
-    // name is 10 bytes, and prefixes are compared byte by byte.
     let name = name.as_str().as_bytes();
-    let is = |wanted: &str| name.len() == wanted.len() && starts_like(name, wanted);
-    starts_like(name, "x-terrier-") || starts_like(name, "x-forwarded-") || is("forwarded") || is("x-real-ip")
+    CLAIM_PREFIXES.iter().any(|prefix| starts_like(name, prefix))
+        || ADDRESS_CLAIMS.iter().any(|claim| name.len() == claim.len() && starts_like(name, claim))
 }
 
 /// Does `name` start with `prefix` (lowercase, `-` standing for `-` or `_`)?
@@ -481,6 +499,10 @@ mod tests {
             ("x-forwarded_proto", "https"),
             ("x_real_ip", "10.0.0.1"),
             ("x_terrier_forwarded", "v1"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x_client_ip", "10.0.0.1"),
+            ("client-ip", "10.0.0.1"),
+            ("x-original-forwarded-for", "10.0.0.1"),
             ("cookie", "a=b"),
         ]);
         strip_visitor_claims(&mut h);

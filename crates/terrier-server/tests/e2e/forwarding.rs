@@ -138,6 +138,13 @@ async fn forwarding_claims_in_any_spelling_never_reach_the_device() {
         "X-Forwarded_Proto: https",
         "X_Real_IP: 10.9.8.7",
         "X_Terrier_Forwarded: v1",
+        "True-Client-IP: 10.9.8.7",
+        "X-Client-IP: 10.9.8.7",
+        "Client-IP: 10.9.8.7",
+        "X-Forwarded: for=10.9.8.7",
+        "Forwarded-For: 10.9.8.7",
+        "X-Cluster-Client-IP: 10.9.8.7",
+        "X-Original-Forwarded-For: 10.9.8.7",
     ];
     let args: Vec<&str> = forged.iter().flat_map(|c| ["-H", c]).collect();
     let url = format!("http://{host}:{}/headers", server.addr.port());
