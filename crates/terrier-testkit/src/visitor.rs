@@ -94,6 +94,26 @@ pub async fn connect_from(from: [u8; 4], server: SocketAddr) -> tokio::net::TcpS
     socket.connect(server).await.expect("connect")
 }
 
+/// Sends `request` (raw bytes) from the loopback address `from` and reads
+/// only the answer's head, within 10 s: its status (0 if the connection
+/// closed first) and the connection, the rest of the answer left unread,
+/// as a visitor that stops reading would leave it.
+pub async fn head_from(from: [u8; 4], server: SocketAddr, request: &[u8]) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = connect_from(from, server).await;
+    tcp.write_all(request).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return (0, tcp),
+        }
+    }
+    let status = String::from_utf8_lossy(&head).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, tcp)
+}
+
 /// The WebSocket handshake for `path` on the device at `host`, over `tcp`
 /// (a connection to the server); the handshake's error, such as the
 /// refusing answer, otherwise.

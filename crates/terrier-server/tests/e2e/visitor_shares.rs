@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use terrier_testkit::visitor::{connect_from, device_host, Visitor};
+use terrier_testkit::visitor::{connect_from, device_host, head_from, Visitor};
 use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -85,23 +85,6 @@ async fn device(server: &TestServer, name: &str, web: SocketAddr) -> (TestAgent,
     let mut agent = TestAgent::start(server.url(), name, Some(web), &[]);
     let host = device_host(&agent.connected(1).await.subdomain);
     (agent, host)
-}
-
-/// Sends `request` from `from` and reads the answer's head; its status (0
-/// if the connection closed first) and the stream.
-async fn status_of(from: [u8; 4], server: SocketAddr, request: &[u8]) -> (u16, TcpStream) {
-    let mut tcp = connect_from(from, server).await;
-    tcp.write_all(request).await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(STEP, tcp.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => return (0, tcp),
-        }
-    }
-    let status = String::from_utf8_lossy(&head).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, tcp)
 }
 
 fn get(host: &str, path: &str) -> Vec<u8> {
@@ -201,10 +184,10 @@ async fn an_h2_visitor_that_stops_taking_its_answer_is_cut_despite_answering_pin
     let (_device, host) = TestAgent::web_device(server.url(), "h2-stall").await;
     let seen = h2_stalled_get([127, 0, 0, 2], server.addr, &host, HUGE).await;
     assert!(!seen.data.load(Ordering::SeqCst), "no body: the stream's window is zero");
-    let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+    let (status, _) = head_from([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
     assert_eq!(status, 503, "the stalled h2 stream holds 127.0.0.2's one place");
     eventually(STEP, "the stalled h2 visitor cut and its place given back", || async {
-        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        let (status, _) = head_from([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
         (status == 200 && seen.closed.load(Ordering::SeqCst)).then_some(())
     })
     .await;
@@ -221,7 +204,7 @@ async fn a_request_waiting_for_a_slow_device_is_never_cut_as_stalled() {
     .await;
     let web = raw_device_web(Duration::from_millis(1500)).await;
     let (_agent, host) = device(&server, "slow", web).await;
-    let (status, _) = status_of([127, 0, 0, 1], server.addr, &get(&host, "/report")).await;
+    let (status, _) = head_from([127, 0, 0, 1], server.addr, &get(&host, "/report")).await;
     assert_eq!(status, 200, "the device answered after 1.5 s; the visitor's connection was cut first");
     server.stop().await;
 }
@@ -242,7 +225,7 @@ async fn an_upload_the_device_answered_early_still_holds_the_visitors_place() {
     let mut statuses = Vec::new();
     let mut held = Vec::new();
     for _ in 0..4 {
-        let (status, tcp) = status_of([127, 0, 0, 2], server.addr, upload.as_bytes()).await;
+        let (status, tcp) = head_from([127, 0, 0, 2], server.addr, upload.as_bytes()).await;
         statuses.push(status);
         held.push(tcp);
     }
@@ -292,13 +275,13 @@ async fn an_h2_stream_reset_by_the_visitor_gives_its_place_back() {
     hello.extend(h2_get(1, &host, HUGE));
     tcp.write_all(&hello).await.unwrap();
     eventually(STEP, "127.0.0.2's place is taken by the stalled stream", || async {
-        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        let (status, _) = head_from([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
         (status == 503).then_some(())
     })
     .await;
     tcp.write_all(&frame(0x3, 0, 1, &8u32.to_be_bytes())).await.unwrap(); // RST_STREAM CANCEL
     eventually(STEP, "the reset stream's place comes back", || async {
-        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        let (status, _) = head_from([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
         (status == 200).then_some(())
     })
     .await;
@@ -315,11 +298,11 @@ async fn a_visitor_leaving_mid_answer_gives_its_place_back() {
     })
     .await;
     let (_device, host) = TestAgent::web_device(server.url(), "leaver").await;
-    let (status, tcp) = status_of([127, 0, 0, 2], server.addr, &get(&host, HUGE)).await;
+    let (status, tcp) = head_from([127, 0, 0, 2], server.addr, &get(&host, HUGE)).await;
     assert_eq!(status, 200);
     drop(tcp);
     eventually(STEP, "the place of a visitor gone mid-answer", || async {
-        let (status, _) = status_of([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
+        let (status, _) = head_from([127, 0, 0, 2], server.addr, &get(&host, "/hello")).await;
         (status == 200).then_some(())
     })
     .await;

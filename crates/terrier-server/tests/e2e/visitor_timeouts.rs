@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use terrier_testkit::visitor::{connect_from, websocket_over, Visitor};
+use terrier_testkit::visitor::{self, connect_from, websocket_over, Visitor};
 use terrier_testkit::{eventually, init_logging, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -78,22 +78,10 @@ async fn a_request_body_that_stops_is_cut_with_408() {
     server.stop().await;
 }
 
-/// Sends `GET path` for `host` from `from` and reads the answer's head only;
-/// returns its status (0 if the connection closed first) and the stream,
-/// the rest of the answer left unread.
+/// Sends `GET path` for `host` from `from` and reads the answer's head only.
 async fn head_from(from: [u8; 4], server: SocketAddr, host: &str, path: &str) -> (u16, TcpStream) {
-    let mut tcp = connect_from(from, server).await;
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(CLOSED_WITHIN, tcp.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => return (0, tcp),
-        }
-    }
-    let status = String::from_utf8_lossy(&head).get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, tcp)
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    visitor::head_from(from, server, request.as_bytes()).await
 }
 
 /// An answer far larger than socket buffers: whoever stops reading it
