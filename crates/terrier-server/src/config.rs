@@ -92,13 +92,49 @@ pub struct CertificateFiles {
     pub key: PathBuf,
 }
 
+/// How devices authenticate (`auth.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// `token`, unless the domain is `localhost` or a loopback IP (a
+    /// development setup): `open`.
+    #[default]
+    Auto,
+    /// Every device needs a token minted with `terrierd token create`.
+    Token,
+    /// Anyone who reaches the server may register any name. Development only.
+    Open,
+}
+
+impl AuthMode {
+    /// The mode in force for `domain`: `auto` decided.
+    pub fn resolve(self, domain: &str) -> AuthMode {
+        match self {
+            AuthMode::Auto if is_loopback_domain(domain) => AuthMode::Open,
+            AuthMode::Auto => AuthMode::Token,
+            other => other,
+        }
+    }
+}
+
+/// Is `domain` exactly `localhost` or a loopback IP literal (127.0.0.0/8,
+/// `::1`)? Not `*.localhost`: resolvers need not keep it on this machine,
+/// and a domain the operator picked must not quietly open the server.
+fn is_loopback_domain(domain: &str) -> bool {
+    let loopback = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        None => domain.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    };
+    domain == "localhost" || loopback
+}
+
 /// Device authentication settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `auto` (token, but open when the domain is localhost or a loopback IP),
     /// `token` or `open`.
-    pub mode: crate::auth::AuthMode,
+    pub mode: AuthMode,
     /// How often the node re-reads the token store, so new tokens work and
     /// revoked ones disconnect their devices within this time.
     #[serde(with = "humantime_serde")]
@@ -107,7 +143,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { mode: crate::auth::AuthMode::Auto, refresh_interval: Duration::from_secs(1) }
+        Self { mode: AuthMode::Auto, refresh_interval: Duration::from_secs(1) }
     }
 }
 

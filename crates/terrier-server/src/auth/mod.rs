@@ -10,47 +10,10 @@ pub mod token;
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::AuthMode;
 use crate::config::ServerConfig;
+use anyhow::Context;
 pub use book::{bearer, AuthError, TokenBook, TokenSlot};
-
-/// How devices authenticate (`auth.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// `token`, unless the domain is `localhost` or a loopback IP (a
-    /// development setup): `open`.
-    #[default]
-    Auto,
-    /// Every device needs a token minted with `terrierd token create`.
-    Token,
-    /// Anyone who reaches the server may register any name. Development only.
-    Open,
-}
-
-impl AuthMode {
-    /// The mode in force for `domain`: `auto` decided.
-    pub fn resolve(self, domain: &str) -> AuthMode {
-        match self {
-            AuthMode::Auto if is_loopback_domain(domain) => AuthMode::Open,
-            AuthMode::Auto => AuthMode::Token,
-            other => other,
-        }
-    }
-}
-
-/// Is `domain` exactly `localhost` or a loopback IP literal (127.0.0.0/8,
-/// `::1`)? Not `*.localhost`: resolvers need not keep it on this machine,
-/// and a domain the operator picked must not quietly open the server.
-fn is_loopback_domain(domain: &str) -> bool {
-    let loopback = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
-        None => domain.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
-    };
-    domain == "localhost" || loopback
-}
 
 /// Opens the token store the configuration names: a file beside the
 /// embedded store, or the cluster's Redis.
