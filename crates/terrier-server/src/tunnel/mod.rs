@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod data;
+pub mod http_connections;
 pub mod registry;
 pub mod session;
 pub mod traffic;

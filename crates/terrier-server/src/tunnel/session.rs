@@ -81,7 +81,7 @@ pub struct Session {
     visitors: Visitors,
     /// HTTP/1 connections to the device's web service, kept for the next
     /// proxied request.
-    pub http_connections: super::upstream::HttpConnections,
+    pub http_connections: super::http_connections::HttpConnections,
 }
 
 /// How long sending `assign` on a pooled socket may take before the socket
