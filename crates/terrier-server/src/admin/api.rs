@@ -8,19 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::{error, json};
+use super::reply::{error, json, read_json, store_error};
 use crate::ingress::Body;
 use crate::store::{now_ms, Lease, StoreError};
 use crate::tunnel::session::Session;
 use crate::tunnel::traffic::RequestRecord;
 use crate::Node;
-
-/// Largest request body the API reads.
-const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// One device as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -277,18 +273,6 @@ async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Bo
         Err(StoreError::SubdomainTaken(_)) => error(StatusCode::CONFLICT, "subdomain is taken by another device"),
         Err(e) => store_error(e),
     }
-}
-
-/// Reads a small JSON body (at most 16 KiB).
-pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ()> {
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await.map_err(|_| ())?.to_bytes();
-    serde_json::from_slice(&body).map_err(|_| ())
-}
-
-/// A store failure as a `503` (logged).
-pub fn store_error(e: StoreError) -> Response<Body> {
-    tracing::error!(error = %e, "admin API: store call failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}"))
 }
 
 fn tcp_views(ports: &BTreeMap<String, u16>) -> Vec<TcpView> {

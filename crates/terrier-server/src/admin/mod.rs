@@ -8,6 +8,7 @@ pub mod api;
 pub mod dashboard;
 pub mod live;
 pub mod metrics_listener;
+pub mod reply;
 pub mod token;
 pub mod tokens;
 
@@ -15,13 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::ingress::Body;
 use crate::Node;
+pub use reply::{error, json, unauthorized};
 
 /// Path prefix of the admin API.
 pub const API_PREFIX: &str = "/api/v1/";
@@ -75,33 +77,10 @@ pub fn authorized<B>(node: &Node, req: &Request<B>) -> bool {
     crate::auth::bearer(req.headers()).is_some_and(|t| node.admin.token.verify(t))
 }
 
-/// The `401` for a request without the right token.
-pub fn unauthorized() -> Response<Body> {
-    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token (Authorization: Bearer <token>)");
-    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"terrierd\""));
-    response
-}
-
 /// The metrics exposition as a response.
 pub fn metrics_response(node: &Node) -> Response<Body> {
     let text = node.metrics.encode(node.sessions.len());
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     response
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// A JSON error: `{"error": "..."}`.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
 }

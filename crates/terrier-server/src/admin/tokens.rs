@@ -7,8 +7,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::api::{read_json, store_error};
-use super::{error, json};
+use super::reply::{error, json, read_json, store_error};
 use crate::auth::token::{self, Scope, TokenRecord};
 use crate::ingress::Body;
 use crate::Node;
