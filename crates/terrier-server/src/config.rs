@@ -79,7 +79,7 @@ pub struct TlsConfig {
     /// Answer plain-HTTP visitors of devices with a redirect to HTTPS.
     pub redirect_http: bool,
     /// Automatic certificates by ACME (`[tls.acme]`); off when absent.
-    pub acme: Option<crate::tls::acme::AcmeConfig>,
+    pub acme: Option<crate::tls::acme::config::AcmeConfig>,
 }
 
 /// One certificate chain and its key, as PEM files.
@@ -465,7 +465,7 @@ impl ServerConfig {
             _ => {}
         }
         if let Some(acme) = &self.tls.acme {
-            acme.validate()?;
+            acme.validate().map_err(ConfigError)?;
         }
         crate::access::AccessRules::compile(&self.access).map_err(ConfigError)?;
         let l = &self.limits;

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-
 /// Let's Encrypt's production directory, the default CA.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
@@ -53,16 +51,16 @@ impl Default for AcmeConfig {
 
 impl AcmeConfig {
     /// Checks the section on its own; called by [`crate::ServerConfig::validate`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), String> {
         let url_ok = url::Url::parse(&self.directory_url).is_ok_and(|u| u.scheme() == "https");
         if !url_ok {
-            return Err(ConfigError(format!("tls.acme.directory_url {:?} must be an https URL", self.directory_url)));
+            return Err(format!("tls.acme.directory_url {:?} must be an https URL", self.directory_url));
         }
         if let Some(bad) = self.names.iter().find(|n| !terrier_proto::name::is_valid_subdomain(n)) {
-            return Err(ConfigError(format!("tls.acme.names: {bad:?} is not a subdomain label")));
+            return Err(format!("tls.acme.names: {bad:?} is not a subdomain label"));
         }
         if self.contact.as_deref().is_some_and(|c| !c.contains('@') || c.contains(char::is_whitespace)) {
-            return Err(ConfigError("tls.acme.contact must be an e-mail address".into()));
+            return Err("tls.acme.contact must be an e-mail address".into());
         }
         for (key, value) in [
             ("tls.acme.renew_before", self.renew_before),
@@ -70,7 +68,7 @@ impl AcmeConfig {
             ("tls.acme.order_timeout", self.order_timeout),
         ] {
             if value.is_zero() {
-                return Err(ConfigError(format!("{key} must be more than zero")));
+                return Err(format!("{key} must be more than zero"));
             }
         }
         Ok(())
