@@ -19,9 +19,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use terrier_transport::idle::{until_idle, Activity};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::config::Limits;
+use crate::lifecycle::Lifecycle;
 use crate::visitors::VisitorSlot;
 
 /// Response body of the ingress: a device's streamed body, or a page we made.
@@ -374,19 +374,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// How an upgraded connection is spliced: in a task of `tasks`, cut by
-/// `hard_stop`, or once no bytes moved either way for `idle_timeout`
-/// (`limits.tcp_idle_timeout`, as for any relayed connection).
+/// How an upgraded connection is spliced: in a task of the node's
+/// lifecycle, cut by its hard stop, or once no bytes moved either way for
+/// `idle_timeout` (`limits.tcp_idle_timeout`, as for any relayed connection).
 pub struct Splice<'a> {
-    /// Where the splice task is tracked.
-    pub tasks: &'a TaskTracker,
-    /// Cuts the splice when the node stops hard.
-    pub hard_stop: &'a CancellationToken,
+    /// Where the splice task runs.
+    pub lifecycle: &'a Lifecycle,
     /// How long the connection may move no bytes.
     pub idle_timeout: std::time::Duration,
 }
 
-impl Splice<'_> {
+impl<'a> Splice<'a> {
+    /// Splices in `lifecycle`'s tasks under `limits`.
+    pub fn new(lifecycle: &'a Lifecycle, limits: &Limits) -> Self {
+        Self { lifecycle, idle_timeout: limits.tcp_idle_timeout }
+    }
+
     /// Answers the visitor's upgrade with the `101` from upstream (the
     /// device, or the node holding it) and splices the two upgraded
     /// connections; `place` (the visitor's place among the device's
@@ -400,13 +403,10 @@ impl Splice<'_> {
     ) -> Response<Body> {
         if let Some(visitor_upgrade) = visitor_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let (device, hard_stop, idle_timeout) = (device.to_owned(), self.hard_stop.clone(), self.idle_timeout);
-            self.tasks.spawn(async move {
+            let (device, idle_timeout) = (device.to_owned(), self.idle_timeout);
+            self.lifecycle.spawn_until_hard_stop(async move {
                 let _place = place;
-                tokio::select! {
-                    () = splice_upgraded(visitor_upgrade, upstream_upgrade, &device, idle_timeout) => {}
-                    () = hard_stop.cancelled() => {}
-                }
+                splice_upgraded(visitor_upgrade, upstream_upgrade, &device, idle_timeout).await;
             });
         }
         response.map(|_| Either::Right(Default::default()))

@@ -14,7 +14,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::{Node, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::AccessRules;
+use crate::admin::token::AdminToken;
+use crate::auth::Auth;
+use crate::live::Live;
+use crate::pages::LivePages;
+use crate::tls::sni::OperatorCerts;
+use crate::ServerConfig;
 
 /// Builds the node's configuration again, the same way as at start.
 pub type Source = Arc<dyn Fn() -> anyhow::Result<ServerConfig> + Send + Sync>;
@@ -29,24 +37,44 @@ pub fn is_live(key: &str) -> bool {
     limit || key == "grace_period" || key.starts_with("access.")
 }
 
+/// What a reload puts new values into.
+pub struct Reloadable {
+    /// Limits and grace period.
+    pub live: Arc<Live>,
+    /// Visitor access rules.
+    pub access: Arc<AccessRules>,
+    /// The per-IP handshake limit.
+    pub auth: Arc<Auth>,
+    /// The admin token file.
+    pub admin_token: Arc<AdminToken>,
+    /// Page templates.
+    pub pages: Arc<LivePages>,
+    /// The operator's TLS certificate files.
+    pub certificates: Arc<OperatorCerts>,
+}
+
 /// How this node's configuration is reloaded.
 pub struct Reloader {
     /// Where the configuration comes from; `None` when the caller handed a
     /// finished [`ServerConfig`] to [`crate::run`] (then only files reload).
     source: Option<Source>,
+    /// The configuration as read at start.
+    started: Arc<ServerConfig>,
     /// The configuration whose live keys are in force now.
     applied: Mutex<ServerConfig>,
+    /// Where the new values go.
+    parts: Reloadable,
 }
 
 impl Reloader {
-    /// Reloads from `source` (if any) a node started with `config`.
-    pub fn new(source: Option<Source>, config: &ServerConfig) -> Self {
-        Self { source, applied: Mutex::new(config.clone()) }
+    /// Reloads from `source` (if any) into `parts` a node started with `config`.
+    pub fn new(source: Option<Source>, config: Arc<ServerConfig>, parts: Reloadable) -> Self {
+        Self { source, applied: Mutex::new((*config).clone()), started: config, parts }
     }
 }
 
-/// Reloads on every `SIGHUP` until shutdown.
-pub async fn on_sighup(node: Arc<Node>) {
+/// Reloads on every `SIGHUP` until `shutdown`.
+pub async fn on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -59,39 +87,40 @@ pub async fn on_sighup(node: Arc<Node>) {
         };
         loop {
             tokio::select! {
-                () = node.shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
                 got = hup.recv() => if got.is_none() { return },
             }
-            reload(&node);
+            reload(&reloader);
         }
     }
     #[cfg(not(unix))]
-    node.shutdown.cancelled().await;
+    shutdown.cancelled().await;
 }
 
 /// Re-reads the configuration, the admin token, the page templates and the
 /// TLS certificate files; a part that fails to load keeps its old value and
 /// is logged.
-pub fn reload(node: &Node) {
-    reload_config(node);
-    match node.admin.token.reload() {
+pub fn reload(reloader: &Reloader) {
+    reload_config(reloader);
+    let parts = &reloader.parts;
+    match parts.admin_token.reload() {
         Ok(true) => tracing::info!("reload: admin token changed"),
         Ok(false) => tracing::info!("reload: admin token unchanged"),
         Err(e) => tracing::error!(error = %e, "reload: admin token kept"),
     }
-    match node.pages.reload() {
+    match parts.pages.reload() {
         Ok(()) => tracing::info!("reload: page templates reloaded"),
         Err(e) => tracing::error!(error = %e, "reload: page templates kept"),
     }
-    match node.certificates.reload(&node.config) {
+    match parts.certificates.reload(&reloader.started) {
         Ok(count) => tracing::info!(count, "reload: TLS certificate files re-read"),
         Err(e) => tracing::error!(error = format!("{e:#}"), "reload: TLS certificates kept"),
     }
 }
 
 /// Builds the configuration again and puts its live keys in force.
-fn reload_config(node: &Node) {
-    let Some(source) = &node.reloader.source else { return };
+fn reload_config(reloader: &Reloader) {
+    let Some(source) = &reloader.source else { return };
     let loaded = source().and_then(|new| {
         new.validate()?;
         let access = crate::access::AccessRules::compile(&new.access).map_err(anyhow::Error::msg)?;
@@ -105,14 +134,15 @@ fn reload_config(node: &Node) {
         }
     };
     // Keys read once at start compare with the start; live ones with the last reload.
-    for key in changed_keys(&node.config, &new).into_iter().filter(|k| !is_live(k)) {
+    for key in changed_keys(&reloader.started, &new).into_iter().filter(|k| !is_live(k)) {
         tracing::warn!(%key, "reload: {key} changed but is read only at start; restart terrierd to apply it");
     }
-    let mut applied = node.reloader.applied.lock().expect("reload lock");
+    let mut applied = reloader.applied.lock().expect("reload lock");
     let live: Vec<String> = changed_keys(&applied, &new).into_iter().filter(|k| is_live(k)).collect();
-    node.live.apply(&new);
-    node.access.replace(access);
-    node.auth.handshakes.set_per_minute(new.limits.control_handshakes_per_ip_per_minute);
+    let parts = &reloader.parts;
+    parts.live.apply(&new);
+    parts.access.replace(access);
+    parts.auth.handshakes.set_per_minute(new.limits.control_handshakes_per_ip_per_minute);
     tracing::info!(changed = ?live, "reload: configuration applied");
     *applied = new;
 }

@@ -5,18 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::reply::{error, json, read_json, store_error};
+use super::Admin;
 use crate::ingress::Body;
 use crate::store::{now_ms, Lease, StoreError};
 use crate::tunnel::session::Session;
 use crate::tunnel::traffic::RequestRecord;
-use crate::Node;
 
 /// One device as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -79,29 +78,29 @@ struct ReserveBody {
 }
 
 /// Routes an authorized API request.
-pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().trim_start_matches(super::API_PREFIX).trim_end_matches('/').to_owned();
     let parts: Vec<&str> = path.split('/').collect();
     let method = req.method().clone();
     match (&method, parts.as_slice()) {
-        (&Method::GET, ["server"]) => json(StatusCode::OK, &server_info(&node).await),
-        (&Method::GET, ["devices"]) => list_devices(&node, req.uri().query()).await,
-        (&Method::GET, ["devices", name]) => match device(&node, name).await {
+        (&Method::GET, ["server"]) => json(StatusCode::OK, &server_info(admin).await),
+        (&Method::GET, ["devices"]) => list_devices(admin, req.uri().query()).await,
+        (&Method::GET, ["devices", name]) => match device(admin, name).await {
             Ok(Some(view)) => json(StatusCode::OK, &view),
             Ok(None) => error(StatusCode::NOT_FOUND, "no such device"),
             Err(e) => store_error(e),
         },
-        (&Method::GET, ["devices", name, "requests"]) => requests(&node, name),
-        (&Method::POST, ["devices", name, "disconnect"]) => disconnect(&node, name).await,
-        (&Method::GET, ["reservations"]) => match node.store.reservations().await {
+        (&Method::GET, ["devices", name, "requests"]) => requests(admin, name),
+        (&Method::POST, ["devices", name, "disconnect"]) => disconnect(admin, name).await,
+        (&Method::GET, ["reservations"]) => match admin.membership.store.reservations().await {
             Ok(all) => json(StatusCode::OK, &serde_json::json!({ "reservations": all })),
             Err(e) => store_error(e),
         },
         (&Method::PUT, ["reservations", name]) => {
             let name = name.to_string();
-            reserve(&node, &name, req).await
+            reserve(admin, &name, req).await
         }
-        (&Method::DELETE, ["reservations", name]) => match node.store.unreserve(name).await {
+        (&Method::DELETE, ["reservations", name]) => match admin.membership.store.unreserve(name).await {
             Ok(true) => Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(http_body_util::Either::Right(Default::default()))
@@ -109,9 +108,9 @@ pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             Ok(false) => error(StatusCode::NOT_FOUND, "no reservation for this name"),
             Err(e) => store_error(e),
         },
-        (&Method::GET, ["tokens"]) => super::tokens::list(&node).await,
-        (&Method::POST, ["tokens"]) => super::tokens::create(&node, req).await,
-        (&Method::DELETE, ["tokens", id]) => super::tokens::revoke(&node, id).await,
+        (&Method::GET, ["tokens"]) => super::tokens::list(admin).await,
+        (&Method::POST, ["tokens"]) => super::tokens::create(admin, req).await,
+        (&Method::DELETE, ["tokens", id]) => super::tokens::revoke(admin, id).await,
         (_, ["server" | "devices" | "reservations" | "tokens", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
         }
@@ -120,24 +119,24 @@ pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `GET /api/v1/server`.
-async fn server_info(node: &Node) -> serde_json::Value {
-    let nodes = node.store.nodes().await.unwrap_or_default();
+async fn server_info(admin: &Admin) -> serde_json::Value {
+    let nodes = admin.membership.store.nodes().await.unwrap_or_default();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "node_id": node.node_id,
-        "domain": node.config.domain,
-        "public_scheme": node.config.public_scheme,
-        "public_port": node.config.public_port(),
-        "store": if node.config.store == "embedded" { "embedded" } else { "redis" },
-        "devices_online": node.sessions.len(),
-        "uptime_secs": node.admin.started.elapsed().as_secs(),
+        "node_id": admin.membership.node_id,
+        "domain": admin.config.domain,
+        "public_scheme": admin.config.public_scheme,
+        "public_port": admin.config.public_port(),
+        "store": if admin.config.store == "embedded" { "embedded" } else { "redis" },
+        "devices_online": admin.sessions.len(),
+        "uptime_secs": admin.started.elapsed().as_secs(),
         // Tasks alive in the runtime: a leak shows here first (soak runs read it).
         "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-        "grace_period_secs": node.live.grace_period().as_secs(),
-        "tcp_port_min": node.config.tcp_port_min,
-        "tcp_port_max": node.config.tcp_port_max,
-        "request_log": node.config.admin.request_log,
-        "auth_mode": match node.auth.mode {
+        "grace_period_secs": admin.live.grace_period().as_secs(),
+        "tcp_port_min": admin.config.tcp_port_min,
+        "tcp_port_max": admin.config.tcp_port_max,
+        "request_log": admin.config.admin.request_log,
+        "auth_mode": match admin.auth.mode {
             crate::auth::AuthMode::Open => "open",
             _ => "token",
         },
@@ -148,19 +147,19 @@ async fn server_info(node: &Node) -> serde_json::Value {
 }
 
 /// Every device with a lease (or a session here), sorted by name.
-pub async fn all_devices(node: &Node) -> Result<Vec<DeviceView>, StoreError> {
+pub async fn all_devices(admin: &Admin) -> Result<Vec<DeviceView>, StoreError> {
     let now = now_ms();
-    let leases = node.store.leases(now).await?;
+    let leases = admin.membership.store.leases(now).await?;
     let reservations: BTreeMap<String, String> =
-        node.store.reservations().await?.into_iter().map(|r| (r.name, r.subdomain)).collect();
+        admin.membership.store.reservations().await?.into_iter().map(|r| (r.name, r.subdomain)).collect();
     let mut views: BTreeMap<String, DeviceView> = BTreeMap::new();
     for lease in &leases {
-        views.insert(lease.name.clone(), lease_view(node, lease));
+        views.insert(lease.name.clone(), lease_view(admin, lease));
     }
     // Local sessions are the truth for this node (and cover a store that
     // briefly lost a lease).
-    for session in node.sessions.all() {
-        views.insert(session.name.clone(), session_view(node, &session, now));
+    for session in admin.sessions.all() {
+        views.insert(session.name.clone(), session_view(admin, &session, now));
     }
     Ok(views
         .into_values()
@@ -175,8 +174,8 @@ pub async fn all_devices(node: &Node) -> Result<Vec<DeviceView>, StoreError> {
 /// one page of devices sorted by name. The cursor is the last name of the
 /// previous page (its `next`), so a device joining or leaving between pages
 /// shifts nothing; pages hold at most `admin.max_page_size` devices.
-async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
-    let max = node.config.admin.max_page_size;
+async fn list_devices(admin: &Admin, query: Option<&str>) -> Response<Body> {
+    let max = admin.config.admin.max_page_size;
     let (mut status, mut q, mut limit, mut cursor) = (String::from("all"), String::new(), max, None);
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
@@ -197,7 +196,7 @@ async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
         "offline" => Some(false),
         _ => return error(StatusCode::BAD_REQUEST, "status must be all, online or offline"),
     };
-    let devices = match all_devices(node).await {
+    let devices = match all_devices(admin).await {
         Ok(devices) => devices,
         Err(e) => return store_error(e),
     };
@@ -216,35 +215,35 @@ async fn list_devices(node: &Node, query: Option<&str>) -> Response<Body> {
 }
 
 /// One device by name: its local session, or its lease.
-async fn device(node: &Node, name: &str) -> Result<Option<DeviceView>, StoreError> {
+async fn device(admin: &Admin, name: &str) -> Result<Option<DeviceView>, StoreError> {
     let now = now_ms();
-    let mut view = match node.sessions.by_name(name) {
-        Some(session) => session_view(node, &session, now),
-        None => match node.store.by_name(name, now).await? {
-            Some(lease) => lease_view(node, &lease),
+    let mut view = match admin.sessions.by_name(name) {
+        Some(session) => session_view(admin, &session, now),
+        None => match admin.membership.store.by_name(name, now).await? {
+            Some(lease) => lease_view(admin, &lease),
             None => return Ok(None),
         },
     };
     view.reserved_subdomain =
-        node.store.reservations().await?.into_iter().find(|r| r.name == name).map(|r| r.subdomain);
+        admin.membership.store.reservations().await?.into_iter().find(|r| r.name == name).map(|r| r.subdomain);
     Ok(Some(view))
 }
 
 /// `GET /api/v1/devices/{name}/requests`: the live request log.
-fn requests(node: &Node, name: &str) -> Response<Body> {
-    let requests: Vec<RequestRecord> = node.sessions.by_name(name).map(|s| s.traffic.requests()).unwrap_or_default();
+fn requests(admin: &Admin, name: &str) -> Response<Body> {
+    let requests: Vec<RequestRecord> = admin.sessions.by_name(name).map(|s| s.traffic.requests()).unwrap_or_default();
     json(StatusCode::OK, &serde_json::json!({ "requests": requests }))
 }
 
 /// `POST /api/v1/devices/{name}/disconnect`: closes its control socket (the
 /// agent will reconnect by itself, with backoff).
-async fn disconnect(node: &Node, name: &str) -> Response<Body> {
-    if let Some(session) = node.sessions.by_name(name) {
+async fn disconnect(admin: &Admin, name: &str) -> Response<Body> {
+    if let Some(session) = admin.sessions.by_name(name) {
         tracing::info!(device = name, session = %session.id, "disconnected by the operator");
         session.close(terrier_proto::handshake::close::DISCONNECTED);
-        return json(StatusCode::OK, &serde_json::json!({ "disconnected": true, "node": node.node_id }));
+        return json(StatusCode::OK, &serde_json::json!({ "disconnected": true, "node": admin.membership.node_id }));
     }
-    match node.store.by_name(name, now_ms()).await {
+    match admin.membership.store.by_name(name, now_ms()).await {
         Ok(Some(lease)) if lease.online.is_some() => {
             let other = lease.online.map(|o| o.node).unwrap_or_default();
             error(StatusCode::CONFLICT, &format!("device is connected to node {other}; ask that node"))
@@ -255,7 +254,7 @@ async fn disconnect(node: &Node, name: &str) -> Response<Body> {
 }
 
 /// `PUT /api/v1/reservations/{name}` with `{"subdomain": "..."}`.
-async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Body> {
+async fn reserve(admin: &Admin, name: &str, req: Request<Incoming>) -> Response<Body> {
     if !terrier_proto::name::is_valid_name(name) {
         return error(StatusCode::BAD_REQUEST, "bad device name: 1-63 of [a-z0-9-]");
     }
@@ -265,7 +264,7 @@ async fn reserve(node: &Node, name: &str, req: Request<Incoming>) -> Response<Bo
     if !terrier_proto::name::is_valid_subdomain(&subdomain) {
         return error(StatusCode::BAD_REQUEST, "bad subdomain: a DNS label of [a-z0-9-]");
     }
-    match node.store.reserve(name, &subdomain, now_ms()).await {
+    match admin.membership.store.reserve(name, &subdomain, now_ms()).await {
         Ok(()) => {
             tracing::info!(device = name, %subdomain, "subdomain reserved");
             json(StatusCode::OK, &crate::store::Reservation { name: name.to_owned(), subdomain })
@@ -280,20 +279,20 @@ fn tcp_views(ports: &BTreeMap<String, u16>) -> Vec<TcpView> {
 }
 
 /// A device online on this node, with its live counters.
-fn session_view(node: &Node, session: &Session, now: u64) -> DeviceView {
+fn session_view(admin: &Admin, session: &Session, now: u64) -> DeviceView {
     let t = &session.traffic;
     DeviceView {
         name: session.name.clone(),
         subdomain: session.subdomain.clone(),
-        url: node.config.device_url(&session.subdomain),
+        url: admin.config.device_url(&session.subdomain),
         http: Some(session.http),
         online: true,
-        node: Some(node.node_id.clone()),
+        node: Some(admin.membership.node_id.clone()),
         session: Some(session.id.clone()),
         connected_since_ms: Some(session.since_ms),
         last_seen_ms: now,
         expires_at_ms: None,
-        tcp_host: node.config.tcp_host().to_owned(),
+        tcp_host: admin.config.tcp_host().to_owned(),
         tcp: tcp_views(&session.tcp),
         streams_open: Some(t.streams_open.load(Ordering::Relaxed)),
         streams_total: Some(t.streams_total.load(Ordering::Relaxed)),
@@ -307,11 +306,11 @@ fn session_view(node: &Node, session: &Session, now: u64) -> DeviceView {
 }
 
 /// A device known from its lease only (offline, or on another node).
-fn lease_view(node: &Node, lease: &Lease) -> DeviceView {
+fn lease_view(admin: &Admin, lease: &Lease) -> DeviceView {
     DeviceView {
         name: lease.name.clone(),
         subdomain: lease.subdomain.clone(),
-        url: node.config.device_url(&lease.subdomain),
+        url: admin.config.device_url(&lease.subdomain),
         http: None,
         online: lease.online.is_some(),
         node: lease.online.as_ref().map(|o| o.node.clone()),
@@ -319,7 +318,7 @@ fn lease_view(node: &Node, lease: &Lease) -> DeviceView {
         connected_since_ms: lease.online.as_ref().map(|o| o.since_ms),
         last_seen_ms: lease.last_seen_ms,
         expires_at_ms: lease.expires_at_ms,
-        tcp_host: node.config.tcp_host().to_owned(),
+        tcp_host: admin.config.tcp_host().to_owned(),
         tcp: tcp_views(&lease.ports),
         streams_open: None,
         streams_total: None,

@@ -7,8 +7,8 @@ use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTE
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use super::Admin;
 use crate::ingress::Body;
-use crate::Node;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -20,8 +20,8 @@ const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Serves `path` (`/dashboard`, `/dashboard/`, `/dashboard/app.js`, ...).
-pub fn serve(node: &Node, path: &str) -> Response<Body> {
-    if !node.config.admin.dashboard {
+pub fn serve(admin: &Admin, path: &str) -> Response<Body> {
+    if !admin.config.admin.dashboard {
         return super::error(StatusCode::NOT_FOUND, "the dashboard is disabled (admin.dashboard = false)");
     }
     let (body, content_type) = match path.trim_start_matches("/dashboard").trim_start_matches('/') {

@@ -13,9 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::Admin;
 use crate::ingress::{empty, Body};
 use crate::tunnel::{upgrade, ControlSocket};
-use crate::Node;
 
 /// Path of the live socket.
 pub const PATH: &str = "/api/v1/live";
@@ -29,25 +29,25 @@ const MAX_FRAME_BYTES: usize = 4096;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// Answers the upgrade and runs the socket in a node task.
-pub fn upgrade(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+pub fn upgrade(admin: Arc<Admin>, mut req: Request<Incoming>) -> Response<Body> {
     let accept = match upgrade::accept(req.headers()) {
         Ok(accept) => accept,
         Err(reason) => return super::error(StatusCode::BAD_REQUEST, reason),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let node2 = node.clone();
-    node.tasks.spawn(async move {
+    let admin2 = admin.clone();
+    admin.lifecycle.tasks.spawn(async move {
         match upgrade::websocket(on_upgrade, MAX_FRAME_BYTES).await {
-            Ok(ws) => run(node2, ws).await,
+            Ok(ws) => run(admin2, ws).await,
             Err(e) => tracing::debug!(error = %e, "live socket upgrade failed"),
         }
     });
     empty(accept)
 }
 
-async fn run(node: Arc<Node>, mut ws: ControlSocket) {
+async fn run(admin: Arc<Admin>, mut ws: ControlSocket) {
     let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next()).await;
-    let authorized = matches!(&first, Ok(Some(Ok(Message::Text(t)))) if node.admin.token.verify(t.as_str().trim()));
+    let authorized = matches!(&first, Ok(Some(Ok(Message::Text(t)))) if admin.token.verify(t.as_str().trim()));
     if !authorized {
         let frame = CloseFrame { code: CloseCode::from(CLOSE_UNAUTHORIZED), reason: "wrong admin token".into() };
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
@@ -56,7 +56,7 @@ async fn run(node: Arc<Node>, mut ws: ControlSocket) {
     let mut ticker = tokio::time::interval(INTERVAL);
     loop {
         tokio::select! {
-            () = node.shutdown.cancelled() => {
+            () = admin.lifecycle.shutdown.cancelled() => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return;
             }
@@ -65,7 +65,7 @@ async fn run(node: Arc<Node>, mut ws: ControlSocket) {
                 Some(Ok(_)) => {}
             },
             _ = ticker.tick() => {
-                if send_snapshot(&node, &mut ws).await.is_err() {
+                if send_snapshot(&admin, &mut ws).await.is_err() {
                     return;
                 }
             }
@@ -73,11 +73,11 @@ async fn run(node: Arc<Node>, mut ws: ControlSocket) {
     }
 }
 
-async fn send_snapshot(node: &Node, ws: &mut ControlSocket) -> Result<(), ()> {
-    let body = match super::api::all_devices(node).await {
+async fn send_snapshot(admin: &Admin, ws: &mut ControlSocket) -> Result<(), ()> {
+    let body = match super::api::all_devices(admin).await {
         Ok(devices) => serde_json::json!({
             "at_ms": crate::store::now_ms(),
-            "devices_online": node.sessions.len(),
+            "devices_online": admin.sessions.len(),
             "devices": devices,
         }),
         Err(e) => serde_json::json!({ "at_ms": crate::store::now_ms(), "error": e.to_string() }),

@@ -9,26 +9,26 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::Node;
+use super::Admin;
 
 /// Serves `/metrics` on `listener` until the node shuts down.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            () = node.shutdown.cancelled() => return,
+            () = admin.lifecycle.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let node2 = node.clone();
-        node.tasks.spawn(async move {
+        let admin2 = admin.clone();
+        admin.lifecycle.tasks.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let node = node2.clone();
+                let admin = admin2.clone();
                 async move {
                     Ok::<_, std::convert::Infallible>(if req.uri().path() == super::METRICS_PATH {
-                        super::metrics_response(&node)
+                        super::metrics_response(&admin)
                     } else {
                         super::error(StatusCode::NOT_FOUND, "only /metrics is served here")
                     })

@@ -21,8 +21,14 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::auth::Auth;
+use crate::cluster::nodes::Membership;
+use crate::config::ServerConfig;
 use crate::ingress::Body;
-use crate::Node;
+use crate::lifecycle::Lifecycle;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::tunnel::registry::Registry;
 pub use reply::{error, json, unauthorized};
 
 /// Path prefix of the admin API.
@@ -32,18 +38,32 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Path prefix of the dashboard.
 pub const DASHBOARD_PATH: &str = "/dashboard";
 
-/// Admin state of a node.
+/// What the operator's endpoints need.
 pub struct Admin {
-    /// The token the API and metrics require.
-    pub token: token::AdminToken,
+    /// The token the API and metrics require (reloaded on `SIGHUP`).
+    pub token: Arc<token::AdminToken>,
     /// When the node started, for the uptime in server info.
     pub started: Instant,
+    /// The settings shown in server info, and the URLs of devices.
+    pub config: Arc<ServerConfig>,
+    /// The grace period in force.
+    pub live: Arc<Live>,
+    /// Devices online on this node, with their live counters.
+    pub sessions: Arc<Registry>,
+    /// Leases, reservations and nodes in the shared store.
+    pub membership: Arc<Membership>,
+    /// Device tokens.
+    pub auth: Arc<Auth>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where live sockets and the metrics listener run.
+    pub lifecycle: Lifecycle,
 }
 
 impl Admin {
-    /// Loads (or creates) the admin token.
-    pub fn new(config: &crate::ServerConfig) -> anyhow::Result<Self> {
-        Ok(Self { token: token::AdminToken::load(config)?, started: Instant::now() })
+    /// Does the request carry the admin token as `Authorization: Bearer`?
+    pub fn authorized<B>(&self, req: &Request<B>) -> bool {
+        crate::auth::bearer(req.headers()).is_some_and(|t| self.token.verify(t))
     }
 }
 
@@ -53,33 +73,28 @@ pub fn owns(path: &str) -> bool {
 }
 
 /// Answers a request for a path [`owns`] accepts.
-pub async fn serve(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == DASHBOARD_PATH || path.starts_with("/dashboard/") {
-        return dashboard::serve(&node, &path);
+        return dashboard::serve(admin, &path);
     }
     // The live socket authenticates with its first frame: browsers cannot
     // set headers on a WebSocket.
     if path == live::PATH {
-        return live::upgrade(node, req);
+        return live::upgrade(admin.clone(), req);
     }
-    if !authorized(&node, &req) {
+    if !admin.authorized(&req) {
         return unauthorized();
     }
     if path == METRICS_PATH {
-        return metrics_response(&node);
+        return metrics_response(admin);
     }
-    api::serve(node, req).await
-}
-
-/// Does the request carry the admin token as `Authorization: Bearer`?
-pub fn authorized<B>(node: &Node, req: &Request<B>) -> bool {
-    crate::auth::bearer(req.headers()).is_some_and(|t| node.admin.token.verify(t))
+    api::serve(admin, req).await
 }
 
 /// The metrics exposition as a response.
-pub fn metrics_response(node: &Node) -> Response<Body> {
-    let text = node.metrics.encode(node.sessions.len());
+pub fn metrics_response(admin: &Admin) -> Response<Body> {
+    let text = admin.metrics.encode(admin.sessions.len());
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     response

@@ -8,9 +8,9 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::reply::{error, json, read_json, store_error};
+use super::Admin;
 use crate::auth::token::{self, Scope, TokenRecord};
 use crate::ingress::Body;
-use crate::Node;
 
 /// A token as the API lists it (never the secret or its hash).
 #[derive(Debug, Serialize)]
@@ -47,8 +47,8 @@ struct CreateBody {
 }
 
 /// `GET /api/v1/tokens`, oldest first.
-pub async fn list(node: &Node) -> Response<Body> {
-    match node.auth.book.store().load().await {
+pub async fn list(admin: &Admin) -> Response<Body> {
+    match admin.auth.book.store().load().await {
         Ok(mut tokens) => {
             tokens.sort_by_key(|t| t.created_ms);
             let views: Vec<TokenView> = tokens.iter().map(TokenView::from).collect();
@@ -59,7 +59,7 @@ pub async fn list(node: &Node) -> Response<Body> {
 }
 
 /// `POST /api/v1/tokens` with `{"name": ...}` or `{"prefix": ...}` and an optional `note`.
-pub async fn create(node: &Node, req: Request<Incoming>) -> Response<Body> {
+pub async fn create(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     let Ok(body) = read_json::<CreateBody>(req).await else {
         return error(StatusCode::BAD_REQUEST, "expected JSON {\"name\": \"device\"} or {\"prefix\": \"fleet-\"}");
     };
@@ -71,7 +71,7 @@ pub async fn create(node: &Node, req: Request<Incoming>) -> Response<Body> {
         return error(StatusCode::BAD_REQUEST, "note: at most 200 characters");
     }
     let minted = token::mint(scope, &body.note, crate::store::now_ms());
-    if let Err(e) = node.auth.book.store().insert(&minted.record).await {
+    if let Err(e) = admin.auth.book.store().insert(&minted.record).await {
         return store_error(e);
     }
     tracing::info!(token = %minted.record.id, scope = %minted.record.scope, "device token created (admin API)");
@@ -81,8 +81,8 @@ pub async fn create(node: &Node, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `DELETE /api/v1/tokens/{id}`.
-pub async fn revoke(node: &Node, id: &str) -> Response<Body> {
-    match node.auth.book.store().revoke(id).await {
+pub async fn revoke(admin: &Admin, id: &str) -> Response<Body> {
+    match admin.auth.book.store().revoke(id).await {
         Ok(true) => {
             tracing::info!(token = id, "device token revoked (admin API)");
             Response::builder()

@@ -14,6 +14,7 @@ pub use crate::config::AuthMode;
 use crate::config::ServerConfig;
 use anyhow::Context;
 pub use book::{bearer, AuthError, TokenBook, TokenSlot};
+use tokio_util::sync::CancellationToken;
 
 /// Opens the token store the configuration names: a file beside the
 /// embedded store, or the cluster's Redis.
@@ -37,7 +38,13 @@ pub struct Auth {
     pub book: TokenBook,
     /// Control handshakes per source IP.
     pub handshakes: rate::HandshakeLimiter,
+    /// Disconnects the devices online with any of the given token ids
+    /// (found revoked).
+    on_revoked: Revoker,
 }
+
+/// What [`Auth`] calls with token ids found revoked.
+pub type Revoker = Box<dyn Fn(&[String]) + Send + Sync>;
 
 /// Who a session is: admitted without credentials (`open`), or with a
 /// token whose online place it holds.
@@ -60,7 +67,8 @@ impl Identity {
 
 impl Auth {
     /// Opens the token store and loads it once, so a bad store fails the start.
-    pub async fn start(config: &ServerConfig) -> anyhow::Result<Self> {
+    /// `on_revoked` disconnects the devices online with revoked tokens.
+    pub async fn start(config: &ServerConfig, on_revoked: Revoker) -> anyhow::Result<Self> {
         let mode = config.auth.mode.resolve(&config.domain);
         let book = TokenBook::new(open_token_store(config).await?);
         book.refresh().await.context("loading device tokens")?;
@@ -74,68 +82,65 @@ impl Auth {
             mode,
             book,
             handshakes: rate::HandshakeLimiter::new(config.limits.control_handshakes_per_ip_per_minute),
+            on_revoked,
         })
     }
-}
 
-/// Checks a control handshake's credential for device `name`; disconnects
-/// devices whose tokens turned out revoked on the way.
-pub async fn admit(node: &crate::Node, headers: &http::HeaderMap, name: &str) -> Result<Identity, AuthError> {
-    if node.auth.mode == AuthMode::Open {
-        return Ok(Identity::Open);
+    /// Checks a control handshake's credential for device `name`, with at
+    /// most `max_devices` online per token; disconnects devices whose
+    /// tokens turned out revoked on the way.
+    pub async fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        name: &str,
+        max_devices: usize,
+    ) -> Result<Identity, AuthError> {
+        if self.mode == AuthMode::Open {
+            return Ok(Identity::Open);
+        }
+        let (result, gone) = self.book.admit(headers, name, max_devices).await;
+        self.disconnect_revoked(&gone);
+        result.map(Identity::Token)
     }
-    let max_devices = node.live.limits().max_devices_per_token;
-    let (result, gone) = node.auth.book.admit(headers, name, max_devices).await;
-    disconnect_revoked(node, &gone);
-    result.map(Identity::Token)
-}
 
-/// Checks a data handshake's credential against its session's token.
-pub async fn verify_data(
-    node: &crate::Node,
-    headers: &http::HeaderMap,
-    session_token: Option<&str>,
-) -> Result<(), AuthError> {
-    let Some(expected) = session_token else {
-        return Ok(());
-    };
-    match node.auth.book.verify(headers).await? {
-        id if id == expected => Ok(()),
-        _ => Err(AuthError::Invalid),
+    /// Checks a data handshake's credential against its session's token.
+    pub async fn verify_data(&self, headers: &http::HeaderMap, session_token: Option<&str>) -> Result<(), AuthError> {
+        let Some(expected) = session_token else {
+            return Ok(());
+        };
+        match self.book.verify(headers).await? {
+            id if id == expected => Ok(()),
+            _ => Err(AuthError::Invalid),
+        }
     }
-}
 
-/// Closes the sessions admitted with any of the `revoked` token ids.
-fn disconnect_revoked(node: &crate::Node, revoked: &[String]) {
-    if revoked.is_empty() {
-        return;
-    }
-    for session in node.sessions.all() {
-        if session.identity.token_id().is_some_and(|id| revoked.iter().any(|r| r == id)) {
-            tracing::warn!(device = %session.name, session = %session.id, "device token revoked; disconnecting");
-            session.close(terrier_proto::handshake::close::REVOKED);
+    /// Closes the sessions admitted with any of the `revoked` token ids.
+    fn disconnect_revoked(&self, revoked: &[String]) {
+        if !revoked.is_empty() {
+            (self.on_revoked)(revoked);
         }
     }
 }
 
 /// Polls the token store: new tokens work, revoked ones disconnect their
-/// devices, within `auth.refresh_interval`.
-pub async fn watch(node: Arc<crate::Node>) {
-    let mut ticker = tokio::time::interval(node.config.auth.refresh_interval);
+/// devices, every `refresh_interval` (`auth.refresh_interval`) until
+/// `shutdown`.
+pub async fn watch(auth: Arc<Auth>, refresh_interval: std::time::Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(refresh_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
-            () = node.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match node.auth.book.refresh().await {
-            Ok(gone) => disconnect_revoked(&node, &gone),
+        match auth.book.refresh().await {
+            Ok(gone) => auth.disconnect_revoked(&gone),
             Err(e) => tracing::warn!(error = %e, "could not refresh device tokens; keeping the last known set"),
         }
         ticks += 1;
         if ticks.is_multiple_of(60) {
-            node.auth.handshakes.forget_idle();
+            auth.handshakes.forget_idle();
         }
     }
 }

@@ -18,26 +18,44 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::envelope::{Bound, ENVELOPE_HEADER};
-use crate::forwarding::{self, Answer, Authority, Body, Visitor};
+use std::sync::Arc;
+
+use super::envelope::{Bound, Envelopes, ENVELOPE_HEADER};
+use crate::forwarding::{self, Answer, Authority, Body, Splice, Visitor};
+use crate::lifecycle::Lifecycle;
+use crate::live::Live;
 use crate::store::{now_ms, NodeInfo};
-use crate::Node;
 
 /// HTTP client for peer nodes (plain HTTP on the cluster's internal network).
-pub type PeerClient = Client<HttpConnector, Incoming>;
+type PeerClient = Client<HttpConnector, Incoming>;
 
-/// Builds the peer client, pooling connections per peer.
-pub fn client() -> PeerClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector)
+/// Sends visitors' requests to peer nodes, sealed in envelopes.
+pub struct Forwarder {
+    /// Pools connections per peer.
+    client: PeerClient,
+    /// Seals the visitor into each request.
+    envelopes: Arc<Envelopes>,
+    /// Where upgraded connections are spliced.
+    lifecycle: Lifecycle,
+    /// The limits spliced connections run under.
+    live: Arc<Live>,
+}
+
+impl Forwarder {
+    /// A forwarder sealing with `envelopes`, splicing upgrades in `lifecycle`.
+    pub fn new(envelopes: Arc<Envelopes>, lifecycle: Lifecycle, live: Arc<Live>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
+        Self { client, envelopes, lifecycle, live }
+    }
 }
 
 /// Sends `req` (already stripped of the visitor's claims, routed by
 /// `authority`) to `peer` for `visitor`, and returns its answer, or the
 /// reason it failed.
 pub async fn to_peer(
-    node: &Node,
+    forwarder: &Forwarder,
     peer: &NodeInfo,
     device: &str,
     authority: &Authority,
@@ -49,7 +67,7 @@ pub async fn to_peer(
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let peer_authority = base.authority().ok_or("internal URL has no host")?.clone();
     let bound = Bound { method: req.method().as_str(), authority: &authority.host, target: &target };
-    let envelope = node.envelopes.seal(bound, visitor, now_ms());
+    let envelope = forwarder.envelopes.seal(bound, visitor, now_ms());
     *req.uri_mut() = Uri::builder()
         .scheme("http")
         .authority(peer_authority)
@@ -62,10 +80,10 @@ pub async fn to_peer(
     // routed by, whatever form the visitor gave it in.
     headers.insert(http::header::HOST, authority.raw.clone());
     headers.insert(ENVELOPE_HEADER, envelope);
-    let response = node.peer_client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
+    let response = forwarder.client.request(req).await.map_err(|e| format!("peer {}: {e}", peer.id))?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // The node holding the device holds the visitor's place too.
-        let splice = node.splice(&node.live.limits());
+        let splice = Splice::new(&forwarder.lifecycle, &forwarder.live.limits());
         return Ok(splice.switch_protocols(visitor_upgrade, response, device, None));
     }
     Ok(response.map(|body| Either::Left(Answer::new(body, None))))

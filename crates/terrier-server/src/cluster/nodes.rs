@@ -7,12 +7,62 @@
 //! get their grace period), and, when it finds itself missing from the
 //! registry (the store lost its data), writes its online leases back.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::store::{now_ms, Lease, NodeInfo, Online};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::live::Live;
+use crate::store::{now_ms, Lease, NodeInfo, Online, Store};
+use crate::tunnel::registry::Registry;
 use crate::tunnel::session::Session;
-use crate::Node;
+
+/// This node's place in the cluster: its id, its registration and leases in
+/// the shared store, and what it knows of the other nodes.
+pub struct Membership {
+    /// This node's id (in leases, logs).
+    pub node_id: String,
+    /// Leases, indexes and the node registry.
+    pub store: Arc<dyn Store>,
+    /// Devices online on this node (their count is announced; their leases
+    /// are written back after a store failure).
+    pub sessions: Arc<Registry>,
+    /// The grace period in force for releases.
+    pub live: Arc<Live>,
+    /// `cluster.*` settings and the URLs this node announces.
+    pub config: Arc<ServerConfig>,
+    /// Live nodes of the cluster (just this one with the embedded store).
+    pub peers: Peers,
+    /// Set while the store may not reflect this node's sessions (after a
+    /// store failure, or when the registry lost this node); the heartbeat
+    /// then resyncs before registering.
+    needs_resync: AtomicBool,
+    /// Lease releases that failed while the store was away, to retry.
+    unreleased: Mutex<Vec<Unreleased>>,
+}
+
+impl Membership {
+    /// Node `node_id` on `store`, serving `sessions`; not registered yet.
+    pub fn new(
+        node_id: String,
+        store: Arc<dyn Store>,
+        sessions: Arc<Registry>,
+        live: Arc<Live>,
+        config: Arc<ServerConfig>,
+    ) -> Self {
+        Self {
+            node_id,
+            store,
+            sessions,
+            live,
+            config,
+            peers: Peers::default(),
+            needs_resync: AtomicBool::new(false),
+            unreleased: Mutex::default(),
+        }
+    }
+}
 
 /// The live nodes as last read from the store.
 #[derive(Default)]
@@ -36,7 +86,7 @@ impl Peers {
 /// loaded live node, when this one has more than `balance_tolerance` devices
 /// beyond it. Reads the registry fresh (handshakes are rare next to
 /// traffic); if the store cannot answer, the device stays here.
-pub async fn redirect_target(node: &Node) -> Option<NodeInfo> {
+pub async fn redirect_target(node: &Membership) -> Option<NodeInfo> {
     let nodes = node.store.nodes().await.ok()?;
     node.peers.set(nodes.clone());
     let mine = node.sessions.len() as u64;
@@ -50,7 +100,7 @@ pub async fn redirect_target(node: &Node) -> Option<NodeInfo> {
 
 /// The live node `id`: from the last registry read, or read fresh when it
 /// is not there (it may have joined since).
-pub async fn peer(node: &Node, id: &str) -> Option<NodeInfo> {
+pub async fn peer(node: &Membership, id: &str) -> Option<NodeInfo> {
     if let Some(peer) = node.peers.get(id) {
         return Some(peer);
     }
@@ -72,7 +122,7 @@ pub struct Unreleased {
 
 /// Refreshes this node's registration now (its device count changed), so
 /// other nodes balance on fresh numbers. Failures wait for the heartbeat.
-pub async fn announce(node: &Node) {
+pub async fn announce(node: &Membership) {
     // Registering now would hide from the heartbeat that the store lost (or
     // missed) this node's leases; it re-registers after the resync.
     if node.needs_resync.load(Ordering::Acquire) {
@@ -87,12 +137,12 @@ pub async fn announce(node: &Node) {
 /// after recovering the node's old leases: no session exists yet, so there
 /// is nothing to resync, and devices that connect in the first milliseconds
 /// (all of them, after a restart) are not written twice.
-pub async fn register(node: &Node) -> Result<(), crate::store::StoreError> {
+pub async fn register(node: &Membership) -> Result<(), crate::store::StoreError> {
     node.store.register_node(&info(node), node.config.cluster.node_ttl.as_millis() as u64).await
 }
 
 /// This node as the registry shows it.
-fn info(node: &Node) -> NodeInfo {
+fn info(node: &Membership) -> NodeInfo {
     NodeInfo {
         id: node.node_id.clone(),
         advertise_url: node.config.advertise_url(),
@@ -102,13 +152,13 @@ fn info(node: &Node) -> NodeInfo {
     }
 }
 
-/// Runs the registry heartbeat until shutdown.
-pub async fn heartbeat(node: Arc<Node>) {
+/// Runs the registry heartbeat until `shutdown`.
+pub async fn heartbeat(node: Arc<Membership>, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(node.config.cluster.heartbeat_interval);
     let mut healthy = true;
     loop {
         tokio::select! {
-            () = node.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
         match beat(&node).await {
@@ -130,7 +180,7 @@ pub async fn heartbeat(node: Arc<Node>) {
     }
 }
 
-async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
+async fn beat(node: &Membership) -> Result<(), crate::store::StoreError> {
     let ttl = node.config.cluster.node_ttl.as_millis() as u64;
     let before = node.store.nodes().await?;
     let known = before.iter().any(|n| n.id == node.node_id) && !node.needs_resync.load(Ordering::Acquire);
@@ -163,7 +213,7 @@ async fn beat(node: &Arc<Node>) -> Result<(), crate::store::StoreError> {
 /// recovery (a resync at start, or another node declaring this one dead)
 /// that ran while the session's handshake was between its claim and the
 /// registry marked it offline, though the device never left.
-async fn close_moved_sessions(node: &Node) -> Result<(), crate::store::StoreError> {
+async fn close_moved_sessions(node: &Membership) -> Result<(), crate::store::StoreError> {
     let sessions = node.sessions.all();
     let names: Vec<String> = sessions.iter().map(|s| s.name.clone()).collect();
     let holders = node.store.holders(&names).await?;
@@ -185,9 +235,26 @@ async fn close_moved_sessions(node: &Node) -> Result<(), crate::store::StoreErro
     Ok(())
 }
 
+/// Releases `session`'s lease into its grace period (the session ended);
+/// a release the store refuses is retried by the heartbeat. Then announces
+/// the new device count.
+pub async fn release(node: &Membership, session: &Session) {
+    let grace = node.live.grace_period().as_millis() as u64;
+    let now = now_ms();
+    if let Err(e) = node.store.release(&session.name, &session.id, now, grace).await {
+        tracing::error!(error = %e, "could not release lease; will retry");
+        node.unreleased.lock().expect("unreleased lock").push(Unreleased {
+            name: session.name.clone(),
+            session: session.id.clone(),
+            at_ms: now,
+        });
+    }
+    announce(node).await;
+}
+
 /// Retries releases that failed while the store was unreachable, so no
 /// lease is left claiming a device that went away meanwhile.
-async fn retry_releases(node: &Node, grace: u64) -> Result<(), crate::store::StoreError> {
+async fn retry_releases(node: &Membership, grace: u64) -> Result<(), crate::store::StoreError> {
     let pending = std::mem::take(&mut *node.unreleased.lock().expect("unreleased lock"));
     for (i, r) in pending.iter().enumerate() {
         if let Err(e) = node.store.release(&r.name, &r.session, r.at_ms, grace).await {
@@ -204,7 +271,7 @@ async fn retry_releases(node: &Node, grace: u64) -> Result<(), crate::store::Sto
 /// sessions that really are. A session whose lease now belongs to another
 /// session (or whose addresses went to another device) is closed, so its
 /// agent reconnects and learns where it stands.
-async fn resync(node: &Node, grace: u64) -> Result<(), crate::store::StoreError> {
+async fn resync(node: &Membership, grace: u64) -> Result<(), crate::store::StoreError> {
     let now = now_ms();
     node.store.recover_node(&node.node_id, now, grace).await?;
     let sessions = node.sessions.all();
@@ -224,7 +291,7 @@ async fn resync(node: &Node, grace: u64) -> Result<(), crate::store::StoreError>
     Ok(())
 }
 
-fn lease_of(node: &Node, session: &Session, now: u64) -> Lease {
+fn lease_of(node: &Membership, session: &Session, now: u64) -> Lease {
     Lease {
         name: session.name.clone(),
         subdomain: session.subdomain.clone(),

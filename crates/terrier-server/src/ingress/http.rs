@@ -16,18 +16,47 @@ use terrier_proto::handshake::{CONTROL_PATH, DATA_PATH};
 use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::raw::Relays;
 use super::sniff::{sniff, Protocol};
 use super::{idle, proxy, Body};
+use crate::config::ServerConfig;
 use crate::forwarding::Authority;
-use crate::pages::Page;
+use crate::lifecycle::Lifecycle;
+use crate::live::Live;
+use crate::pages::{LivePages, Page};
+use crate::store::Store;
+use crate::tunnel::registry::Registry;
 use crate::tunnel::{control, data};
-use crate::Node;
 use terrier_transport::prefixed::Prefixed;
 
+/// What the listeners (plain and TLS) need to serve and route requests.
+pub struct Front {
+    /// The domain, TLS redirect and public URLs.
+    pub config: Arc<ServerConfig>,
+    /// The limits in force.
+    pub live: Arc<Live>,
+    /// Where connections run, and when to stop taking them.
+    pub lifecycle: Lifecycle,
+    /// Error pages.
+    pub pages: Arc<LivePages>,
+    /// Devices online on this node (TLS passthrough looks them up by SNI).
+    pub sessions: Arc<Registry>,
+    /// Relays TLS passthrough visitors.
+    pub relays: Relays,
+    /// Where ACME challenge certificates are published.
+    pub store: Arc<dyn Store>,
+    /// Forwards visitors to devices.
+    pub proxy: proxy::Proxy,
+    /// The agents' endpoint.
+    pub tunnel: Arc<crate::tunnel::Endpoint>,
+    /// The operator's endpoints.
+    pub admin: Arc<crate::admin::Admin>,
+}
+
 /// Serves the plain listener until shutdown.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    accept_until_shutdown(node, listener, "HTTP", |node, stream, remote| {
-        serve_one(node, stream, remote, Transport::Plain)
+pub async fn serve(front: Arc<Front>, listener: TcpListener) {
+    accept_until_shutdown(front, listener, "HTTP", |front, stream, remote| {
+        serve_one(front, stream, remote, Transport::Plain)
     })
     .await
 }
@@ -36,30 +65,23 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 /// task (tuned first, cut at the hard stop). Open connections drain in
 /// their own tasks: `run` waits for every node task under the one drain
 /// deadline.
-pub async fn accept_until_shutdown<H, F>(node: Arc<Node>, listener: TcpListener, what: &'static str, handle: H)
+pub async fn accept_until_shutdown<H, F>(front: Arc<Front>, listener: TcpListener, what: &'static str, handle: H)
 where
-    H: Fn(Arc<Node>, TcpStream, SocketAddr) -> F,
+    H: Fn(Arc<Front>, TcpStream, SocketAddr) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
-            () = node.shutdown.cancelled() => break,
+            () = front.lifecycle.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, remote)) => {
-                tuning.accepted(&listener, &stream, node.live.limits().tcp_keepalive);
-                let connection = handle(node.clone(), stream, remote);
-                let hard_stop = node.hard_stop.clone();
+                tuning.accepted(&listener, &stream, front.live.limits().tcp_keepalive);
                 // Under the hard stop too: a connection still sniffing when
                 // the server stops is simply dropped.
-                node.tasks.spawn(async move {
-                    tokio::select! {
-                        () = connection => {}
-                        () = hard_stop.cancelled() => {}
-                    }
-                });
+                front.lifecycle.spawn_until_hard_stop(handle(front.clone(), stream, remote));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -76,11 +98,11 @@ pub use crate::forwarding::{Peer, Transport};
 /// already terminated) until it closes, has no request in flight for
 /// `limits.visitor_idle_timeout`, leaves an answer untaken for
 /// `limits.answer_write_timeout`, or the server drains.
-pub async fn serve_one<S>(node: Arc<Node>, mut stream: S, remote: SocketAddr, transport: Transport)
+pub async fn serve_one<S>(front: Arc<Front>, mut stream: S, remote: SocketAddr, transport: Transport)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = node.live.limits();
+    let limits = front.live.limits();
     let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
         Ok(found) => found,
         Err(e) => {
@@ -106,11 +128,11 @@ where
         .keep_alive_interval(Some(limits.http2_keepalive_interval))
         .keep_alive_timeout(limits.http2_keepalive_interval);
     let activity = idle::Activity::new();
-    let (service_node, service_activity) = (node.clone(), activity.clone());
+    let (service_front, service_activity) = (front.clone(), activity.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (node, peer, in_flight) = (service_node.clone(), peer.clone(), service_activity.start());
+        let (front, peer, in_flight) = (service_front.clone(), peer.clone(), service_activity.start());
         async move {
-            let response = route(node, &peer, req).await;
+            let response = route(front, &peer, req).await;
             Ok::<_, std::convert::Infallible>(response.map(|body| idle::Tracked::new(body, in_flight)))
         }
     });
@@ -133,7 +155,7 @@ where
                 tracing::info!(%remote, "cutting a visitor that stopped taking its answer (limits.answer_write_timeout)");
                 return;
             }
-            () = node.shutdown.cancelled(), if !closing => {}
+            () = front.lifecycle.shutdown.cancelled(), if !closing => {}
             () = activity.until_idle(idle_timeout), if !closing => {
                 tracing::debug!(%remote, idle = ?idle_timeout, "closing an idle visitor connection");
                 cut_at = Some(tokio::time::Instant::now() + idle_timeout);
@@ -221,9 +243,9 @@ pub fn normalize_host(raw: &str) -> Option<String> {
 }
 
 /// Routes one request.
-pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
     if let Some(detail) = framing_error(&req) {
-        return node.pages.render(Page {
+        return front.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
             message: "The request's framing is ambiguous, so it was not forwarded.",
@@ -232,7 +254,7 @@ pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Resp
         });
     }
     let Some(authority) = request_authority(&req) else {
-        return node.pages.render(Page {
+        return front.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Which site?",
             message: "The request did not say which host it is for (no Host header).",
@@ -242,19 +264,19 @@ pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Resp
     };
     let host = authority.host.as_str();
     let plain = peer.transport == Transport::Plain;
-    if plain && node.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
-        return redirect_to_https(&node, host, &req);
+    if plain && front.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
+        return redirect_to_https(&front, host, &req);
     }
-    match classify(host, &node.config.domain) {
-        Target::Apex => apex(node, peer.remote, req).await,
-        Target::Device(sub) => proxy::forward(node.clone(), sub, &authority, peer, req).await,
+    match classify(host, &front.config.domain) {
+        Target::Apex => apex(front, peer.remote, req).await,
+        Target::Device(sub) => proxy::forward(&front.proxy, sub, &authority, peer, req).await,
         // Agents may dial the server by IP address or another name.
-        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(node, peer.remote, req).await,
-        Target::Unknown => node.pages.render(Page {
+        Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(front, peer.remote, req).await,
+        Target::Unknown => front.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Unknown host",
             message: "This server does not serve that host name.",
-            detail: &format!("served domain: {}", node.config.domain),
+            detail: &format!("served domain: {}", front.config.domain),
             host,
         }),
     }
@@ -262,9 +284,9 @@ pub async fn route(node: Arc<Node>, peer: &Peer, req: Request<Incoming>) -> Resp
 
 /// `308` to the same host and path on the TLS listener. Agents' tunnel
 /// endpoints are exempt: an agent configured with `ws://` keeps working.
-fn redirect_to_https<B>(node: &Node, host: &str, req: &Request<B>) -> Response<Body> {
+fn redirect_to_https<B>(front: &Front, host: &str, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("{}{path}", node.config.public_url(host));
+    let location = format!("{}{path}", front.config.public_url(host));
     let mut response = super::text(StatusCode::PERMANENT_REDIRECT.as_u16(), format!("moved to {location}"));
     if let Ok(value) = http::HeaderValue::from_str(&location) {
         response.headers_mut().insert(http::header::LOCATION, value);
@@ -273,33 +295,33 @@ fn redirect_to_https<B>(node: &Node, host: &str, req: &Request<B>) -> Response<B
 }
 
 /// Requests to the server's own domain.
-async fn apex(node: Arc<Node>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn apex(front: Arc<Front>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         CONTROL_PATH => {
-            let response = control::handshake(node.clone(), remote, req).await;
-            node.metrics.handshake(response.status().as_u16());
+            let response = control::handshake(&front.tunnel, remote, req).await;
+            front.proxy.metrics.handshake(response.status().as_u16());
             response
         }
-        DATA_PATH => data::handshake(node, req).await,
-        "/" if crate::admin::authorized(&node, &req) => super::text(
+        DATA_PATH => data::handshake(&front.tunnel, req).await,
+        "/" if front.admin.authorized(&req) => super::text(
             200,
             format!(
                 "terrierd {} — {} device(s) online on this node. Devices are served at <name>.{}",
                 env!("CARGO_PKG_VERSION"),
-                node.sessions.len(),
-                node.config.domain
+                front.sessions.len(),
+                front.config.domain
             ),
         ),
         // The version tells a stranger which advisories apply and the count
         // how busy the node is: only the operator sees them.
-        "/" => super::text(200, format!("Welcome to terrier. Devices are served at <name>.{}", node.config.domain)),
-        path if crate::admin::owns(path) => crate::admin::serve(node, req).await,
-        _ => node.pages.render(Page {
+        "/" => super::text(200, format!("Welcome to terrier. Devices are served at <name>.{}", front.config.domain)),
+        path if crate::admin::owns(path) => crate::admin::serve(&front.admin, req).await,
+        _ => front.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Not found",
             message: "There is nothing at this path.",
             detail: req.uri().path(),
-            host: &node.config.domain,
+            host: &front.config.domain,
         }),
     }
 }

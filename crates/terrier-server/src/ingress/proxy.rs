@@ -14,19 +14,48 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::access::Denied;
-use crate::cluster::envelope::{Bound, Refused, ENVELOPE_HEADER};
-use crate::cluster::forward;
-use crate::forwarding::{self, Answer, Authority, Body, Peer, Proto, Transport, Visitor};
-use crate::pages::Page;
+use crate::access::{AccessRules, Denied};
+use crate::cluster::envelope::{Bound, Envelopes, Refused, ENVELOPE_HEADER};
+use crate::cluster::forward::{self, Forwarder};
+use crate::cluster::nodes::Membership;
+use crate::config::ServerConfig;
+use crate::forwarding::{self, Answer, Authority, Body, Peer, Proto, Splice, Transport, Visitor};
+use crate::lifecycle::Lifecycle;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::pages::{LivePages, Page};
 use crate::store::now_ms;
+use crate::tunnel::registry::Registry;
 use crate::tunnel::session::OpenError;
 use crate::tunnel::traffic::RequestRecord;
 use crate::tunnel::upstream::{self, SendError};
-use crate::Node;
 
 /// Seconds a visitor of an offline device is told to wait (`Retry-After`).
 const RETRY_AFTER_SECS: &str = "30";
+
+/// What forwarding a visitor to a device needs.
+pub struct Proxy {
+    /// `public_scheme`, `admin.request_log`.
+    pub config: Arc<ServerConfig>,
+    /// The limits in force.
+    pub live: Arc<Live>,
+    /// Where connection and splice tasks run.
+    pub lifecycle: Lifecycle,
+    /// Devices online on this node.
+    pub sessions: Arc<Registry>,
+    /// Leases of devices elsewhere, and the nodes holding them.
+    pub membership: Arc<Membership>,
+    /// Sends visitors of devices on other nodes there.
+    pub forwarder: Forwarder,
+    /// Opens the envelopes of requests peers forward here.
+    pub envelopes: Arc<Envelopes>,
+    /// The devices' access rules.
+    pub access: Arc<AccessRules>,
+    /// Error pages.
+    pub pages: Arc<LivePages>,
+    /// Request counts and durations.
+    pub metrics: Arc<Metrics>,
+}
 
 /// Forwards `req` for subdomain `sub` (from `peer`, routed by `authority`).
 ///
@@ -34,28 +63,28 @@ const RETRY_AFTER_SECS: &str = "30";
 /// with a valid envelope; the device's access rules are checked here, on
 /// the node that holds the device, against that visitor.
 pub async fn forward(
-    node: Arc<Node>,
+    proxy: &Proxy,
     sub: &str,
     authority: &Authority,
     peer: &Peer,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let host = authority.host.as_str();
-    let vouched = match vouched_visitor(&node, authority, &req) {
+    let vouched = match vouched_visitor(proxy, authority, &req) {
         Ok(vouched) => vouched,
-        Err(refused) => return envelope_refused(&node, authority, refused),
+        Err(refused) => return envelope_refused(proxy, authority, refused),
     };
     forwarding::strip_visitor_claims(req.headers_mut());
     let forwarded = vouched.is_some();
-    let visitor = vouched.unwrap_or_else(|| Visitor::of_peer(peer, proto_of(&node, peer.transport)));
-    let Some(session) = node.sessions.by_subdomain(sub) else {
-        return elsewhere_or_offline(&node, sub, authority, &visitor, forwarded, req).await;
+    let visitor = vouched.unwrap_or_else(|| Visitor::of_peer(peer, proto_of(proxy, peer.transport)));
+    let Some(session) = proxy.sessions.by_subdomain(sub) else {
+        return elsewhere_or_offline(proxy, sub, authority, &visitor, forwarded, req).await;
     };
-    if let Err(denied) = node.access.check_http(&session.name, visitor.ip, req.headers()) {
-        return access_denied(&node, &session.name, &visitor, denied, host);
+    if let Err(denied) = proxy.access.check_http(&session.name, visitor.ip, req.headers()) {
+        return access_denied(proxy, &session.name, &visitor, denied, host);
     }
     if !session.http {
-        return node.pages.render(Page {
+        return proxy.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "No web page here",
             message: "This device is online but does not serve HTTP.",
@@ -65,7 +94,7 @@ pub async fn forward(
     }
     let visitor_upgrade = forwarding::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     if let Err(detail) = prepare_request(&mut req, authority, &visitor, visitor_upgrade.is_some()) {
-        return node.pages.render(Page {
+        return proxy.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
             message: "The request could not be forwarded.",
@@ -77,17 +106,19 @@ pub async fn forward(
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let at_ms = now_ms();
-    let limits = node.live.limits();
+    let limits = proxy.live.limits();
     let result = match session.admit(visitor.ip, &limits) {
         Ok(slot) => {
             let place = Arc::new(slot);
             let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout, place.clone()));
             let max_kept = limits.max_idle_http_per_device;
-            upstream::send(&session, &node.metrics, &node.tasks, req, max_kept).await.map(|response| (response, place))
+            upstream::send(&session, &proxy.metrics, &proxy.lifecycle.tasks, req, max_kept)
+                .await
+                .map(|response| (response, place))
         }
         Err(e) => Err(SendError::Open(e)),
     };
-    node.metrics.visitor_request(started.elapsed());
+    proxy.metrics.visitor_request(started.elapsed());
     let log = |status: StatusCode, size: Option<u64>| {
         let record = RequestRecord {
             at_ms,
@@ -97,12 +128,12 @@ pub async fn forward(
             duration_ms: started.elapsed().as_millis() as u64,
             size,
         };
-        session.traffic.log_request(record, node.config.admin.request_log);
+        session.traffic.log_request(record, proxy.config.admin.request_log);
     };
     let (mut response, place) = match result {
         Ok(answered) => answered,
         Err(e) => {
-            let page = forward_error(&node, &session.name, host, e);
+            let page = forward_error(proxy, &session.name, host, e);
             log(page.status(), None);
             return page;
         }
@@ -112,29 +143,34 @@ pub async fn forward(
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return node.splice(&limits).switch_protocols(visitor_upgrade, response, &session.name, Some(place));
+        return Splice::new(&proxy.lifecycle, &limits).switch_protocols(
+            visitor_upgrade,
+            response,
+            &session.name,
+            Some(place),
+        );
     }
     forwarding::strip_hop_by_hop(response.headers_mut(), false);
     response.map(|body| Either::Left(Answer::new(body, Some(place))))
 }
 
 /// The visitor a peer node vouched for, when `req` carries an envelope.
-fn vouched_visitor<B>(node: &Node, authority: &Authority, req: &Request<B>) -> Result<Option<Visitor>, Refused> {
+fn vouched_visitor<B>(proxy: &Proxy, authority: &Authority, req: &Request<B>) -> Result<Option<Visitor>, Refused> {
     let Some(envelope) = req.headers().get(ENVELOPE_HEADER) else {
         return Ok(None);
     };
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let bound = Bound { method: req.method().as_str(), authority: &authority.host, target };
-    let (visitor, from) = node.envelopes.open(envelope, bound, now_ms())?;
+    let (visitor, from) = proxy.envelopes.open(envelope, bound, now_ms())?;
     tracing::debug!(node = %from, visitor = %visitor.ip, host = %authority.host, "request forwarded by a peer");
     Ok(Some(visitor))
 }
 
 /// The 403 page for a request whose envelope did not verify.
-fn envelope_refused(node: &Node, authority: &Authority, refused: Refused) -> Response<Body> {
+fn envelope_refused(proxy: &Proxy, authority: &Authority, refused: Refused) -> Response<Body> {
     // Info, like access refusals: any visitor can send a bad envelope.
     tracing::info!(host = %authority.host, error = %refused, "forwarded request refused: its envelope did not verify");
-    node.pages.render(Page {
+    proxy.pages.render(Page {
         status: StatusCode::FORBIDDEN,
         title: "Forwarded request refused",
         message: "This request claims to come from another server of this service, and it does not.",
@@ -144,10 +180,10 @@ fn envelope_refused(node: &Node, authority: &Authority, refused: Refused) -> Res
 }
 
 /// The scheme a visitor reached this node with.
-fn proto_of(node: &Node, transport: Transport) -> Proto {
+fn proto_of(proxy: &Proxy, transport: Transport) -> Proto {
     match transport {
         Transport::Tls => Proto::Https,
-        Transport::Plain => Proto::parse(&node.config.public_scheme).unwrap_or(Proto::Http),
+        Transport::Plain => Proto::parse(&proxy.config.public_scheme).unwrap_or(Proto::Http),
     }
 }
 
@@ -184,7 +220,7 @@ fn prepare_request<B>(
 /// node that holds the device (unless a peer already forwarded it here), or
 /// a page saying it is offline or unknown.
 async fn elsewhere_or_offline(
-    node: &Node,
+    proxy: &Proxy,
     sub: &str,
     authority: &Authority,
     visitor: &Visitor,
@@ -192,19 +228,19 @@ async fn elsewhere_or_offline(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let host = authority.host.as_str();
-    match node.store.by_subdomain(sub, now_ms()).await {
+    match proxy.membership.store.by_subdomain(sub, now_ms()).await {
         Ok(Some(lease)) => {
-            let holder = lease.online.as_ref().map(|o| o.node.as_str()).filter(|n| *n != node.node_id);
+            let holder = lease.online.as_ref().map(|o| o.node.as_str()).filter(|n| *n != proxy.membership.node_id);
             let peer = match holder {
-                Some(id) if !forwarded => crate::cluster::nodes::peer(node, id).await,
+                Some(id) if !forwarded => crate::cluster::nodes::peer(&proxy.membership, id).await,
                 _ => None,
             };
             if let Some(peer) = peer {
-                return match forward::to_peer(node, &peer, &lease.name, authority, visitor, req).await {
+                return match forward::to_peer(&proxy.forwarder, &peer, &lease.name, authority, visitor, req).await {
                     Ok(response) => response,
                     Err(e) => {
                         tracing::warn!(device = %lease.name, node = %peer.id, error = %e, "forwarding to the device's node failed");
-                        node.pages.render(Page {
+                        proxy.pages.render(Page {
                             status: StatusCode::BAD_GATEWAY,
                             title: "The device's server did not answer",
                             message: "The device is connected to another server of this service, which could not be reached.",
@@ -214,9 +250,9 @@ async fn elsewhere_or_offline(
                     }
                 };
             }
-            offline_page(node, &lease, host)
+            offline_page(proxy, &lease, host)
         }
-        Ok(None) => node.pages.render(Page {
+        Ok(None) => proxy.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "No device here",
             message: "No device is registered at this address. Check the address, or the device may have been given a new one.",
@@ -225,7 +261,7 @@ async fn elsewhere_or_offline(
         }),
         Err(e) => {
             tracing::error!(subdomain = sub, error = %e, "store lookup failed");
-            node.pages.render(Page {
+            proxy.pages.render(Page {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 title: "Temporarily unavailable",
                 message: "The server could not look this address up. Try again shortly.",
@@ -238,10 +274,10 @@ async fn elsewhere_or_offline(
 
 /// The page for a visitor the device's access rules turn away: 403 for an
 /// address off the allow-list, 401 asking for basic auth.
-fn access_denied(node: &Node, device: &str, visitor: &Visitor, denied: Denied, host: &str) -> Response<Body> {
+fn access_denied(proxy: &Proxy, device: &str, visitor: &Visitor, denied: Denied, host: &str) -> Response<Body> {
     tracing::info!(device, visitor = %visitor.ip, ?denied, "visitor denied by access rules");
     match denied {
-        Denied::Address => node.pages.render(Page {
+        Denied::Address => proxy.pages.render(Page {
             status: StatusCode::FORBIDDEN,
             title: "Access denied",
             message: "This device only accepts visitors from certain networks.",
@@ -249,7 +285,7 @@ fn access_denied(node: &Node, device: &str, visitor: &Visitor, denied: Denied, h
             host,
         }),
         Denied::Credentials => {
-            let mut response = node.pages.render(Page {
+            let mut response = proxy.pages.render(Page {
                 status: StatusCode::UNAUTHORIZED,
                 title: "Sign in required",
                 message: "This device asks for a user name and password.",
@@ -266,10 +302,10 @@ fn access_denied(node: &Node, device: &str, visitor: &Visitor, denied: Denied, h
 }
 
 /// The 503 page for a device in its grace period.
-fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Response<Body> {
+fn offline_page(proxy: &Proxy, lease: &crate::store::Lease, host: &str) -> Response<Body> {
     let last_seen =
         httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(lease.last_seen_ms));
-    let mut response = node.pages.render(Page {
+    let mut response = proxy.pages.render(Page {
         status: StatusCode::SERVICE_UNAVAILABLE,
         title: "This device is offline",
         message: "The device behind this address is not connected right now. It usually comes back on its own; try again in a little while.",
@@ -282,14 +318,14 @@ fn offline_page(node: &Node, lease: &crate::store::Lease, host: &str) -> Respons
 
 /// The page for a request the device could not answer, or that the
 /// visitor's own body cut.
-fn forward_error(node: &Node, device: &str, host: &str, error: SendError) -> Response<Body> {
+fn forward_error(proxy: &Proxy, device: &str, host: &str, error: SendError) -> Response<Body> {
     let open_error = match &error {
         SendError::Open(e) => Some(e),
         SendError::Http(_) => None,
     };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
     let (status, title, message, detail) = explain(&error);
-    node.pages.render(Page { status, title, message, detail: &detail, host })
+    proxy.pages.render(Page { status, title, message, detail: &detail, host })
 }
 
 /// Status, title, message and detail of the page for `error`: the

@@ -6,20 +6,36 @@
 //! it), and visitors are simply closed until the device is back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use terrier_transport::tcp::ListenerTuning;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::Node;
+use super::raw::Relays;
+use crate::lifecycle::Lifecycle;
+use crate::tunnel::registry::Registry;
 
 /// The bound public ports of this node.
-#[derive(Default)]
 pub struct PortListeners {
     /// Port -> who it is bound for.
     bound: Mutex<HashMap<u16, Bound>>,
+    /// The address ports are bound on (`tcp_bind`).
+    bind: IpAddr,
+    /// What the accept loops need.
+    accepting: Accepting,
+}
+
+/// What a port's accept loop needs; clones share it.
+#[derive(Clone)]
+struct Accepting {
+    /// The devices online here, to find the port's device.
+    sessions: Arc<Registry>,
+    /// Relays each visitor.
+    relays: Relays,
+    /// Where the loops and relays run.
+    lifecycle: Lifecycle,
 }
 
 /// A bound port.
@@ -33,8 +49,14 @@ struct Bound {
 }
 
 impl PortListeners {
+    /// No port bound yet; ports will be bound on `bind`, their visitors
+    /// relayed to devices of `sessions`.
+    pub fn new(bind: IpAddr, sessions: Arc<Registry>, relays: Relays, lifecycle: Lifecycle) -> Self {
+        Self { bound: Mutex::default(), bind, accepting: Accepting { sessions, relays, lifecycle } }
+    }
+
     /// Makes sure `port` listens for `name`'s `service`, binding it if needed.
-    pub async fn ensure(&self, node: &Arc<Node>, port: u16, name: &str, service: &str) -> std::io::Result<()> {
+    pub async fn ensure(&self, port: u16, name: &str, service: &str) -> std::io::Result<()> {
         {
             let mut bound = self.bound.lock().expect("ports lock");
             match bound.get(&port) {
@@ -48,16 +70,16 @@ impl PortListeners {
                 None => {}
             }
         }
-        let listener = TcpListener::bind(SocketAddr::new(node.config.tcp_bind, port)).await?;
-        let stop = node.shutdown.child_token();
+        let listener = TcpListener::bind(SocketAddr::new(self.bind, port)).await?;
+        let accepting = self.accepting.clone();
+        let stop = accepting.lifecycle.shutdown.child_token();
         self.bound
             .lock()
             .expect("ports lock")
             .insert(port, Bound { name: name.to_owned(), service: service.to_owned(), stop: stop.clone() });
         tracing::info!(device = name, service, port, "TCP port bound");
-        let node2 = node.clone();
         let (name, service) = (name.to_owned(), service.to_owned());
-        node.tasks.spawn(accept_loop(node2, listener, name, service, stop));
+        self.accepting.lifecycle.tasks.spawn(accept_loop(accepting, listener, name, service, stop));
         Ok(())
     }
 
@@ -79,7 +101,13 @@ impl PortListeners {
     }
 }
 
-async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, service: String, stop: CancellationToken) {
+async fn accept_loop(
+    accepting: Accepting,
+    listener: TcpListener,
+    name: String,
+    service: String,
+    stop: CancellationToken,
+) {
     let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
@@ -88,10 +116,12 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
         };
         match accepted {
             Ok((stream, visitor)) => {
-                tuning.accepted(&listener, &stream, node.live.limits().tcp_keepalive);
-                let node2 = node.clone();
-                let (name, service) = (name.clone(), service.clone());
-                node.tasks.spawn(async move { relay_visitor(node2, stream, visitor, &name, &service).await });
+                tuning.accepted(&listener, &stream, accepting.relays.live.limits().tcp_keepalive);
+                let (a, name, service) = (accepting.clone(), name.clone(), service.clone());
+                accepting
+                    .lifecycle
+                    .tasks
+                    .spawn(async move { relay_visitor(&a, stream, visitor, &name, &service).await });
             }
             Err(e) => {
                 tracing::warn!(device = %name, %service, error = %e, "accept failed");
@@ -103,10 +133,10 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, name: String, servi
 
 /// Relays one TCP visitor to the device; an offline device means an
 /// immediate close.
-async fn relay_visitor(node: Arc<Node>, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
-    let Some(session) = node.sessions.by_name(name) else {
+async fn relay_visitor(accepting: &Accepting, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
+    let Some(session) = accepting.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
     };
-    super::raw::relay(&node, &session, service, stream, visitor, "TCP port").await;
+    accepting.relays.relay(&session, service, stream, visitor, "TCP port").await;
 }

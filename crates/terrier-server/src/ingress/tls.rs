@@ -20,22 +20,22 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::http::Front;
 use super::http::{accept_until_shutdown, classify, serve_one, Target, Transport};
-use crate::Node;
 
 /// The TCP service id that asks for TLS passthrough on the device's subdomain.
 pub const PASSTHROUGH_SERVICE: &str = "tls";
 
 /// Accepts TLS connections until shutdown, then drains like the plain listener.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
-    accept_until_shutdown(node, listener, "TLS", move |node, stream, remote| {
-        accept_one(node, config.clone(), stream, remote)
+pub async fn serve(front: Arc<Front>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    accept_until_shutdown(front, listener, "TLS", move |front, stream, remote| {
+        accept_one(front, config.clone(), stream, remote)
     })
     .await
 }
 
-async fn accept_one(node: Arc<Node>, config: Arc<rustls::ServerConfig>, stream: TcpStream, remote: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + node.live.limits().header_read_timeout;
+async fn accept_one(front: Arc<Front>, config: Arc<rustls::ServerConfig>, stream: TcpStream, remote: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + front.live.limits().header_read_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,
@@ -43,36 +43,36 @@ async fn accept_one(node: Arc<Node>, config: Arc<rustls::ServerConfig>, stream: 
         Err(_) => return tracing::debug!(%remote, "no ClientHello within the header read timeout"),
     };
     let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
-    if let Some(session) = sni.as_deref().and_then(|name| passthrough_session(&node, name)) {
+    if let Some(session) = sni.as_deref().and_then(|name| passthrough_session(&front, name)) {
         let (hello, stream) = start.io.finish();
-        return passthrough(node, session, Prefixed::new(hello.into(), stream), remote).await;
+        return passthrough(front, session, Prefixed::new(hello.into(), stream), remote).await;
     }
     let mut start = start;
     start.io.stop_recording();
     if crate::tls::acme::challenge::is_validation(&start.client_hello()) {
-        return crate::tls::acme::challenge::answer(&node, start, sni.as_deref()).await;
+        return crate::tls::acme::challenge::answer(&*front.store, &front.config, start, sni.as_deref()).await;
     }
     let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return tracing::debug!(%remote, sni = ?sni, error = %e, "TLS handshake failed"),
         Err(_) => return tracing::debug!(%remote, "TLS handshake not done within the header read timeout"),
     };
-    serve_one(node, tls, remote, Transport::Tls).await;
+    serve_one(front, tls, remote, Transport::Tls).await;
 }
 
 /// The online session whose subdomain `name` is, if it asked for passthrough.
-fn passthrough_session(node: &Node, name: &str) -> Option<Arc<crate::tunnel::session::Session>> {
-    let Target::Device(sub) = classify(name, &node.config.domain) else { return None };
-    node.sessions.by_subdomain(sub).filter(|s| s.tcp.contains_key(PASSTHROUGH_SERVICE))
+fn passthrough_session(front: &Front, name: &str) -> Option<Arc<crate::tunnel::session::Session>> {
+    let Target::Device(sub) = classify(name, &front.config.domain) else { return None };
+    front.sessions.by_subdomain(sub).filter(|s| s.tcp.contains_key(PASSTHROUGH_SERVICE))
 }
 
 async fn passthrough(
-    node: Arc<Node>,
+    front: Arc<Front>,
     session: Arc<crate::tunnel::session::Session>,
     visitor: Prefixed<TcpStream>,
     remote: SocketAddr,
 ) {
-    super::raw::relay(&node, &session, PASSTHROUGH_SERVICE, visitor, remote, "TLS passthrough").await;
+    front.relays.relay(&session, PASSTHROUGH_SERVICE, visitor, remote, "TLS passthrough").await;
 }
 
 /// A stream that keeps a copy of what was read from it until told to stop,

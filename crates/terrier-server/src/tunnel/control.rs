@@ -24,10 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::session::{Session, SessionInit};
+use super::Endpoint;
 use super::{upgrade, ControlSocket};
 use crate::ingress::{empty, text, Body};
 use crate::store::{now_ms, Claim, Lease, StoreError};
-use crate::Node;
 
 /// How many other ports to try when a leased port cannot be bound.
 const MAX_BIND_ATTEMPTS: usize = 16;
@@ -96,8 +96,8 @@ impl ControlParams {
 }
 
 /// Handles `GET /v1/control`.
-pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
-    if !node.auth.handshakes.allow(remote.ip()) {
+pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    if !tunnel.auth.handshakes.allow(remote.ip()) {
         tracing::info!(%remote, "control handshake rate limit hit");
         return text(status::TOO_MANY_REQUESTS, "too many control handshakes from this address; retry later");
     }
@@ -109,19 +109,20 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
         Ok(accept) => accept,
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
-    let identity = match crate::auth::admit(&node, req.headers(), &params.name).await {
-        Ok(identity) => identity,
-        Err(e) => {
-            tracing::warn!(device = %params.name, %remote, error = %e, "control handshake refused");
-            return text(e.status(), e.to_string());
-        }
-    };
-    if let Some(owner) = held_by_another_token(&node, &identity, &params.name) {
+    let identity =
+        match tunnel.auth.admit(req.headers(), &params.name, tunnel.live.limits().max_devices_per_token).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::warn!(device = %params.name, %remote, error = %e, "control handshake refused");
+                return text(e.status(), e.to_string());
+            }
+        };
+    if let Some(owner) = held_by_another_token(tunnel, &identity, &params.name) {
         tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
         return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
     }
     if params.hops < MAX_REDIRECT_HOPS {
-        if let Some(target) = crate::cluster::nodes::redirect_target(&node).await {
+        if let Some(target) = crate::cluster::nodes::redirect_target(&tunnel.membership).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
             let mut response = text(status::REDIRECT, format!("use {}", target.advertise_url));
             if let Ok(location) = http::HeaderValue::from_str(&target.advertise_url) {
@@ -130,18 +131,18 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             return response;
         }
     }
-    if node.shutdown.is_cancelled() {
+    if tunnel.lifecycle.shutdown.is_cancelled() {
         return text(status::UNAVAILABLE, "server is shutting down");
     }
     let session_id = random_id();
-    let lease = match acquire_lease(&node, &params, &session_id).await {
+    let lease = match acquire_lease(tunnel, &params, &session_id).await {
         Ok(lease) => lease,
         Err(e) => {
             tracing::warn!(device = %params.name, error = %e, "lease refused");
             return text(status::UNAVAILABLE, format!("no lease: {e}"));
         }
     };
-    let limits = node.live.limits();
+    let limits = tunnel.live.limits();
     let (session, outgoing) = Session::new(
         SessionInit {
             id: session_id,
@@ -158,27 +159,27 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
             identity,
         },
         limits.control_queue,
-        node.shutdown.child_token(),
+        tunnel.lifecycle.shutdown.child_token(),
     );
-    if let Some(old) = node.sessions.insert(session.clone()) {
+    if let Some(old) = tunnel.sessions.insert(session.clone()) {
         tracing::info!(device = %old.name, session = %old.id, "replaced by a new control socket");
         old.close(close::REPLACED);
     }
-    crate::cluster::nodes::announce(&node).await;
+    crate::cluster::nodes::announce(&tunnel.membership).await;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("session", device = %session.name, session = %session.id);
-    let node2 = node.clone();
-    node.tasks.spawn(
+    let tunnel2 = tunnel.clone();
+    tunnel.lifecycle.tasks.spawn(
         async move {
-            match upgrade::websocket(on_upgrade, node2.live.limits().max_control_frame_bytes).await {
+            match upgrade::websocket(on_upgrade, tunnel2.live.limits().max_control_frame_bytes).await {
                 Ok(ws) => {
                     tracing::info!(agent = %params.agent, platform = %params.platform, subdomain = %lease.subdomain, "device online");
-                    let why = run(&node2, &session, &lease, ws, outgoing).await;
+                    let why = run(&tunnel2, &session, &lease, ws, outgoing).await;
                     tracing::info!(reason = %why, "device offline");
                 }
                 Err(e) => tracing::info!(error = %e, "control upgrade failed"),
             }
-            end_session(&node2, &session).await;
+            end_session(&tunnel2, &session).await;
         }
         .instrument(span),
     );
@@ -188,24 +189,25 @@ pub async fn handshake(node: Arc<Node>, remote: SocketAddr, mut req: Request<Inc
 /// A fleet token may not take over a name that is online under another
 /// token (an exact-name token may: the operator minted it for that name, so
 /// rotating tokens works). Returns the holding token's id.
-fn held_by_another_token(node: &Node, identity: &crate::auth::Identity, name: &str) -> Option<String> {
+fn held_by_another_token(tunnel: &Endpoint, identity: &crate::auth::Identity, name: &str) -> Option<String> {
     let crate::auth::Identity::Token(slot) = identity else { return None };
-    let current = node.sessions.by_name(name)?;
+    let current = tunnel.sessions.by_name(name)?;
     let owner = current.identity.token_id()?;
     (slot.fleet && owner != slot.token_id && !current.closed.is_cancelled()).then(|| owner.to_owned())
 }
 
 /// Claims the lease and binds its TCP ports, moving a service to another
 /// port when its leased one cannot be bound.
-async fn acquire_lease(node: &Arc<Node>, params: &ControlParams, session: &str) -> Result<Lease, StoreError> {
-    let range = node.config.tcp_port_min..=node.config.tcp_port_max;
-    let mut lease = node
+async fn acquire_lease(tunnel: &Endpoint, params: &ControlParams, session: &str) -> Result<Lease, StoreError> {
+    let range = tunnel.config.tcp_port_min..=tunnel.config.tcp_port_max;
+    let mut lease = tunnel
+        .membership
         .store
         .claim(Claim {
             name: &params.name,
             services: &params.tcp,
             session,
-            node: &node.node_id,
+            node: &tunnel.membership.node_id,
             now_ms: now_ms(),
             port_range: range.clone(),
         })
@@ -214,32 +216,32 @@ async fn acquire_lease(node: &Arc<Node>, params: &ControlParams, session: &str) 
         let mut avoid = Vec::new();
         loop {
             let port = lease.ports[service];
-            match node.ports.ensure(node, port, &params.name, service).await {
+            match tunnel.ports.ensure(port, &params.name, service).await {
                 Ok(()) => break,
                 Err(e) if avoid.len() < MAX_BIND_ATTEMPTS => {
                     tracing::info!(device = %params.name, service, port, error = %e, "leased port not bindable; moving");
                     avoid.push(port);
-                    lease = node.store.reassign_port(&params.name, service, &avoid, range.clone()).await?;
+                    lease = tunnel.membership.store.reassign_port(&params.name, service, &avoid, range.clone()).await?;
                 }
                 Err(_) => return Err(StoreError::NoFreePort(range)),
             }
         }
     }
-    node.ports.retain(&params.name, &lease.ports);
+    tunnel.ports.retain(&params.name, &lease.ports);
     Ok(lease)
 }
 
 /// Runs the control socket until the session ends; returns why it ended.
 async fn run(
-    node: &Node,
+    tunnel: &Endpoint,
     session: &Session,
     lease: &Lease,
     mut ws: ControlSocket,
     mut outgoing: mpsc::Receiver<Message>,
 ) -> String {
-    let heartbeat = node.live.limits().heartbeat_interval;
+    let heartbeat = tunnel.live.limits().heartbeat_interval;
     let send_timeout = heartbeat * HEARTBEAT_MISSES;
-    let welcome = welcome_message(node, session, lease);
+    let welcome = welcome_message(tunnel, session, lease);
     if let Err(e) = send(&mut ws, welcome, send_timeout).await {
         return format!("welcome not delivered: {e}");
     }
@@ -250,7 +252,7 @@ async fn run(
             () = session.closed.cancelled() => {
                 let code = session.close_code().unwrap_or(close::GOING_AWAY);
                 if code == close::GOING_AWAY {
-                    let _ = send(&mut ws, go_away(node.config.reconnect_spread), send_timeout).await;
+                    let _ = send(&mut ws, go_away(tunnel.config.reconnect_spread), send_timeout).await;
                 }
                 close_with(&mut ws, code, "session closed").await;
                 return format!("closed by server (code {code})");
@@ -274,7 +276,7 @@ async fn run(
                 }
             }
             _ = ticker.tick() => {
-                session.prune_idle(node.live.limits().http_idle_timeout);
+                session.prune_idle(tunnel.live.limits().http_idle_timeout);
                 if last_heard.elapsed() >= send_timeout {
                     close_with(&mut ws, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
                     return format!("silent for {:?}", last_heard.elapsed());
@@ -311,8 +313,8 @@ fn go_away(spread: Duration) -> Message {
     terrier_transport::control::encode(&ServerMessage::GoAway(terrier_proto::messages::GoAway { after_ms }))
 }
 
-fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
-    let url = if session.http { node.config.device_url(&lease.subdomain) } else { String::new() };
+fn welcome_message(tunnel: &Endpoint, session: &Session, lease: &Lease) -> Message {
+    let url = if session.http { tunnel.config.device_url(&lease.subdomain) } else { String::new() };
     let mut tcp = heapless::Vec::<TcpPort<'_>, MAX_SERVICES>::new();
     for (service, port) in &session.tcp {
         // The handshake capped the service count at MAX_SERVICES.
@@ -323,10 +325,10 @@ fn welcome_message(node: &Node, session: &Session, lease: &Lease) -> Message {
         name: &session.name,
         subdomain: &lease.subdomain,
         url: &url,
-        tcp_host: node.config.tcp_host(),
+        tcp_host: tunnel.config.tcp_host(),
         tcp,
-        grace_secs: node.live.grace_period().as_secs().try_into().unwrap_or(u32::MAX),
-        heartbeat_secs: node.live.limits().heartbeat_interval.as_secs().max(1).try_into().unwrap_or(u32::MAX),
+        grace_secs: tunnel.live.grace_period().as_secs().try_into().unwrap_or(u32::MAX),
+        heartbeat_secs: tunnel.live.limits().heartbeat_interval.as_secs().max(1).try_into().unwrap_or(u32::MAX),
     });
     terrier_transport::control::encode(&welcome)
 }
@@ -346,22 +348,11 @@ async fn close_with(ws: &mut ControlSocket, code: u16, reason: &str) {
 
 /// Cleans up after a session: unregister, release the lease into its grace
 /// period, and fail its waiting visitors.
-async fn end_session(node: &Node, session: &Session) {
+async fn end_session(tunnel: &Endpoint, session: &Session) {
     session.closed.cancel();
     session.clear_pool();
-    node.sessions.remove(session);
-    let grace = node.live.grace_period().as_millis() as u64;
-    let now = now_ms();
-    if let Err(e) = node.store.release(&session.name, &session.id, now, grace).await {
-        // Retried by the registry heartbeat once the store answers again.
-        tracing::error!(error = %e, "could not release lease; will retry");
-        node.unreleased.lock().expect("unreleased lock").push(crate::cluster::nodes::Unreleased {
-            name: session.name.clone(),
-            session: session.id.clone(),
-            at_ms: now,
-        });
-    }
-    crate::cluster::nodes::announce(node).await;
+    tunnel.sessions.remove(session);
+    crate::cluster::nodes::release(&tunnel.membership, session).await;
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use terrier_proto::name::is_valid_id;
 
 use super::session::{Session, StreamReply};
 use super::upgrade;
+use super::Endpoint;
 use crate::ingress::{empty, text, Body};
-use crate::Node;
 
 /// What a data handshake asks for, parsed from its query string (a pure
 /// function, so the parsing can be tested and fuzzed on its own).
@@ -63,13 +63,13 @@ impl DataParams {
 }
 
 /// Handles `GET /v1/data`.
-pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn handshake(tunnel: &Endpoint, mut req: Request<Incoming>) -> Response<Body> {
     let (session_id, stream) = match DataParams::parse(req.uri().query()) {
-        Ok(DataParams::Pool { session, reuse }) => return pool_handshake(node, req, &session, reuse).await,
+        Ok(DataParams::Pool { session, reuse }) => return pool_handshake(tunnel, req, &session, reuse).await,
         Ok(DataParams::Stream { session, stream }) => (session, stream),
         Err(reason) => return text(status::BAD_REQUEST, reason),
     };
-    let (accept, session) = match accept_for_session(&node, &req, &session_id).await {
+    let (accept, session) = match accept_for_session(tunnel, &req, &session_id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -78,8 +78,8 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
         return text(status::NOT_FOUND, "unknown, expired or already used stream");
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_frame = node.live.limits().max_data_frame_bytes;
-    node.tasks.spawn(async move {
+    let max_frame = tunnel.live.limits().max_data_frame_bytes;
+    tunnel.lifecycle.tasks.spawn(async move {
         match upgrade::data_socket(on_upgrade, max_frame).await {
             // If the visitor gave up meanwhile, the socket is dropped here and
             // the agent sees it close.
@@ -95,13 +95,13 @@ pub async fn handshake(node: Arc<Node>, mut req: Request<Incoming>) -> Response<
 /// What both data handshakes check first: a WebSocket upgrade, for a
 /// session online here, presenting the token that session was admitted with.
 async fn accept_for_session(
-    node: &Node,
+    tunnel: &Endpoint,
     req: &Request<Incoming>,
     session_id: &str,
 ) -> Result<(Response<()>, Arc<Session>), Response<Body>> {
     let accept = upgrade::accept(req.headers()).map_err(|reason| text(status::BAD_REQUEST, reason))?;
-    let session = node.sessions.by_id(session_id).ok_or_else(|| text(status::NOT_FOUND, "unknown session"))?;
-    if let Err(e) = crate::auth::verify_data(node, req.headers(), session.identity.token_id()).await {
+    let session = tunnel.sessions.by_id(session_id).ok_or_else(|| text(status::NOT_FOUND, "unknown session"))?;
+    if let Err(e) = tunnel.auth.verify_data(req.headers(), session.identity.token_id()).await {
         tracing::warn!(device = %session.name, error = %e, "data socket with the wrong credential");
         return Err(text(e.status(), e.to_string()));
     }
@@ -110,17 +110,22 @@ async fn accept_for_session(
 
 /// Parks a pooled data socket in its session (`pool=1`, and `reuse=1` if
 /// the agent takes it back after each stream).
-async fn pool_handshake(node: Arc<Node>, mut req: Request<Incoming>, session_id: &str, reuse: bool) -> Response<Body> {
-    let (accept, session) = match accept_for_session(&node, &req, session_id).await {
+async fn pool_handshake(
+    tunnel: &Endpoint,
+    mut req: Request<Incoming>,
+    session_id: &str,
+    reuse: bool,
+) -> Response<Body> {
+    let (accept, session) = match accept_for_session(tunnel, &req, session_id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    if session.pooled_count() >= node.live.limits().max_pool_sockets {
+    if session.pooled_count() >= tunnel.live.limits().max_pool_sockets {
         return text(status::TOO_MANY_REQUESTS, "pool full: too many idle data sockets for this device");
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_frame = node.live.limits().max_data_frame_bytes;
-    node.tasks.spawn(async move {
+    let max_frame = tunnel.live.limits().max_data_frame_bytes;
+    tunnel.lifecycle.tasks.spawn(async move {
         match upgrade::data_socket(on_upgrade, max_frame).await {
             Ok(ws) => {
                 if session.add_pooled(ws, reuse).is_err() {

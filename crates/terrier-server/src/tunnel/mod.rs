@@ -11,6 +11,34 @@ pub mod traffic;
 pub mod upgrade;
 pub mod upstream;
 
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::cluster::nodes::Membership;
+use crate::config::ServerConfig;
+use crate::ingress::tcp::PortListeners;
+use crate::lifecycle::Lifecycle;
+use crate::live::Live;
+
+/// What the agents' endpoint needs: the handshakes, and the sessions they
+/// start.
+pub struct Endpoint {
+    /// URLs and ports announced to devices, the port range.
+    pub config: Arc<ServerConfig>,
+    /// The limits and grace period in force.
+    pub live: Arc<Live>,
+    /// Where sessions and data sockets run, and when to stop.
+    pub lifecycle: Lifecycle,
+    /// Devices online on this node.
+    pub sessions: Arc<registry::Registry>,
+    /// Leases in the shared store, balancing between nodes.
+    pub membership: Arc<Membership>,
+    /// The public TCP ports of the leases.
+    pub ports: Arc<PortListeners>,
+    /// Who may connect as a device.
+    pub auth: Arc<Auth>,
+}
+
 /// A control socket (or the dashboard's live socket) once upgraded: a
 /// tungstenite WebSocket over hyper's upgraded connection.
 pub type ControlSocket = tokio_tungstenite::WebSocketStream<UpgradedIo>;

@@ -75,4 +75,14 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Closes the sessions admitted with any of the `revoked` token ids.
+    pub fn close_revoked(&self, revoked: &[String]) {
+        for session in self.all() {
+            if session.identity.token_id().is_some_and(|id| revoked.iter().any(|r| r == id)) {
+                tracing::warn!(device = %session.name, session = %session.id, "device token revoked; disconnecting");
+                session.close(terrier_proto::handshake::close::REVOKED);
+            }
+        }
+    }
 }

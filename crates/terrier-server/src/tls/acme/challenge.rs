@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::StartHandshake;
 
+use crate::config::ServerConfig;
 use crate::store::Store;
-use crate::Node;
 
 /// The ALPN protocol id of TLS-ALPN-01 validation.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -102,20 +102,19 @@ pub fn is_validation(hello: &ClientHello<'_>) -> bool {
 
 /// Answers a TLS-ALPN-01 validation for `name` with its published
 /// challenge certificate, then closes; no HTTP is served on it.
-pub async fn answer<IO>(node: &Node, start: StartHandshake<IO>, name: Option<&str>)
+pub async fn answer<IO>(store: &dyn Store, server: &ServerConfig, start: StartHandshake<IO>, name: Option<&str>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(acme) = &node.config.tls.acme else { return };
-    let Some(name) = name.filter(|n| acme.all_names(&node.config.domain).iter().any(|ours| ours == n)) else {
+    let Some(acme) = &server.tls.acme else { return };
+    let Some(name) = name.filter(|n| acme.all_names(&server.domain).iter().any(|ours| ours == n)) else {
         return tracing::debug!(sni = ?name, "acme-tls/1 for a name this server does not certify");
     };
-    let config =
-        match ChallengeCert::fetch(&*node.store, name).await.and_then(|c| c.map(|c| c.server_config()).transpose()) {
-            Ok(Some(config)) => config,
-            Ok(None) => return tracing::debug!(name, "acme-tls/1 with no challenge pending"),
-            Err(e) => return tracing::warn!(name, error = %e, "acme-tls/1 challenge unavailable"),
-        };
+    let config = match ChallengeCert::fetch(store, name).await.and_then(|c| c.map(|c| c.server_config()).transpose()) {
+        Ok(Some(config)) => config,
+        Ok(None) => return tracing::debug!(name, "acme-tls/1 with no challenge pending"),
+        Err(e) => return tracing::warn!(name, error = %e, "acme-tls/1 challenge unavailable"),
+    };
     match start.into_stream(config).await {
         Ok(mut tls) => {
             tracing::info!(name, "answered an ACME TLS-ALPN-01 validation");

@@ -21,8 +21,10 @@ use rustls::sign::CertifiedKey;
 
 pub use config::AcmeConfig;
 use stored::{LoadedCert, OrderLock, StoredCert};
+use tokio_util::sync::CancellationToken;
 
-use crate::Node;
+use crate::config::ServerConfig;
+use crate::store::Store;
 
 /// The ACME certificates this node serves, by name; filled by [`run`], read
 /// on every handshake.
@@ -55,22 +57,31 @@ impl Issued {
     }
 }
 
-/// Keeps every configured name certified until shutdown.
-pub async fn run(node: Arc<Node>, issued: Arc<Issued>) {
-    let Some(config) = node.config.tls.acme.clone() else { return };
-    let names = config.all_names(&node.config.domain);
+/// Where this node orders certificates: the shared store (certificates,
+/// order locks, the account) and its id (which node holds an order lock).
+pub struct Orders {
+    /// The cluster's store.
+    pub store: Arc<dyn Store>,
+    /// This node's id.
+    pub node_id: String,
+}
+
+/// Keeps every configured name of `server` certified until `shutdown`.
+pub async fn run(orders: Orders, server: Arc<ServerConfig>, issued: Arc<Issued>, shutdown: CancellationToken) {
+    let Some(config) = server.tls.acme.clone() else { return };
+    let names = config.all_names(&server.domain);
     let mut account = None;
     let mut ticker = tokio::time::interval(config.check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = node.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
         for name in &names {
             let checked = tokio::select! {
-                () = node.shutdown.cancelled() => return,
-                checked = tokio::time::timeout(config.order_timeout, check(&node, &config, &issued, &mut account, name)) => checked,
+                () = shutdown.cancelled() => return,
+                checked = tokio::time::timeout(config.order_timeout, check(&orders, &config, &issued, &mut account, name)) => checked,
             };
             match checked {
                 Ok(Ok(())) => {}
@@ -89,14 +100,14 @@ pub async fn run(node: Arc<Node>, issued: Arc<Issued>) {
 
 /// Serves the stored certificate of `name` and renews it if due.
 async fn check(
-    node: &Node,
+    orders: &Orders,
     config: &AcmeConfig,
     issued: &Issued,
     account: &mut Option<instant_acme::Account>,
     name: &str,
 ) -> anyhow::Result<()> {
     let now = crate::store::now_ms();
-    let stored = StoredCert::get(&*node.store, name).await?.filter(|s| s.directory == config.directory_url);
+    let stored = StoredCert::get(&*orders.store, name).await?.filter(|s| s.directory == config.directory_url);
     let loaded = match stored.map(|s| s.load()).transpose() {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -111,16 +122,16 @@ async fn check(
         }
     }
     let hold_ms = config.order_timeout.as_millis() as u64;
-    if !OrderLock::take(&*node.store, name, &node.node_id, now, hold_ms).await? {
+    if !OrderLock::take(&*orders.store, name, &orders.node_id, now, hold_ms).await? {
         tracing::debug!(name, "another node is ordering this certificate");
         return Ok(());
     }
-    let ordered = order_one(node, config, account, name).await;
-    if let Err(e) = OrderLock::release(&*node.store, name).await {
+    let ordered = order_one(orders, config, account, name).await;
+    if let Err(e) = OrderLock::release(&*orders.store, name).await {
         tracing::warn!(name, error = %e, "could not release the ACME order lock");
     }
     let (stored, fresh) = ordered?;
-    stored.put(&*node.store, name).await?;
+    stored.put(&*orders.store, name).await?;
     issued.set(name, fresh.key.clone());
     let renewed = loaded.is_some();
     tracing::info!(name, renewed, not_after = fresh.not_after, "ACME certificate issued");
@@ -128,16 +139,16 @@ async fn check(
 }
 
 async fn order_one(
-    node: &Node,
+    orders: &Orders,
     config: &AcmeConfig,
     account: &mut Option<instant_acme::Account>,
     name: &str,
 ) -> anyhow::Result<(StoredCert, LoadedCert)> {
     let acct = match account {
         Some(acct) => acct.clone(),
-        None => account.insert(order::account(&*node.store, config).await?).clone(),
+        None => account.insert(order::account(&*orders.store, config).await?).clone(),
     };
-    match order::issue(&*node.store, &acct, config, name).await {
+    match order::issue(&*orders.store, &acct, config, name).await {
         Ok(stored) => {
             let loaded = stored.load()?;
             Ok((stored, loaded))
@@ -145,7 +156,7 @@ async fn order_one(
         Err(e) => {
             // An account the CA no longer knows is registered afresh next time.
             if format!("{e:#}").contains("accountDoesNotExist") {
-                order::forget_account(&*node.store, config).await?;
+                order::forget_account(&*orders.store, config).await?;
             }
             *account = None;
             Err(e)
