@@ -19,6 +19,8 @@ pub mod ingress;
 pub mod lifecycle;
 pub mod live;
 pub mod metrics;
+#[cfg(test)]
+mod module_graph;
 pub mod overrides;
 pub mod pages;
 pub mod private_file;
