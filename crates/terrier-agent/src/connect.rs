@@ -27,8 +27,8 @@ use crate::token::Token;
 use crate::AgentConfig;
 
 pub use crate::transport::Transport;
-/// A control socket (tungstenite).
-pub type Socket = WebSocketStream<Transport>;
+/// A control socket (tungstenite over the handshake of [`crate::upgrade`]).
+pub type Socket = WebSocketStream<Prefixed<Transport>>;
 
 /// A data socket (fastwebsockets, see `terrier_transport::data`), with the
 /// bytes the server sent right after its `101` in front.
@@ -72,6 +72,10 @@ pub enum HandshakeError {
         /// The server's plain-text reason.
         reason: String,
     },
+    /// Something answered the handshake, but not as terrierd would: most
+    /// likely `--server` names another web server.
+    #[error("this server answered {0} to the terrier handshake: is it terrierd? (check --server)")]
+    NotTerrier(String),
     /// Too many redirects.
     #[error("more than {MAX_REDIRECT_HOPS} redirects")]
     TooManyRedirects,
@@ -189,22 +193,25 @@ impl Dialer {
         Ok(request)
     }
 
-    /// The control socket handshake over a connection that [`Dialer::dial`] opened.
+    /// The control socket handshake over a connection that [`Dialer::dial`]
+    /// opened. The same handshake as a data socket's: it reads any answer,
+    /// HTTP/1.0 included, so a server that is not terrierd is named as such.
     pub async fn upgrade(&self, url: &Url, transport: Transport, max_frame: usize) -> Result<Socket, HandshakeError> {
         let request = self.request(url)?;
+        let io = self.in_time(url, crate::upgrade::client(transport, &request, url.as_str())).await??;
         let config = terrier_transport::ws::config(max_frame);
-        let handshake = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
-        match self.in_time(url, handshake).await? {
-            Ok((socket, _response)) => Ok(socket),
-            Err(tungstenite::Error::Http(response)) => Err(rejected(&response)),
-            Err(e) => Err(e.into()),
-        }
+        Ok(WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Client, Some(config)).await)
     }
 }
 
 /// The non-101 answer as an error carrying the server's reason.
 pub(crate) fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeError {
     let status = response.status().as_u16();
+    // terrierd answers a handshake with 101 or an error, never a success
+    // page: a 2xx comes from some other web server.
+    if response.status().is_success() || response.status().is_informational() {
+        return HandshakeError::NotTerrier(status.to_string());
+    }
     let reason = if status == status::REDIRECT {
         response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
     } else {

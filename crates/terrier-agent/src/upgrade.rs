@@ -91,7 +91,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(StatusCode, HeaderMap, usize)>, Hand
     let len = match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(bad(&format!("malformed answer: {e}"))),
+        Err(e) => return Err(HandshakeError::NotTerrier(format!("with something that is not HTTP ({e})"))),
     };
     let status = response.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| bad("bad status code"))?;
     let mut headers = HeaderMap::new();

@@ -7,6 +7,7 @@ mod support;
 mod agent_process;
 mod check;
 mod half_open;
+mod misdirected;
 mod proxy;
 mod secure;
 mod terrierd_tls;

@@ -1,0 +1,57 @@
+//! Errors that point the right way when the agent is pointed the wrong way:
+//! `--server` at a web server that is not terrierd, `https://` at a plain
+//! port, a URL given to `--http`, and `--tcp NAME:PORT` read as a host.
+
+use crate::support;
+
+use std::net::SocketAddr;
+
+use support::{AgentProcess, EVENT_TIMEOUT};
+use terrier_testkit::{eventually, init_logging, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A plain web server that answers every request with an HTTP/1.0 `200`
+/// page, as `python3 -m http.server` and many appliances do.
+async fn some_web_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = tcp.read(&mut head).await;
+                let page = "<html><body>It works!</body></html>";
+                let answer = format!("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n{page}");
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `terrier check` with `args`; returns (exit code, last stdout line).
+async fn check(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["check", "--name", "misdirected", "--http", "80", "--connect-timeout", "3s"];
+    all.extend_from_slice(args);
+    let output = support::run_to_exit(support::terrier_command(), &all).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), stdout.lines().last().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_terrierd_is_named_as_such() {
+    init_logging();
+    let web = some_web_server().await;
+    let (code, verdict) = check(&["--server", &format!("http://{web}")]).await;
+    assert_eq!(code, Some(1), "{verdict}");
+    assert!(verdict.starts_with("check failed at handshake:"), "{verdict}");
+    assert!(verdict.contains("this server answered 200 to the terrier handshake: is it terrierd?"), "{verdict}");
+
+    let mut agent = AgentProcess::start(&["--server", &format!("http://{web}"), "--name", "lost", "--http", "80"]);
+    let disconnected = agent.wait_for("disconnected", EVENT_TIMEOUT).await;
+    let reason = disconnected["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("answered 200 to the terrier handshake: is it terrierd?"), "{disconnected}");
+    agent.kill().await;
+}
