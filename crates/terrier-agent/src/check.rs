@@ -123,7 +123,7 @@ async fn check_server(
         let handshake = crate::tls::handshake(&tls, &host, stream);
         let tls_stream = match tokio::time::timeout(timeout, handshake).await {
             Err(_) => return Err(fail(Step::Tls, HandshakeError::Timeout(url.to_string()))),
-            Ok(Err(reason)) => return Err(fail(Step::Tls, HandshakeError::Tls { host, reason })),
+            Ok(Err(e)) => return Err(fail(Step::Tls, HandshakeError::from_tls(host, e))),
             Ok(Ok(s)) => s,
         };
         pass(Step::Tls, format!("certificate of {host} verified ({})", tls.source));

@@ -64,6 +64,12 @@ pub enum HandshakeError {
         /// Why, in words.
         reason: String,
     },
+    /// A `wss://`/`https://` URL names a port that speaks plain HTTP.
+    #[error("TLS with {host}: the server does not speak TLS on this port; use http:// or ws://")]
+    NotTls {
+        /// The server name.
+        host: String,
+    },
     /// The server answered with a status other than 101.
     #[error("server refused ({status}): {reason}")]
     Rejected {
@@ -95,6 +101,14 @@ impl HandshakeError {
     /// services) and must be fixed by the operator.
     pub fn is_fatal(&self) -> bool {
         matches!(self, HandshakeError::Rejected { status, .. } if *status == status::BAD_REQUEST)
+    }
+
+    /// A failed TLS handshake with `host`.
+    pub fn from_tls(host: String, e: crate::tls::TlsError) -> Self {
+        match e {
+            crate::tls::TlsError::NotTls => HandshakeError::NotTls { host },
+            crate::tls::TlsError::Failed(reason) => HandshakeError::Tls { host, reason },
+        }
     }
 
     /// The server refused the credential: most likely a configuration error
@@ -154,7 +168,7 @@ impl Dialer {
         }
         let tls = self.tls_config().map_err(|reason| HandshakeError::Tls { host: host.clone(), reason })?;
         match self.in_time(url, crate::tls::handshake(&tls, &host, stream)).await? {
-            Err(reason) => Err(HandshakeError::Tls { host, reason }),
+            Err(e) => Err(HandshakeError::from_tls(host, e)),
             Ok(tls) => Ok(Transport::Tls(Box::new(tls))),
         }
     }

@@ -81,21 +81,35 @@ fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// Why a TLS handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsError {
+    /// The server answered the TLS hello with something that is not TLS
+    /// (typically an HTTP error page): the URL should be http:// or ws://.
+    NotTls,
+    /// Any other failure (certificate, name, protocol), in words.
+    Failed(String),
+}
+
 /// Runs the TLS handshake for `host` over `stream` (a TCP connection or a
 /// proxy tunnel), verifying the certificate chain and the name.
-pub async fn handshake(tls: &TlsConfig, host: &str, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+pub async fn handshake(tls: &TlsConfig, host: &str, stream: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| TlsError::Failed(format!("{host:?} is not a TLS server name: {e}")))?;
     tls.connector().connect(name, stream).await.map_err(|e| explain(e, &tls.source))
 }
 
 /// A handshake error in words a field technician can act on.
-fn explain(e: std::io::Error, source: &str) -> String {
+fn explain(e: std::io::Error, source: &str) -> TlsError {
     let inner = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match inner {
+    TlsError::Failed(match inner {
+        // The first byte of the answer is no TLS record type: a plain HTTP
+        // server answered ("HTTP/1.1 400 ...").
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => return TlsError::NotTls,
         Some(rustls::Error::InvalidCertificate(cert)) => {
             format!("server certificate rejected ({cert:?}); trusted roots: {source}")
         }
         Some(other) => format!("TLS handshake failed: {other}"),
         None => format!("TLS handshake failed: {e}"),
-    }
+    })
 }

@@ -55,3 +55,22 @@ async fn a_server_that_is_not_terrierd_is_named_as_such() {
     assert!(reason.contains("answered 200 to the terrier handshake: is it terrierd?"), "{disconnected}");
     agent.kill().await;
 }
+
+#[tokio::test]
+async fn https_to_a_plain_port_says_the_server_does_not_speak_tls() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let url = format!("https://127.0.0.1:{}", server.addr.port());
+    let (code, verdict) = check(&["--server", &url]).await;
+    assert_eq!(code, Some(1), "{verdict}");
+    assert!(verdict.starts_with("check failed at tls:"), "{verdict}");
+    assert!(verdict.contains("the server does not speak TLS on this port; use http:// or ws://"), "{verdict}");
+    assert!(!verdict.contains("--ca"), "a CA file cannot help here: {verdict}");
+
+    let mut agent = AgentProcess::start(&["--server", &url, "--name", "tls-typo", "--http", "80"]);
+    let disconnected = agent.wait_for("disconnected", EVENT_TIMEOUT).await;
+    let reason = disconnected["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not speak TLS on this port; use http:// or ws://"), "{disconnected}");
+    agent.kill().await;
+    server.stop().await;
+}
