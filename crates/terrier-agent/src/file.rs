@@ -112,7 +112,7 @@ impl FileConfig {
     /// Checks every value and builds the agent configuration. `env` looks up
     /// environment variables (the proxy variables, the host name).
     pub fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Resolved, String> {
-        use crate::{AgentConfig, ProxyConfig, Service, Target, TlsConfig, Token};
+        use crate::{AgentConfig, ProxyConfig, Service, TlsConfig, Token};
 
         let servers = self.server.map(Servers::into_vec).unwrap_or_else(|| vec![DEFAULT_SERVER.into()]);
         let mut urls = Vec::new();
@@ -135,7 +135,7 @@ impl FileConfig {
         }
 
         let http = match self.http {
-            Some(h) => Some(Service::http(h.parse::<Target>().map_err(|e| format!("--http {h:?}: {e}"))?)),
+            Some(h) => Some(Service::parse_http(&h).map_err(|e| format!("--http {e}"))?),
             None => None,
         };
         let tcp = self

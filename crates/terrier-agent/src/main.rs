@@ -46,7 +46,8 @@ struct Args {
     /// CONNECT). Default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY minus NO_PROXY; "none" ignores them.
     #[arg(long, global = true, value_name = "URL")]
     proxy: Option<String>,
-    /// Expose the HTTP service at [HOST:]PORT on the device's subdomain (HOST defaults to 127.0.0.1).
+    /// Expose the HTTP service at [HOST:]PORT (or http://HOST:PORT) on the device's subdomain
+    /// (HOST defaults to 127.0.0.1).
     #[arg(long, global = true, value_name = "[HOST:]PORT")]
     http: Option<String>,
     /// Expose a TCP service at [ID=][HOST:]PORT on a public port (repeatable; ID defaults to PORT).

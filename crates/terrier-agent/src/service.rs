@@ -53,6 +53,9 @@ impl FromStr for Target {
         if host.is_empty() {
             return Err(format!("{s:?}: empty host"));
         }
+        if host.contains('/') {
+            return Err(format!("{s:?}: expected [HOST:]PORT, not a URL"));
+        }
         Ok(Self { host: host.to_owned(), port })
     }
 }
@@ -79,6 +82,32 @@ impl Service {
             return Err(format!("{s:?}: service id {id:?} must be 1-32 of [a-z0-9_-] and not \"http\""));
         }
         Ok(Self { id, target })
+    }
+
+    /// Parses an `--http` value: `[HOST:]PORT`, or the URL a browser would
+    /// use for the service, `http://HOST[:PORT][/]` (port 80 by default).
+    pub fn parse_http(s: &str) -> Result<Self, String> {
+        if !s.contains("://") {
+            return Ok(Self::http(s.parse()?));
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+        match url.scheme() {
+            "http" => {}
+            // The server speaks plain HTTP to the device's service.
+            "https" => {
+                return Err(format!(
+                    "{s:?}: the agent forwards plain HTTP; a device that serves HTTPS itself \
+                     is exposed with --tcp tls=HOST:PORT (TLS passthrough)"
+                ))
+            }
+            other => return Err(format!("{s:?}: {other}:// is not HTTP; use [HOST:]PORT or http://HOST:PORT")),
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty() {
+            return Err(format!("{s:?}: give only http://HOST:PORT; visitors' paths are passed through as they are"));
+        }
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let port = url.port_or_known_default().unwrap_or(80);
+        Ok(Self::http(Target { host: host.to_owned(), port }))
     }
 
     /// The HTTP service at `target`.
@@ -133,6 +162,19 @@ mod tests {
         assert_eq!((s.id.as_str(), s.target.port), ("cam", 554));
         assert!(Service::parse_tcp("http=80").is_err());
         assert!(Service::parse_tcp("Bad=80").is_err());
+    }
+
+    #[test]
+    fn http_services_take_a_url_too() {
+        let target = |s: &str| Service::parse_http(s).map(|s| s.target.to_string());
+        assert_eq!(target("8001").unwrap(), "127.0.0.1:8001");
+        assert_eq!(target("http://127.0.0.1:8001").unwrap(), "127.0.0.1:8001");
+        assert_eq!(target("http://192.168.1.5/").unwrap(), "192.168.1.5:80");
+        assert_eq!(target("http://[::1]:8080").unwrap(), "[::1]:8080");
+        assert!(target("https://127.0.0.1:8443").unwrap_err().contains("--tcp tls="));
+        assert!(target("http://127.0.0.1:8001/app").unwrap_err().contains("only http://HOST:PORT"));
+        assert!(target("ftp://127.0.0.1:21").unwrap_err().contains("not HTTP"));
+        assert!(Service::parse_tcp("http://127.0.0.1:22").unwrap_err().contains("not a URL"));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use crate::support;
 
 use std::net::SocketAddr;
 
-use support::{AgentProcess, EVENT_TIMEOUT};
-use terrier_testkit::{eventually, init_logging, TestServer};
+use support::{subdomain, AgentProcess, EVENT_TIMEOUT};
+use terrier_testkit::visitor::{device_host, Visitor};
+use terrier_testkit::{eventually, init_logging, upstream, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -73,4 +74,27 @@ async fn https_to_a_plain_port_says_the_server_does_not_speak_tls() {
     assert!(reason.contains("does not speak TLS on this port; use http:// or ws://"), "{disconnected}");
     agent.kill().await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn http_takes_the_url_of_the_service_and_refuses_https_clearly() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let service_url = format!("http://{web}");
+    let mut agent =
+        AgentProcess::start(&["--server", server.url().as_str(), "--name", "by-url", "--http", &service_url]);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    assert_eq!(connected["http_target"], web.to_string(), "{connected}");
+    let page = Visitor::new(server.addr).get(&device_host(&subdomain(&connected)), "/hello").await;
+    assert_eq!(page.status, 200, "the visitor reaches the service: {page:?}");
+    agent.kill().await;
+    server.stop().await;
+
+    let output =
+        support::run_to_exit(support::terrier_command(), &["--name", "a", "--http", "https://127.0.0.1:8443"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--http \"https://127.0.0.1:8443\": the agent forwards plain HTTP"), "{stderr}");
+    assert!(stderr.contains("--tcp tls="), "says what to use instead: {stderr}");
 }
