@@ -82,6 +82,8 @@ pub struct Resolved {
     pub json: bool,
     /// The log filter.
     pub log: String,
+    /// Settings that work but may not mean what the user meant, in words.
+    pub warnings: Vec<String>,
 }
 
 /// Default server when neither flag nor file names one.
@@ -147,6 +149,8 @@ impl FileConfig {
             return Err("nothing to expose: give --http [HOST:]PORT and/or --tcp [ID=][HOST:]PORT".into());
         }
         crate::service::check_unique(&tcp)?;
+        let warnings =
+            self.tcp.iter().zip(&tcp).filter_map(|(raw, s)| crate::service::tcp_host_warning(raw, s)).collect();
 
         let token = match (self.token, self.token_file) {
             (Some(raw), _) => Some(Token::new(&raw, "--token")?),
@@ -198,6 +202,7 @@ impl FileConfig {
             },
             json,
             log: self.log.unwrap_or_else(|| "info".into()),
+            warnings,
         })
     }
 }

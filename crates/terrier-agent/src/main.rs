@@ -134,6 +134,9 @@ async fn main() -> ExitCode {
         Ok(resolved) => resolved,
         Err(e) => return usage_error(&e),
     };
+    for warning in &resolved.warnings {
+        eprintln!("terrier: warning: {warning}");
+    }
     let filter = tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
     let filter = resolved.log.parse().unwrap_or_else(|e| {
         eprintln!("terrier: --log {:?}: {e}; using info", resolved.log);

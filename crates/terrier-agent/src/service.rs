@@ -26,6 +26,21 @@ impl Target {
     }
 }
 
+/// A warning for a `--tcp` value whose host is one bare word, like `ssh`
+/// in `ssh:22`: users write that meaning a service named `ssh`, but the
+/// rule is `ID=` for the name and `HOST:` for the host, so it names a host.
+pub fn tcp_host_warning(raw: &str, service: &Service) -> Option<String> {
+    let host = &service.target.host;
+    let bare_word = !host.contains('.') && !host.contains(':') && !service.target.is_loopback();
+    (bare_word && !raw.contains('=')).then(|| {
+        format!(
+            "--tcp {raw:?} connects to the host named {host:?} on port {port}; \
+             to name the service {host:?} instead, write --tcp {host}={port}",
+            port = service.target.port
+        )
+    })
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -175,6 +190,16 @@ mod tests {
         assert!(target("http://127.0.0.1:8001/app").unwrap_err().contains("only http://HOST:PORT"));
         assert!(target("ftp://127.0.0.1:21").unwrap_err().contains("not HTTP"));
         assert!(Service::parse_tcp("http://127.0.0.1:22").unwrap_err().contains("not a URL"));
+    }
+
+    #[test]
+    fn a_bare_word_host_in_tcp_is_questioned() {
+        let warning = |raw: &str| tcp_host_warning(raw, &Service::parse_tcp(raw).unwrap());
+        assert!(warning("ssh:22").unwrap().contains("write --tcp ssh=22"));
+        assert!(warning("gateway:22").is_some());
+        for clear in ["22", "ssh=22", "ssh=gateway:22", "192.168.1.7:22", "nas.lan:22", "localhost:22", "[::1]:22"] {
+            assert_eq!(warning(clear), None, "{clear}");
+        }
     }
 
     #[test]

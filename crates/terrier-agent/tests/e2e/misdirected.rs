@@ -98,3 +98,17 @@ async fn http_takes_the_url_of_the_service_and_refuses_https_clearly() {
     assert!(stderr.contains("--http \"https://127.0.0.1:8443\": the agent forwards plain HTTP"), "{stderr}");
     assert!(stderr.contains("--tcp tls="), "says what to use instead: {stderr}");
 }
+
+#[tokio::test]
+async fn tcp_with_a_bare_word_host_warns_how_to_name_the_service() {
+    init_logging();
+    let agent = AgentProcess::start(&["--server", "http://127.0.0.1:9", "--name", "ssh-box", "--tcp", "ssh:22"]);
+    let warning = eventually(EVENT_TIMEOUT, "a warning about --tcp ssh:22", || {
+        let lines = agent.stderr_matching("warning");
+        async move { lines.into_iter().next() }
+    })
+    .await;
+    assert!(warning.contains(r#"connects to the host named "ssh" on port 22"#), "{warning}");
+    assert!(warning.contains("write --tcp ssh=22"), "{warning}");
+    agent.kill().await;
+}
