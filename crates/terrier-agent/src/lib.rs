@@ -56,7 +56,7 @@ pub struct AgentConfig {
     pub backoff_min: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
-    /// A connection that lasted this long resets the backoff.
+    /// A connection up this long after the server's welcome resets the backoff.
     pub stable_after: Duration,
     /// Timeout for dialling and WebSocket handshakes.
     pub connect_timeout: Duration,
@@ -84,7 +84,7 @@ impl Default for AgentConfig {
             tcp: Vec::new(),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
-            stable_after: Duration::from_secs(60),
+            stable_after: reconnect::STABLE_AFTER,
             connect_timeout: Duration::from_secs(10),
             max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
             max_data_frame_bytes: limits::MAX_DATA_FRAME_BYTES,
@@ -178,19 +178,17 @@ pub async fn run(
         std::iter::once(config.server.clone()).chain(config.fallback_servers.iter().cloned()).collect();
     let mut current = 0;
     let result = loop {
-        let started = tokio::time::Instant::now();
+        let session =
+            session::connect_and_serve(&config, &servers[current], &streams, &shutdown, &mut backoff, &mut on_event);
         let outcome = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            outcome = session::connect_and_serve(&config, &servers[current], &streams, &shutdown, &mut on_event) => outcome,
+            outcome = session => outcome,
         };
         let mut delay_override = None;
         match outcome {
             session::Outcome::Fatal(reason) => break Err(Fatal(reason)),
             session::Outcome::Ended { reason, go_away } => {
                 on_event(Event::Disconnected { reason });
-                if started.elapsed() >= config.stable_after {
-                    backoff.reset();
-                }
                 delay_override = go_away;
             }
             session::Outcome::Failed(reason) => {

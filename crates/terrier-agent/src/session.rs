@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use terrier_proto::limits::HEARTBEAT_MISSES;
 use terrier_proto::messages::{plain_char, AgentMessage, Refused, ServerMessage, Welcome};
 use terrier_transport::control::next_text;
+use terrier_transport::reconnect::Backoff;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -39,12 +40,14 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Connects once and serves until the control socket ends.
+/// Connects once and serves until the control socket ends; resets
+/// `backoff` once the connection has been up `config.stable_after`.
 pub async fn connect_and_serve(
     config: &AgentConfig,
     server: &Url,
     streams: &TaskTracker,
     shutdown: &CancellationToken,
+    backoff: &mut Backoff,
     on_event: &mut impl FnMut(Event),
 ) -> Outcome {
     let (mut socket, server) = match connect::open_control(config, server).await {
@@ -71,7 +74,7 @@ pub async fn connect_and_serve(
         _ => return Outcome::Failed(format!("expected welcome, got {welcome:.200}")),
     };
     let ctx = Serve { config, streams, shutdown, server, session };
-    ctx.serve(socket, heartbeat).await
+    ctx.serve(socket, heartbeat, backoff).await
 }
 
 /// The state of one accepted control socket.
@@ -84,7 +87,7 @@ struct Serve<'a> {
 }
 
 impl Serve<'_> {
-    async fn serve(&self, mut socket: Socket, heartbeat: Duration) -> Outcome {
+    async fn serve(&self, mut socket: Socket, heartbeat: Duration, backoff: &mut Backoff) -> Outcome {
         let silence_limit = heartbeat * HEARTBEAT_MISSES;
         let (refuse_tx, mut refusals) = mpsc::channel::<Refusal>(REFUSAL_QUEUE);
         // Pooled sockets belong to this session: they stop when it ends.
@@ -103,8 +106,15 @@ impl Serve<'_> {
         let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mut last_heard = Instant::now();
         let ended = |reason: String| Outcome::Ended { reason, go_away: None };
+        let stable = tokio::time::sleep(self.config.stable_after);
+        tokio::pin!(stable);
+        let mut is_stable = false;
         loop {
             tokio::select! {
+                () = &mut stable, if !is_stable => {
+                    is_stable = true;
+                    settled(backoff, self.config.stable_after);
+                }
                 frame = socket.next() => {
                     let msg = match frame {
                         None => return ended("server closed the control socket".into()),
@@ -188,6 +198,13 @@ impl Serve<'_> {
             }
         });
     }
+}
+
+/// The connection has been up long enough: a later drop reconnects from
+/// the shortest delay again.
+fn settled(backoff: &mut Backoff, after: Duration) {
+    tracing::debug!(?after, "connection stable: reconnect backoff reset");
+    backoff.reset();
 }
 
 /// The `refused` frame for `stream`. The reason is free text (it may quote a

@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// How long a connection must stay up after the server's welcome before
+/// the backoff starts over: long enough that a server accepting and then
+/// dropping devices in a loop still spaces them out, short enough that a
+/// device up for a few seconds comes back at once after a server restart.
+pub const STABLE_AFTER: Duration = Duration::from_secs(5);
+
 /// Backoff state of one agent.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -38,7 +44,7 @@ impl Backoff {
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
-    /// A connection stayed up long enough: start over from `min`.
+    /// A connection stayed up long enough (see [`STABLE_AFTER`]): start over from `min`.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

@@ -9,5 +9,6 @@ mod check;
 mod half_open;
 mod misdirected;
 mod proxy;
+mod reconnect;
 mod secure;
 mod terrierd_tls;
