@@ -122,7 +122,7 @@ async fn check_server(
             .map_err(|reason| fail(Step::Tls, HandshakeError::Tls { host: host.clone(), reason }))?;
         let handshake = crate::tls::handshake(&tls, &host, stream);
         let tls_stream = match tokio::time::timeout(timeout, handshake).await {
-            Err(_) => return Err(fail(Step::Tls, HandshakeError::Timeout(url.to_string()))),
+            Err(_) => return Err(fail(Step::Tls, HandshakeError::Timeout(connect::origin(&url)))),
             Ok(Err(e)) => return Err(fail(Step::Tls, HandshakeError::from_tls(host, e))),
             Ok(Ok(s)) => s,
         };

@@ -176,7 +176,7 @@ impl Dialer {
     /// Awaits `step` of the connection to `url`, or fails with
     /// [`HandshakeError::Timeout`] once the dialer's timeout is over.
     async fn in_time<T>(&self, url: &Url, step: impl std::future::Future<Output = T>) -> Result<T, HandshakeError> {
-        tokio::time::timeout(self.timeout, step).await.map_err(|_| HandshakeError::Timeout(url.to_string()))
+        tokio::time::timeout(self.timeout, step).await.map_err(|_| HandshakeError::Timeout(origin(url)))
     }
 
     /// Opens a control socket at `url` (ws/wss) accepting frames up to
@@ -192,7 +192,7 @@ impl Dialer {
     pub async fn open_data(&self, url: &Url, max_frame: usize) -> Result<DataSocket, HandshakeError> {
         let transport = self.dial(url).await?;
         let request = self.request(url)?;
-        let io = self.in_time(url, crate::upgrade::client(transport, &request, url.as_str())).await??;
+        let io = self.in_time(url, crate::upgrade::client(transport, &request, &origin(url))).await??;
         Ok(DataSocket::new(io, terrier_transport::data::Role::Client, max_frame))
     }
 
@@ -212,7 +212,7 @@ impl Dialer {
     /// HTTP/1.0 included, so a server that is not terrierd is named as such.
     pub async fn upgrade(&self, url: &Url, transport: Transport, max_frame: usize) -> Result<Socket, HandshakeError> {
         let request = self.request(url)?;
-        let io = self.in_time(url, crate::upgrade::client(transport, &request, url.as_str())).await??;
+        let io = self.in_time(url, crate::upgrade::client(transport, &request, &origin(url))).await??;
         let config = terrier_transport::ws::config(max_frame);
         Ok(WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Client, Some(config)).await)
     }
@@ -280,7 +280,16 @@ pub async fn connect_tcp(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> 
         }
     }
     let source = last.unwrap_or_else(|| std::io::Error::other("no address"));
-    Err(HandshakeError::Network { url: crate::proxy::redact(url), source })
+    Err(HandshakeError::Network { url: origin(url), source })
+}
+
+/// `scheme://host:port` of a URL, for messages: the path and query of a
+/// control URL (name, services, agent version) would drown the reason, and
+/// a proxy's credentials must not be shown.
+pub fn origin(url: &Url) -> String {
+    let (host, port) = host_port(url);
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("{}://{host}:{port}", url.scheme())
 }
 
 /// The control socket URL for `config` on server `base`, after `hops` redirects.
@@ -392,6 +401,8 @@ mod tests {
         let q = url.query().unwrap();
         assert!(q.starts_with("name=thermo-42&http=1&tcp=22%2Cmqtt&agent=terrier%2F"), "{q}");
         assert!(q.ends_with("&hops=1"));
+        assert_eq!(origin(&url), "ws://localhost:8080");
+        assert_eq!(origin(&Url::parse("http://u:secret@[::1]/x?y").unwrap()), "http://[::1]:80");
         let data = data_url(&Url::parse("https://t.example.com").unwrap(), "aa", "bb");
         assert_eq!(data.as_str(), "wss://t.example.com/v1/data?session=aa&stream=bb");
     }

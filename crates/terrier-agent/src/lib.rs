@@ -118,6 +118,8 @@ pub enum Event {
     Reconnecting {
         /// Delay in seconds.
         in_secs: f64,
+        /// When the attempt starts: RFC 3339, UTC, whole seconds.
+        at: String,
         /// Failed attempts since the last stable connection.
         attempt: u32,
     },
@@ -201,7 +203,8 @@ pub async fn run(
             break Ok(());
         }
         let delay = delay_override.unwrap_or_else(|| backoff.next_delay());
-        on_event(Event::Reconnecting { in_secs: delay.as_secs_f64(), attempt: backoff.attempt() });
+        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + delay).to_string();
+        on_event(Event::Reconnecting { in_secs: delay.as_secs_f64(), at, attempt: backoff.attempt() });
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             () = tokio::time::sleep(delay) => {}

@@ -116,8 +116,8 @@ fn print_event(json: bool, event: &Event) {
             }
         }
         Event::Disconnected { reason } => println!("disconnected: {reason}"),
-        Event::Reconnecting { in_secs, attempt } => {
-            println!("reconnecting in {in_secs:.1}s (attempt {attempt})")
+        Event::Reconnecting { in_secs, at, attempt } => {
+            println!("reconnecting in {in_secs:.1}s, at {at} (attempt {attempt})")
         }
     }
 }
