@@ -61,16 +61,78 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    /// Reads and parses the file; errors name the file and the key.
+    /// Reads and parses the file; errors name the file, the line and the key.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+        Self::parse(&text).map_err(|e| format!("--config {}, {e}", path.display()))
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. An error reads "line L, column C: message", then
+    /// the line itself with the culprit underlined, then a suggestion for a
+    /// misspelt key.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|e| explain(text, &e))
     }
+}
+
+/// Every key of the file, for suggestions.
+const KEYS: &[&str] = &[
+    "server",
+    "name",
+    "token",
+    "token_file",
+    "ca",
+    "proxy",
+    "http",
+    "tcp",
+    "pool",
+    "backoff_max",
+    "connect_timeout",
+    "output",
+    "log",
+];
+
+/// A TOML error as a few readable lines: where, what, and the line itself.
+fn explain(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else { return message.to_owned() };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let width = text[start..span.end.min(text.len())].chars().count().clamp(1, line.len().max(1));
+    let gutter = " ".repeat(line_no.to_string().len());
+    let mut out = format!("line {line_no}, column {column}: {message}\n  {line_no} | {line}\n  {gutter} | ");
+    out.push_str(&" ".repeat(column - 1));
+    out.push_str(&"^".repeat(width));
+    if let Some(key) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        if let Some(near) = nearest_key(key) {
+            out.push_str(&format!("\n  did you mean `{near}`?"));
+        }
+    }
+    out
+}
+
+/// The known key closest to `typo`, if it is close (at most 2 edits).
+fn nearest_key(typo: &str) -> Option<&'static str> {
+    KEYS.iter().map(|k| (edit_distance(typo, k), *k)).filter(|(d, _)| *d <= 2).min().map(|(_, k)| k)
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// A configuration ready to run: the agent's, plus what the binary needs.
@@ -298,6 +360,19 @@ mod tests {
         assert_eq!(agent.tcp[0].id, "2222");
         assert_eq!(agent.pool, 2);
         assert!(agent.token.is_some());
+    }
+
+    #[test]
+    fn toml_errors_show_the_line_and_suggest_a_key() {
+        let err = FileConfig::parse("name = \"a\"\nhtp = \"80\"\n").unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines[0].starts_with("line 2, column 1: unknown field `htp`"), "{err}");
+        assert_eq!(lines[1], "  2 | htp = \"80\"", "{err}");
+        assert_eq!(lines[2], "    | ^^^", "{err}");
+        assert_eq!(lines[3], "  did you mean `http`?", "{err}");
+        let err = FileConfig::parse("name = \"a\"\nbackoff_max = \n").unwrap_err();
+        assert!(err.starts_with("line 2, column "), "{err}");
+        assert_eq!(nearest_key("zzzzzz"), None);
     }
 
     #[test]

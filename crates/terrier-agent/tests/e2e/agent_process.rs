@@ -170,3 +170,19 @@ async fn bad_config_file_exits_with_code_2_naming_file_and_key() {
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("agent.toml") && stderr.contains("prot"), "names the file and the key: {stderr}");
 }
+
+#[tokio::test]
+async fn bad_config_file_shows_its_line_and_the_key_meant() {
+    init_logging();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "name = \"a\"\nhtp = \"80\"\n").expect("write config");
+    let output = run_to_exit(&["--config", file.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let first = format!("terrier: --config {}, line 2, column 1: unknown field `htp`", file.display());
+    assert!(lines[0].starts_with(&first), "file, line and message on the first line: {stderr}");
+    assert_eq!(lines.get(1), Some(&"  2 | htp = \"80\""), "the line itself: {stderr}");
+    assert!(lines.contains(&"  did you mean `http`?"), "the key meant: {stderr}");
+}
