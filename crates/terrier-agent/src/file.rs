@@ -27,6 +27,67 @@ impl Servers {
     }
 }
 
+/// One service value as written in the file: `"[HOST:]PORT"` or `8080`.
+struct Service(String);
+
+impl<'de> Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let one = d.deserialize_any(ServiceVisitor { list: false })?;
+        Ok(Service(one.into_iter().next().unwrap_or_default()))
+    }
+}
+
+/// Reads a service value, or with `list` a list of them too, as strings.
+struct ServiceVisitor {
+    /// Whether a list is welcome (`tcp`) or not (`http`, list items).
+    list: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for ServiceVisitor {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a port number or a string such as \"127.0.0.1:8080\"")?;
+        if self.list {
+            f.write_str(", or a list of them")?;
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(vec![s.to_owned()])
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(vec![n.to_string()])
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(vec![n.to_string()])
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if !self.list {
+            return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Seq, &self));
+        }
+        let mut all = Vec::new();
+        while let Some(Service(one)) = seq.next_element()? {
+            all.push(one);
+        }
+        Ok(all)
+    }
+}
+
+/// `http = 8080` as well as `http = "8080"`.
+fn one_service<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Service::deserialize(d).map(|Service(s)| Some(s))
+}
+
+/// `tcp = "22"` and `tcp = 22` as well as `tcp = ["22", "mqtt=1883"]`.
+fn services<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(ServiceVisitor { list: true })
+}
+
 /// The keys of `agent.toml`; every one is optional. Documented in docs/AGENT.md.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,10 +104,12 @@ pub struct FileConfig {
     pub ca: Option<PathBuf>,
     /// `--proxy` (`"none"` ignores the proxy environment variables).
     pub proxy: Option<String>,
-    /// `--http`.
+    /// `--http`: `"[HOST:]PORT"`, a URL, or a bare port number.
+    #[serde(default, deserialize_with = "one_service")]
     pub http: Option<String>,
-    /// `--tcp`, one entry per service.
-    #[serde(default)]
+    /// `--tcp`, one entry per service: a list, or one entry alone; each a
+    /// string or a bare port number.
+    #[serde(default, deserialize_with = "services")]
     pub tcp: Vec<String>,
     /// `--pool`.
     pub pool: Option<u8>,
@@ -373,6 +436,16 @@ mod tests {
         let err = FileConfig::parse("name = \"a\"\nbackoff_max = \n").unwrap_err();
         assert!(err.starts_with("line 2, column "), "{err}");
         assert_eq!(nearest_key("zzzzzz"), None);
+    }
+
+    #[test]
+    fn services_may_be_bare_ports_and_tcp_one_entry() {
+        let file = FileConfig::parse("http = 8001\ntcp = \"22\"\n").unwrap();
+        assert_eq!((file.http.as_deref(), file.tcp), (Some("8001"), vec!["22".to_owned()]));
+        let file = FileConfig::parse("tcp = [22, \"mqtt=1883\"]\n").unwrap();
+        assert_eq!(file.tcp, ["22", "mqtt=1883"]);
+        let err = FileConfig::parse("http = [80]\n").unwrap_err();
+        assert!(err.contains("a port number or a string"), "{err}");
     }
 
     #[test]

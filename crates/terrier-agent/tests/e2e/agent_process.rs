@@ -186,3 +186,22 @@ async fn bad_config_file_shows_its_line_and_the_key_meant() {
     assert_eq!(lines.get(1), Some(&"  2 | htp = \"80\""), "the line itself: {stderr}");
     assert!(lines.contains(&"  did you mean `http`?"), "the key meant: {stderr}");
 }
+
+#[tokio::test]
+async fn config_file_takes_a_bare_http_port_and_a_single_tcp_string() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let echo = upstream::tcp_echo().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    let toml =
+        format!("server = \"{}\"\nname = \"bare\"\nhttp = {}\ntcp = \"{}\"\n", server.url(), web.port(), echo.port());
+    std::fs::write(&file, toml).expect("write config");
+    let mut agent = AgentProcess::start(&["--config", file.to_str().unwrap()]);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    assert_eq!(connected["http_target"], format!("127.0.0.1:{}", web.port()), "{connected}");
+    assert_eq!(connected["tcp"][0]["target"], format!("127.0.0.1:{}", echo.port()), "{connected}");
+    agent.kill().await;
+    server.stop().await;
+}
