@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 /// Every flag can also be set in the --config file (see docs/AGENT.md);
 /// flags and environment variables override the file.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+// The program is `terrier`; without a name clap would use the crate's.
+#[command(name = "terrier", version, about)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,

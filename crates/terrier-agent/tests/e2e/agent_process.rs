@@ -205,3 +205,11 @@ async fn config_file_takes_a_bare_http_port_and_a_single_tcp_string() {
     agent.kill().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn version_names_the_program_terrier() {
+    let output = run_to_exit(&["--version"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout.trim(), format!("terrier {}", env!("CARGO_PKG_VERSION")));
+}
