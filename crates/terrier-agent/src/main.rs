@@ -101,9 +101,19 @@ impl Args {
     }
 }
 
+/// An event as a JSON line: the event's fields and when it happened.
+#[derive(serde::Serialize)]
+struct Stamped<'a> {
+    /// RFC 3339, UTC, milliseconds.
+    time: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
 fn print_event(json: bool, event: &Event) {
     if json {
-        println!("{}", serde_json::to_string(event).unwrap_or_default());
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        println!("{}", serde_json::to_string(&Stamped { time, event }).unwrap_or_default());
         return;
     }
     match event {

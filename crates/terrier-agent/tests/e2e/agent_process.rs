@@ -54,6 +54,10 @@ async fn json_output_prints_one_event_per_line() {
     let reconnecting = agent.next_event().await;
     assert_eq!(reconnecting["event"], "reconnecting", "{reconnecting}");
     assert!(reconnecting["in_secs"].is_number(), "{reconnecting}");
+    for event in [&connected, &disconnected, &reconnecting] {
+        let time = event["time"].as_str().unwrap_or_else(|| panic!("every event has a time: {event}"));
+        humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time:?} is RFC 3339 ({e})"));
+    }
     agent.kill().await;
 }
 
