@@ -78,6 +78,41 @@ enum Command {
     /// fails and why. Connects once as the device: a running agent with the same name is replaced
     /// for a moment and reconnects.
     Check,
+    /// Expose one web service and print its public URL, e.g. `terrier http 8080`. The server, name
+    /// and token come from the flags, the environment or --config as usual; the file's own
+    /// http/tcp services are not exposed.
+    Http {
+        /// The service: [HOST:]PORT or http://HOST:PORT.
+        #[arg(value_name = "[HOST:]PORT")]
+        service: String,
+    },
+    /// Expose TCP services on public ports and print them, e.g. `terrier tcp 22`. As with
+    /// `terrier http`, the file's own http/tcp services are not exposed.
+    Tcp {
+        /// The services: [ID=][HOST:]PORT, one or more.
+        #[arg(value_name = "[ID=][HOST:]PORT", required = true)]
+        services: Vec<String>,
+    },
+}
+
+impl Command {
+    /// `terrier http PORT` / `terrier tcp PORT...`: the services named here
+    /// (plus any --http/--tcp flags) replace the file's.
+    fn quick_start(&self, file: &mut FileConfig, flags: &mut FileConfig) -> Result<(), String> {
+        match self {
+            Command::Check => return Ok(()),
+            Command::Http { service } => {
+                if let Some(flag) = &flags.http {
+                    return Err(format!("terrier http {service} and --http {flag}: give one web service"));
+                }
+                flags.http = Some(service.clone());
+            }
+            Command::Tcp { services } => flags.tcp.extend(services.iter().cloned()),
+        }
+        file.http = None;
+        file.tcp.clear();
+        Ok(())
+    }
 }
 
 impl Args {
@@ -136,11 +171,14 @@ fn print_event(json: bool, event: &Event) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let mut args = Args::parse();
-    let flags = args.layer();
-    let file = match args.config.as_deref().map(FileConfig::load).transpose() {
+    let mut flags = args.layer();
+    let mut file = match args.config.as_deref().map(FileConfig::load).transpose() {
         Ok(file) => file.unwrap_or_default(),
         Err(e) => return usage_error(&e),
     };
+    if let Some(Err(e)) = args.command.as_ref().map(|c| c.quick_start(&mut file, &mut flags)) {
+        return usage_error(&e);
+    }
     let resolved = match file.overlay(flags).resolve(|name| std::env::var(name).ok()) {
         Ok(resolved) => resolved,
         Err(e) => return usage_error(&e),

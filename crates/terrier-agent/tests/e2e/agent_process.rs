@@ -217,3 +217,45 @@ async fn version_names_the_program_terrier() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert_eq!(stdout.trim(), format!("terrier {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[tokio::test]
+async fn terrier_http_port_exposes_it_with_the_server_from_the_environment() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let mut command = support::terrier_command();
+    command.env("TERRIER_SERVER", server.url().as_str()).env("TERRIER_NAME", "one-liner");
+    let mut agent = AgentProcess::start_command(command, &["http", &web.port().to_string()]);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    assert_eq!(connected["name"], "one-liner", "{connected}");
+    assert!(connected["url"].as_str().is_some_and(|u| u.starts_with("http://")), "prints the URL: {connected}");
+    let page = Visitor::new(server.addr).get(&device_host(&subdomain(&connected)), "/hello").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    agent.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn terrier_tcp_port_exposes_only_that_port_over_the_config_file() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let echo = upstream::tcp_echo().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.toml");
+    // The file gives the server and name; its own services are not exposed.
+    std::fs::write(&file, format!("server = \"{}\"\nname = \"tcp-only\"\nhttp = 1\ntcp = [\"2\"]\n", server.url()))
+        .expect("write config");
+    let mut agent = AgentProcess::start(&["--config", file.to_str().unwrap(), "tcp", &echo.to_string()]);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    assert!(connected["http_target"].is_null(), "{connected}");
+    let tcp = connected["tcp"].as_array().expect("tcp");
+    assert_eq!(tcp.len(), 1, "{connected}");
+    assert_eq!(tcp[0]["target"], echo.to_string(), "{connected}");
+    agent.kill().await;
+    server.stop().await;
+
+    let output = run_to_exit(&["--name", "a", "--http", "80", "http", "8080"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("give one web service"), "{stderr}");
+}
