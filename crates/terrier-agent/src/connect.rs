@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
-    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_POOL,
-    PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
+    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME,
+    PARAM_PLATFORM, PARAM_POOL, PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
 use terrier_transport::prefixed::Prefixed;
@@ -109,6 +109,12 @@ impl HandshakeError {
             crate::tls::TlsError::NotTls => HandshakeError::NotTls { host },
             crate::tls::TlsError::Failed(reason) => HandshakeError::Tls { host, reason },
         }
+    }
+
+    /// The name is online under another agent that keeps being replaced by
+    /// this one (or under another fleet token): 409.
+    pub fn is_name_conflict(&self) -> bool {
+        matches!(self, HandshakeError::Rejected { status, .. } if *status == status::CONFLICT)
     }
 
     /// The server refused the credential: most likely a configuration error
@@ -309,6 +315,7 @@ pub fn control_url(base: &Url, config: &AgentConfig, hops: u8) -> Url {
         }
         q.append_pair(PARAM_AGENT, concat!("terrier/", env!("CARGO_PKG_VERSION")));
         q.append_pair(PARAM_PLATFORM, &format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH));
+        q.append_pair(PARAM_INSTANCE, &config.instance);
         if hops > 0 {
             q.append_pair(PARAM_HOPS, &hops.to_string());
         }

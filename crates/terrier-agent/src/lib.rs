@@ -72,6 +72,10 @@ pub struct AgentConfig {
     pub proxy: ProxyConfig,
     /// Trusted roots for `wss://` (`None`: the system's).
     pub tls: Option<TlsConfig>,
+    /// This running agent's id, sent on every control handshake, so the
+    /// server tells it coming back from another agent using the same name
+    /// (random for each configuration made).
+    pub instance: String,
 }
 
 impl Default for AgentConfig {
@@ -92,6 +96,7 @@ impl Default for AgentConfig {
             token: None,
             proxy: ProxyConfig::default(),
             tls: None,
+            instance: terrier_transport::ids::random_id()[..16].to_owned(),
         }
     }
 }
@@ -197,6 +202,12 @@ pub async fn run(
                 on_event(Event::Disconnected { reason });
                 // That server is unreachable or refused: try the next one.
                 current = (current + 1) % servers.len();
+            }
+            // Another agent holds the name: retrying soon would only take
+            // it from that agent again, so wait the longest delay.
+            session::Outcome::Conflict(reason) => {
+                on_event(Event::Disconnected { reason });
+                delay_override = Some(config.backoff_max);
             }
         }
         if shutdown.is_cancelled() {

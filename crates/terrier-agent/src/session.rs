@@ -38,6 +38,8 @@ pub enum Outcome {
     },
     /// The connection never came up.
     Failed(String),
+    /// The server refused the name: another agent holds it (409).
+    Conflict(String),
 }
 
 /// Connects once and serves until the control socket ends; resets
@@ -53,6 +55,10 @@ pub async fn connect_and_serve(
     let (mut socket, server) = match connect::open_control(config, server).await {
         Ok(ok) => ok,
         Err(e) if e.is_fatal() => return Outcome::Fatal(e.to_string()),
+        Err(e) if e.is_name_conflict() => {
+            tracing::error!(%server, error = %e, "device name refused: another agent uses it; pick another --name");
+            return Outcome::Conflict(e.to_string());
+        }
         Err(e) => {
             // A refused token will not fix itself: say so loudly at every attempt.
             if e.is_unauthorized() {

@@ -18,6 +18,10 @@ pub const PARAM_HOPS: &str = "hops";
 pub const PARAM_AGENT: &str = "agent";
 /// Control socket: agent platform, e.g. `linux-x86_64`.
 pub const PARAM_PLATFORM: &str = "platform";
+/// Control socket: a random id the agent draws once per process (1-64 of
+/// `[A-Za-z0-9_-]`), so the server tells the same agent coming back (from
+/// a new address, say) from another agent using the same name.
+pub const PARAM_INSTANCE: &str = "instance";
 /// Data socket: the session id from `welcome`.
 pub const PARAM_SESSION: &str = "session";
 /// Data socket: the stream id from `open`.

@@ -312,6 +312,10 @@ pub struct Limits {
     pub control_handshakes_per_ip_per_minute: u32,
     /// Devices one fleet (prefix) token may have online on this node at once (429 past it).
     pub max_devices_per_token: usize,
+    /// Times a minute another agent may take a device name over from the
+    /// one online before the next is refused with 409 (two agents sharing
+    /// one name); `0` refuses every takeover by another agent.
+    pub max_takeovers_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -374,6 +378,7 @@ impl Default for Limits {
             tcp_idle_timeout: Duration::from_secs(3600),
             control_handshakes_per_ip_per_minute: 600,
             max_devices_per_token: 1000,
+            max_takeovers_per_minute: 3,
         }
     }
 }

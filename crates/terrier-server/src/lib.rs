@@ -148,6 +148,7 @@ async fn serve(
         lifecycle.clone(),
     ));
     let envelopes = Arc::new(envelopes);
+    let takeovers = Arc::new(tunnel::takeovers::Takeovers::default());
     let admin = Arc::new(admin::Admin {
         token: admin_token.clone(),
         started: std::time::Instant::now(),
@@ -156,6 +157,7 @@ async fn serve(
         sessions: sessions.clone(),
         membership: membership.clone(),
         auth: auth.clone(),
+        takeovers: takeovers.clone(),
         metrics: metrics.clone(),
         lifecycle: lifecycle.clone(),
     });
@@ -199,6 +201,7 @@ async fn serve(
             membership: membership.clone(),
             ports: ports.clone(),
             auth: auth.clone(),
+            takeovers,
         }),
         admin: admin.clone(),
     });

@@ -81,6 +81,18 @@ impl TestAgent {
         connected
     }
 
+    /// Waits (up to 10 s) until `count` events satisfy `matches`; returns
+    /// the last of them. `what` names the wait in the panic.
+    pub async fn wait_for(&self, what: &str, count: usize, matches: impl Fn(&Event) -> bool) -> Event {
+        let mut events = self.events.clone();
+        let wait = events.wait_for(|all| all.iter().filter(|e| matches(e)).count() >= count);
+        let Ok(all) = tokio::time::timeout(Duration::from_secs(10), wait).await else {
+            panic!("agent {}: {what} within 10 s; events: {:?}", self.config.name, self.events.borrow());
+        };
+        let found = all.expect("agent events").iter().filter(|e| matches(e)).nth(count - 1).expect("counted").clone();
+        found
+    }
+
     /// Every event so far.
     pub fn events(&self) -> Vec<Event> {
         self.events.borrow().clone()

@@ -61,6 +61,11 @@ pub struct DeviceView {
     pub platform: Option<String>,
     /// The subdomain reserved for this name, if any.
     pub reserved_subdomain: Option<String>,
+    /// The address the agent connected from (online on this node only).
+    pub agent_address: Option<String>,
+    /// Set when another agent was refused this name within the last minute
+    /// because the two kept replacing each other: two agents share it.
+    pub name_conflict: Option<String>,
 }
 
 /// One public TCP port.
@@ -302,6 +307,14 @@ fn session_view(admin: &Admin, session: &Session, now: u64) -> DeviceView {
         agent: Some(session.agent.clone()).filter(|a| !a.is_empty()),
         platform: Some(session.platform.clone()).filter(|p| !p.is_empty()),
         reserved_subdomain: None,
+        agent_address: Some(session.agent_at.remote.ip().to_string()),
+        name_conflict: admin.takeovers.refused(&session.name, std::time::Instant::now()).map(|refused| {
+            format!(
+                "another agent at {} was refused this name {}s ago: two agents share it, give one another --name",
+                refused.from,
+                refused.at.elapsed().as_secs()
+            )
+        }),
     }
 }
 
@@ -328,5 +341,7 @@ fn lease_view(admin: &Admin, lease: &Lease) -> DeviceView {
         agent: None,
         platform: None,
         reserved_subdomain: None,
+        agent_address: None,
+        name_conflict: None,
     }
 }

@@ -29,6 +29,7 @@ use crate::lifecycle::Lifecycle;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::tunnel::registry::Registry;
+use crate::tunnel::takeovers::Takeovers;
 pub use reply::{error, json, unauthorized};
 
 /// Path prefix of the admin API.
@@ -54,6 +55,8 @@ pub struct Admin {
     pub membership: Arc<Membership>,
     /// Device tokens.
     pub auth: Arc<Auth>,
+    /// Device names other agents were refused (name conflicts).
+    pub takeovers: Arc<Takeovers>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Where live sockets and the metrics listener run.

@@ -10,7 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use terrier_proto::handshake::{
-    close, status, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_TCP,
+    close, status, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME, PARAM_PLATFORM,
+    PARAM_TCP,
 };
 use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
 use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
@@ -23,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
-use super::session::{Session, SessionInit};
+use super::session::{AgentAt, Session, SessionInit};
 use super::Endpoint;
 use super::{upgrade, ControlSocket};
 use crate::ingress::{empty, text, Body};
@@ -47,6 +48,8 @@ pub struct ControlParams {
     pub agent: String,
     /// Agent platform.
     pub platform: String,
+    /// The agent's per-process id, if it sent one.
+    pub instance: Option<String>,
 }
 
 impl ControlParams {
@@ -76,6 +79,14 @@ impl ControlParams {
                 PARAM_AGENT => params.agent = value.chars().take(64).collect(),
                 PARAM_PLATFORM => params.platform = value.chars().take(64).collect(),
                 PARAM_HOPS => params.hops = value.parse().unwrap_or(u8::MAX),
+                PARAM_INSTANCE => {
+                    let valid = (1..=64).contains(&value.len())
+                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !valid {
+                        return Err("bad instance id: use 1-64 of [A-Za-z0-9_-]".into());
+                    }
+                    params.instance = Some(value.into_owned());
+                }
                 _ => {}
             }
         }
@@ -121,6 +132,10 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
         tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
         return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
     }
+    let agent_at = AgentAt { remote, instance: params.instance.clone() };
+    if let Some(refused) = refuse_takeover(tunnel, &params.name, &agent_at) {
+        return refused;
+    }
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&tunnel.membership).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
@@ -152,6 +167,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
             tcp: lease.ports.clone(),
             agent: params.agent.clone(),
             platform: params.platform.clone(),
+            agent_at,
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,
@@ -184,6 +200,32 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
         .instrument(span),
     );
     empty(accept)
+}
+
+/// The 409 for another agent taking `name` over from the one online here
+/// once too often within a minute (`limits.max_takeovers_per_minute`): two
+/// agents share the name. `None` lets the newcomer in (and counts it when
+/// it is another agent).
+fn refuse_takeover(tunnel: &Endpoint, name: &str, newcomer: &AgentAt) -> Option<Response<Body>> {
+    let current = tunnel.sessions.by_name(name).filter(|s| !s.closed.is_cancelled())?;
+    if current.agent_at.same_agent(newcomer) {
+        return None;
+    }
+    let max = tunnel.live.limits().max_takeovers_per_minute;
+    if tunnel.takeovers.take_over(name, newcomer.remote.ip(), max, std::time::Instant::now()) {
+        return None;
+    }
+    let holder = current.agent_at.remote.ip();
+    let since = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(current.since_ms));
+    tracing::warn!(device = name, remote = %newcomer.remote, online_from = %holder,
+        "name conflict: another agent keeps taking this device name; refused (limits.max_takeovers_per_minute)");
+    Some(text(
+        status::CONFLICT,
+        format!(
+            "name conflict: device name {name:?} is in use by another agent (connected from {holder} since {since}) \
+             and the two keep replacing each other; give one of them another --name"
+        ),
+    ))
 }
 
 /// A fleet token may not take over a name that is online under another
@@ -254,7 +296,7 @@ async fn run(
                 if code == close::GOING_AWAY {
                     let _ = send(&mut ws, go_away(tunnel.config.reconnect_spread), send_timeout).await;
                 }
-                close_with(&mut ws, code, "session closed").await;
+                close_with(&mut ws, code, close_reason(code)).await;
                 return format!("closed by server (code {code})");
             }
             msg = outgoing.recv() => {
@@ -338,6 +380,16 @@ async fn send(ws: &mut ControlSocket, msg: Message, timeout: Duration) -> Result
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("agent did not read for {timeout:?}")),
+    }
+}
+
+/// What the agent is told when its session is closed with `code`.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::REPLACED => "replaced: this device name connected again (this agent, or another with the same --name)",
+        close::REVOKED => "the device token was revoked",
+        close::DISCONNECTED => "disconnected by the operator",
+        _ => "server going away",
     }
 }
 

@@ -7,6 +7,7 @@ pub mod data;
 pub mod http_connections;
 pub mod registry;
 pub mod session;
+pub mod takeovers;
 pub mod traffic;
 pub mod upgrade;
 pub mod upstream;
@@ -37,6 +38,8 @@ pub struct Endpoint {
     pub ports: Arc<PortListeners>,
     /// Who may connect as a device.
     pub auth: Arc<Auth>,
+    /// Recent takeovers of device names by other agents.
+    pub takeovers: Arc<takeovers::Takeovers>,
 }
 
 /// A control socket (or the dashboard's live socket) once upgraded: a

@@ -18,7 +18,7 @@
 //! total ([`crate::visitors`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub struct Session {
     pub agent: String,
     /// Agent platform (`linux-aarch64`), for the admin API.
     pub platform: String,
+    /// Who connected: the agent's address and its per-process `instance`
+    /// id (older agents send none).
+    pub agent_at: AgentAt,
     /// When the session started, Unix ms.
     pub since_ms: u64,
     /// Bytes, streams and recent HTTP requests, for the admin API.
@@ -137,6 +140,26 @@ pub enum OpenError {
     Refused(String),
 }
 
+/// Where an agent connected from, and which running agent it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAt {
+    /// The control socket's peer address.
+    pub remote: SocketAddr,
+    /// The agent's per-process id, when it sends one.
+    pub instance: Option<String>,
+}
+
+impl AgentAt {
+    /// Is `other` the same running agent? By `instance` when both have one
+    /// (an agent keeps it across new addresses), else by IP address.
+    pub fn same_agent(&self, other: &AgentAt) -> bool {
+        match (&self.instance, &other.instance) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.remote.ip() == other.remote.ip(),
+        }
+    }
+}
+
 /// What a new session is made of.
 pub struct SessionInit {
     /// Session id.
@@ -153,6 +176,8 @@ pub struct SessionInit {
     pub agent: String,
     /// Agent platform.
     pub platform: String,
+    /// Who connected.
+    pub agent_at: AgentAt,
     /// Limit on pending streams.
     pub max_pending: usize,
     /// Wait for a data socket.
@@ -179,6 +204,7 @@ impl Session {
             tcp: init.tcp,
             agent: init.agent,
             platform: init.platform,
+            agent_at: init.agent_at,
             since_ms: crate::store::now_ms(),
             traffic: Arc::default(),
             identity: init.identity,

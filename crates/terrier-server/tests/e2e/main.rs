@@ -22,6 +22,7 @@ mod leases;
 mod limits;
 mod load;
 mod metrics;
+mod name_conflicts;
 mod operator_process;
 mod pool;
 mod process;

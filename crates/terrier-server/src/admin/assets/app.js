@@ -278,7 +278,8 @@ function renderDetail() {
     ["TCP ports", d.tcp.length ? d.tcp.map((t) => `${d.tcp_host}:${t.port} → ${t.service}`).join(", ") : "none"],
     d.online ? ["Connected", `${clock(d.connected_since_ms)} (${ago(d.connected_since_ms)})`] : ["Last seen", `${clock(d.last_seen_ms)} (${ago(d.last_seen_ms)} ago)`],
     d.online ? ["Node", d.node] : ["Lease ends", d.expires_at_ms ? clock(d.expires_at_ms) : "—"],
-    ["Agent", [d.agent, d.platform].filter(Boolean).join(" on ") || "—"],
+    ["Agent", [[d.agent, d.platform].filter(Boolean).join(" on "), d.agent_address && "from " + d.agent_address].filter(Boolean).join(", ") || "—"],
+    ...(d.name_conflict ? [["Name conflict", el("strong", {}, d.name_conflict)]] : []),
     ["Data streams", d.streams_open === null ? "—" : `${d.streams_open} open, ${d.streams_total} since connected`],
   ];
   $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
