@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::{AUTHORIZATION, LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
-    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME,
+    status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_CHECK, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME,
     PARAM_PLATFORM, PARAM_POOL, PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
@@ -24,6 +24,7 @@ use url::Url;
 use crate::proxy::{ProxyConfig, ProxyError};
 use crate::tls::TlsConfig;
 use crate::token::Token;
+use crate::upgrade::Answer;
 use crate::AgentConfig;
 
 pub use crate::transport::Transport;
@@ -213,6 +214,24 @@ impl Dialer {
         Ok(request)
     }
 
+    /// A `check=1` handshake (see [`check_url`]) over a connection that
+    /// [`Dialer::dial`] opened.
+    pub async fn check(&self, url: &Url, transport: Transport, max_frame: usize) -> Result<Checked, HandshakeError> {
+        let request = self.request(url)?;
+        match self.in_time(url, crate::upgrade::exchange(transport, &request, &origin(url))).await?? {
+            Answer::Switched(io) => {
+                let config = terrier_transport::ws::config(max_frame);
+                let socket =
+                    WebSocketStream::from_raw_socket(io, tungstenite::protocol::Role::Client, Some(config)).await;
+                Ok(Checked::Connected(Box::new(socket)))
+            }
+            Answer::Other(response) if response.status().as_u16() == status::OK => {
+                Ok(Checked::Answer(String::from_utf8_lossy(response.body()).into_owned()))
+            }
+            Answer::Other(response) => Err(rejected(&response)),
+        }
+    }
+
     /// The control socket handshake over a connection that [`Dialer::dial`]
     /// opened. The same handshake as a data socket's: it reads any answer,
     /// HTTP/1.0 included, so a server that is not terrierd is named as such.
@@ -224,8 +243,16 @@ impl Dialer {
     }
 }
 
+/// What a `check=1` handshake got.
+pub enum Checked {
+    /// The server's answer: a JSON `CheckAnswer`.
+    Answer(String),
+    /// A server older than check mode connected the device instead.
+    Connected(Box<Socket>),
+}
+
 /// The non-101 answer as an error carrying the server's reason.
-pub(crate) fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeError {
+pub(crate) fn rejected(response: &http::Response<Vec<u8>>) -> HandshakeError {
     let status = response.status().as_u16();
     // terrierd answers a handshake with 101 or an error, never a success
     // page: a 2xx comes from some other web server.
@@ -235,8 +262,7 @@ pub(crate) fn rejected(response: &http::Response<Option<Vec<u8>>>) -> HandshakeE
     let reason = if status == status::REDIRECT {
         response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
     } else {
-        let body = response.body().as_deref().unwrap_or_default();
-        let text = String::from_utf8_lossy(body).trim().to_owned();
+        let text = String::from_utf8_lossy(response.body()).trim().to_owned();
         if text.is_empty() {
             response.status().canonical_reason().unwrap_or("").to_owned()
         } else {
@@ -300,6 +326,16 @@ pub fn origin(url: &Url) -> String {
 
 /// The control socket URL for `config` on server `base`, after `hops` redirects.
 pub fn control_url(base: &Url, config: &AgentConfig, hops: u8) -> Url {
+    handshake_url(base, config, hops, false)
+}
+
+/// The URL of a `check=1` handshake: what `config` would be given, without
+/// connecting as the device.
+pub fn check_url(base: &Url, config: &AgentConfig, hops: u8) -> Url {
+    handshake_url(base, config, hops, true)
+}
+
+fn handshake_url(base: &Url, config: &AgentConfig, hops: u8, check: bool) -> Url {
     let mut url = ws_url(base);
     url.set_path(CONTROL_PATH);
     url.set_query(None);
@@ -318,6 +354,9 @@ pub fn control_url(base: &Url, config: &AgentConfig, hops: u8) -> Url {
         q.append_pair(PARAM_INSTANCE, &config.instance);
         if hops > 0 {
             q.append_pair(PARAM_HOPS, &hops.to_string());
+        }
+        if check {
+            q.append_pair(PARAM_CHECK, "1");
         }
     }
     url

@@ -239,6 +239,12 @@ impl FileConfig {
     /// Checks every value and builds the agent configuration. `env` looks up
     /// environment variables (the proxy variables, the host name).
     pub fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+        self.resolve_with(env, true)
+    }
+
+    /// [`FileConfig::resolve`]; without `need_services`, exposing nothing
+    /// is allowed (`terrier check` may run without `--http`/`--tcp`).
+    pub fn resolve_with(self, env: impl Fn(&str) -> Option<String>, need_services: bool) -> Result<Resolved, String> {
         use crate::{AgentConfig, ProxyConfig, Service, TlsConfig, Token};
 
         let servers = self.server.map(Servers::into_vec).unwrap_or_else(|| vec![DEFAULT_SERVER.into()]);
@@ -270,7 +276,7 @@ impl FileConfig {
             .iter()
             .map(|t| Service::parse_tcp(t).map_err(|e| format!("--tcp {t:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        if http.is_none() && tcp.is_empty() {
+        if need_services && http.is_none() && tcp.is_empty() {
             return Err("nothing to expose: give --http [HOST:]PORT and/or --tcp [ID=][HOST:]PORT".into());
         }
         crate::service::check_unique(&tcp)?;

@@ -74,9 +74,10 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check the way to the server step by step (DNS, TCP, proxy, TLS, handshake) and say which step
-    /// fails and why. Connects once as the device: a running agent with the same name is replaced
-    /// for a moment and reconnects.
+    /// Check the way to the server step by step (DNS, TCP, proxy, TLS, handshake), then the local
+    /// services given with --http/--tcp (optional here), and say which step fails and why. Asks the
+    /// server what this device would get without connecting as it: an agent running with the same
+    /// name stays connected and keeps its ports.
     Check,
     /// Expose one web service and print its public URL, e.g. `terrier http 8080`. The server, name
     /// and token come from the flags, the environment or --config as usual; the file's own
@@ -179,7 +180,8 @@ async fn main() -> ExitCode {
     if let Some(Err(e)) = args.command.as_ref().map(|c| c.quick_start(&mut file, &mut flags)) {
         return usage_error(&e);
     }
-    let resolved = match file.overlay(flags).resolve(|name| std::env::var(name).ok()) {
+    let checking = matches!(args.command, Some(Command::Check));
+    let resolved = match file.overlay(flags).resolve_with(|name| std::env::var(name).ok(), !checking) {
         Ok(resolved) => resolved,
         Err(e) => return usage_error(&e),
     };

@@ -105,7 +105,8 @@ async fn dial_or_refuse(
     }
 }
 
-async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
+/// Connects to a local service, tuned for its distance.
+pub(crate) async fn dial_local(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
     match tokio::time::timeout(timeout, TcpStream::connect((target.host.as_str(), target.port))).await {
         Ok(Ok(stream)) => {
             if target.is_loopback() {

@@ -21,11 +21,31 @@ const MAX_HEADERS: usize = 64;
 /// Most bytes of a refusal's body kept (its first line becomes the reason).
 const MAX_BODY_BYTES: usize = 4096;
 
+/// What a handshake request got back.
+pub enum Answer<S> {
+    /// `101`: the connection, with any bytes read past the answer in front.
+    Switched(Prefixed<S>),
+    /// Any other answer, with (at most [`MAX_BODY_BYTES`] of) its body.
+    Other(Response<Vec<u8>>),
+}
+
 /// Sends `request` (a GET with the WebSocket headers) on `io` and reads the
 /// answer. On `101` returns the connection with any bytes read past the
 /// answer put back in front; otherwise [`HandshakeError::Rejected`] from
 /// the status and body. I/O errors name `url`.
-pub async fn client<S>(mut io: S, request: &Request<()>, url: &str) -> Result<Prefixed<S>, HandshakeError>
+pub async fn client<S>(io: S, request: &Request<()>, url: &str) -> Result<Prefixed<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match exchange(io, request, url).await? {
+        Answer::Switched(io) => Ok(io),
+        Answer::Other(response) => Err(crate::connect::rejected(&response)),
+    }
+}
+
+/// Sends `request` on `io` and reads the answer: the connection on a valid
+/// `101`, else the answer itself. I/O errors name `url`.
+pub async fn exchange<S>(mut io: S, request: &Request<()>, url: &str) -> Result<Answer<S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -49,10 +69,10 @@ where
 
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let body = read_body(&mut io, rest, &headers).await;
-        let mut response = Response::new(Some(body));
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        return Err(crate::connect::rejected(&response));
+        return Ok(Answer::Other(response));
     }
     let upgrade = headers.get(UPGRADE).and_then(|v| v.to_str().ok());
     if !upgrade.is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
@@ -62,7 +82,7 @@ where
     if headers.get(SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(derive_accept_key(key).as_bytes()) {
         return Err(bad("wrong Sec-WebSocket-Accept"));
     }
-    Ok(Prefixed::new(rest.freeze(), io))
+    Ok(Answer::Switched(Prefixed::new(rest.freeze(), io)))
 }
 
 fn bad(reason: &str) -> HandshakeError {

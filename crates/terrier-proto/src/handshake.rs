@@ -22,6 +22,10 @@ pub const PARAM_PLATFORM: &str = "platform";
 /// `[A-Za-z0-9_-]`), so the server tells the same agent coming back (from
 /// a new address, say) from another agent using the same name.
 pub const PARAM_INSTANCE: &str = "instance";
+/// Control socket: `1` asks what the device would be given (a `200` with a
+/// JSON `CheckAnswer`) without registering anything or replacing an agent
+/// online with the name; services may then be left out.
+pub const PARAM_CHECK: &str = "check";
 /// Data socket: the session id from `welcome`.
 pub const PARAM_SESSION: &str = "session";
 /// Data socket: the stream id from `open`.
@@ -37,6 +41,8 @@ pub const HTTP_SERVICE: &str = "http";
 
 /// HTTP status codes a handshake may end with besides `101`.
 pub mod status {
+    /// The answer to a `check=1` handshake.
+    pub const OK: u16 = 200;
     /// Another node is less loaded: repeat the handshake at `Location`.
     pub const REDIRECT: u16 = 307;
     /// Bad name, bad service list or a malformed request.

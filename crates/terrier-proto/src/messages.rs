@@ -83,6 +83,34 @@ pub struct Welcome<'a> {
     pub heartbeat_secs: u32,
 }
 
+/// The server's answer (HTTP 200, a JSON body) to a control handshake with
+/// `check=1`: what the device would be given now. No session is made, no
+/// lease is touched, and an agent online with the name stays connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer<'a> {
+    /// The device name checked.
+    pub name: &'a str,
+    /// The subdomain its lease holds now; empty when it has no lease (a
+    /// new one would be drawn).
+    pub subdomain: &'a str,
+    /// Public URL of that subdomain; empty with no lease.
+    pub url: &'a str,
+    /// Public host for the TCP ports.
+    pub tcp_host: &'a str,
+    /// Ports the lease holds now, by service.
+    #[serde(borrow)]
+    pub tcp: Vec<TcpPort<'a>, MAX_SERVICES>,
+    /// Is an agent online with this name now (on any node)?
+    pub online: bool,
+    /// The address of that agent when it is online on the node answering;
+    /// empty otherwise.
+    pub online_from: &'a str,
+    /// Is that agent another one than the checking agent (another
+    /// `instance`, or another address)? Then running this agent would take
+    /// the name from it.
+    pub other_agent: bool,
+}
+
 /// One TCP service and the public port it got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpPort<'a> {

@@ -33,7 +33,7 @@ async fn some_web_server() -> SocketAddr {
 
 /// Runs `terrier check` with `args`; returns (exit code, last stdout line).
 async fn check(args: &[&str]) -> (Option<i32>, String) {
-    let mut all = vec!["check", "--name", "misdirected", "--http", "80", "--connect-timeout", "3s"];
+    let mut all = vec!["check", "--name", "misdirected", "--connect-timeout", "3s"];
     all.extend_from_slice(args);
     let output = support::run_to_exit(support::terrier_command(), &all).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -10,11 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use terrier_proto::handshake::{
-    close, status, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME, PARAM_PLATFORM,
+    close, status, PARAM_AGENT, PARAM_CHECK, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME, PARAM_PLATFORM,
     PARAM_TCP,
 };
 use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
-use terrier_proto::messages::{AgentMessage, ServerMessage, TcpPort, Welcome};
+use terrier_proto::messages::{AgentMessage, CheckAnswer, ServerMessage, TcpPort, Welcome};
 use terrier_proto::name::{is_valid_name, is_valid_service_id};
 use terrier_transport::ids::random_id;
 use tokio::sync::mpsc;
@@ -50,6 +50,8 @@ pub struct ControlParams {
     pub platform: String,
     /// The agent's per-process id, if it sent one.
     pub instance: Option<String>,
+    /// `check=1`: answer what the device would get, register nothing.
+    pub check: bool,
 }
 
 impl ControlParams {
@@ -87,6 +89,7 @@ impl ControlParams {
                     }
                     params.instance = Some(value.into_owned());
                 }
+                PARAM_CHECK => params.check = value == "1",
                 _ => {}
             }
         }
@@ -99,7 +102,7 @@ impl ControlParams {
         if params.tcp.len() + usize::from(params.http) > MAX_SERVICES {
             return Err(format!("too many services: at most {MAX_SERVICES}"));
         }
-        if !params.http && params.tcp.is_empty() {
+        if !params.http && params.tcp.is_empty() && !params.check {
             return Err("no services: announce http and/or tcp".into());
         }
         Ok(params)
@@ -133,6 +136,9 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
         return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
     }
     let agent_at = AgentAt { remote, instance: params.instance.clone() };
+    if params.check {
+        return check_answer(tunnel, &params.name, &agent_at).await;
+    }
     if let Some(refused) = refuse_takeover(tunnel, &params.name, &agent_at) {
         return refused;
     }
@@ -226,6 +232,36 @@ fn refuse_takeover(tunnel: &Endpoint, name: &str, newcomer: &AgentAt) -> Option<
              and the two keep replacing each other; give one of them another --name"
         ),
     ))
+}
+
+/// The answer to a `check=1` handshake: the lease `name` holds now and who
+/// is online with it, read without changing anything.
+async fn check_answer(tunnel: &Endpoint, name: &str, checker: &AgentAt) -> Response<Body> {
+    let lease = match tunnel.membership.store.by_name(name, now_ms()).await {
+        Ok(lease) => lease,
+        Err(e) => return text(status::UNAVAILABLE, format!("store unavailable: {e}")),
+    };
+    let here = tunnel.sessions.by_name(name).filter(|s| !s.closed.is_cancelled());
+    let online_from = here.as_ref().map(|s| s.agent_at.remote.ip().to_string()).unwrap_or_default();
+    let url = lease.as_ref().map(|l| tunnel.config.device_url(&l.subdomain)).unwrap_or_default();
+    let answer = CheckAnswer {
+        name,
+        subdomain: lease.as_ref().map_or("", |l| l.subdomain.as_str()),
+        url: &url,
+        tcp_host: tunnel.config.tcp_host(),
+        tcp: lease
+            .iter()
+            .flat_map(|l| &l.ports)
+            .map(|(service, port)| TcpPort { service, port: *port })
+            .take(MAX_SERVICES)
+            .collect(),
+        online: lease.as_ref().is_some_and(|l| l.online.is_some()),
+        online_from: &online_from,
+        other_agent: here.as_ref().is_some_and(|s| !s.agent_at.same_agent(checker)),
+    };
+    let mut response = text(status::OK, serde_json::to_string(&answer).unwrap_or_default());
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
 }
 
 /// A fleet token may not take over a name that is online under another
