@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use terrier_server::ServerConfig;
@@ -25,7 +27,7 @@ struct Args {
     command: Option<Command>,
     /// Set any configuration key, e.g. --set limits.max_pending_streams=64 (repeatable;
     /// also TERRIERD__<SECTION>__<KEY> environment variables). Dedicated flags win over it.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = terrier_server::overrides::parse_set)]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = terrier_server::overrides::parse_set, global = true)]
     set: Vec<(String, String)>,
     /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
     #[arg(long, env = "TERRIERD_CONFIG", global = true)]
@@ -102,10 +104,11 @@ struct Args {
 /// What `terrierd` does besides serving.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Mint, list and revoke device tokens. Works while the server runs: it
-    /// picks up changes within auth.refresh_interval (1 s by default).
+    /// Mint, list and revoke device tokens, in the store of the server's
+    /// --config / --data-dir (give them as the server gets them). Works while
+    /// the server runs: it picks up changes within auth.refresh_interval (1 s).
     #[command(subcommand)]
-    Token(TokenCommand),
+    Token(cli::token::TokenCommand),
     /// Print a shell completion script, e.g. `terrierd completions bash > /etc/bash_completion.d/terrierd`.
     Completions {
         /// The shell.
@@ -113,34 +116,6 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `terrierd man > terrierd.1`.
     Man,
-}
-
-/// `terrierd token ...`
-#[derive(Debug, clap::Subcommand)]
-enum TokenCommand {
-    /// Mint a token for one device name (or a fleet's name prefix) and print
-    /// it once on stdout; only its hash is stored.
-    Create {
-        /// The one device name the token may register.
-        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
-        name: Option<String>,
-        /// Any device name starting with this may register (a fleet token).
-        #[arg(long)]
-        prefix: Option<String>,
-        /// A note shown in `token list` (who or what the token is for).
-        #[arg(long, default_value = "")]
-        note: String,
-        /// Make the token stop working after this long, e.g. 90d [default: never].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires_in: Option<Duration>,
-    },
-    /// List tokens: id, what they may register, when they were made.
-    List,
-    /// Revoke a token by id; devices using it are disconnected within auth.refresh_interval.
-    Revoke {
-        /// The token id (the part after `terrier_`, as `token list` shows).
-        id: String,
-    },
 }
 
 fn parse_auth_mode(s: &str) -> Result<terrier_server::auth::AuthMode, String> {
@@ -278,7 +253,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     let overrides = overrides(&args);
     let config = load_config(&args, &overrides)?;
     if let Some(Command::Token(command)) = args.command.take() {
-        return token_command(&config, command).await;
+        return cli::token::run(&config, command).await;
     }
     let args = std::sync::Arc::new(args);
     let reload_args = args.clone();
@@ -311,47 +286,6 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     terrier_server::run_with_reload(config, Some(source), listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
-    Ok(())
-}
-
-async fn token_command(config: &ServerConfig, command: TokenCommand) -> anyhow::Result<()> {
-    use terrier_server::auth::token::{self, Scope};
-    let store = terrier_server::auth::open_token_store(config).await?;
-    match command {
-        TokenCommand::Create { name, prefix, note, expires_in } => {
-            let scope = Scope::from_parts(name, prefix).map_err(anyhow::Error::msg)?;
-            let now = terrier_server::store::now_ms();
-            let mut minted = token::mint(scope, &note, now);
-            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
-            store.insert(&minted.record).await?;
-            eprintln!("token {} created for {}; it is shown only this once:", minted.record.id, minted.record.scope);
-            println!("{}", minted.token);
-        }
-        TokenCommand::List => {
-            let mut tokens = store.load().await?;
-            tokens.sort_by_key(|t| t.created_ms);
-            let date =
-                |ms: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
-            println!("{:<12} {:<40} {:<22} {:<22} NOTE", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
-            for t in tokens {
-                let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
-                println!(
-                    "{:<12} {:<40} {:<22} {:<22} {}",
-                    t.id,
-                    t.scope.to_string(),
-                    date(t.created_ms),
-                    expires,
-                    t.note
-                );
-            }
-        }
-        TokenCommand::Revoke { id } => {
-            if !store.revoke(&id).await? {
-                anyhow::bail!("no token with id {id:?} (see `terrierd token list`)");
-            }
-            eprintln!("token {id} revoked; devices using it are disconnected within auth.refresh_interval");
-        }
-    }
     Ok(())
 }
 

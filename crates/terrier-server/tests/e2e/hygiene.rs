@@ -90,7 +90,7 @@ async fn fresh_data_dir_is_0700_and_its_secret_files_0600() {
     assert_eq!(mode(&data.join("tls/dev-ca.key")), "600", "development CA key");
     server.stop().await;
 
-    // `terrierd token create` on a data dir that does not exist yet.
+    // `terrierd token create --init` on a data dir that does not exist yet.
     let cli_data = tmp.path().join("cli-data");
     let minted = token::mint(Scope::Name("thermo".into()), "test", 0);
     FileTokenStore::new(&cli_data).insert(&minted.record).await.expect("store token");

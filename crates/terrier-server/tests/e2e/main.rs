@@ -31,5 +31,6 @@ mod smuggling;
 mod store_contract;
 mod tcp_tunnel;
 mod tls;
+mod token_cli;
 mod visitor_shares;
 mod visitor_timeouts;

@@ -1,0 +1,118 @@
+//! `terrierd token create/list/revoke`: the operator's device tokens, in the
+//! token store the server's own configuration names (`--config`,
+//! `--data-dir`, `TERRIERD_*`).
+//!
+//! A token minted into a store the server does not read is refused with 401
+//! and nothing says why, so these commands never create a store by
+//! accident: an embedded store must already exist (the server made it) or
+//! be asked for with `create --init`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use terrier_server::auth::token::{self, Scope, TokenRecord};
+use terrier_server::ServerConfig;
+
+/// `terrierd token ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token for one device name (or a fleet's name prefix) and print
+    /// it once on stdout; only its hash is stored.
+    Create {
+        /// The one device name the token may register.
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        name: Option<String>,
+        /// Any device name starting with this may register (a fleet token).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// A note shown in `token list` (who or what the token is for).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Make the token stop working after this long, e.g. 90d [default: never].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+        /// Start a new token store in the data dir when it has none yet (before
+        /// the server's first start). Without it, a data dir with no store is
+        /// an error: the server would not see the token.
+        #[arg(long)]
+        init: bool,
+    },
+    /// List tokens: id, what they may register, when they were made.
+    List,
+    /// Revoke a token by id; devices using it are disconnected within auth.refresh_interval.
+    Revoke {
+        /// The token id (the part after `terrier_`, as `token list` shows).
+        id: String,
+    },
+}
+
+/// Runs `command` against the token store `config` names.
+pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result<()> {
+    let init = matches!(command, TokenCommand::Create { init: true, .. });
+    let place = store_place(config, init)?;
+    let store = terrier_server::auth::open_token_store(config).await?;
+    match command {
+        TokenCommand::Create { name, prefix, note, expires_in, .. } => {
+            let scope = Scope::from_parts(name, prefix).map_err(anyhow::Error::msg)?;
+            let now = terrier_server::store::now_ms();
+            let mut minted = token::mint(scope, &note, now);
+            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
+            store.insert(&minted.record).await?;
+            eprintln!(
+                "token {} created for {} in {place}; it is shown only this once:",
+                minted.record.id, minted.record.scope
+            );
+            println!("{}", minted.token);
+        }
+        TokenCommand::List => {
+            let mut tokens = store.load().await?;
+            tokens.sort_by_key(|t| t.created_ms);
+            print!("{}", table(&tokens));
+        }
+        TokenCommand::Revoke { id } => {
+            if !store.revoke(&id).await? {
+                anyhow::bail!("no token with id {id:?} in {place} (see `terrierd token list`)");
+            }
+            eprintln!("token {id} revoked; devices using it are disconnected within auth.refresh_interval");
+        }
+    }
+    Ok(())
+}
+
+/// Where the tokens live, in words for messages. An embedded store must
+/// exist already (the server creates `terrier.redb` at its first start)
+/// unless `init`.
+fn store_place(config: &ServerConfig, init: bool) -> anyhow::Result<String> {
+    if config.store != "embedded" {
+        return Ok(config.store.clone());
+    }
+    let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let place = dir.join("tokens.json").display().to_string();
+    if init || has_store(&dir) {
+        return Ok(place);
+    }
+    anyhow::bail!(
+        "no token store in {}: no terrierd has used this data dir, so a token made here would not reach your server.\n\
+         Name the server's data dir or config: --data-dir DIR or --config FILE \
+         (or TERRIERD_DATA_DIR / TERRIERD_CONFIG), as the server is started with.\n\
+         To start a new store there before the server's first start: terrierd token create --init ...",
+        dir.display()
+    )
+}
+
+/// Does `dir` hold a server's store or a token file?
+fn has_store(dir: &Path) -> bool {
+    ["terrier.redb", "tokens.json"].iter().map(|f| dir.join(f)).any(|p: PathBuf| p.exists())
+}
+
+/// `token list`'s table.
+fn table(tokens: &[TokenRecord]) -> String {
+    let date = |ms: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
+    let mut out = format!("{:<12} {:<40} {:<22} {:<22} NOTE\n", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
+    for t in tokens {
+        let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
+        let scope = t.scope.to_string();
+        out += &format!("{:<12} {:<40} {:<22} {:<22} {}\n", t.id, scope, date(t.created_ms), expires, t.note);
+    }
+    out
+}
