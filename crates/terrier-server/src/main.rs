@@ -212,21 +212,7 @@ fn load_config(args: &Args, overrides: &[(String, String)]) -> anyhow::Result<Se
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
-    // A subcommand's stdout is its answer (a token, a list) for scripts to
-    // read, so its log lines go to stderr; the server logs to stdout.
-    let to_stderr = args.command.is_some();
-    let writer = move || -> Box<dyn std::io::Write> {
-        match to_stderr {
-            true => Box::new(std::io::stderr()),
-            false => Box::new(std::io::stdout()),
-        }
-    };
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(writer).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).init();
-    }
+    cli::output::init_logging(&args.log, args.log_json);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -263,6 +249,11 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Everything that can fail at start on this host is opened before the
+    // banner (the store's lock, the data dir, the admin token file), so
+    // "listening" is only printed by a server that is going to serve.
+    let store = terrier_server::open_store(&config).await?;
+    let token = terrier_server::admin::token::AdminToken::load(&config)?;
     let demo_tasks = TaskTracker::new();
     if args.demo {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks);
@@ -273,7 +264,6 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         }
         None => println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain),
     }
-    let token = terrier_server::admin::token::AdminToken::load(&config)?;
     let dashboard = format!("http://{}:{}/dashboard", config.domain, addr.port());
     if args.demo {
         // A first-time user needs the token to sign in; printing it is the point.
@@ -283,7 +273,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     } else {
         println!("dashboard: {dashboard}  (admin token from TERRIERD_ADMIN_TOKEN)");
     }
-    terrier_server::run_with_reload(config, Some(source), listener, shutdown).await?;
+    terrier_server::run_opened(config, store, Some(source), listener, shutdown).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
     Ok(())

@@ -1,5 +1,6 @@
 //! The parts of the `terrierd` binary that are not the server: the token
-//! subcommands ([`token`]). The library
+//! subcommands ([`token`]) and where output goes ([`output`]). The library
 //! (`lib.rs`) does not use them.
 
+pub mod output;
 pub mod token;

@@ -28,6 +28,7 @@ mod pool;
 mod process;
 mod shutdown;
 mod smuggling;
+mod startup;
 mod store_contract;
 mod tcp_tunnel;
 mod tls;

@@ -19,11 +19,12 @@ use tokio::sync::mpsc;
 const TERRIERD: &str = env!("CARGO_BIN_EXE_terrierd");
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A terrierd child process (killed on drop) and its stdout lines.
+/// A terrierd child process (killed on drop) and its output lines: the
+/// banner from stdout and the log lines from stderr, as they come.
 struct Process {
     child: Child,
     addr: SocketAddr,
-    stdout: mpsc::UnboundedReceiver<String>,
+    output: mpsc::UnboundedReceiver<String>,
 }
 
 impl Process {
@@ -32,9 +33,10 @@ impl Process {
         let mut command = terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_");
         command.arg("--listen").arg(addr.to_string()).args(args).envs(env.iter().copied());
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn terrierd");
-        let (tx, stdout) = mpsc::unbounded_channel();
+        let (tx, output) = mpsc::unbounded_channel();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
+        let tx_err = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -46,9 +48,10 @@ impl Process {
             let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 println!("terrierd stderr: {line}");
+                let _ = tx_err.send(line);
             }
         });
-        let mut process = Self { child, addr, stdout };
+        let mut process = Self { child, addr, output };
         let until = tokio::time::Instant::now() + TIMEOUT;
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if let Ok(Some(status)) = process.child.try_wait() {
@@ -62,12 +65,12 @@ impl Process {
 
     async fn line_containing(&mut self, needle: &str) -> String {
         tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = self.stdout.recv().await {
+            while let Some(line) = self.output.recv().await {
                 if line.contains(needle) {
                     return line;
                 }
             }
-            panic!("stdout closed before {needle:?}");
+            panic!("output closed before {needle:?}");
         })
         .await
         .unwrap_or_else(|_| panic!("terrierd printed {needle:?}"))

@@ -33,7 +33,7 @@ struct Terrierd {
     child: Child,
     /// Its HTTP listener.
     addr: SocketAddr,
-    /// Lines it printed on stdout (its logs go there too).
+    /// Lines it printed on stdout (the banner; its logs go to stderr).
     stdout: mpsc::UnboundedReceiver<String>,
     /// Keeps its data dir alive.
     _data: tempfile::TempDir,

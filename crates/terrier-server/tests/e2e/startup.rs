@@ -1,0 +1,135 @@
+//! What `terrierd` prints when it starts, as a process with its output
+//! piped (as into a file or a journal): the banner and URLs alone on
+//! stdout, logs on stderr, no colour codes in either; "listening" only once
+//! everything it needs is open.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+const TERRIERD: &str = env!("CARGO_BIN_EXE_terrierd");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A terrierd process with both output streams read line by line.
+struct Started {
+    /// The process (killed on drop).
+    child: Child,
+    /// Its stdout lines, as they come.
+    stdout: mpsc::UnboundedReceiver<String>,
+    /// Its stderr lines, as they come.
+    stderr: mpsc::UnboundedReceiver<String>,
+}
+
+impl Started {
+    /// Spawns `terrierd --listen <free port> args` (it may fail to start).
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut command = terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_");
+        command.arg("--listen").arg(addr.to_string()).args(args).envs(env.iter().copied());
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn terrierd");
+        let stdout = lines(child.stdout.take().unwrap(), "stdout");
+        let stderr = lines(child.stderr.take().unwrap(), "stderr");
+        Self { child, stdout, stderr }
+    }
+
+    /// The first stdout line containing `needle` (panics at the deadline or
+    /// when stdout closes first).
+    async fn stdout_line(&mut self, needle: &str) -> String {
+        wait_for(&mut self.stdout, needle).await
+    }
+
+    /// SIGTERM, then every line left on stdout and stderr once it exited.
+    async fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait()).await.expect("exits").unwrap();
+        assert_eq!(status.code(), Some(0));
+        (drain(&mut self.stdout).await, drain(&mut self.stderr).await)
+    }
+
+    /// Waits for the process to exit by itself; its code and both outputs.
+    async fn exited(mut self) -> (Option<i32>, Vec<String>, Vec<String>) {
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait()).await.expect("exits").unwrap();
+        (status.code(), drain(&mut self.stdout).await, drain(&mut self.stderr).await)
+    }
+}
+
+/// Sends each line of `pipe` (echoed to the test output) to the receiver.
+fn lines(pipe: impl AsyncRead + Unpin + Send + 'static, which: &'static str) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("terrierd {which}: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+async fn wait_for(rx: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    let found = async {
+        while let Some(line) = rx.recv().await {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("output closed before {needle:?}");
+    };
+    tokio::time::timeout(TIMEOUT, found).await.unwrap_or_else(|_| panic!("terrierd printed {needle:?}"))
+}
+
+/// Every line still to come, until the stream closes.
+async fn drain(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut all = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(TIMEOUT, rx.recv()).await {
+        all.push(line);
+    }
+    all
+}
+
+fn free_port_range() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("{port}-{port}")
+}
+
+#[tokio::test]
+async fn piped_stdout_has_only_the_banner_and_no_output_has_escape_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let mut server = Started::spawn(&["--demo", "--data-dir", data_dir, "--tcp-ports", &free_port_range()], &[]);
+    let mut stdout = vec![
+        server.stdout_line("terrierd listening").await,
+        server.stdout_line("dashboard: ").await,
+        server.stdout_line("demo device online").await,
+    ];
+    let (rest, stderr) = server.stop().await;
+    stdout.extend(rest);
+    let banner = ["terrierd listening on ", "dashboard: ", "demo device online: "];
+    for line in &stdout {
+        assert!(banner.iter().any(|b| line.starts_with(b)), "only the banner on stdout, got {line:?}");
+    }
+    assert!(stderr.iter().any(|l| l.contains("INFO") && l.contains("terrierd serving")), "logs on stderr: {stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("shutdown requested")), "{stderr:?}");
+    for line in stdout.iter().chain(&stderr) {
+        assert!(!line.contains('\u{1b}'), "no escape codes into a pipe: {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_fails_before_saying_listening() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let mut first = Started::spawn(&["--data-dir", data_dir, "--tcp-ports", &free_port_range()], &[]);
+    first.stdout_line("terrierd listening").await;
+
+    let second = Started::spawn(&["--data-dir", data_dir, "--tcp-ports", &free_port_range()], &[]);
+    let (code, stdout, stderr) = second.exited().await;
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert!(stdout.is_empty(), "nothing on stdout, no \"listening\": {stdout:?}");
+    assert!(stderr.iter().any(|l| l.contains("another terrierd")), "says why: {stderr:?}");
+    first.stop().await;
+}
