@@ -1,6 +1,7 @@
 //! The one HTTP listener: accepts connections (HTTP/1.1 and HTTP/2), and
-//! routes each *request* by its host: the server's own domain goes to the
-//! tunnel endpoint, `<sub>.<domain>` to that device, anything else gets 404.
+//! routes each *request* by its host: the server's own domain (or an IP
+//! address: no device has one) goes to the tunnel endpoint, the front page
+//! and the admin API, `<sub>.<domain>` to that device, anything else 404.
 //!
 //! Routing is per request, not per connection: a browser may reuse one
 //! keep-alive connection for several hosts that resolve to us.
@@ -190,12 +191,22 @@ pub enum Target<'a> {
 
 /// Classifies `host` (no port, lowercase) against the server's `domain`.
 pub fn classify<'a>(host: &'a str, domain: &str) -> Target<'a> {
-    if host == domain {
+    // No device is named by an IP address, so one is the server itself: the
+    // address terrierd prints at start, the admin API from its host.
+    if host == domain || is_ip_literal(host) {
         return Target::Apex;
     }
     match host.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.')) {
         Some(label) if terrier_proto::name::is_valid_subdomain(label) => Target::Device(label),
         _ => Target::Unknown,
+    }
+}
+
+/// Is `host` (normalized) an IPv4 address or a bracketed IPv6 one?
+fn is_ip_literal(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<std::net::Ipv4Addr>().is_ok(),
     }
 }
 
@@ -294,7 +305,7 @@ fn redirect_to_https<B>(front: &Front, host: &str, req: &Request<B>) -> Response
     response
 }
 
-/// Requests to the server's own domain.
+/// Requests to the server's own domain or IP address.
 async fn apex(front: Arc<Front>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         CONTROL_PATH => {
@@ -303,18 +314,8 @@ async fn apex(front: Arc<Front>, remote: SocketAddr, req: Request<Incoming>) -> 
             response
         }
         DATA_PATH => data::handshake(&front.tunnel, req).await,
-        "/" if front.admin.authorized(&req) => super::text(
-            200,
-            format!(
-                "terrierd {} — {} device(s) online on this node. Devices are served at <name>.{}",
-                env!("CARGO_PKG_VERSION"),
-                front.sessions.len(),
-                front.config.domain
-            ),
-        ),
-        // The version tells a stranger which advisories apply and the count
-        // how busy the node is: only the operator sees them.
-        "/" => super::text(200, format!("Welcome to terrier. Devices are served at <name>.{}", front.config.domain)),
+        "/" if front.admin.authorized(&req) => crate::pages::front::render(&front.config, Some(front.sessions.len())),
+        "/" => crate::pages::front::render(&front.config, None),
         path if crate::admin::owns(path) => crate::admin::serve(&front.admin, req).await,
         _ => front.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -338,6 +339,9 @@ mod tests {
         assert_eq!(classify("evillocalhost", "localhost"), Target::Unknown);
         assert_eq!(classify(".localhost", "localhost"), Target::Unknown);
         assert_eq!(classify("x.tunnel.example.com", "tunnel.example.com"), Target::Device("x"));
+        assert_eq!(classify("127.0.0.1", "tunnel.example.com"), Target::Apex);
+        assert_eq!(classify("[::1]", "tunnel.example.com"), Target::Apex);
+        assert_eq!(classify("1.2.3.4.localhost", "localhost"), Target::Unknown);
     }
 
     #[test]

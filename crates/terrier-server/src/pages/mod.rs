@@ -6,6 +6,8 @@
 //! `{{title}}`, `{{message}}`, `{{detail}}` and `{{host}}` placeholders. An
 //! operator replaces it per status with `<pages_dir>/<status>.html`, or for
 //! all statuses with `<pages_dir>/page.html`. Values are HTML-escaped.
+//!
+//! The server's own front page is in [`front`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +18,8 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::ingress::Body;
+
+pub mod front;
 
 /// The built-in template.
 const DEFAULT_TEMPLATE: &str = include_str!("page.html");

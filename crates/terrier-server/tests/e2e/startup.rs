@@ -1,11 +1,13 @@
 //! What `terrierd` prints when it starts, as a process with its output
 //! piped (as into a file or a journal): the banner and URLs alone on
 //! stdout, logs on stderr, no colour codes in either; "listening" only once
-//! everything it needs is open.
+//! everything it needs is open; and every URL it prints works.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use terrier_testkit::raw_visitor::{RawAnswer, RawVisitor};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
 use tokio::sync::mpsc;
@@ -17,6 +19,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 struct Started {
     /// The process (killed on drop).
     child: Child,
+    /// The address it was told to listen on.
+    addr: SocketAddr,
     /// Its stdout lines, as they come.
     stdout: mpsc::UnboundedReceiver<String>,
     /// Its stderr lines, as they come.
@@ -32,7 +36,7 @@ impl Started {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn terrierd");
         let stdout = lines(child.stdout.take().unwrap(), "stdout");
         let stderr = lines(child.stderr.take().unwrap(), "stderr");
-        Self { child, stdout, stderr }
+        Self { child, addr, stdout, stderr }
     }
 
     /// The first stdout line containing `needle` (panics at the deadline or
@@ -132,4 +136,47 @@ async fn a_data_dir_in_use_fails_before_saying_listening() {
     assert!(stdout.is_empty(), "nothing on stdout, no \"listening\": {stdout:?}");
     assert!(stderr.iter().any(|l| l.contains("another terrierd")), "says why: {stderr:?}");
     first.stop().await;
+}
+
+/// `GET url` sent to `server` (whatever the URL's host resolves to), with
+/// the URL's authority as `Host` and the admin token if given.
+async fn get(server: SocketAddr, url: &str, token: Option<&str>) -> RawAnswer {
+    let url = url::Url::parse(url).unwrap_or_else(|e| panic!("{url:?}: {e}"));
+    let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n", url.path());
+    let mut visitor = RawVisitor::connect(server).await;
+    visitor.send(request.as_bytes()).await.unwrap();
+    visitor.answer(TIMEOUT).await.unwrap().unwrap_or_else(|| panic!("an answer for {url}"))
+}
+
+#[tokio::test]
+async fn every_url_printed_at_start_answers_and_the_admin_api_works_by_ip() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let mut server = Started::spawn(&["--demo", "--data-dir", data_dir, "--tcp-ports", &free_port_range()], &[]);
+    let banner = [
+        server.stdout_line("terrierd listening").await,
+        server.stdout_line("dashboard: ").await,
+        server.stdout_line("demo device online").await,
+    ];
+    let urls: Vec<&str> =
+        banner.iter().flat_map(|l| l.split_whitespace()).filter(|w| w.starts_with("http://")).collect();
+    assert_eq!(urls.len(), 3, "{banner:?}");
+    for url in &urls {
+        let answer = get(server.addr, url, None).await;
+        assert!(matches!(answer.status, 200 | 401), "{url} answers {}: {}", answer.status, answer.text());
+    }
+
+    // The listener's own address is the server: its front page, and the
+    // admin API with the token.
+    let by_ip = format!("http://{}", server.addr);
+    let front = get(server.addr, &format!("{by_ip}/"), None).await;
+    assert_eq!(front.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(front.text().contains("href=\"/dashboard\""), "links the dashboard: {}", front.text());
+    assert!(!front.text().contains("online"), "no fleet counts for strangers: {}", front.text());
+    let token = banner[1].split("admin token: ").nth(1).unwrap().trim_end_matches(')');
+    assert_eq!(get(server.addr, &format!("{by_ip}/api/v1/server"), Some(token)).await.status, 200);
+    assert_eq!(get(server.addr, &format!("{by_ip}/api/v1/server"), None).await.status, 401);
+    server.stop().await;
 }
