@@ -105,14 +105,50 @@ fn has_store(dir: &Path) -> bool {
     ["terrier.redb", "tokens.json"].iter().map(|f| dir.join(f)).any(|p: PathBuf| p.exists())
 }
 
-/// `token list`'s table.
+/// `token list`'s table: columns as wide as their widest cell, times in UTC.
 fn table(tokens: &[TokenRecord]) -> String {
-    let date = |ms: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))[5..].to_owned();
-    let mut out = format!("{:<12} {:<40} {:<22} {:<22} NOTE\n", "ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)");
+    let header = ["ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)", "NOTE"].map(str::to_owned);
+    let mut rows = vec![header];
     for t in tokens {
-        let expires = t.expires_ms.map_or_else(|| "never".to_owned(), date);
-        let scope = t.scope.to_string();
-        out += &format!("{:<12} {:<40} {:<22} {:<22} {}\n", t.id, scope, date(t.created_ms), expires, t.note);
+        let expires = t.expires_ms.map_or_else(|| "never".to_owned(), utc);
+        rows.push([t.id.clone(), t.scope.to_string(), utc(t.created_ms), expires, t.note.clone()]);
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
     out
+}
+
+/// Unix ms as `2026-12-04 10:31:05` (UTC, to the second).
+fn utc(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string().replace('T', " ").trim_end_matches('Z').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_columns_line_up_whatever_the_widths() {
+        let mut long = token::mint(Scope::Prefix("a-very-long-fleet-prefix-for-many-devices-".into()), "", 0).record;
+        long.expires_ms = Some(1_000);
+        let short = token::mint(Scope::Name("t".into()), "kitchen", 86_400_000).record;
+        let text = table(&[long, short]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1].find("1970-01-01 00:00:00"), lines[0].find("CREATED (UTC)"), "{text}");
+        assert_eq!(lines[2].find("1970-01-02 00:00:00"), lines[0].find("CREATED (UTC)"), "{text}");
+        assert_eq!(lines[1].find("1970-01-01 00:00:01"), lines[0].find("EXPIRES (UTC)"), "{text}");
+        assert_eq!(lines[2].find("never"), lines[0].find("EXPIRES (UTC)"), "{text}");
+        assert!(!text.contains("GMT"), "{text}");
+    }
 }
