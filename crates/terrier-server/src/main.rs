@@ -32,8 +32,9 @@ struct Args {
     /// TOML configuration file (every key is in docs/CONFIG.md); flags override it.
     #[arg(long, env = "TERRIERD_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Address of the one HTTP listener for visitors and agents [default: 127.0.0.1:8080].
-    #[arg(long, env = "TERRIERD_LISTEN")]
+    /// Address of the one HTTP listener for visitors and agents: HOST:PORT (0.0.0.0:80 for
+    /// everyone), or a port alone for 127.0.0.1:PORT [default: 127.0.0.1:8080].
+    #[arg(long, env = "TERRIERD_LISTEN", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Base domain; devices get <subdomain>.<domain> [default: localhost].
     #[arg(long, env = "TERRIERD_DOMAIN")]
@@ -70,8 +71,9 @@ struct Args {
     /// (clients trust <data-dir>/tls/dev-ca.pem). For real certificates use --tls-cert/--tls-key.
     #[arg(long, env = "TERRIERD_TLS", value_parser = ["self-signed"])]
     tls: Option<String>,
-    /// Address of the TLS listener [default: 127.0.0.1:8443 when TLS is asked for].
-    #[arg(long, env = "TERRIERD_TLS_LISTEN")]
+    /// Address of the TLS listener, HOST:PORT or a port alone for 127.0.0.1:PORT
+    /// [default: 127.0.0.1:8443 when TLS is asked for].
+    #[arg(long, env = "TERRIERD_TLS_LISTEN", value_parser = parse_listen)]
     tls_listen: Option<SocketAddr>,
     /// PEM certificate chain for TLS (e.g. a wildcard *.<domain> that also names <domain>); needs --tls-key.
     #[arg(long, env = "TERRIERD_TLS_CERT", requires = "tls_key")]
@@ -87,8 +89,9 @@ struct Args {
     /// token itself may come from TERRIERD_ADMIN_TOKEN instead.
     #[arg(long, env = "TERRIERD_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Also serve /metrics without a token on this address (for Prometheus).
-    #[arg(long, env = "TERRIERD_METRICS_LISTEN")]
+    /// Also serve /metrics without a token on this address (for Prometheus): HOST:PORT,
+    /// or a port alone for 127.0.0.1:PORT.
+    #[arg(long, env = "TERRIERD_METRICS_LISTEN", value_parser = parse_listen)]
     metrics_listen: Option<SocketAddr>,
     /// Also start a demo device (a small web page behind a built-in device).
     #[arg(long)]
@@ -126,6 +129,17 @@ fn parse_auth_mode(s: &str) -> Result<terrier_server::auth::AuthMode, String> {
         "open" => Ok(AuthMode::Open),
         _ => Err(format!("{s:?}: expected token, open or auto")),
     }
+}
+
+/// `HOST:PORT`, or a port alone on the default host, loopback, as
+/// everywhere else a terrierd address defaults.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("{s:?}: expected HOST:PORT (e.g. 0.0.0.0:80, [::]:80) or a port (8080 means 127.0.0.1:8080)")
+    })
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {

@@ -487,7 +487,10 @@ async fn token_cli_mints_lists_and_revokes_while_the_server_runs() {
     assert!(!listing.contains(&token), "the list never shows a token");
     let lines: Vec<&str> = listing.lines().collect();
     let column = lines[0].find("CREATED (UTC)").expect("a header");
-    assert!(lines[1..].iter().all(|l| l.get(column..).is_some_and(|t| t.starts_with("20"))), "dates line up: {listing}");
+    assert!(
+        lines[1..].iter().all(|l| l.get(column..).is_some_and(|t| t.starts_with("20"))),
+        "dates line up: {listing}"
+    );
     assert!(!listing.contains("GMT"), "{listing}");
     let file = std::fs::read_to_string(server._data.path().join("tokens.json")).expect("token file");
     assert!(!file.contains(token.rsplit('_').next().expect("secret")), "only the hash is stored");

@@ -31,8 +31,13 @@ impl Started {
     /// Spawns `terrierd --listen <free port> args` (it may fail to start).
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        Self::spawn_on(addr, &addr.to_string(), args, env)
+    }
+
+    /// Spawns `terrierd --listen <listen> args`, where `listen` means `addr`.
+    fn spawn_on(addr: SocketAddr, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = terrier_testkit::process::clean_command(TERRIERD, "TERRIERD_");
-        command.arg("--listen").arg(addr.to_string()).args(args).envs(env.iter().copied());
+        command.arg("--listen").arg(listen).args(args).envs(env.iter().copied());
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn terrierd");
         let stdout = lines(child.stdout.take().unwrap(), "stdout");
         let stderr = lines(child.stderr.take().unwrap(), "stderr");
@@ -179,4 +184,21 @@ async fn every_url_printed_at_start_answers_and_the_admin_api_works_by_ip() {
     assert_eq!(get(server.addr, &format!("{by_ip}/api/v1/server"), Some(token)).await.status, 200);
     assert_eq!(get(server.addr, &format!("{by_ip}/api/v1/server"), None).await.status, 401);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn listen_takes_a_bare_port_on_loopback() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = addr.port().to_string();
+    let mut server = Started::spawn_on(addr, &port, &["--data-dir", data_dir, "--tcp-ports", &free_port_range()], &[]);
+    server.stdout_line(&format!("terrierd listening on http://127.0.0.1:{port} ")).await;
+    assert_eq!(get(addr, &format!("http://{addr}/"), None).await.status, 200);
+    server.stop().await;
+
+    let refused = Started::spawn_on(addr, "80800", &["--data-dir", data_dir], &[]);
+    let (code, stdout, stderr) = refused.exited().await;
+    assert_eq!(code, Some(2), "{stderr:?}");
+    assert!(stdout.is_empty() && stderr.iter().any(|l| l.contains("expected HOST:PORT")), "{stderr:?}");
 }
