@@ -570,6 +570,26 @@ impl ServerConfig {
     pub fn tcp_host(&self) -> &str {
         self.tcp_host.as_deref().unwrap_or(&self.domain)
     }
+
+    /// A warning for a server given a real domain whose listeners (HTTP,
+    /// TLS, TCP ports) are all bound to loopback: its URLs name a public
+    /// host that nothing outside this machine can reach. Not an error: a
+    /// reverse proxy on the same machine may forward to it.
+    pub fn loopback_warning(&self) -> Option<String> {
+        let domain = self.domain.as_str();
+        let local_name = domain == "localhost" || domain.ends_with(".localhost");
+        let ip = domain.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
+        let tls_loopback = self.tls.listen.is_none_or(|a| a.ip().is_loopback());
+        if local_name || ip || !self.listen.ip().is_loopback() || !self.tcp_bind.is_loopback() || !tls_loopback {
+            return None;
+        }
+        Some(format!(
+            "domain {domain} is a public name, but the listener ({}) and the TCP ports ({}) are bound to loopback: \
+             only this machine can reach them. Use --listen 0.0.0.0:80 and --tcp-bind 0.0.0.0 (unless a proxy on \
+             this machine forwards to terrierd)",
+            self.listen, self.tcp_bind
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -594,6 +614,24 @@ mod tests {
         assert_eq!(c.device_url("abc"), "http://abc.tunnel.example.com");
         assert!(ServerConfig::from_toml("domian = \"x\"").is_err());
         assert!(ServerConfig::from_toml("[limits]\nmax_pending = 1").is_err());
+    }
+
+    #[test]
+    fn a_real_domain_on_loopback_only_is_warned_about() {
+        let mut c = ServerConfig::default();
+        assert_eq!(c.loopback_warning(), None, "localhost on loopback is the development setup");
+        c.domain = "tunnel.example.com".into();
+        assert!(c.loopback_warning().is_some_and(|w| w.contains("tunnel.example.com") && w.contains("--listen")));
+        c.tcp_bind = "0.0.0.0".parse().unwrap();
+        assert_eq!(c.loopback_warning(), None, "TCP ports reach the world");
+        c.tcp_bind = "127.0.0.1".parse().unwrap();
+        c.listen = "0.0.0.0:80".parse().unwrap();
+        assert_eq!(c.loopback_warning(), None);
+        c.listen = "127.0.0.1:8080".parse().unwrap();
+        for local in ["dev.localhost", "127.0.0.1", "[::1]"] {
+            c.domain = local.into();
+            assert_eq!(c.loopback_warning(), None, "{local}");
+        }
     }
 
     #[test]

@@ -255,6 +255,9 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     if let Some(Command::Token(command)) = args.command.take() {
         return cli::token::run(&config, command).await;
     }
+    if let Some(warning) = config.loopback_warning() {
+        tracing::warn!("{warning}");
+    }
     let args = std::sync::Arc::new(args);
     let reload_args = args.clone();
     let source: terrier_server::reload::Source = std::sync::Arc::new(move || load_config(&reload_args, &overrides));

@@ -123,6 +123,7 @@ async fn piped_stdout_has_only_the_banner_and_no_output_has_escape_codes() {
     }
     assert!(stderr.iter().any(|l| l.contains("INFO") && l.contains("terrierd serving")), "logs on stderr: {stderr:?}");
     assert!(stderr.iter().any(|l| l.contains("shutdown requested")), "{stderr:?}");
+    assert!(!stderr.iter().any(|l| l.contains("bound to loopback")), "localhost on loopback is fine: {stderr:?}");
     for line in stdout.iter().chain(&stderr) {
         assert!(!line.contains('\u{1b}'), "no escape codes into a pipe: {line:?}");
     }
@@ -201,4 +202,16 @@ async fn listen_takes_a_bare_port_on_loopback() {
     let (code, stdout, stderr) = refused.exited().await;
     assert_eq!(code, Some(2), "{stderr:?}");
     assert!(stdout.is_empty() && stderr.iter().any(|l| l.contains("expected HOST:PORT")), "{stderr:?}");
+}
+
+#[tokio::test]
+async fn a_real_domain_bound_to_loopback_only_is_warned_about() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let args = ["--domain", "tunnel.example.com", "--data-dir", data_dir, "--tcp-ports", &free_port_range()];
+    let mut server = Started::spawn(&args, &[]);
+    server.stdout_line("terrierd listening").await;
+    let (_, stderr) = server.stop().await;
+    let warning = stderr.iter().find(|l| l.contains("bound to loopback")).expect("a warning");
+    assert!(warning.contains("WARN") && warning.contains("tunnel.example.com") && warning.contains("--tcp-bind"));
 }
