@@ -19,20 +19,39 @@ use crate::ServerConfig;
 /// single-underscore `TERRIERD_*` variables belong to specific flags).
 pub const ENV_PREFIX: &str = "TERRIERD__";
 
+mod suggest;
+
 /// Loads `file` (or nothing) with `overrides` (`(dotted key, value)`) applied.
+/// An error names the file and line, or the override, that caused it, and
+/// the nearest known key for a misspelt one.
 pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<ServerConfig> {
     let mut doc: toml::Table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            // The file alone first: only its own errors carry a line.
+            if let Err(e) = toml::from_str::<ServerConfig>(&text) {
+                anyhow::bail!("config {}{}: {}", path.display(), line_of(&text, &e), suggest::explain(e.message()));
+            }
             toml::from_str(&text).with_context(|| format!("in config {}", path.display()))?
         }
         None => toml::Table::new(),
     };
     for (key, value) in overrides {
         set(&mut doc, key, value).with_context(|| format!("override {key}={value}"))?;
+        // Each one on its way in, so an error names the override at fault.
+        if let Err(e) = ServerConfig::deserialize(toml::Value::Table(doc.clone())) {
+            anyhow::bail!("override {key}={value}: {}", suggest::explain(e.message()));
+        }
     }
-    let config = ServerConfig::deserialize(toml::Value::Table(doc)).context("applying overrides")?;
+    let config = ServerConfig::deserialize(toml::Value::Table(doc)).context("configuration")?;
     Ok(config)
+}
+
+/// `, line N` of the error in `text`, when it has a place.
+fn line_of(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else { return String::new() };
+    let line = text.get(..span.start).map_or(1, |before| before.matches('\n').count() + 1);
+    format!(", line {line}")
 }
 
 /// The generic overrides found in `vars` (`TERRIERD__LIMITS__X` → `limits.x`).
@@ -116,7 +135,14 @@ mod tests {
         assert_eq!(c.limits.max_pending_streams, 4);
         assert_eq!(c.grace_period, Duration::from_secs(60));
         let err = load(None, &[("limits.max_pending".into(), "4".into())]).unwrap_err();
-        assert!(format!("{err:#}").contains("max_pending"), "{err:#}");
+        assert_eq!(
+            format!("{err:#}"),
+            "override limits.max_pending=4: unknown key `max_pending` (did you mean `max_pending_streams`?)"
+        );
+        std::fs::write(&file, "grace_period = \"1m\"\n\n[limits]\nmax_pending_stream = 3\n").unwrap();
+        let err = format!("{:#}", load(Some(&file), &[]).unwrap_err());
+        assert!(err.starts_with(&format!("config {}, line 4: ", file.display())), "{err}");
+        assert!(err.ends_with("unknown key `max_pending_stream` (did you mean `max_pending_streams`?)"), "{err}");
         assert!(parse_set("novalue").is_err());
         assert!(parse_set("a..b=1").is_err());
     }

@@ -342,6 +342,8 @@ async fn bad_config_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "unknown key accepted: {stderr}");
     assert!(stderr.contains("listen_adress"), "the error names the unknown key: {stderr}");
+    assert!(stderr.contains("bad.toml, line 2:"), "the error names the file and line: {stderr}");
+    assert!(stderr.contains("did you mean `listen`?"), "the error suggests the nearest key: {stderr}");
     assert!(!Path::new(data_dir).exists(), "a bad configuration must fail before anything is created");
 }
 
