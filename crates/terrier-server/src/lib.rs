@@ -269,8 +269,8 @@ async fn serve(
 /// How long cut relays get to unwind after the hard stop.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(1);
 
-/// Periodically deletes leases whose grace period ended and closes their
-/// ports, and forgets envelope nonces too old to replay; a quarter of the
+/// Periodically deletes leases whose grace period ended and frees parked
+/// ports whose time ran out, closing their listeners, and forgets envelope nonces too old to replay; a quarter of the
 /// grace period in force apart, between 200 ms and 30 s.
 async fn sweep_leases(
     store: Arc<dyn Store>,
@@ -281,10 +281,14 @@ async fn sweep_leases(
 ) {
     loop {
         match store.sweep(store::now_ms()).await {
-            Ok(expired) => {
-                for lease in expired {
+            Ok(swept) => {
+                for lease in swept.expired {
                     tracing::info!(device = %lease.name, subdomain = %lease.subdomain, "lease expired");
                     ports.close_device(&lease.name);
+                }
+                for freed in swept.unparked {
+                    tracing::info!(device = %freed.name, service = %freed.service, port = freed.port, "parked TCP port expired");
+                    ports.close_port(&freed.name, &freed.service, freed.port);
                 }
             }
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),

@@ -296,6 +296,7 @@ fn lease_of(node: &Membership, session: &Session, now: u64) -> Lease {
         name: session.name.clone(),
         subdomain: session.subdomain.clone(),
         ports: session.tcp.clone(),
+        parked: Default::default(),
         online: Some(Online { session: session.id.clone(), node: node.node_id.clone(), since_ms: session.since_ms }),
         last_seen_ms: now,
         expires_at_ms: None,

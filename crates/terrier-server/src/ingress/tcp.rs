@@ -99,6 +99,18 @@ impl PortListeners {
     pub fn close_device(&self, name: &str) {
         self.retain(name, &BTreeMap::new());
     }
+
+    /// Closes `port` if it is still bound for `name`'s `service` (its parked
+    /// time ran out).
+    pub fn close_port(&self, name: &str, service: &str, port: u16) {
+        let mut bound = self.bound.lock().expect("ports lock");
+        if bound.get(&port).is_some_and(|b| b.name == name && b.service == service) {
+            if let Some(b) = bound.remove(&port) {
+                tracing::info!(device = name, service, port, "TCP port released");
+                b.stop.cancel();
+            }
+        }
+    }
 }
 
 async fn accept_loop(

@@ -25,7 +25,7 @@ use rand::Rng;
 use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
+use super::{Claim, FreedPort, Lease, NodeInfo, Online, ParkedPort, Reservation, Store, StoreError, Swept};
 
 /// name -> JSON-encoded [`Lease`].
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
@@ -200,6 +200,17 @@ impl<'txn> Tables<'txn> {
         for port in lease.ports.values() {
             self.ports.remove(*port).map_err(backend)?;
         }
+        for parked in lease.parked.values() {
+            self.free_port(&lease.name, parked.port)?;
+        }
+        Ok(())
+    }
+
+    /// Frees `port` if `name` still holds it.
+    fn free_port(&mut self, name: &str, port: u16) -> Result<(), StoreError> {
+        if self.ports.get(port).map_err(backend)?.is_some_and(|v| v.value() == name) {
+            self.ports.remove(port).map_err(backend)?;
+        }
         Ok(())
     }
 
@@ -285,18 +296,34 @@ impl<'txn> Tables<'txn> {
                 name: claim.name.to_owned(),
                 subdomain: self.fresh_subdomain(claim.name)?,
                 ports: BTreeMap::new(),
+                parked: BTreeMap::new(),
                 online: None,
                 last_seen_ms: claim.now_ms,
                 expires_at_ms: None,
             },
         };
-        let dropped: Vec<String> = lease.ports.keys().filter(|s| !claim.services.contains(s)).cloned().collect();
-        for service in dropped {
-            if let Some(port) = lease.ports.remove(&service) {
-                self.ports.remove(port).map_err(backend)?;
+        for (service, parked) in std::mem::take(&mut lease.parked) {
+            if parked.until_ms > claim.now_ms {
+                lease.parked.insert(service, parked);
+            } else {
+                self.free_port(claim.name, parked.port)?;
+            }
+        }
+        // A service missing from this session keeps its port for a grace
+        // period, as if that part of the device were offline.
+        let until_ms = claim.now_ms.saturating_add(claim.grace_ms);
+        let missing: Vec<String> = lease.ports.keys().filter(|s| !claim.services.contains(s)).cloned().collect();
+        for service in missing {
+            let Some(port) = lease.ports.remove(&service) else { continue };
+            match until_ms > claim.now_ms {
+                true => drop(lease.parked.insert(service, ParkedPort { port, until_ms })),
+                false => self.free_port(claim.name, port)?,
             }
         }
         for service in claim.services {
+            if let Some(parked) = lease.parked.remove(service) {
+                lease.ports.insert(service.clone(), parked.port);
+            }
             // A port outside a (changed) range is given up for one inside it.
             if let Some(port) = lease.ports.get(service).copied() {
                 if claim.port_range.contains(&port) {
@@ -368,20 +395,33 @@ impl Store for EmbeddedStore {
         self.read_lease(ReadKey::Name(name.to_owned()), now_ms).await
     }
 
-    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+    async fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
         self.write(move |t| {
-            let mut expired = Vec::new();
+            let mut swept = Swept::default();
+            let mut unparking = Vec::new();
             for row in t.leases.iter().map_err(backend)? {
                 let (_, bytes) = row.map_err(backend)?;
                 let lease = decode(bytes.value())?;
                 if !lease.is_live(now_ms) {
-                    expired.push(lease);
+                    swept.expired.push(lease);
+                } else if lease.parked.values().any(|p| p.until_ms <= now_ms) {
+                    unparking.push(lease);
                 }
             }
-            for lease in &expired {
+            for lease in &swept.expired {
                 t.delete(lease)?;
             }
-            Ok(expired)
+            for mut lease in unparking {
+                let (done, kept) =
+                    std::mem::take(&mut lease.parked).into_iter().partition(|(_, p)| p.until_ms <= now_ms);
+                lease.parked = kept;
+                for (service, parked) in done {
+                    t.free_port(&lease.name, parked.port)?;
+                    swept.unparked.push(FreedPort { name: lease.name.clone(), service, port: parked.port });
+                }
+                t.put(&lease)?;
+            }
+            Ok(swept)
         })
         .await
     }
@@ -470,6 +510,9 @@ impl Store for EmbeddedStore {
                 t.ports.insert(*port, lease.name.as_str()).map_err(backend)?;
             }
             let mut stored = lease.clone();
+            // Only the session's own ports are written back: parked ones
+            // were not checked above, so they are not claimed.
+            stored.parked.clear();
             stored.expires_at_ms = None;
             stored.last_seen_ms = now_ms;
             t.put(&stored)?;
@@ -606,6 +649,7 @@ struct OwnedClaim {
     session: String,
     node: String,
     now_ms: u64,
+    grace_ms: u64,
     port_range: RangeInclusive<u16>,
 }
 
@@ -617,6 +661,7 @@ impl OwnedClaim {
             session: &self.session,
             node: &self.node,
             now_ms: self.now_ms,
+            grace_ms: self.grace_ms,
             port_range: self.port_range.clone(),
         }
     }
@@ -630,6 +675,7 @@ impl From<&Claim<'_>> for OwnedClaim {
             session: c.session.to_owned(),
             node: c.node.to_owned(),
             now_ms: c.now_ms,
+            grace_ms: c.grace_ms,
             port_range: c.port_range.clone(),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Claim, Lease, NodeInfo, Reservation, Store, StoreError};
+use super::{Claim, Lease, NodeInfo, Reservation, Store, StoreError, Swept};
 use crate::metrics::Metrics;
 
 /// A store whose calls are measured.
@@ -64,7 +64,7 @@ impl Store for MeteredStore {
     async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError> {
         self.timed("by_name", self.inner.by_name(name, now_ms)).await
     }
-    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+    async fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
         self.timed("sweep", self.inner.sweep(now_ms)).await
     }
     async fn recover_node(&self, node: &str, now_ms: u64, grace_ms: u64) -> Result<usize, StoreError> {

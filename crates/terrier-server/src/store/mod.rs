@@ -24,8 +24,14 @@ pub struct Lease {
     pub name: String,
     /// Subdomain label the device's HTTP service is reached at.
     pub subdomain: String,
-    /// Public TCP port of each TCP service id.
+    /// Public TCP port of each TCP service id the current (or last) session
+    /// announced.
     pub ports: BTreeMap<String, u16>,
+    /// Ports still held for services a later session did not announce, so a
+    /// device that comes back with them gets the same ports (absent in
+    /// records written before parking existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parked: BTreeMap<String, ParkedPort>,
     /// Set while a session holds the lease.
     pub online: Option<Online>,
     /// Last time the device was seen (connect or disconnect), Unix ms.
@@ -45,10 +51,30 @@ pub struct Online {
     pub since_ms: u64,
 }
 
+/// The port of a TCP service that the session holding the lease did not
+/// announce: reserved for the device, like an offline device's ports, until
+/// `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedPort {
+    /// The public port nobody else may take meanwhile.
+    pub port: u16,
+    /// When the port is freed unless the service is announced again, Unix
+    /// ms: the grace period in force when the service went missing, counted
+    /// from that claim (later claims without it do not extend it).
+    pub until_ms: u64,
+}
+
 impl Lease {
     /// Is the lease still held at `now_ms` (online, or inside its grace period)?
     pub fn is_live(&self, now_ms: u64) -> bool {
         self.online.is_some() || self.expires_at_ms.is_some_and(|t| t > now_ms)
+    }
+
+    /// Every port the lease holds, announced and parked (service -> port):
+    /// the listeners a node keeps bound for the device.
+    pub fn held_ports(&self) -> BTreeMap<String, u16> {
+        let parked = self.parked.iter().map(|(service, p)| (service.clone(), p.port));
+        self.ports.iter().map(|(service, port)| (service.clone(), *port)).chain(parked).collect()
     }
 }
 
@@ -65,8 +91,31 @@ pub struct Claim<'a> {
     pub node: &'a str,
     /// Now, Unix ms.
     pub now_ms: u64,
+    /// The grace period in force: how long the port of a service this
+    /// session no longer announces stays reserved, from now.
+    pub grace_ms: u64,
     /// Ports the store may hand out.
     pub port_range: RangeInclusive<u16>,
+}
+
+/// What [`Store::sweep`] freed, so the node can close the listeners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Leases whose grace period ended, deleted with all their ports.
+    pub expired: Vec<Lease>,
+    /// Parked ports whose time ran out, taken off their (live) leases.
+    pub unparked: Vec<FreedPort>,
+}
+
+/// A parked port a sweep freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreedPort {
+    /// Device name.
+    pub name: String,
+    /// The service it was held for.
+    pub service: String,
+    /// The port, now free for anyone.
+    pub port: u16,
 }
 
 /// Store failures; callers answer a device with 503 for all of them.
@@ -91,9 +140,11 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Takes (or creates) the lease of `claim.name` for a new session: a live
-    /// lease keeps its subdomain and the ports of services asked for again;
-    /// an expired or missing one gets a fresh subdomain and fresh ports.
-    /// Ports of services no longer announced are freed.
+    /// lease keeps its subdomain and the ports of services asked for again
+    /// (parked ones included); an expired or missing one gets a fresh
+    /// subdomain and fresh ports. The ports of services no longer announced
+    /// are parked until `claim.grace_ms` from now; parked ports whose time
+    /// ran out are freed.
     async fn claim(&self, claim: Claim<'_>) -> Result<Lease, StoreError>;
 
     /// Gives `service` of device `name` another port than any in `avoid`
@@ -116,9 +167,10 @@ pub trait Store: Send + Sync + 'static {
     /// The live lease of a device name.
     async fn by_name(&self, name: &str, now_ms: u64) -> Result<Option<Lease>, StoreError>;
 
-    /// Deletes leases whose grace period is over and returns them, so the
-    /// node can close their port listeners.
-    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError>;
+    /// Deletes leases whose grace period is over and frees parked ports
+    /// whose time ran out; returns both, so the node can close their port
+    /// listeners.
+    async fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError>;
 
     /// After `node` restarted, its sessions are gone: mark their leases
     /// offline with a fresh grace period so returning devices keep them.
@@ -203,4 +255,36 @@ pub struct NodeInfo {
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_written_before_parked_ports_existed_still_reads() {
+        let old = r#"{"name":"dev","subdomain":"abcdefghij","ports":{"ssh":20001},"online":null,
+            "last_seen_ms":5,"expires_at_ms":10}"#;
+        let lease: Lease = serde_json::from_str(old).expect("an old lease record decodes");
+        assert!(lease.parked.is_empty());
+        assert_eq!(lease.held_ports(), lease.ports);
+        // And nothing parked writes the old shape back.
+        assert!(!serde_json::to_string(&lease).unwrap().contains("parked"));
+    }
+
+    #[test]
+    fn held_ports_include_parked_ones() {
+        let lease = Lease {
+            name: "dev".into(),
+            subdomain: "abcdefghij".into(),
+            ports: BTreeMap::from([("a".into(), 20001)]),
+            parked: BTreeMap::from([("b".into(), ParkedPort { port: 20002, until_ms: 9 })]),
+            online: None,
+            last_seen_ms: 0,
+            expires_at_ms: None,
+        };
+        assert_eq!(lease.held_ports(), BTreeMap::from([("a".into(), 20001), ("b".into(), 20002)]));
+        let round: Lease = serde_json::from_str(&serde_json::to_string(&lease).unwrap()).unwrap();
+        assert_eq!(round, lease);
+    }
 }

@@ -18,7 +18,7 @@ use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{Claim, Lease, NodeInfo, Online, Reservation, Store, StoreError};
+use super::{Claim, FreedPort, Lease, NodeInfo, Online, ParkedPort, Reservation, Store, StoreError, Swept};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Fresh candidates per attempt; with 51-bit subdomains, one is plenty.
@@ -125,7 +125,7 @@ impl Store for RedisStore {
         for _ in 0..CLAIM_ATTEMPTS {
             let subs: Vec<String> = (0..SUB_CANDIDATES).map(|_| terrier_transport::ids::random_subdomain()).collect();
             let ports = port_candidates(&claim.port_range, claim.services.len() * PORT_CANDIDATES_PER_SERVICE);
-            let result: redis::RedisResult<[String; 8]> = self
+            let result: redis::RedisResult<[String; 9]> = self
                 .scripts
                 .claim
                 .arg(&self.prefix)
@@ -133,6 +133,7 @@ impl Store for RedisStore {
                 .arg(claim.session)
                 .arg(claim.node)
                 .arg(claim.now_ms)
+                .arg(claim.grace_ms)
                 .arg(claim.services.join(","))
                 .arg(subs.join(","))
                 .arg(ports)
@@ -159,7 +160,7 @@ impl Store for RedisStore {
     ) -> Result<Lease, StoreError> {
         let mut conn = self.conn.clone();
         let avoid: Vec<String> = avoid.iter().map(u16::to_string).collect();
-        let result: redis::RedisResult<[String; 8]> = self
+        let result: redis::RedisResult<[String; 9]> = self
             .scripts
             .reassign
             .arg(&self.prefix)
@@ -209,23 +210,30 @@ impl Store for RedisStore {
         self.lease(name, now_ms).await
     }
 
-    async fn sweep(&self, now_ms: u64) -> Result<Vec<Lease>, StoreError> {
+    async fn sweep(&self, now_ms: u64) -> Result<Swept, StoreError> {
         let mut conn = self.conn.clone();
-        let names: Vec<String> =
+        let (names, unparked): (Vec<String>, Vec<String>) =
             self.scripts.sweep.arg(&self.prefix).arg(now_ms).invoke_async(&mut conn).await.map_err(backend)?;
         // The keys may be gone already (Redis expired them), so only the
         // names are known; that is all a node needs to close listeners.
-        Ok(names
+        let expired = names
             .into_iter()
             .map(|name| Lease {
                 name,
                 subdomain: String::new(),
                 ports: BTreeMap::new(),
+                parked: BTreeMap::new(),
                 online: None,
                 last_seen_ms: 0,
                 expires_at_ms: Some(now_ms),
             })
-            .collect())
+            .collect();
+        let mut freed = Vec::with_capacity(unparked.len() / 3);
+        for triple in unparked.chunks_exact(3) {
+            let port = triple[2].parse().map_err(|_| backend(format!("sweep freed a bad port {:?}", triple[2])))?;
+            freed.push(FreedPort { name: triple[0].clone(), service: triple[1].clone(), port });
+        }
+        Ok(Swept { expired, unparked: freed })
     }
 
     async fn recover_node(&self, node: &str, now_ms: u64, grace_ms: u64) -> Result<usize, StoreError> {
@@ -300,7 +308,7 @@ impl Store for RedisStore {
         let online =
             lease.online.as_ref().ok_or_else(|| StoreError::Backend("restore needs an online lease".into()))?;
         let ports: Vec<String> = lease.ports.iter().map(|(s, p)| format!("{s}={p}")).collect();
-        let result: redis::RedisResult<[String; 8]> = self
+        let result: redis::RedisResult<[String; 9]> = self
             .scripts
             .restore
             .arg(&self.prefix)
@@ -441,13 +449,23 @@ fn script_error(e: &redis::RedisError) -> Option<&'static str> {
 /// A lease from its hash fields (`HGETALL lease:<name>`).
 fn decode_hash(fields: &BTreeMap<String, String>) -> Result<Lease, StoreError> {
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    decode([get("name"), get("sub"), get("ports"), get("session"), get("node"), get("since"), get("seen"), get("exp")])
+    decode([
+        get("name"),
+        get("sub"),
+        get("ports"),
+        get("session"),
+        get("node"),
+        get("since"),
+        get("seen"),
+        get("exp"),
+        get("parked"),
+    ])
 }
 
 /// A lease from its fields in this order: name, sub, ports, session, node,
-/// since, seen, exp.
-fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
-    let [name, subdomain, ports, session, node, since, seen, exp] = fields;
+/// since, seen, exp, parked (empty in leases written before parking existed).
+fn decode(fields: [String; 9]) -> Result<Lease, StoreError> {
+    let [name, subdomain, ports, session, node, since, seen, exp, parked] = fields;
     let number = |s: &str| -> Result<u64, StoreError> {
         s.parse().map_err(|_| StoreError::Backend(format!("corrupt lease {name:?}: {s:?} is not a number")))
     };
@@ -458,10 +476,19 @@ fn decode(fields: [String; 8]) -> Result<Lease, StoreError> {
         let port = port.parse().map_err(|_| StoreError::Backend(format!("corrupt port of {name:?}: {pair:?}")))?;
         port_map.insert(svc.to_owned(), port);
     }
+    let mut parked_map = BTreeMap::new();
+    for entry in parked.split(';').filter(|p| !p.is_empty()) {
+        let corrupt = || StoreError::Backend(format!("corrupt parked port of {name:?}: {entry:?}"));
+        let (svc, rest) = entry.split_once('=').ok_or_else(corrupt)?;
+        let (port, until) = rest.split_once('@').ok_or_else(corrupt)?;
+        let port = port.parse().map_err(|_| corrupt())?;
+        let until_ms = until.parse().map_err(|_| corrupt())?;
+        parked_map.insert(svc.to_owned(), ParkedPort { port, until_ms });
+    }
     let online = if session.is_empty() { None } else { Some(Online { session, node, since_ms: number(&since)? }) };
     let expires_at_ms = if exp.is_empty() { None } else { Some(number(&exp)?) };
     let last_seen_ms = number(&seen)?;
-    Ok(Lease { name, subdomain, ports: port_map, online, last_seen_ms, expires_at_ms })
+    Ok(Lease { name, subdomain, ports: port_map, parked: parked_map, online, last_seen_ms, expires_at_ms })
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {

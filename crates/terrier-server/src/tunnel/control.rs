@@ -287,6 +287,7 @@ async fn acquire_lease(tunnel: &Endpoint, params: &ControlParams, session: &str)
             session,
             node: &tunnel.membership.node_id,
             now_ms: now_ms(),
+            grace_ms: tunnel.live.grace_period().as_millis().try_into().unwrap_or(u64::MAX),
             port_range: range.clone(),
         })
         .await?;

@@ -367,6 +367,7 @@ async fn two_nodes_racing_for_one_port_or_one_name_get_exactly_one_winner() {
             session: "s",
             node: "n",
             now_ms: now,
+            grace_ms: 60_000,
             port_range: port..=port,
         };
         let (ra, rb) = tokio::join!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use terrier_server::store::embedded::EmbeddedStore;
 use terrier_server::store::redis::RedisStore;
-use terrier_server::store::{Claim, Reservation, Store, StoreError};
+use terrier_server::store::{Claim, FreedPort, ParkedPort, Reservation, Store, StoreError};
 use terrier_testkit::RedisServer;
 
 const GRACE_MS: u64 = 60_000;
@@ -19,7 +19,7 @@ fn clock_now() -> u64 {
 }
 
 fn claim<'a>(name: &'a str, services: &'a [String], session: &'a str, now_ms: u64) -> Claim<'a> {
-    Claim { name, services, session, node: "node-a", now_ms, port_range: 20000..=20999 }
+    Claim { name, services, session, node: "node-a", now_ms, grace_ms: GRACE_MS, port_range: 20000..=20999 }
 }
 
 fn services(ids: &[&str]) -> Vec<String> {
@@ -105,6 +105,21 @@ macro_rules! contract {
                 check_blobs(&*store).await;
             }
             #[tokio::test]
+            async fn missing_service_keeps_its_port_until_grace_from_that_claim() {
+                let (store, _keep) = $make.await;
+                check_parking(&*store).await;
+            }
+            #[tokio::test]
+            async fn parked_port_is_freed_by_the_next_claim_after_its_time() {
+                let (store, _keep) = $make.await;
+                check_parking_claim_expiry(&*store).await;
+            }
+            #[tokio::test]
+            async fn expired_lease_frees_its_parked_ports() {
+                let (store, _keep) = $make.await;
+                check_parking_lease_expiry(&*store).await;
+            }
+            #[tokio::test]
             async fn reassigned_port_avoids_unbindable_ones() {
                 let (store, _keep) = $make.await;
                 check_reassign(&*store).await;
@@ -143,12 +158,100 @@ async fn check_grace(store: &dyn Store) {
     let back = store.claim(claim("dev", &svc, "s2", t0 + GRACE_MS)).await.unwrap();
     assert_eq!(back.subdomain, first.subdomain);
     assert_eq!(back.ports, first.ports);
-    // A service dropped on reconnect frees its port; a new one gets a port.
+    // A service dropped on reconnect parks its port; a new one gets a port.
     let fewer = services(&["22", "modbus"]);
     let changed = store.claim(claim("dev", &fewer, "s3", t0 + GRACE_MS + 1)).await.unwrap();
     assert_eq!(changed.ports["22"], first.ports["22"]);
     assert!(!changed.ports.contains_key("mqtt"));
+    assert_eq!(changed.parked["mqtt"].port, first.ports["mqtt"]);
     assert!(changed.ports.contains_key("modbus"));
+}
+
+/// A claim on a two-port range; both ports go to `dev`'s services `a` and `b`.
+fn tight<'a>(name: &'a str, services: &'a [String], session: &'a str, now_ms: u64) -> Claim<'a> {
+    Claim { port_range: 45000..=45001, ..claim(name, services, session, now_ms) }
+}
+
+async fn check_parking(store: &dyn Store) {
+    let t0 = clock_now();
+    let (both, only_a, other) = (services(&["a", "b"]), services(&["a"]), services(&["x"]));
+    let first = store.claim(tight("dev", &both, "s1", t0)).await.unwrap();
+    let port_b = first.ports["b"];
+
+    // Back with `a` only: `b`'s port is parked, out of everyone else's reach.
+    let fewer = store.claim(tight("dev", &only_a, "s2", t0 + 10)).await.unwrap();
+    assert_eq!(fewer.ports.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(fewer.ports["a"], first.ports["a"]);
+    assert_eq!(fewer.parked["b"], ParkedPort { port: port_b, until_ms: t0 + 10 + GRACE_MS });
+    assert_eq!(store.by_name("dev", t0 + 11).await.unwrap().unwrap(), fewer);
+    let refused = store.claim(tight("other", &other, "o1", t0 + 11)).await;
+    assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
+
+    // Announced again: the same port, nothing parked.
+    let back = store.claim(tight("dev", &both, "s3", t0 + 20)).await.unwrap();
+    assert_eq!(back.ports, first.ports);
+    assert!(back.parked.is_empty());
+
+    // Missing again: the time counts from this claim, and a later claim
+    // without `b` (online or after a disconnect) does not extend it.
+    let t1 = t0 + 30;
+    store.claim(tight("dev", &only_a, "s4", t1)).await.unwrap();
+    store.release("dev", "s4", t1 + 5, 10 * GRACE_MS).await.unwrap();
+    let again = store.claim(tight("dev", &only_a, "s5", t1 + 10)).await.unwrap();
+    assert_eq!(again.parked["b"], ParkedPort { port: port_b, until_ms: t1 + GRACE_MS });
+    let swept = store.sweep(t1 + GRACE_MS - 1).await.unwrap();
+    assert!(swept.unparked.is_empty() && swept.expired.is_empty(), "{swept:?}");
+    let refused = store.claim(tight("other", &other, "o2", t1 + GRACE_MS - 1)).await;
+    assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
+
+    // Its time over, a sweep frees it (once) and anyone may have it.
+    let end = t1 + GRACE_MS;
+    let swept = store.sweep(end).await.unwrap();
+    assert_eq!(swept.unparked, vec![FreedPort { name: "dev".into(), service: "b".into(), port: port_b }]);
+    assert!(swept.expired.is_empty());
+    assert!(store.sweep(end).await.unwrap().unparked.is_empty(), "sweep is idempotent");
+    let kept = store.by_name("dev", end).await.unwrap().unwrap();
+    assert!(kept.parked.is_empty());
+    assert_eq!(kept.ports["a"], first.ports["a"]);
+    let taken = store.claim(tight("other", &other, "o3", end)).await.unwrap();
+    assert_eq!(taken.ports["x"], port_b);
+    // `dev` announcing `b` now gets no port: the range is full.
+    let refused = store.claim(tight("dev", &both, "s6", end + 1)).await;
+    assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
+}
+
+async fn check_parking_claim_expiry(store: &dyn Store) {
+    let t0 = clock_now();
+    let (both, only_a, other) = (services(&["a", "b"]), services(&["a"]), services(&["x"]));
+    let first = store.claim(tight("dev", &both, "s1", t0)).await.unwrap();
+    store.claim(tight("dev", &only_a, "s2", t0)).await.unwrap();
+    // Without a sweep, the device's next claim after the time frees the port.
+    let later = store.claim(tight("dev", &only_a, "s3", t0 + GRACE_MS)).await.unwrap();
+    assert!(later.parked.is_empty(), "{later:?}");
+    let taken = store.claim(tight("other", &other, "o1", t0 + GRACE_MS)).await.unwrap();
+    assert_eq!(taken.ports["x"], first.ports["b"]);
+    // A claim with no grace period parks nothing.
+    let none = Claim { grace_ms: 0, ..claim("zero", &both, "z1", t0) };
+    let zero = store.claim(none).await.unwrap();
+    let fewer = store.claim(Claim { grace_ms: 0, ..claim("zero", &only_a, "z2", t0) }).await.unwrap();
+    assert!(fewer.parked.is_empty());
+    let dropped = zero.ports["b"];
+    let c = Claim { port_range: dropped..=dropped, ..claim("next", &other, "n1", t0) };
+    assert_eq!(store.claim(c).await.unwrap().ports["x"], dropped);
+}
+
+async fn check_parking_lease_expiry(store: &dyn Store) {
+    let t0 = clock_now();
+    let (both, only_a, other) = (services(&["a", "b"]), services(&["a"]), services(&["x", "y"]));
+    store.claim(tight("dev", &both, "s1", t0)).await.unwrap();
+    store.claim(tight("dev", &only_a, "s2", t0)).await.unwrap();
+    // The lease ends before its parked port's time: both ports go with it.
+    store.release("dev", "s2", t0, GRACE_MS / 2).await.unwrap();
+    let after = t0 + GRACE_MS / 2;
+    let swept = store.sweep(after).await.unwrap();
+    assert_eq!(swept.expired.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["dev"]);
+    let taken = store.claim(tight("other", &other, "o1", after)).await.unwrap();
+    assert_eq!(taken.ports.len(), 2);
 }
 
 async fn check_expiry(store: &dyn Store) {
@@ -159,9 +262,9 @@ async fn check_expiry(store: &dyn Store) {
     let after = t0 + GRACE_MS + 1;
     assert!(store.by_subdomain(&first.subdomain, after).await.unwrap().is_none());
     let swept = store.sweep(after).await.unwrap();
-    assert_eq!(swept.len(), 1);
-    assert_eq!(swept[0].name, "dev");
-    assert!(store.sweep(after).await.unwrap().is_empty(), "sweep is idempotent");
+    assert_eq!(swept.expired.len(), 1);
+    assert_eq!(swept.expired[0].name, "dev");
+    assert!(store.sweep(after).await.unwrap().expired.is_empty(), "sweep is idempotent");
     let second = store.claim(claim("dev", &svc, "s2", after)).await.unwrap();
     assert_ne!(second.subdomain, first.subdomain);
     // Without a sweep, an expired lease is also replaced on claim.
@@ -191,8 +294,15 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
             let t0 = clock_now();
             let name = format!("dev-{i}");
             let svc = services(&["a", "b"]);
-            let c =
-                Claim { name: &name, services: &svc, session: "s", node: "n", now_ms: t0, port_range: 30000..=30099 };
+            let c = Claim {
+                name: &name,
+                services: &svc,
+                session: "s",
+                node: "n",
+                now_ms: t0,
+                grace_ms: GRACE_MS,
+                port_range: 30000..=30099,
+            };
             store.claim(c).await.unwrap()
         });
     }
@@ -218,8 +328,15 @@ async fn check_burst(store: Arc<dyn Store>) {
         let store = store.clone();
         tasks.spawn(async move {
             let (name, svc) = (format!("burst-{i}"), services(&["a"]));
-            let c =
-                Claim { name: &name, services: &svc, session: "s", node: "n", now_ms: t0, port_range: 31000..=31019 };
+            let c = Claim {
+                name: &name,
+                services: &svc,
+                session: "s",
+                node: "n",
+                now_ms: t0,
+                grace_ms: GRACE_MS,
+                port_range: 31000..=31019,
+            };
             store.claim(c).await.map(|lease| lease.ports["a"])
         });
     }
@@ -238,12 +355,28 @@ async fn check_burst(store: Arc<dyn Store>) {
 async fn check_exhaustion(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["a", "b", "c"]);
-    let c = Claim { name: "big", services: &svc, session: "s", node: "n", now_ms: t0, port_range: 40000..=40001 };
+    let c = Claim {
+        name: "big",
+        services: &svc,
+        session: "s",
+        node: "n",
+        now_ms: t0,
+        grace_ms: GRACE_MS,
+        port_range: 40000..=40001,
+    };
     let refused = store.claim(c).await;
     assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
     // The failed claim left nothing behind: a smaller one fits the range.
     let two = services(&["a", "b"]);
-    let c = Claim { name: "big", services: &two, session: "s", node: "n", now_ms: t0, port_range: 40000..=40001 };
+    let c = Claim {
+        name: "big",
+        services: &two,
+        session: "s",
+        node: "n",
+        now_ms: t0,
+        grace_ms: GRACE_MS,
+        port_range: 40000..=40001,
+    };
     let lease = store.claim(c).await.unwrap();
     assert_eq!(lease.ports.len(), 2);
 }
@@ -263,7 +396,15 @@ async fn check_recovery(store: &dyn Store) {
 async fn check_reassign(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["22"]);
-    let c = Claim { name: "dev", services: &svc, session: "s", node: "n", now_ms: t0, port_range: 50000..=50002 };
+    let c = Claim {
+        name: "dev",
+        services: &svc,
+        session: "s",
+        node: "n",
+        now_ms: t0,
+        grace_ms: GRACE_MS,
+        port_range: 50000..=50002,
+    };
     let lease = store.claim(c).await.unwrap();
     let first = lease.ports["22"];
     let moved = store.reassign_port("dev", "22", &[first], 50000..=50002).await.unwrap();
@@ -355,4 +496,42 @@ async fn check_blobs(store: &dyn Store) {
     assert_eq!(store.blob_or_insert("secret", b"first").await.unwrap(), b"first");
     assert_eq!(store.blob_or_insert("secret", b"second").await.unwrap(), b"first");
     assert_eq!(store.get_blob("secret").await.unwrap().as_deref(), Some(&b"first"[..]));
+}
+
+/// A lease hash written before parked ports existed has no `parked` field:
+/// it still reads, and a claim with fewer services parks from it.
+#[tokio::test]
+async fn redis_store_claims_a_lease_written_without_parked_ports() {
+    let (store, server) = redis().await;
+    let t0 = clock_now();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (seen, exp) = (t0.to_string(), (t0 + GRACE_MS).to_string());
+    let fields = [
+        ("name", "old"),
+        ("sub", "oldlabel12"),
+        ("ports", "a=20001;b=20002"),
+        ("session", ""),
+        ("node", "node-a"),
+        ("since", "1"),
+        ("seen", seen.as_str()),
+        ("exp", exp.as_str()),
+    ];
+    let mut pipe = ::redis::pipe();
+    pipe.cmd("HSET").arg("terrier:lease:old").arg(&fields[..]).ignore();
+    pipe.cmd("SET").arg("terrier:sub:oldlabel12").arg("old").ignore();
+    pipe.cmd("SET").arg("terrier:port:20001").arg("old").ignore();
+    pipe.cmd("SET").arg("terrier:port:20002").arg("old").ignore();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+
+    let read = store.by_name("old", t0).await.unwrap().expect("the old lease is live");
+    assert!(read.parked.is_empty());
+    assert_eq!(read.ports.len(), 2);
+    let only_a = services(&["a"]);
+    let claimed = store.claim(claim("old", &only_a, "s1", t0 + 1)).await.unwrap();
+    assert_eq!(claimed.subdomain, "oldlabel12");
+    assert_eq!(claimed.ports["a"], 20001);
+    assert_eq!(claimed.parked["b"], ParkedPort { port: 20002, until_ms: t0 + 1 + GRACE_MS });
+    let c = Claim { port_range: 20002..=20002, ..claim("other", &only_a, "o1", t0 + 2) };
+    assert!(matches!(store.claim(c).await, Err(StoreError::NoFreePort(_))));
 }

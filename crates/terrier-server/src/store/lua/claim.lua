@@ -1,12 +1,12 @@
--- ARGV: prefix, name, session, node, now, services (a,b), subdomain candidates (x,y),
+-- ARGV: prefix, name, session, node, now, grace_ms, services (a,b), subdomain candidates (x,y),
 --       port candidates (1,2), port min, port max
 -- Returns the lease as an array, or an error reply "NOSUB" / "NOPORT" without writing.
 local name, session, node = ARGV[2], ARGV[3], ARGV[4]
-local now = tonumber(ARGV[5])
-local services = split(ARGV[6])
-local sub_candidates = split(ARGV[7])
-local port_candidates = split(ARGV[8])
-local min, max = tonumber(ARGV[9]), tonumber(ARGV[10])
+local now, grace = tonumber(ARGV[5]), tonumber(ARGV[6])
+local services = split(ARGV[7])
+local sub_candidates = split(ARGV[8])
+local port_candidates = split(ARGV[9])
+local min, max = tonumber(ARGV[10]), tonumber(ARGV[11])
 
 local lease = load(name)
 if lease and not is_live(lease, now) then
@@ -35,17 +35,34 @@ end
 local old_ports = lease and parse_ports(lease.ports) or {}
 local wanted = {}
 for _, svc in ipairs(services) do wanted[svc] = true end
-local ports, taken, freed = {}, {}, {}
+local ports, parked, taken, freed = {}, {}, {}, {}
+local function keep(svc, port)
+  if port >= min and port <= max then ports[svc] = port else table.insert(freed, port) end
+end
+-- A parked port still ours and in time comes back with its service or
+-- stays parked; Redis may have expired its key already by its own clock.
+for svc, p in pairs(lease and parse_parked(lease.parked) or {}) do
+  if p.until_ms <= now or redis.call('GET', P .. 'port:' .. p.port) ~= name then
+    table.insert(freed, p.port)
+  elseif wanted[svc] then
+    keep(svc, p.port)
+  else
+    parked[svc] = p
+  end
+end
+-- A service missing from this session keeps its port for a grace period.
 for svc, port in pairs(old_ports) do
-  if wanted[svc] and port >= min and port <= max then
-    ports[svc] = port
+  if wanted[svc] then
+    keep(svc, port)
+  elseif grace > 0 then
+    parked[svc] = { port = port, until_ms = now + grace }
   else
     table.insert(freed, port)
   end
 end
 for _, svc in ipairs(services) do
   if not ports[svc] then
-    local p = free_port(port_candidates, min, max, taken)
+    local p = pick_port(port_candidates, min, max, taken)
     if not p then return redis.error_reply('NOPORT') end
     taken[p] = true
     ports[svc] = p
@@ -54,9 +71,7 @@ end
 
 -- Phase 2: write.
 if old_sub and redis.call('GET', P .. 'sub:' .. old_sub) == name then redis.call('DEL', P .. 'sub:' .. old_sub) end
-for _, port in ipairs(freed) do
-  if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
-end
+for _, port in ipairs(freed) do free_port(name, port) end
 if lease and lease.node ~= '' and lease.node ~= node then
   redis.call('SREM', P .. 'node:' .. lease.node, name)
 end
@@ -64,10 +79,12 @@ redis.call('SET', P .. 'sub:' .. sub, name)
 for _, port in pairs(ports) do redis.call('SET', P .. 'port:' .. port, name) end
 lease = {
   name = name, sub = sub, ports = format_ports(ports), session = session, node = node,
-  since = tostring(now), seen = tostring(now), exp = '',
+  since = tostring(now), seen = tostring(now), exp = '', parked = format_parked(parked),
 }
 redis.call('HSET', P .. 'lease:' .. name, 'name', name, 'sub', sub, 'ports', lease.ports,
-  'session', session, 'node', node, 'since', lease.since, 'seen', lease.seen, 'exp', '')
+  'session', session, 'node', node, 'since', lease.since, 'seen', lease.seen, 'exp', '',
+  'parked', lease.parked)
 set_expiry(lease, nil)
+index_parked(name, parked)
 redis.call('SADD', P .. 'node:' .. node, name)
 return reply(lease)

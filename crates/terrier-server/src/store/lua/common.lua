@@ -1,11 +1,14 @@
 -- Shared helpers, prepended to every terrier script.
 -- Key layout (P = prefix, e.g. "terrier:"):
 --   P.."lease:"..name   hash: name, sub, ports ("svc=port;svc=port"), session ("" offline),
---                        node, since, seen, exp ("" while online; Unix ms when offline)
+--                        node, since, seen, exp ("" while online; Unix ms when offline),
+--                        parked ("svc=port@until;..." ports kept for services the session
+--                        did not announce; absent in leases written before it existed)
 --   P.."sub:"..label    string: name          (expires with the lease)
 --   P.."port:"..port    string: name          (expires with the lease)
 --   P.."node:"..node    set of names online on that node
 --   P.."expiring"       sorted set: name scored by exp, for sweeps
+--   P.."parking"        sorted set: name scored by its earliest parked `until`, for sweeps
 --   P.."reservations"   hash: name -> reserved subdomain label (no expiry)
 --   P.."reserved"       hash: reserved subdomain label -> name
 local P = ARGV[1]
@@ -25,6 +28,44 @@ local function parse_ports(s)
     table.insert(order, svc)
   end
   return ports, order
+end
+
+-- Parked ports: svc -> { port = n, until = unix ms }.
+local function parse_parked(s)
+  local parked = {}
+  for svc, port, untl in string.gmatch(s or '', '([^=;@]+)=(%d+)@(%d+)') do
+    parked[svc] = { port = tonumber(port), until_ms = tonumber(untl) }
+  end
+  return parked
+end
+
+local function format_parked(parked)
+  local keys = {}
+  for svc, _ in pairs(parked) do table.insert(keys, svc) end
+  table.sort(keys)
+  local parts = {}
+  for _, svc in ipairs(keys) do
+    table.insert(parts, svc .. '=' .. parked[svc].port .. '@' .. tostring(parked[svc].until_ms))
+  end
+  return table.concat(parts, ';')
+end
+
+-- Files a lease under its earliest parked `until` for sweeps, or takes it out.
+local function index_parked(name, parked)
+  local earliest
+  for _, p in pairs(parked) do
+    if not earliest or p.until_ms < earliest then earliest = p.until_ms end
+  end
+  if earliest then
+    redis.call('ZADD', P .. 'parking', earliest, name)
+  else
+    redis.call('ZREM', P .. 'parking', name)
+  end
+end
+
+-- Deletes the index key of `port` if `name` still holds it.
+local function free_port(name, port)
+  if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
 end
 
 local function format_ports(ports)
@@ -51,11 +92,11 @@ local function delete(lease)
   local name = lease.name
   if redis.call('GET', P .. 'sub:' .. lease.sub) == name then redis.call('DEL', P .. 'sub:' .. lease.sub) end
   local ports = parse_ports(lease.ports)
-  for _, port in pairs(ports) do
-    if redis.call('GET', P .. 'port:' .. port) == name then redis.call('DEL', P .. 'port:' .. port) end
-  end
+  for _, port in pairs(ports) do free_port(name, port) end
+  for _, p in pairs(parse_parked(lease.parked)) do free_port(name, p.port) end
   redis.call('DEL', P .. 'lease:' .. name)
   redis.call('ZREM', P .. 'expiring', name)
+  redis.call('ZREM', P .. 'parking', name)
   if lease.node and lease.node ~= '' then redis.call('SREM', P .. 'node:' .. lease.node, name) end
 end
 
@@ -66,6 +107,13 @@ local function set_expiry(lease, exp)
   for _, key in ipairs(keys) do
     if exp then redis.call('PEXPIREAT', key, exp) else redis.call('PERSIST', key) end
   end
+  -- A parked port's key ends with the lease or at its own `until`, whichever
+  -- is first; a key another device took meanwhile is left alone.
+  for _, p in pairs(parse_parked(lease.parked)) do
+    local at = p.until_ms
+    if exp and exp < at then at = exp end
+    if redis.call('GET', P .. 'port:' .. p.port) == lease.name then redis.call('PEXPIREAT', P .. 'port:' .. p.port, at) end
+  end
   if exp then
     redis.call('ZADD', P .. 'expiring', exp, lease.name)
   else
@@ -74,7 +122,7 @@ local function set_expiry(lease, exp)
 end
 
 -- A free port: a candidate first, then a scan of the range; nil if none.
-local function free_port(candidates, min, max, taken)
+local function pick_port(candidates, min, max, taken)
   local function ok(p)
     return not taken[p] and redis.call('EXISTS', P .. 'port:' .. p) == 0
   end
@@ -89,5 +137,6 @@ local function free_port(candidates, min, max, taken)
 end
 
 local function reply(lease)
-  return { lease.name, lease.sub, lease.ports, lease.session, lease.node, lease.since, lease.seen, lease.exp }
+  return { lease.name, lease.sub, lease.ports, lease.session, lease.node, lease.since, lease.seen, lease.exp,
+    lease.parked or '' }
 end

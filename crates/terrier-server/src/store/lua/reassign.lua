@@ -8,7 +8,7 @@ local lease = load(name)
 if not lease then return redis.error_reply('NOLEASE') end
 local taken = {}
 for _, p in ipairs(avoid) do taken[tonumber(p)] = true end
-local p = free_port(candidates, min, max, taken)
+local p = pick_port(candidates, min, max, taken)
 if not p then return redis.error_reply('NOPORT') end
 local ports = parse_ports(lease.ports)
 local old = ports[service]

@@ -17,9 +17,10 @@ end
 redis.call('SET', P .. 'sub:' .. sub, name)
 for _, port in pairs(ports) do redis.call('SET', P .. 'port:' .. port, name) end
 lease = { name = name, sub = sub, ports = format_ports(ports), session = session, node = node,
-  since = since, seen = tostring(now), exp = '' }
+  since = since, seen = tostring(now), exp = '', parked = '' }
+-- Only the session's own ports are written back; parked ones were not checked.
 redis.call('HSET', P .. 'lease:' .. name, 'name', name, 'sub', sub, 'ports', lease.ports,
-  'session', session, 'node', node, 'since', since, 'seen', lease.seen, 'exp', '')
+  'session', session, 'node', node, 'since', since, 'seen', lease.seen, 'exp', '', 'parked', '')
 set_expiry(lease, nil)
 redis.call('SADD', P .. 'node:' .. node, name)
 return reply(lease)
