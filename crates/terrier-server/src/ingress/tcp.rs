@@ -3,7 +3,10 @@
 //!
 //! A listener lives as long as the lease, not the session: while a device is
 //! away inside its grace period the port stays bound (nobody else can take
-//! it), and visitors are simply closed until the device is back.
+//! it), and visitors are simply closed until the device is back. The same
+//! holds for a parked port, whose service the online session did not
+//! announce: bound, and its visitors closed, until the service comes back
+//! or its time runs out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -143,12 +146,17 @@ async fn accept_loop(
     }
 }
 
-/// Relays one TCP visitor to the device; an offline device means an
+/// Relays one TCP visitor to the device; an offline device, or one whose
+/// session did not announce this service (its port is parked), means an
 /// immediate close.
 async fn relay_visitor(accepting: &Accepting, stream: TcpStream, visitor: SocketAddr, name: &str, service: &str) {
     let Some(session) = accepting.sessions.by_name(name) else {
         tracing::debug!(device = name, service, %visitor, "device offline; closing TCP visitor");
         return;
     };
+    if !session.tcp.contains_key(service) {
+        tracing::debug!(device = name, service, %visitor, "service not announced; closing TCP visitor");
+        return;
+    }
     accepting.relays.relay(&session, service, stream, visitor, "TCP port").await;
 }

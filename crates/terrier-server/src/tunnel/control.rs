@@ -274,8 +274,10 @@ fn held_by_another_token(tunnel: &Endpoint, identity: &crate::auth::Identity, na
     (slot.fleet && owner != slot.token_id && !current.closed.is_cancelled()).then(|| owner.to_owned())
 }
 
-/// Claims the lease and binds its TCP ports, moving a service to another
-/// port when its leased one cannot be bound.
+/// Claims the lease and binds the TCP ports of the announced services,
+/// moving a service to another port when its leased one cannot be bound.
+/// Listeners of parked ports stay bound; only ports the lease no longer
+/// holds at all are closed.
 async fn acquire_lease(tunnel: &Endpoint, params: &ControlParams, session: &str) -> Result<Lease, StoreError> {
     let range = tunnel.config.tcp_port_min..=tunnel.config.tcp_port_max;
     let mut lease = tunnel
@@ -306,7 +308,7 @@ async fn acquire_lease(tunnel: &Endpoint, params: &ControlParams, session: &str)
             }
         }
     }
-    tunnel.ports.retain(&params.name, &lease.ports);
+    tunnel.ports.retain(&params.name, &lease.held_ports());
     Ok(lease)
 }
 

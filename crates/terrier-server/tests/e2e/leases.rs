@@ -224,3 +224,70 @@ async fn second_control_socket_with_same_name_replaces_the_first() {
     assert_eq!(last.subdomain, sub, "the subdomain stayed with the name");
     server.stop().await;
 }
+
+/// Connects to a public port whose service is not served now and expects
+/// the server to close the visitor without relaying anything.
+async fn assert_closed_at_once(port: u16) {
+    let mut stream = timeout(STEP_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("connect to the parked port in time")
+        .expect("the parked port still listens");
+    let _ = stream.write_all(b"anyone?").await;
+    let mut got = Vec::new();
+    // A reset instead of a clean close is a close too.
+    let _ = timeout(STEP_TIMEOUT, stream.read_to_end(&mut got)).await.expect("the visitor is closed in time");
+    assert!(got.is_empty(), "nothing relayed from a parked port: {got:?}");
+}
+
+#[tokio::test]
+async fn service_missing_from_a_reconnect_gets_its_port_back() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let echo = upstream::tcp_echo().await;
+    let mut agent = TestAgent::start(server.url(), "fewer", None, &[("a", echo), ("b", echo)]);
+    let first = agent.connected(1).await;
+    let (port_a, port_b) = (port_of(&first, "a"), port_of(&first, "b"));
+    assert_echoes(port_b, b"b before").await;
+    agent.stop().await.expect("agent stops cleanly");
+
+    // Back with `a` only: the welcome lists `a`; `b`'s port stays bound
+    // for the device, and its visitors are closed as if it were offline.
+    let mut fewer = TestAgent::start(server.url(), "fewer", None, &[("a", echo)]);
+    let second = fewer.connected(1).await;
+    let services: Vec<&str> = second.tcp.iter().map(|p| p.service.as_str()).collect();
+    assert_eq!(services, ["a"]);
+    assert_eq!(port_of(&second, "a"), port_a);
+    assert_echoes(port_a, b"a alone").await;
+    assert_closed_at_once(port_b).await;
+    fewer.stop().await.expect("agent stops cleanly");
+
+    let mut both = TestAgent::start(server.url(), "fewer", None, &[("a", echo), ("b", echo)]);
+    let third = both.connected(1).await;
+    assert_eq!((port_of(&third, "a"), port_of(&third, "b")), (port_a, port_b), "same ports");
+    assert_echoes(port_b, b"b after").await;
+    both.stop().await.expect("agent stops cleanly");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_services_port_is_freed_when_its_grace_period_ends() {
+    init_logging();
+    // Long enough for the agent to come back before the lease expires.
+    let server = TestServer::start(|c| c.grace_period = Duration::from_secs(3)).await;
+    let echo = upstream::tcp_echo().await;
+    let mut agent = TestAgent::start(server.url(), "shrinks", None, &[("a", echo), ("b", echo)]);
+    let first = agent.connected(1).await;
+    let (port_a, port_b) = (port_of(&first, "a"), port_of(&first, "b"));
+    agent.stop().await.expect("agent stops cleanly");
+
+    let mut fewer = TestAgent::start(server.url(), "shrinks", None, &[("a", echo)]);
+    assert_eq!(port_of(&fewer.connected(1).await, "a"), port_a, "the lease was still live");
+    // The sweep frees the parked port and closes its listener.
+    eventually(NOTICE_TIMEOUT, "the parked port to close", || async {
+        TcpStream::connect(("127.0.0.1", port_b)).await.is_err().then_some(())
+    })
+    .await;
+    assert_echoes(port_a, b"a still served").await;
+    fewer.stop().await.expect("agent stops cleanly");
+    server.stop().await;
+}
