@@ -249,6 +249,10 @@ pub struct Limits {
     /// How long a visitor waits for the device to open the data socket (504 after).
     #[serde(with = "humantime_serde")]
     pub stream_open_timeout: Duration,
+    /// How long a request sent to the device may wait for its answer's
+    /// head (504 after); the answer's body then takes as long as it needs.
+    #[serde(with = "humantime_serde")]
+    pub device_answer_timeout: Duration,
     /// Time a client has to send a complete request head (slowloris guard).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -352,6 +356,7 @@ impl Default for Limits {
         Self {
             heartbeat_interval: Duration::from_secs(limits::HEARTBEAT_INTERVAL_SECS.into()),
             stream_open_timeout: Duration::from_secs(limits::STREAM_OPEN_TIMEOUT_SECS.into()),
+            device_answer_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_control_frame_bytes: limits::MAX_CONTROL_FRAME_BYTES,
@@ -477,6 +482,7 @@ impl ServerConfig {
         for (name, value) in [
             ("limits.heartbeat_interval", l.heartbeat_interval),
             ("limits.stream_open_timeout", l.stream_open_timeout),
+            ("limits.device_answer_timeout", l.device_answer_timeout),
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.store_timeout", l.store_timeout),
             ("limits.tcp_keepalive", l.tcp_keepalive),

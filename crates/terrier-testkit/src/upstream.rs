@@ -231,3 +231,28 @@ pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// A web service that is stuck: it takes connections and reads requests
+/// but never answers. Each request's first bytes are reported on the
+/// returned channel, so a test knows the request reached it.
+pub async fn stuck_service() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stuck service");
+    let addr = listener.local_addr().expect("addr");
+    let (arrived, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let arrived = arrived.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let _ = arrived.send(());
+                }
+            });
+        }
+    });
+    (addr, rx)
+}

@@ -111,8 +111,7 @@ pub async fn forward(
         Ok(slot) => {
             let place = Arc::new(slot);
             let req = req.map(|body| forwarding::RequestBody::new(body, limits.body_read_timeout, place.clone()));
-            let max_kept = limits.max_idle_http_per_device;
-            upstream::send(&session, &proxy.metrics, &proxy.lifecycle.tasks, req, max_kept)
+            upstream::send(&session, &proxy.metrics, &proxy.lifecycle.tasks, req, &limits)
                 .await
                 .map(|response| (response, place))
         }
@@ -321,7 +320,7 @@ fn offline_page(proxy: &Proxy, lease: &crate::store::Lease, host: &str) -> Respo
 fn forward_error(proxy: &Proxy, device: &str, host: &str, error: SendError) -> Response<Body> {
     let open_error = match &error {
         SendError::Open(e) => Some(e),
-        SendError::Http(_) => None,
+        SendError::Http(_) | SendError::NoAnswer(_) => None,
     };
     tracing::info!(device, error = %error, cause = ?open_error, "forwarding failed");
     let (status, title, message, detail) = explain(&error);
@@ -353,7 +352,7 @@ fn explain(error: &SendError) -> (StatusCode, &'static str, &'static str, String
             StatusCode::GATEWAY_TIMEOUT,
             "The device did not answer in time",
             "The device is connected but did not open a connection for this request in time.",
-            format!("no data socket within {after:?}"),
+            format!("no data socket within {after:?} (limits.stream_open_timeout)"),
         ),
         SendError::Open(OpenError::Refused(reason)) => (
             StatusCode::BAD_GATEWAY,
@@ -372,6 +371,12 @@ fn explain(error: &SendError) -> (StatusCode, &'static str, &'static str, String
             "The device went offline",
             "The device disconnected while this request was on its way.",
             String::new(),
+        ),
+        SendError::NoAnswer(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "The device did not answer in time",
+            "The device took the request but its web service did not start an answer in time.",
+            error.to_string(),
         ),
         SendError::Http(_) => (
             StatusCode::BAD_GATEWAY,

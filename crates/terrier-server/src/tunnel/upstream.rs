@@ -15,6 +15,7 @@
 //! (measured in bench/RESULTS.md, step 11).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -22,10 +23,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use terrier_proto::handshake::HTTP_SERVICE;
 use terrier_transport::byte_stream::ByteStream;
+use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use super::session::{OpenError, Session};
 use super::traffic::{Metered, Side};
+use crate::config::Limits;
 use crate::forwarding::RequestBody;
 use crate::metrics::{Metrics, StreamKind};
 
@@ -48,11 +51,16 @@ pub enum SendError {
     /// The connection failed before a whole answer head came back.
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The device took the request but sent no answer head in time.
+    #[error("no answer within {0:?} (limits.device_answer_timeout)")]
+    NoAnswer(Duration),
 }
 
 /// Sends `req` (origin-form URI, `Host` set) to `session`'s web service on
 /// a kept connection, or a new one whose task goes on `tasks` (so the
-/// node's drain waits for it); keeps at most `max_kept` connections.
+/// node's drain waits for it); keeps at most `limits.max_idle_http_per_device`
+/// connections, and waits at most `limits.device_answer_timeout` for the
+/// answer's head once the request is on its way.
 ///
 /// A kept connection that closed before taking the request (the device's
 /// server timed it out) costs nothing: the request goes to the next one.
@@ -61,10 +69,12 @@ pub async fn send(
     metrics: &Arc<Metrics>,
     tasks: &TaskTracker,
     mut req: Request<RequestBody>,
-    max_kept: usize,
+    limits: &Limits,
 ) -> Result<Response<Incoming>, SendError> {
+    let (max_kept, answer_timeout) = (limits.max_idle_http_per_device, limits.device_answer_timeout);
+    let no_answer = |_| SendError::NoAnswer(answer_timeout);
     while let Some(mut sender) = session.http_connections.take_ready() {
-        match sender.try_send_request(req).await {
+        match timeout(answer_timeout, sender.try_send_request(req)).await.map_err(no_answer)? {
             Ok(response) => return Ok(keep_unless_upgraded(session, sender, response, max_kept)),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
@@ -73,7 +83,7 @@ pub async fn send(
         }
     }
     let mut sender = connect(session, metrics, tasks).await?;
-    let response = sender.send_request(req).await?;
+    let response = timeout(answer_timeout, sender.send_request(req)).await.map_err(no_answer)??;
     Ok(keep_unless_upgraded(session, sender, response, max_kept))
 }
 
@@ -93,7 +103,8 @@ fn keep_unless_upgraded(
 
 /// Opens a tunnel stream to the web service and starts an HTTP/1 client
 /// connection on it, in a task of `tasks` that ends when the connection
-/// closes (at the latest when the session drops its kept connections).
+/// closes or the session ends: a device that went silent must not hold a
+/// visitor's request on a data socket nobody answers.
 async fn connect(
     session: &Session,
     metrics: &Arc<Metrics>,
@@ -101,10 +112,13 @@ async fn connect(
 ) -> Result<SendRequest<RequestBody>, SendError> {
     let stream = open_device_stream(session, metrics).await?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    let device = session.name.clone();
+    let (device, ended) = (session.name.clone(), session.closed.clone());
     tasks.spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(%device, error = %e, "HTTP connection to the device ended");
+        tokio::select! {
+            done = connection.with_upgrades() => if let Err(e) = done {
+                tracing::debug!(%device, error = %e, "HTTP connection to the device ended");
+            },
+            () = ended.cancelled() => tracing::debug!(%device, "HTTP connection to the device cut: session ended"),
         }
     });
     Ok(sender)

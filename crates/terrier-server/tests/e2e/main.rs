@@ -30,6 +30,7 @@ mod shutdown;
 mod smuggling;
 mod startup;
 mod store_contract;
+mod stuck_devices;
 mod tcp_tunnel;
 mod tls;
 mod token_cli;
