@@ -56,6 +56,11 @@ impl Takeovers {
         let mut names = self.names.lock().expect("takeovers lock");
         if names.len() >= MAX_NAMES && !names.contains_key(name) {
             names.retain(|_, h| h.prune(now));
+            if names.len() >= MAX_NAMES {
+                // Every tracked name is in use: let this one in uncounted
+                // rather than grow without bound.
+                return true;
+            }
         }
         let history = names.entry(name.to_owned()).or_default();
         history.prune(now);
