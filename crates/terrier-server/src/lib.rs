@@ -161,6 +161,7 @@ async fn serve(
     ));
     let envelopes = Arc::new(envelopes);
     let takeovers = Arc::new(tunnel::takeovers::Takeovers::default());
+    let request_logs = Arc::new(tunnel::requests::RequestLogs::default());
     let admin = Arc::new(admin::Admin {
         token: admin_token.clone(),
         started: std::time::Instant::now(),
@@ -170,6 +171,7 @@ async fn serve(
         membership: membership.clone(),
         auth: auth.clone(),
         takeovers: takeovers.clone(),
+        request_logs: request_logs.clone(),
         metrics: metrics.clone(),
         lifecycle: lifecycle.clone(),
     });
@@ -214,6 +216,7 @@ async fn serve(
             ports: ports.clone(),
             auth: auth.clone(),
             takeovers,
+            request_logs: request_logs.clone(),
         }),
         admin: admin.clone(),
     });
@@ -229,7 +232,7 @@ async fn serve(
         "terrierd serving"
     );
     let (tasks, shutdown) = (&lifecycle.tasks, &lifecycle.shutdown);
-    tasks.spawn(sweep_leases(store, ports, envelopes, live, shutdown.clone()));
+    tasks.spawn(sweep_leases(store, ports, request_logs, envelopes, live, shutdown.clone()));
     tasks.spawn(auth::watch(auth, config.auth.refresh_interval, shutdown.clone()));
     tasks.spawn(cluster::nodes::heartbeat(membership.clone(), shutdown.clone()));
     if let Some(acme) = acme {
@@ -269,12 +272,14 @@ async fn serve(
 /// How long cut relays get to unwind after the hard stop.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(1);
 
-/// Periodically deletes leases whose grace period ended and frees parked
-/// ports whose time ran out, closing their listeners, and forgets envelope nonces too old to replay; a quarter of the
+/// Periodically deletes leases whose grace period ended (closing their
+/// ports, forgetting their request logs), frees parked ports whose time ran
+/// out, and forgets envelope nonces too old to replay; a quarter of the
 /// grace period in force apart, between 200 ms and 30 s.
 async fn sweep_leases(
     store: Arc<dyn Store>,
     ports: Arc<ingress::tcp::PortListeners>,
+    request_logs: Arc<tunnel::requests::RequestLogs>,
     envelopes: Arc<cluster::envelope::Envelopes>,
     live: Arc<live::Live>,
     shutdown: CancellationToken,
@@ -285,6 +290,7 @@ async fn sweep_leases(
                 for lease in swept.expired {
                     tracing::info!(device = %lease.name, subdomain = %lease.subdomain, "lease expired");
                     ports.close_device(&lease.name);
+                    request_logs.forget(&lease.name);
                 }
                 for freed in swept.unparked {
                     tracing::info!(device = %freed.name, service = %freed.service, port = freed.port, "parked TCP port expired");

@@ -14,8 +14,8 @@ use super::reply::{error, json, read_json, store_error};
 use super::Admin;
 use crate::ingress::Body;
 use crate::store::{now_ms, Lease, StoreError};
+use crate::tunnel::requests::RequestRecord;
 use crate::tunnel::session::Session;
-use crate::tunnel::traffic::RequestRecord;
 
 /// One device as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -234,9 +234,10 @@ async fn device(admin: &Admin, name: &str) -> Result<Option<DeviceView>, StoreEr
     Ok(Some(view))
 }
 
-/// `GET /api/v1/devices/{name}/requests`: the live request log.
+/// `GET /api/v1/devices/{name}/requests`: the device's request log, kept
+/// across its reconnects until its lease ends.
 fn requests(admin: &Admin, name: &str) -> Response<Body> {
-    let requests: Vec<RequestRecord> = admin.sessions.by_name(name).map(|s| s.traffic.requests()).unwrap_or_default();
+    let requests: Vec<RequestRecord> = admin.request_logs.get(name).map(|log| log.recent()).unwrap_or_default();
     json(StatusCode::OK, &serde_json::json!({ "requests": requests }))
 }
 

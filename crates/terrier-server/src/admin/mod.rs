@@ -29,6 +29,7 @@ use crate::lifecycle::Lifecycle;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::tunnel::registry::Registry;
+use crate::tunnel::requests::RequestLogs;
 use crate::tunnel::takeovers::Takeovers;
 pub use reply::{error, json, unauthorized};
 
@@ -57,6 +58,8 @@ pub struct Admin {
     pub auth: Arc<Auth>,
     /// Device names other agents were refused (name conflicts).
     pub takeovers: Arc<Takeovers>,
+    /// Each device's request log.
+    pub request_logs: Arc<RequestLogs>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Where live sockets and the metrics listener run.

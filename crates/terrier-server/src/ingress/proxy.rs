@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::pages::{LivePages, Page};
 use crate::store::now_ms;
 use crate::tunnel::registry::Registry;
+use crate::tunnel::requests::{Headers, RequestRecord};
 use crate::tunnel::session::OpenError;
-use crate::tunnel::traffic::RequestRecord;
 use crate::tunnel::upstream::{self, SendError};
 
 /// Seconds a visitor of an offline device is told to wait (`Retry-After`).
@@ -104,6 +104,8 @@ pub async fn forward(
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let keep = proxy.config.admin.request_log;
+    let request_headers = if keep > 0 { Headers::of(req.headers()) } else { Headers::default() };
     let started = std::time::Instant::now();
     let at_ms = now_ms();
     let limits = proxy.live.limits();
@@ -118,7 +120,7 @@ pub async fn forward(
         Err(e) => Err(SendError::Open(e)),
     };
     proxy.metrics.visitor_request(started.elapsed());
-    let log = |status: StatusCode, size: Option<u64>| {
+    let log = |status: StatusCode, size: Option<u64>, response_headers: Headers| {
         let record = RequestRecord {
             at_ms,
             method: method.clone(),
@@ -126,19 +128,22 @@ pub async fn forward(
             status: status.as_u16(),
             duration_ms: started.elapsed().as_millis() as u64,
             size,
+            request_headers: request_headers.clone(),
+            response_headers,
         };
-        session.traffic.log_request(record, proxy.config.admin.request_log);
+        session.log_request(record, keep);
     };
     let (mut response, place) = match result {
         Ok(answered) => answered,
         Err(e) => {
             let page = forward_error(proxy, &session.name, host, e);
-            log(page.status(), None);
+            log(page.status(), None, Headers::default());
             return page;
         }
     };
     let size = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    log(response.status(), size);
+    let response_headers = if keep > 0 { Headers::of(response.headers()) } else { Headers::default() };
+    log(response.status(), size, response_headers);
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -174,6 +174,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
             agent: params.agent.clone(),
             platform: params.platform.clone(),
             agent_at,
+            requests: tunnel.request_logs.device(&params.name),
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,

@@ -6,6 +6,7 @@ pub mod control;
 pub mod data;
 pub mod http_connections;
 pub mod registry;
+pub mod requests;
 pub mod session;
 pub mod takeovers;
 pub mod traffic;
@@ -40,6 +41,8 @@ pub struct Endpoint {
     pub auth: Arc<Auth>,
     /// Recent takeovers of device names by other agents.
     pub takeovers: Arc<takeovers::Takeovers>,
+    /// Each device's request log, handed to its sessions.
+    pub request_logs: Arc<requests::RequestLogs>,
 }
 
 /// A control socket (or the dashboard's live socket) once upgraded: a

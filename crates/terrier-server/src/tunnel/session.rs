@@ -56,8 +56,10 @@ pub struct Session {
     pub agent_at: AgentAt,
     /// When the session started, Unix ms.
     pub since_ms: u64,
-    /// Bytes, streams and recent HTTP requests, for the admin API.
+    /// Bytes and streams, for the admin API.
     pub traffic: Arc<super::traffic::Traffic>,
+    /// The device's request log (it outlives the session).
+    pub requests: Arc<super::requests::DeviceRequests>,
     /// How the device authenticated; data sockets must match it.
     pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
@@ -178,6 +180,8 @@ pub struct SessionInit {
     pub platform: String,
     /// Who connected.
     pub agent_at: AgentAt,
+    /// The device's request log.
+    pub requests: Arc<super::requests::DeviceRequests>,
     /// Limit on pending streams.
     pub max_pending: usize,
     /// Wait for a data socket.
@@ -205,6 +209,7 @@ impl Session {
             agent: init.agent,
             platform: init.platform,
             agent_at: init.agent_at,
+            requests: init.requests,
             since_ms: crate::store::now_ms(),
             traffic: Arc::default(),
             identity: init.identity,
@@ -221,6 +226,11 @@ impl Session {
             http_connections: Default::default(),
         });
         (session, rx)
+    }
+
+    /// Logs a forwarded request (at most `keep` kept).
+    pub fn log_request(&self, record: super::requests::RequestRecord, keep: usize) {
+        self.requests.log(record, keep);
     }
 
     /// Counts one more stream from the visitor at `ip` (IPv6: its /64)

@@ -1,5 +1,5 @@
-//! What one online device moved: bytes each way, streams open and total, and
-//! its recent HTTP requests (the live request log of the dashboard).
+//! What one online device moved: bytes each way, streams open and total
+//! (its HTTP requests are logged in [`super::requests`]).
 //!
 //! Every visitor stream is wrapped in [`Metered`] (the visitor's connection
 //! for a raw relay, the device's data socket for HTTP), so counts grow while
@@ -7,13 +7,11 @@
 //! exactly as long as the wrapper lives. Node-wide totals for
 //! `/metrics` are updated by the same wrapper ([`crate::metrics`]).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::{Metrics, StreamKind};
@@ -29,51 +27,6 @@ pub struct Traffic {
     pub streams_open: AtomicU64,
     /// Streams opened since the session started.
     pub streams_total: AtomicU64,
-    /// Last HTTP requests through the device's subdomain, newest last.
-    requests: Mutex<VecDeque<RequestRecord>>,
-}
-
-/// One HTTP request through a device's subdomain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// When the request arrived, Unix ms.
-    pub at_ms: u64,
-    /// HTTP method (kept as `Method`: cloning a standard one allocates
-    /// nothing, and this is filled on every proxied request).
-    #[serde(serialize_with = "method_as_str")]
-    pub method: http::Method,
-    /// Path (without the query string, which may carry secrets).
-    pub path: String,
-    /// Status the device answered (or the error page's status).
-    pub status: u16,
-    /// Time until the response head, in milliseconds.
-    pub duration_ms: u64,
-    /// Response body size from `Content-Length`; `None` when streamed.
-    pub size: Option<u64>,
-}
-
-/// Serializes a method as its name ("GET").
-fn method_as_str<S: serde::Serializer>(method: &http::Method, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(method.as_str())
-}
-
-impl Traffic {
-    /// Appends a request to the log, dropping the oldest beyond `keep`.
-    pub fn log_request(&self, record: RequestRecord, keep: usize) {
-        if keep == 0 {
-            return;
-        }
-        let mut log = self.requests.lock().expect("request log lock");
-        while log.len() >= keep {
-            log.pop_front();
-        }
-        log.push_back(record);
-    }
-
-    /// The logged requests, newest first.
-    pub fn requests(&self) -> Vec<RequestRecord> {
-        self.requests.lock().expect("request log lock").iter().rev().cloned().collect()
-    }
 }
 
 /// One end of a visitor stream (see [`Side`]): counts bytes into the
@@ -175,29 +128,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(path: &str) -> RequestRecord {
-        RequestRecord {
-            at_ms: 1,
-            method: http::Method::GET,
-            path: path.into(),
-            status: 200,
-            duration_ms: 1,
-            size: None,
-        }
-    }
-
-    #[test]
-    fn request_log_keeps_the_newest_n() {
-        let t = Traffic::default();
-        for i in 0..5 {
-            t.log_request(record(&format!("/{i}")), 3);
-        }
-        let paths: Vec<String> = t.requests().into_iter().map(|r| r.path).collect();
-        assert_eq!(paths, ["/4", "/3", "/2"]);
-        t.log_request(record("/x"), 0);
-        assert_eq!(t.requests().len(), 3);
-    }
 
     #[tokio::test]
     async fn metered_counts_both_directions_and_open_streams() {

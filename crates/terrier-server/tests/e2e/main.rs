@@ -26,6 +26,7 @@ mod name_conflicts;
 mod operator_process;
 mod pool;
 mod process;
+mod request_log;
 mod shutdown;
 mod smuggling;
 mod startup;

@@ -289,6 +289,11 @@ function renderDetail() {
   if (document.activeElement !== $("reserve-input")) $("reserve-input").value = d.reserved_subdomain || "";
 }
 
+// A title line, then one "name: value" line per header (secrets arrive masked).
+function headerText(title, headers) {
+  return `${title} headers\n` + (headers.length ? headers.map(([n, v]) => `  ${n}: ${v}`).join("\n") : "  (none)");
+}
+
 async function loadRequests() {
   if (!state.selected) return;
   try {
@@ -296,7 +301,9 @@ async function loadRequests() {
     $("request-rows").replaceChildren(...requests.map((r) => el("tr", {},
       el("td", {}, clock(r.at_ms)),
       el("td", { class: "mono" }, r.method),
-      el("td", { class: "mono" }, r.path),
+      el("td", { class: "mono" }, el("details", {},
+        el("summary", {}, r.path),
+        el("pre", { class: "headers" }, headerText("Request", r.request_headers) + "\n" + headerText("Answer", r.response_headers)))),
       el("td", { class: `num status-${String(r.status)[0]}` }, r.status),
       el("td", { class: "num" }, `${r.duration_ms} ms`),
       el("td", { class: "num" }, r.size === null ? "stream" : bytes(r.size)))));

@@ -1,0 +1,196 @@
+//! The request log of each device: its last HTTP requests (method, path,
+//! status, time, size and both heads' headers, secrets masked), for the
+//! dashboard and the admin API. A log belongs to the device name, not to
+//! one session, so it survives reconnects; it is forgotten when the
+//! device's lease ends. At most `admin.request_log` entries per device,
+//! and a bounded amount of header text per entry.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use http::HeaderMap;
+use serde::Serialize;
+
+/// Header text kept per head and entry, in bytes (names plus values).
+pub const MAX_HEADER_BYTES: usize = 1024;
+/// Headers whose values are credentials: shown as `***`.
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+/// The request logs of this node's devices, by name.
+#[derive(Default)]
+pub struct RequestLogs {
+    /// Device name -> its log.
+    devices: Mutex<HashMap<String, Arc<DeviceRequests>>>,
+}
+
+impl RequestLogs {
+    /// The log of device `name`, made empty if it has none.
+    pub fn device(&self, name: &str) -> Arc<DeviceRequests> {
+        self.devices.lock().expect("request logs lock").entry(name.to_owned()).or_default().clone()
+    }
+
+    /// The log of device `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<Arc<DeviceRequests>> {
+        self.devices.lock().expect("request logs lock").get(name).cloned()
+    }
+
+    /// Forgets device `name`'s log (its lease ended).
+    pub fn forget(&self, name: &str) {
+        self.devices.lock().expect("request logs lock").remove(name);
+    }
+}
+
+/// One device's last requests, newest last.
+#[derive(Debug, Default)]
+pub struct DeviceRequests {
+    /// The entries.
+    log: Mutex<VecDeque<RequestRecord>>,
+}
+
+impl DeviceRequests {
+    /// Appends a request, dropping the oldest beyond `keep`.
+    pub fn log(&self, record: RequestRecord, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        let mut log = self.log.lock().expect("request log lock");
+        while log.len() >= keep {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    /// The logged requests, newest first.
+    pub fn recent(&self) -> Vec<RequestRecord> {
+        self.log.lock().expect("request log lock").iter().rev().cloned().collect()
+    }
+}
+
+/// One HTTP request through a device's subdomain.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When the request arrived, Unix ms.
+    pub at_ms: u64,
+    /// HTTP method (kept as `Method`: cloning a standard one allocates
+    /// nothing, and this is filled on every proxied request).
+    #[serde(serialize_with = "method_as_str")]
+    pub method: http::Method,
+    /// Path (without the query string, which may carry secrets).
+    pub path: String,
+    /// Status the device answered (or the error page's status).
+    pub status: u16,
+    /// Time until the response head, in milliseconds.
+    pub duration_ms: u64,
+    /// Response body size from `Content-Length`; `None` when streamed.
+    pub size: Option<u64>,
+    /// The request's headers as the device got them, secrets masked.
+    pub request_headers: Headers,
+    /// The answer's headers, secrets masked (empty for an error page).
+    pub response_headers: Headers,
+}
+
+/// Header lines, name and value, in order; credentials masked, at most
+/// [`MAX_HEADER_BYTES`] of text (then a last `…` line says how many more).
+/// Kept as one string (`name: value` lines) so logging a request costs one
+/// allocation per head; served as `[name, value]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(String);
+
+impl Headers {
+    /// The lines of `headers`, masked and bounded.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut text = String::with_capacity(MAX_HEADER_BYTES.min(64 * headers.len()));
+        for (i, (name, value)) in headers.iter().enumerate() {
+            let value = if SECRET_HEADERS.contains(&name.as_str()) {
+                std::borrow::Cow::Borrowed("***")
+            } else {
+                String::from_utf8_lossy(value.as_bytes())
+            };
+            if text.len() + name.as_str().len() + value.len() > MAX_HEADER_BYTES {
+                text.push_str(&format!("…: {} more not kept\n", headers.len() - i));
+                break;
+            }
+            text.push_str(name.as_str());
+            text.push_str(": ");
+            text.push_str(&value);
+            text.push('\n');
+        }
+        Self(text)
+    }
+
+    /// The `(name, value)` lines.
+    pub fn lines(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.lines().filter_map(|line| line.split_once(": "))
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.lines())
+    }
+}
+
+/// Serializes a method as its name ("GET").
+fn method_as_str<S: serde::Serializer>(method: &http::Method, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(method.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> RequestRecord {
+        RequestRecord {
+            at_ms: 1,
+            method: http::Method::GET,
+            path: path.into(),
+            status: 200,
+            duration_ms: 1,
+            size: None,
+            request_headers: Headers::default(),
+            response_headers: Headers::default(),
+        }
+    }
+
+    #[test]
+    fn a_device_log_keeps_the_newest_n_across_sessions() {
+        let logs = RequestLogs::default();
+        for i in 0..5 {
+            logs.device("cam").log(record(&format!("/{i}")), 3);
+        }
+        let paths: Vec<String> = logs.get("cam").unwrap().recent().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/4", "/3", "/2"]);
+        logs.device("cam").log(record("/x"), 0);
+        assert_eq!(logs.device("cam").recent().len(), 3, "keep = 0 logs nothing");
+        logs.forget("cam");
+        assert!(logs.get("cam").is_none());
+    }
+
+    #[test]
+    fn secrets_are_masked_and_header_text_is_bounded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Basic c2VjcmV0".parse().unwrap());
+        headers.insert("cookie", "session=abc".parse().unwrap());
+        headers.insert("accept", "text/html".parse().unwrap());
+        let kept = Headers::of(&headers);
+        let lines: Vec<(&str, &str)> = kept.lines().collect();
+        assert!(lines.contains(&("authorization", "***")), "{lines:?}");
+        assert!(lines.contains(&("cookie", "***")), "{lines:?}");
+        assert!(lines.contains(&("accept", "text/html")), "{lines:?}");
+        assert_eq!(serde_json::to_value(&kept).unwrap()[0], serde_json::json!(["authorization", "***"]));
+
+        let mut big = HeaderMap::new();
+        for i in 0..100 {
+            big.append(
+                http::header::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                "v".repeat(50).parse().unwrap(),
+            );
+        }
+        let kept = Headers::of(&big);
+        let lines: Vec<(&str, &str)> = kept.lines().collect();
+        let text: usize = lines.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(text <= MAX_HEADER_BYTES + 40, "{text}");
+        let last = lines.last().unwrap();
+        assert!(last.0 == "…" && last.1.ends_with("more not kept"), "{lines:?}");
+    }
+}
