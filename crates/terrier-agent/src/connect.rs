@@ -11,7 +11,7 @@ use http::header::{AUTHORIZATION, LOCATION, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderValue;
 use terrier_proto::handshake::{
     status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_CHECK, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME,
-    PARAM_PLATFORM, PARAM_POOL, PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
+    PARAM_PLATFORM, PARAM_POOL, PARAM_REQUESTS, PARAM_REUSE, PARAM_SESSION, PARAM_STREAM, PARAM_TCP,
 };
 use terrier_proto::limits::{MAX_REDIRECT_HOPS, SUBPROTOCOL};
 use terrier_transport::prefixed::Prefixed;
@@ -352,6 +352,9 @@ fn handshake_url(base: &Url, config: &AgentConfig, hops: u8, check: bool) -> Url
         q.append_pair(PARAM_AGENT, concat!("terrier/", env!("CARGO_PKG_VERSION")));
         q.append_pair(PARAM_PLATFORM, &format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH));
         q.append_pair(PARAM_INSTANCE, &config.instance);
+        if config.show_requests && !check {
+            q.append_pair(PARAM_REQUESTS, "1");
+        }
         if hops > 0 {
             q.append_pair(PARAM_HOPS, &hops.to_string());
         }

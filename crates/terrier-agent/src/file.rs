@@ -113,6 +113,8 @@ pub struct FileConfig {
     pub tcp: Vec<String>,
     /// `--pool`.
     pub pool: Option<u8>,
+    /// `--show-requests`.
+    pub show_requests: Option<bool>,
     /// `--backoff-max`, e.g. `"60s"`.
     pub backoff_max: Option<String>,
     /// `--connect-timeout`, e.g. `"10s"`.
@@ -149,6 +151,7 @@ const KEYS: &[&str] = &[
     "http",
     "tcp",
     "pool",
+    "show_requests",
     "backoff_max",
     "connect_timeout",
     "output",
@@ -229,6 +232,7 @@ impl FileConfig {
             http: flags.http.or(self.http),
             tcp: if flags.tcp.is_empty() { self.tcp } else { flags.tcp },
             pool: flags.pool.or(self.pool),
+            show_requests: flags.show_requests.or(self.show_requests),
             backoff_max: flags.backoff_max.or(self.backoff_max),
             connect_timeout: flags.connect_timeout.or(self.connect_timeout),
             output: flags.output.or(self.output),
@@ -326,6 +330,7 @@ impl FileConfig {
                 backoff_max,
                 connect_timeout,
                 pool: pool.into(),
+                show_requests: self.show_requests.unwrap_or(false),
                 token,
                 proxy,
                 tls,

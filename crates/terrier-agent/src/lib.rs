@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub proxy: ProxyConfig,
     /// Trusted roots for `wss://` (`None`: the system's).
     pub tls: Option<TlsConfig>,
+    /// Ask the server to tell of each visitor request (`Event::Request`).
+    pub show_requests: bool,
     /// This running agent's id, sent on every control handshake, so the
     /// server tells it coming back from another agent using the same name
     /// (random for each configuration made).
@@ -96,6 +98,7 @@ impl Default for AgentConfig {
             token: None,
             proxy: ProxyConfig::default(),
             tls: None,
+            show_requests: false,
             instance: terrier_transport::ids::random_id()[..16].to_owned(),
         }
     }
@@ -118,6 +121,20 @@ pub enum Event {
     Disconnected {
         /// Why.
         reason: String,
+    },
+    /// A visitor request the server forwarded to this device (with
+    /// `show_requests`).
+    Request {
+        /// Method, e.g. `GET`.
+        method: String,
+        /// Path without the query string.
+        path: String,
+        /// The answer's status.
+        status: u16,
+        /// Milliseconds until the answer's head.
+        duration_ms: u64,
+        /// The answer's `Content-Length`, when it had one.
+        size: Option<u64>,
     },
     /// The next attempt starts after this delay.
     Reconnecting {

@@ -57,6 +57,10 @@ struct Args {
     /// Keep N idle data sockets open ahead of visitors, so a new visitor skips a handshake; each is reused visitor after visitor (0-16, default 0).
     #[arg(long, global = true, value_parser = clap::value_parser!(u8).range(0..=16))]
     pool: Option<u8>,
+    /// Print each visitor request the server forwards to this device (method, path, status,
+    /// time, size), as ngrok's console does.
+    #[arg(long, global = true)]
+    show_requests: bool,
     /// How to print events on stdout: "text" (default) or "json" (one object per line).
     #[arg(long, global = true, value_parser = ["text", "json"])]
     output: Option<String>,
@@ -129,6 +133,7 @@ impl Args {
             http: self.http.take(),
             tcp: std::mem::take(&mut self.tcp),
             pool: self.pool,
+            show_requests: self.show_requests.then_some(true),
             backoff_max: self.backoff_max.take(),
             connect_timeout: self.connect_timeout.take(),
             output: self.output.take(),
@@ -165,6 +170,10 @@ fn print_event(json: bool, event: &Event) {
         Event::Disconnected { reason } => println!("disconnected: {reason}"),
         Event::Reconnecting { in_secs, at, attempt } => {
             println!("reconnecting in {in_secs:.1}s, at {at} (attempt {attempt})")
+        }
+        Event::Request { method, path, status, duration_ms, size } => {
+            let size = size.map_or("streamed".to_owned(), |s| format!("{s} B"));
+            println!("{method:<7} {path}  {status}  {duration_ms} ms  {size}");
         }
     }
 }

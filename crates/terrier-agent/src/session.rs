@@ -80,7 +80,7 @@ pub async fn connect_and_serve(
         _ => return Outcome::Failed(format!("expected welcome, got {welcome:.200}")),
     };
     let ctx = Serve { config, streams, shutdown, server, session };
-    ctx.serve(socket, heartbeat, backoff).await
+    ctx.serve(socket, heartbeat, backoff, on_event).await
 }
 
 /// The state of one accepted control socket.
@@ -93,7 +93,13 @@ struct Serve<'a> {
 }
 
 impl Serve<'_> {
-    async fn serve(&self, mut socket: Socket, heartbeat: Duration, backoff: &mut Backoff) -> Outcome {
+    async fn serve(
+        &self,
+        mut socket: Socket,
+        heartbeat: Duration,
+        backoff: &mut Backoff,
+        on_event: &mut impl FnMut(Event),
+    ) -> Outcome {
         let silence_limit = heartbeat * HEARTBEAT_MISSES;
         let (refuse_tx, mut refusals) = mpsc::channel::<Refusal>(REFUSAL_QUEUE);
         // Pooled sockets belong to this session: they stop when it ends.
@@ -130,7 +136,7 @@ impl Serve<'_> {
                     last_heard = Instant::now();
                     match msg {
                         Message::Text(text) => {
-                            if let Some(after) = self.handle_message(text.as_str(), &refuse_tx) {
+                            if let Some(after) = self.handle_message(text.as_str(), &refuse_tx, on_event) {
                                 let _ = socket.close(None).await;
                                 return Outcome::Ended { reason: "server is going away".into(), go_away: Some(after) };
                             }
@@ -161,13 +167,28 @@ impl Serve<'_> {
     }
 
     /// Acts on one server message; returns a reconnect delay on `go_away`.
-    fn handle_message(&self, text: &str, refusals: &mpsc::Sender<Refusal>) -> Option<Duration> {
+    fn handle_message(
+        &self,
+        text: &str,
+        refusals: &mpsc::Sender<Refusal>,
+        on_event: &mut impl FnMut(Event),
+    ) -> Option<Duration> {
         match serde_json::from_str::<ServerMessage>(text) {
             Ok(ServerMessage::Open(open)) => {
                 self.start_stream(open.stream, open.service, refusals.clone());
                 None
             }
             Ok(ServerMessage::GoAway(g)) => Some(Duration::from_millis(g.after_ms.into())),
+            Ok(ServerMessage::Request(r)) => {
+                on_event(Event::Request {
+                    method: r.method.to_owned(),
+                    path: r.path.to_owned(),
+                    status: r.status,
+                    duration_ms: r.duration_ms,
+                    size: r.size,
+                });
+                None
+            }
             Ok(other) => {
                 tracing::debug!(message = ?other, "ignoring unexpected control message");
                 None

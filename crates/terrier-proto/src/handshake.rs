@@ -26,6 +26,9 @@ pub const PARAM_INSTANCE: &str = "instance";
 /// JSON `CheckAnswer`) without registering anything or replacing an agent
 /// online with the name; services may then be left out.
 pub const PARAM_CHECK: &str = "check";
+/// Control socket: `1` asks the server to send a `request` message for each
+/// visitor request it forwards to this device (for the agent to show).
+pub const PARAM_REQUESTS: &str = "requests";
 /// Data socket: the session id from `welcome`.
 pub const PARAM_SESSION: &str = "session";
 /// Data socket: the stream id from `open`.

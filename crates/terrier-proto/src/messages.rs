@@ -49,6 +49,25 @@ pub enum ServerMessage<'a> {
     Assign(Open<'a>),
     /// The server is going away: reconnect after `after_ms` (possibly elsewhere).
     GoAway(GoAway),
+    /// A visitor's HTTP request the server forwarded to this device, sent
+    /// only to an agent that asked (`requests=1`), for it to show.
+    #[serde(borrow)]
+    Request(RequestSeen<'a>),
+}
+
+/// One forwarded HTTP request, as the server logged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSeen<'a> {
+    /// Method, e.g. `GET`.
+    pub method: &'a str,
+    /// Path without the query string (plain: see [`is_plain`]).
+    pub path: &'a str,
+    /// The answer's status (an error page's when the device gave none).
+    pub status: u16,
+    /// Milliseconds until the answer's head.
+    pub duration_ms: u64,
+    /// The answer's body size from `Content-Length`, when it had one.
+    pub size: Option<u64>,
 }
 
 /// Messages an agent sends to the server.

@@ -259,3 +259,29 @@ async fn terrier_tcp_port_exposes_only_that_port_over_the_config_file() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("give one web service"), "{stderr}");
 }
+
+#[tokio::test]
+async fn show_requests_prints_each_visitor_request_as_it_happens() {
+    init_logging();
+    let server = TestServer::start(|_| {}).await;
+    let web = upstream::http_service().await;
+    let url = server.url().to_string();
+    let args = ["--server", url.as_str(), "--name", "watched", "--show-requests", "http", &web.port().to_string()];
+    let mut agent = AgentProcess::start(&args);
+    let connected = agent.wait_for("connected", EVENT_TIMEOUT).await;
+    let visitor = Visitor::new(server.addr);
+    let host = device_host(&subdomain(&connected));
+    assert_eq!(visitor.get(&host, "/hello?secret=1").await.status, 200);
+    let seen = agent.wait_for("request", EVENT_TIMEOUT).await;
+    assert_eq!(
+        (seen["method"].as_str(), seen["path"].as_str(), seen["status"].as_u64()),
+        (Some("GET"), Some("/hello"), Some(200)),
+        "{seen}"
+    );
+    assert!(seen["duration_ms"].is_u64() && seen["time"].is_string(), "{seen}");
+    assert_eq!(visitor.get(&host, "/missing").await.status, 404);
+    let seen = agent.wait_for("request", EVENT_TIMEOUT).await;
+    assert_eq!((seen["path"].as_str(), seen["status"].as_u64()), (Some("/missing"), Some(404)), "{seen}");
+    agent.kill().await;
+    server.stop().await;
+}

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use terrier_proto::handshake::{
     close, status, PARAM_AGENT, PARAM_CHECK, PARAM_HOPS, PARAM_HTTP, PARAM_INSTANCE, PARAM_NAME, PARAM_PLATFORM,
-    PARAM_TCP,
+    PARAM_REQUESTS, PARAM_TCP,
 };
 use terrier_proto::limits::{HEARTBEAT_MISSES, MAX_REDIRECT_HOPS, MAX_SERVICES};
 use terrier_proto::messages::{AgentMessage, CheckAnswer, ServerMessage, TcpPort, Welcome};
@@ -52,6 +52,8 @@ pub struct ControlParams {
     pub instance: Option<String>,
     /// `check=1`: answer what the device would get, register nothing.
     pub check: bool,
+    /// `requests=1`: tell the agent of each forwarded request.
+    pub requests: bool,
 }
 
 impl ControlParams {
@@ -90,6 +92,7 @@ impl ControlParams {
                     params.instance = Some(value.into_owned());
                 }
                 PARAM_CHECK => params.check = value == "1",
+                PARAM_REQUESTS => params.requests = value == "1",
                 _ => {}
             }
         }
@@ -175,6 +178,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
             platform: params.platform.clone(),
             agent_at,
             requests: tunnel.request_logs.device(&params.name),
+            show_requests: params.requests,
             max_pending: limits.max_pending_streams,
             open_timeout: limits.stream_open_timeout,
             max_pool: limits.max_pool_sockets,

@@ -60,6 +60,8 @@ pub struct Session {
     pub traffic: Arc<super::traffic::Traffic>,
     /// The device's request log (it outlives the session).
     pub requests: Arc<super::requests::DeviceRequests>,
+    /// Did the agent ask to be told of each request (`requests=1`)?
+    pub show_requests: bool,
     /// How the device authenticated; data sockets must match it.
     pub identity: crate::auth::Identity,
     /// Frames to send on the control socket (bounded: back-pressure).
@@ -182,6 +184,8 @@ pub struct SessionInit {
     pub agent_at: AgentAt,
     /// The device's request log.
     pub requests: Arc<super::requests::DeviceRequests>,
+    /// The agent asked to be told of each request.
+    pub show_requests: bool,
     /// Limit on pending streams.
     pub max_pending: usize,
     /// Wait for a data socket.
@@ -210,6 +214,7 @@ impl Session {
             platform: init.platform,
             agent_at: init.agent_at,
             requests: init.requests,
+            show_requests: init.show_requests,
             since_ms: crate::store::now_ms(),
             traffic: Arc::default(),
             identity: init.identity,
@@ -228,8 +233,21 @@ impl Session {
         (session, rx)
     }
 
-    /// Logs a forwarded request (at most `keep` kept).
+    /// Logs a forwarded request (at most `keep` kept), and tells the agent
+    /// of it if it asked; never waits: with the control queue full, the
+    /// agent misses this one.
     pub fn log_request(&self, record: super::requests::RequestRecord, keep: usize) {
+        if self.show_requests {
+            let path: String = record.path.chars().take(200).map(terrier_proto::messages::plain_char).collect();
+            let seen = terrier_proto::messages::RequestSeen {
+                method: record.method.as_str(),
+                path: &path,
+                status: record.status,
+                duration_ms: record.duration_ms,
+                size: record.size,
+            };
+            let _ = self.control.try_send(terrier_transport::control::encode(&ServerMessage::Request(seen)));
+        }
         self.requests.log(record, keep);
     }
 
