@@ -22,6 +22,7 @@ STABLE_TARGETS=(
   x86_64-pc-windows-gnu
   i686-pc-windows-gnu
   aarch64-unknown-linux-musl
+  x86_64-unknown-linux-musl
 )
 # Tier 3: no prebuilt std; built with nightly -Zbuild-std from rust-src.
 # The musl ones want a musl libc for the target; mipsel-unknown-linux-gnu

@@ -55,7 +55,7 @@ pub fn debug_binaries() -> anyhow::Result<Binaries> {
         std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(procs::workspace_root().join("target"));
     let bins = Binaries { terrierd: target.join("debug/terrierd"), terrier: target.join("debug/terrier") };
     if !bins.terrierd.is_file() {
-        bail!("no terrierd in target/<cpu>-unknown-linux-gnu/release or target/debug: cargo build -p terrier-server");
+        bail!("no terrierd in target/release or target/debug: cargo build -p terrier-server");
     }
     Ok(bins)
 }

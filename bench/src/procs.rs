@@ -57,29 +57,30 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Runs `scripts/release-build.sh` (the static release build we ship
-    /// for Linux), then [`Binaries::locate`].
+    /// Runs `cargo build --release` for both programs (what a user who
+    /// builds or `cargo install`s terrier gets), then [`Binaries::locate`].
     pub async fn build() -> anyhow::Result<Self> {
-        let status = Command::new(workspace_root().join("scripts/release-build.sh"))
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--bins", "-p", "terrier-server", "-p", "terrier-agent"])
             .current_dir(workspace_root())
             .status()
             .await
-            .context("running scripts/release-build.sh")?;
+            .context("running cargo build --release")?;
         if !status.success() {
-            bail!("scripts/release-build.sh failed ({status})");
+            bail!("cargo build --release failed ({status})");
         }
         Self::locate()
     }
 
-    /// Finds already built binaries in `target/<cpu>-unknown-linux-gnu/release`
-    /// (or under `$CARGO_TARGET_DIR`), where `scripts/release-build.sh` puts them.
+    /// Finds already built binaries in `target/release` (or under
+    /// `$CARGO_TARGET_DIR`), where `cargo build --release` puts them.
     pub fn locate() -> anyhow::Result<Self> {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(workspace_root().join("target"));
-        let release = target.join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
+        let release = target.join("release");
         let bins = Self { terrierd: release.join("terrierd"), terrier: release.join("terrier") };
         for bin in [&bins.terrierd, &bins.terrier] {
             if !bin.is_file() {
-                bail!("{} not found: build it with scripts/release-build.sh", bin.display());
+                bail!("{} not found: build it with cargo build --release", bin.display());
             }
         }
         Ok(bins)
