@@ -83,12 +83,45 @@ pub struct RequestBody {
     waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The visitor's place, held while the body still streams.
     _place: Place,
+    /// When the body last moved: the wait for the device's answer counts
+    /// from there, so a long upload is not cut as an answer that never came.
+    progress: Arc<BodyProgress>,
 }
 
 impl RequestBody {
     /// `inner`, allowed `timeout` between frames, holding `place`.
     pub fn new(inner: Incoming, timeout: std::time::Duration, place: Place) -> Self {
-        Self { inner, timeout, waiting: None, _place: place }
+        Self { inner, timeout, waiting: None, _place: place, progress: Arc::new(BodyProgress::new()) }
+    }
+
+    /// When the body last moved (made when the request was).
+    pub fn progress(&self) -> Arc<BodyProgress> {
+        self.progress.clone()
+    }
+}
+
+/// When a request's body last moved, readable from another task.
+#[derive(Debug)]
+pub struct BodyProgress {
+    /// Milliseconds after [`BodyProgress::since`].
+    after_ms: std::sync::atomic::AtomicU64,
+    /// When the request was made.
+    since: tokio::time::Instant,
+}
+
+impl BodyProgress {
+    fn new() -> Self {
+        Self { after_ms: std::sync::atomic::AtomicU64::new(0), since: tokio::time::Instant::now() }
+    }
+
+    fn mark(&self) {
+        let after = self.since.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+        self.after_ms.store(after, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the body last moved, or the request was made if it never did.
+    pub fn last(&self) -> tokio::time::Instant {
+        self.since + std::time::Duration::from_millis(self.after_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -116,6 +149,7 @@ impl hyper::body::Body for RequestBody {
         let this = &mut *self;
         if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = None;
+            this.progress.mark();
             return Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(BadBody(e)) as Self::Error)));
         }
         let timeout = this.timeout;

@@ -23,13 +23,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use terrier_proto::handshake::HTTP_SERVICE;
 use terrier_transport::byte_stream::ByteStream;
-use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use super::session::{OpenError, Session};
 use super::traffic::{Metered, Side};
 use crate::config::Limits;
-use crate::forwarding::RequestBody;
+use crate::forwarding::{BodyProgress, RequestBody};
 use crate::metrics::{Metrics, StreamKind};
 
 /// A connection to the device's web service, its bytes counted as HTTP traffic.
@@ -72,9 +71,9 @@ pub async fn send(
     limits: &Limits,
 ) -> Result<Response<Incoming>, SendError> {
     let (max_kept, answer_timeout) = (limits.max_idle_http_per_device, limits.device_answer_timeout);
-    let no_answer = |_| SendError::NoAnswer(answer_timeout);
+    let progress = req.body().progress();
     while let Some(mut sender) = session.http_connections.take_ready() {
-        match timeout(answer_timeout, sender.try_send_request(req)).await.map_err(no_answer)? {
+        match answer_in_time(&progress, answer_timeout, sender.try_send_request(req)).await? {
             Ok(response) => return Ok(keep_unless_upgraded(session, sender, response, max_kept)),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
@@ -83,8 +82,28 @@ pub async fn send(
         }
     }
     let mut sender = connect(session, metrics, tasks).await?;
-    let response = timeout(answer_timeout, sender.send_request(req)).await.map_err(no_answer)??;
+    let response = answer_in_time(&progress, answer_timeout, sender.send_request(req)).await??;
     Ok(keep_unless_upgraded(session, sender, response, max_kept))
+}
+
+/// Awaits `answer` until `wait` passed without the request's body moving
+/// (counted from its last bytes, or from the request when it has none).
+async fn answer_in_time<T>(
+    progress: &BodyProgress,
+    wait: Duration,
+    answer: impl std::future::Future<Output = T>,
+) -> Result<T, SendError> {
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            answered = &mut answer => return Ok(answered),
+            () = tokio::time::sleep_until(progress.last() + wait) => {
+                if progress.last() + wait <= tokio::time::Instant::now() {
+                    return Err(SendError::NoAnswer(wait));
+                }
+            }
+        }
+    }
 }
 
 /// Hands the connection back for the next request, unless the answer

@@ -49,3 +49,28 @@ async fn a_request_in_flight_ends_when_the_devices_session_does() {
     assert!(cut.elapsed() < Duration::from_secs(5), "answered {:?} after the session ended", cut.elapsed());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_longer_than_the_answer_timeout_is_not_cut() {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use terrier_testkit::upstream::pattern;
+
+    init_logging();
+    let server = TestServer::start(|c| c.limits.device_answer_timeout = Duration::from_secs(1)).await;
+    let (_agent, host) = TestAgent::web_device(server.url(), "uploads").await;
+    // 6 chunks, 500 ms apart: 3 s of upload, each gap well inside the timeout.
+    let chunks = futures_util::stream::iter(0..6u64).then(|i| async move {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let chunk: Vec<u8> = (i * 1000..(i + 1) * 1000).map(pattern).collect();
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(chunk)))
+    });
+    let body = BodyExt::boxed(StreamBody::new(chunks));
+    let response = Visitor::new(server.addr).send("POST", &host, "/count", body).await;
+    assert_eq!(response.status(), 200, "the device answered once the upload was in");
+    let text = response.into_body().collect().await.expect("answer").to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("6000"), "{text:?}");
+    server.stop().await;
+}
