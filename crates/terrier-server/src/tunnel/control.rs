@@ -223,7 +223,7 @@ fn refuse_takeover(tunnel: &Endpoint, name: &str, newcomer: &AgentAt) -> Option<
         return None;
     }
     let max = tunnel.live.limits().max_takeovers_per_minute;
-    if tunnel.takeovers.take_over(name, newcomer.remote.ip(), max, std::time::Instant::now()) {
+    if tunnel.takeovers.take_over(name, newcomer, &current.agent_at, max, std::time::Instant::now()) {
         return None;
     }
     let holder = current.agent_at.remote.ip();

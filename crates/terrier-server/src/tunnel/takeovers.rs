@@ -7,11 +7,16 @@
 //! next one is refused with 409 and a reason naming the conflict, and the
 //! admin API shows it. Once refused, other agents stay refused while they
 //! keep trying (each refusal holds the conflict `CONFLICT_HOLD` longer), so
-//! the agent online keeps the name instead of the two trading it every
-//! minute; when it goes offline, the name is free again.
+//! the name stops changing hands; when its agent goes offline, it is free.
+//!
+//! The agent that held the name when the takeovers began is never refused:
+//! an attacker with a credential for the name cannot churn takeovers (fresh
+//! `instance` ids cost nothing) to lock the device it belongs to out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+
+use super::session::AgentAt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,6 +41,8 @@ struct NameHistory {
     at: VecDeque<Instant>,
     /// The last newcomer refused: the conflict, shown in the admin API.
     refused: Option<Refused>,
+    /// The agent online when the first takeover in this history happened.
+    holder: Option<AgentAt>,
 }
 
 /// A newcomer refused because the name is in conflict.
@@ -48,11 +55,19 @@ pub struct Refused {
 }
 
 impl Takeovers {
-    /// Another agent (not the one online) asks for `name` at `now`: `true`
-    /// when it may take the name over (counted), `false` when the name changed
-    /// hands `max_per_minute` times in the last minute already, or an agent
-    /// was refused it within `CONFLICT_HOLD`.
-    pub fn take_over(&self, name: &str, from: IpAddr, max_per_minute: u32, now: Instant) -> bool {
+    /// `newcomer`, another agent than `online` (the one holding `name`),
+    /// asks for it at `now`: `true` when it may take the name over
+    /// (counted), `false` when the name changed hands `max_per_minute` times
+    /// in the last minute already or an agent was refused it within
+    /// `CONFLICT_HOLD`, unless `newcomer` held the name when this began.
+    pub fn take_over(
+        &self,
+        name: &str,
+        newcomer: &AgentAt,
+        online: &AgentAt,
+        max_per_minute: u32,
+        now: Instant,
+    ) -> bool {
         let mut names = self.names.lock().expect("takeovers lock");
         if names.len() >= MAX_NAMES && !names.contains_key(name) {
             names.retain(|_, h| h.prune(now));
@@ -64,8 +79,10 @@ impl Takeovers {
         }
         let history = names.entry(name.to_owned()).or_default();
         history.prune(now);
-        if history.refused.is_some() || history.at.len() >= max_per_minute as usize {
-            history.refused = Some(Refused { at: now, from });
+        let holder = history.holder.get_or_insert_with(|| online.clone());
+        let original = newcomer.same_agent(holder);
+        if !original && (history.refused.is_some() || history.at.len() >= max_per_minute as usize) {
+            history.refused = Some(Refused { at: now, from: newcomer.remote.ip() });
             return false;
         }
         history.at.push_back(now);
@@ -88,7 +105,11 @@ impl NameHistory {
         if self.refused.as_ref().is_some_and(|r| now.duration_since(r.at) >= CONFLICT_HOLD) {
             self.refused = None;
         }
-        !self.at.is_empty() || self.refused.is_some()
+        let busy = !self.at.is_empty() || self.refused.is_some();
+        if !busy {
+            self.holder = None;
+        }
+        busy
     }
 }
 
@@ -96,31 +117,54 @@ impl NameHistory {
 mod tests {
     use super::*;
 
+    fn agent(ip: &str, instance: &str) -> AgentAt {
+        AgentAt { remote: format!("{ip}:40000").parse().unwrap(), instance: Some(instance.into()) }
+    }
+
     #[test]
     fn the_takeover_past_the_limit_is_refused_while_the_other_agent_keeps_trying() {
         let takeovers = Takeovers::default();
-        let (t0, ip) = (Instant::now(), "192.0.2.9".parse().unwrap());
+        let (first, second) = (agent("192.0.2.1", "first"), agent("192.0.2.2", "second"));
+        let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
-        for i in 0..3 {
-            assert!(takeovers.take_over("pi", ip, 3, at(i)));
-        }
-        assert!(!takeovers.take_over("pi", ip, 3, at(4)));
-        assert_eq!(takeovers.refused("pi", at(5)).unwrap().from, ip);
-        assert!(takeovers.take_over("other", ip, 3, t0), "names count apart");
+        // The two trade the name: second takes it, first takes it back, ...
+        assert!(takeovers.take_over("pi", &second, &first, 3, at(0)));
+        assert!(takeovers.take_over("pi", &first, &second, 3, at(1)));
+        assert!(takeovers.take_over("pi", &second, &first, 3, at(2)));
+        assert!(takeovers.take_over("pi", &first, &second, 3, at(3)), "the first holder is never refused");
+        assert!(!takeovers.take_over("pi", &second, &first, 3, at(4)));
+        assert_eq!(takeovers.refused("pi", at(5)).unwrap().from, second.remote.ip());
+        assert!(takeovers.take_over("other", &second, &first, 3, t0), "names count apart");
         // Retrying once a minute keeps being refused: each refusal holds the conflict.
         for minute in 1..=20 {
-            assert!(!takeovers.take_over("pi", ip, 3, at(4 + 60 * minute)), "minute {minute}");
+            assert!(!takeovers.take_over("pi", &second, &first, 3, at(4 + 60 * minute)), "minute {minute}");
         }
         let last = at(4 + 60 * 20);
-        assert!(takeovers.take_over("pi", ip, 3, last + CONFLICT_HOLD), "the hold ends");
+        assert!(takeovers.take_over("pi", &second, &first, 3, last + CONFLICT_HOLD), "the hold ends");
+    }
+
+    #[test]
+    fn fresh_instance_ids_cannot_lock_the_holder_out() {
+        let takeovers = Takeovers::default();
+        let device = agent("192.0.2.1", "device");
+        let t0 = Instant::now();
+        let mut online = device.clone();
+        for i in 0..3 {
+            let attacker = agent("198.51.100.7", &format!("fresh-{i}"));
+            assert!(takeovers.take_over("door", &attacker, &online, 3, t0));
+            online = attacker;
+        }
+        assert!(takeovers.take_over("door", &device, &online, 3, t0), "the device gets its name back");
+        let attacker = agent("198.51.100.7", "fresh-9");
+        assert!(!takeovers.take_over("door", &attacker, &device, 3, t0), "and keeps it");
     }
 
     #[test]
     fn two_takeovers_a_minute_are_never_refused() {
         let takeovers = Takeovers::default();
-        let (t0, ip) = (Instant::now(), "192.0.2.9".parse().unwrap());
+        let (a, b) = (agent("192.0.2.1", "a"), agent("192.0.2.2", "b"));
         for i in 0..100 {
-            assert!(takeovers.take_over("pi", ip, 3, t0 + Duration::from_secs(30 * i)));
+            assert!(takeovers.take_over("pi", &b, &a, 3, Instant::now() + Duration::from_secs(30 * i)));
         }
     }
 }
