@@ -25,7 +25,9 @@ use rand::Rng;
 use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Claim, FreedPort, Lease, NodeInfo, Online, ParkedPort, Reservation, Store, StoreError, Swept};
+use super::{
+    Claim, FreedPort, Lease, NodeInfo, Online, ParkedPort, Reservation, Store, StoreError, Swept, MAX_HELD_PORTS,
+};
 
 /// name -> JSON-encoded [`Lease`].
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
@@ -324,6 +326,20 @@ impl<'txn> Tables<'txn> {
             if let Some(parked) = lease.parked.remove(service) {
                 lease.ports.insert(service.clone(), parked.port);
             }
+        }
+        // A lease holds at most MAX_HELD_PORTS: past it, the parked ports
+        // due soonest go first (a device announcing new services at every
+        // connect must not collect the whole range).
+        let room = MAX_HELD_PORTS.saturating_sub(claim.services.len());
+        while lease.parked.len() > room {
+            let Some(soonest) = lease.parked.iter().min_by_key(|(_, p)| p.until_ms).map(|(s, _)| s.clone()) else {
+                break;
+            };
+            if let Some(parked) = lease.parked.remove(&soonest) {
+                self.free_port(claim.name, parked.port)?;
+            }
+        }
+        for service in claim.services {
             // A port outside a (changed) range is given up for one inside it.
             if let Some(port) = lease.ports.get(service).copied() {
                 if claim.port_range.contains(&port) {

@@ -78,6 +78,9 @@ impl Lease {
     }
 }
 
+/// Most TCP ports one lease holds, announced and parked together.
+pub const MAX_HELD_PORTS: usize = terrier_proto::limits::MAX_SERVICES;
+
 /// A device asking for its lease as it comes online.
 #[derive(Debug, Clone)]
 pub struct Claim<'a> {

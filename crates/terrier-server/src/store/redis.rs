@@ -139,6 +139,7 @@ impl Store for RedisStore {
                 .arg(ports)
                 .arg(*claim.port_range.start())
                 .arg(*claim.port_range.end())
+                .arg(super::MAX_HELD_PORTS)
                 .invoke_async(&mut conn)
                 .await;
             match result {

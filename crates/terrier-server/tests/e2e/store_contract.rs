@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use terrier_server::store::embedded::EmbeddedStore;
 use terrier_server::store::redis::RedisStore;
-use terrier_server::store::{Claim, FreedPort, ParkedPort, Reservation, Store, StoreError};
+use terrier_server::store::{Claim, FreedPort, ParkedPort, Reservation, Store, StoreError, MAX_HELD_PORTS};
 use terrier_testkit::RedisServer;
 
 const GRACE_MS: u64 = 60_000;
@@ -113,6 +113,11 @@ macro_rules! contract {
             async fn parked_port_is_freed_by_the_next_claim_after_its_time() {
                 let (store, _keep) = $make.await;
                 check_parking_claim_expiry(&*store).await;
+            }
+            #[tokio::test]
+            async fn a_lease_holds_at_most_max_held_ports_parked_or_not() {
+                let (store, _keep) = $make.await;
+                check_parking_cap(&*store).await;
             }
             #[tokio::test]
             async fn expired_lease_frees_its_parked_ports() {
@@ -238,6 +243,36 @@ async fn check_parking_claim_expiry(store: &dyn Store) {
     let dropped = zero.ports["b"];
     let c = Claim { port_range: dropped..=dropped, ..claim("next", &other, "n1", t0) };
     assert_eq!(store.claim(c).await.unwrap().ports["x"], dropped);
+}
+
+async fn check_parking_cap(store: &dyn Store) {
+    let t0 = clock_now();
+    // Each connect announces 16 new services: the old ones are parked, but
+    // never more than MAX_HELD_PORTS in all; the ones due soonest go first.
+    let mut held = std::collections::BTreeSet::new();
+    let mut last = None;
+    for round in 0..4u64 {
+        let ids: Vec<String> = (0..16).map(|i| format!("r{round}s{i}")).collect();
+        let lease = store.claim(in_32("hoarder", &ids, t0 + round)).await.unwrap();
+        assert!(lease.ports.len() + lease.parked.len() <= MAX_HELD_PORTS, "round {round}: {lease:?}");
+        held = lease.ports.values().chain(lease.parked.values().map(|p| &p.port)).copied().collect();
+        last = Some(lease);
+    }
+    let last = last.unwrap();
+    assert_eq!(held.len(), MAX_HELD_PORTS);
+    assert!(last.parked.is_empty(), "16 announced leave no room to park: {last:?}");
+    // Fewer announced leaves room for the newest parked ones.
+    let few = services(&["r3s0", "r3s1"]);
+    let lease = store.claim(in_32("hoarder", &few, t0 + 10)).await.unwrap();
+    assert_eq!(lease.ports.len() + lease.parked.len(), MAX_HELD_PORTS, "{lease:?}");
+    // The 32-port range still has room for another device's 16.
+    let others: Vec<String> = (0..16).map(|i| format!("o{i}")).collect();
+    assert!(store.claim(in_32("other", &others, t0 + 11)).await.is_ok());
+}
+
+/// A claim in a range of 32 ports: two devices' worth of services.
+fn in_32<'a>(name: &'a str, services: &'a [String], now_ms: u64) -> Claim<'a> {
+    Claim { port_range: 45100..=45131, ..claim(name, services, "s", now_ms) }
 }
 
 async fn check_parking_lease_expiry(store: &dyn Store) {

@@ -1,5 +1,5 @@
 -- ARGV: prefix, name, session, node, now, grace_ms, services (a,b), subdomain candidates (x,y),
---       port candidates (1,2), port min, port max
+--       port candidates (1,2), port min, port max, most ports held (announced + parked)
 -- Returns the lease as an array, or an error reply "NOSUB" / "NOPORT" without writing.
 local name, session, node = ARGV[2], ARGV[3], ARGV[4]
 local now, grace = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -7,6 +7,7 @@ local services = split(ARGV[7])
 local sub_candidates = split(ARGV[8])
 local port_candidates = split(ARGV[9])
 local min, max = tonumber(ARGV[10]), tonumber(ARGV[11])
+local max_held = tonumber(ARGV[12])
 
 local lease = load(name)
 if lease and not is_live(lease, now) then
@@ -59,6 +60,16 @@ for svc, port in pairs(old_ports) do
   else
     table.insert(freed, port)
   end
+end
+-- At most max_held ports in all: past it, the parked ports due soonest go
+-- (a device announcing new services at every connect must not collect the range).
+local parked_list = {}
+for svc, p in pairs(parked) do table.insert(parked_list, { svc = svc, p = p }) end
+table.sort(parked_list, function(a, b) return a.p.until_ms < b.p.until_ms end)
+local room = max_held - #services
+for i = 1, #parked_list - math.max(room, 0) do
+  table.insert(freed, parked_list[i].p.port)
+  parked[parked_list[i].svc] = nil
 end
 for _, svc in ipairs(services) do
   if not ports[svc] then
