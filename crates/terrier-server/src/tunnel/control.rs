@@ -140,7 +140,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
     }
     let agent_at = AgentAt { remote, instance: params.instance.clone() };
     if params.check {
-        return check_answer(tunnel, &params.name, &agent_at).await;
+        return check_answer(tunnel, &params.name, &agent_at, &identity).await;
     }
     if let Some(refused) = refuse_takeover(tunnel, &params.name, &agent_at) {
         return refused;
@@ -240,14 +240,22 @@ fn refuse_takeover(tunnel: &Endpoint, name: &str, newcomer: &AgentAt) -> Option<
 }
 
 /// The answer to a `check=1` handshake: the lease `name` holds now and who
-/// is online with it, read without changing anything.
-async fn check_answer(tunnel: &Endpoint, name: &str, checker: &AgentAt) -> Response<Body> {
+/// is online with it, read without changing anything. The online agent's
+/// address goes only to a token minted for exactly this name: in open mode
+/// anyone may ask, and a fleet token speaks for many devices.
+async fn check_answer(
+    tunnel: &Endpoint,
+    name: &str,
+    checker: &AgentAt,
+    identity: &crate::auth::Identity,
+) -> Response<Body> {
     let lease = match tunnel.membership.store.by_name(name, now_ms()).await {
         Ok(lease) => lease,
         Err(e) => return text(status::UNAVAILABLE, format!("store unavailable: {e}")),
     };
     let here = tunnel.sessions.by_name(name).filter(|s| !s.closed.is_cancelled());
-    let online_from = here.as_ref().map(|s| s.agent_at.remote.ip().to_string()).unwrap_or_default();
+    let owner = matches!(identity, crate::auth::Identity::Token(slot) if !slot.fleet);
+    let online_from = here.as_ref().filter(|_| owner).map(|s| s.agent_at.remote.ip().to_string()).unwrap_or_default();
     let url = lease.as_ref().map(|l| tunnel.config.device_url(&l.subdomain)).unwrap_or_default();
     let answer = CheckAnswer {
         name,
