@@ -128,6 +128,19 @@ fn is_loopback_domain(domain: &str) -> bool {
     domain == "localhost" || loopback
 }
 
+/// `url` for messages: a password in it (`redis://:secret@host`) replaced
+/// by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
 /// Device authentication settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -685,5 +698,12 @@ mod tests {
         }
         assert_eq!(AuthMode::Token.resolve("127.0.0.1"), AuthMode::Token);
         assert_eq!(AuthMode::Open.resolve("tunnel.example.com"), AuthMode::Open);
+    }
+
+    #[test]
+    fn store_urls_lose_their_password_in_messages() {
+        assert_eq!(redact_url("redis://:hunter2@10.0.0.5:6379/0"), "redis://:***@10.0.0.5:6379/0");
+        assert_eq!(redact_url("redis://app:hunter2@db/1"), "redis://app:***@db/1");
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
     }
 }

@@ -73,7 +73,7 @@ pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>>
     } else {
         let store = store::redis::RedisStore::connect(&config.store, &config.redis_prefix, config.limits.store_timeout)
             .await
-            .with_context(|| format!("connecting to {}", config.store))?;
+            .with_context(|| format!("connecting to {}", config::redact_url(&config.store)))?;
         Ok(Arc::new(store))
     }
 }

@@ -36,11 +36,13 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Resu
         }
         None => toml::Table::new(),
     };
+    // Errors name the key, never the value: it may be a secret (a token
+    // given through the environment under a mistyped name, say).
     for (key, value) in overrides {
-        set(&mut doc, key, value).with_context(|| format!("override {key}={value}"))?;
+        set(&mut doc, key, value).with_context(|| format!("override {key}"))?;
         // Each one on its way in, so an error names the override at fault.
         if let Err(e) = ServerConfig::deserialize(toml::Value::Table(doc.clone())) {
-            anyhow::bail!("override {key}={value}: {}", suggest::explain(e.message()));
+            anyhow::bail!("override {key}: {}", suggest::explain(e.message()));
         }
     }
     let config = ServerConfig::deserialize(toml::Value::Table(doc)).context("configuration")?;
@@ -137,7 +139,7 @@ mod tests {
         let err = load(None, &[("limits.max_pending".into(), "4".into())]).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
-            "override limits.max_pending=4: unknown key `max_pending` (did you mean `max_pending_streams`?)"
+            "override limits.max_pending: unknown key `max_pending` (did you mean `max_pending_streams`?)"
         );
         std::fs::write(&file, "grace_period = \"1m\"\n\n[limits]\nmax_pending_stream = 3\n").unwrap();
         let err = format!("{:#}", load(Some(&file), &[]).unwrap_err());

@@ -24,7 +24,7 @@ pub async fn open_token_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn s
     } else {
         let tokens = store::RedisTokenStore::connect(&config.store, &config.redis_prefix, config.limits.store_timeout)
             .await
-            .with_context(|| format!("connecting to {}", config.store))?;
+            .with_context(|| format!("connecting to {}", crate::config::redact_url(&config.store)))?;
         Ok(Arc::new(tokens))
     }
 }

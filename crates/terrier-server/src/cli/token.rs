@@ -84,7 +84,7 @@ pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result
 /// unless `init`.
 fn store_place(config: &ServerConfig, init: bool) -> anyhow::Result<String> {
     if config.store != "embedded" {
-        return Ok(config.store.clone());
+        return Ok(terrier_server::config::redact_url(&config.store));
     }
     let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     let place = dir.join("tokens.json").display().to_string();
