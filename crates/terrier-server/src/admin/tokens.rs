@@ -67,8 +67,8 @@ pub async fn create(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
         Ok(scope) => scope,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    if body.note.chars().count() > 200 {
-        return error(StatusCode::BAD_REQUEST, "note: at most 200 characters");
+    if let Err(reason) = token::check_note(&body.note) {
+        return error(StatusCode::BAD_REQUEST, &reason);
     }
     let minted = token::mint(scope, &body.note, crate::store::now_ms());
     if let Err(e) = admin.auth.book.store().insert(&minted.record).await {

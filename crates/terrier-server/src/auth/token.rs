@@ -107,6 +107,24 @@ pub struct Minted {
     pub record: TokenRecord,
 }
 
+/// Longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 200;
+/// The latest expiry a token may have: the end of year 9999, Unix ms (the
+/// last instant RFC 3339 writes).
+pub const LATEST_EXPIRY_MS: u64 = 253_402_300_799_999;
+
+/// Checks an operator's note: at most [`MAX_NOTE_CHARS`], and no control
+/// characters (a note is printed to terminals by `token list`).
+pub fn check_note(note: &str) -> Result<(), String> {
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(format!("note: at most {MAX_NOTE_CHARS} characters"));
+    }
+    if let Some(c) = note.chars().find(|c| c.is_control()) {
+        return Err(format!("note: contains a control character ({c:?}); use printable text"));
+    }
+    Ok(())
+}
+
 /// Draws a new token for `scope`.
 pub fn mint(scope: Scope, note: &str, now_ms: u64) -> Minted {
     let id = random_chars(ID_LEN);
@@ -177,5 +195,13 @@ mod tests {
         assert!(Scope::Prefix("factory-7-".into()).validate().is_ok());
         assert!(Scope::Prefix("-x".into()).validate().is_err());
         assert!(Scope::Name("Bad Name".into()).validate().is_err());
+    }
+
+    #[test]
+    fn notes_are_bounded_and_printable() {
+        assert!(check_note("kitchen thermostat, ticket #42").is_ok());
+        assert!(check_note(&"x".repeat(MAX_NOTE_CHARS + 1)).is_err());
+        assert!(check_note("evil\u{1b}[2Jnote").unwrap_err().contains("control character"));
+        assert!(check_note("two\nlines").is_err());
     }
 }

@@ -54,9 +54,20 @@ pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result
     match command {
         TokenCommand::Create { name, prefix, note, expires_in, .. } => {
             let scope = Scope::from_parts(name, prefix).map_err(anyhow::Error::msg)?;
+            token::check_note(&note).map_err(anyhow::Error::msg)?;
             let now = terrier_server::store::now_ms();
+            let expires_ms = match expires_in {
+                Some(d) => Some(
+                    u64::try_from(d.as_millis())
+                        .ok()
+                        .and_then(|ms| now.checked_add(ms))
+                        .filter(|at| *at <= token::LATEST_EXPIRY_MS)
+                        .ok_or_else(|| anyhow::anyhow!("--expires-in {d:?}: ends after the year 9999"))?,
+                ),
+                None => None,
+            };
             let mut minted = token::mint(scope, &note, now);
-            minted.record.expires_ms = expires_in.map(|d| now + d.as_millis() as u64);
+            minted.record.expires_ms = expires_ms;
             store.insert(&minted.record).await?;
             eprintln!(
                 "token {} created for {} in {place}; it is shown only this once:",
@@ -130,8 +141,14 @@ fn table(tokens: &[TokenRecord]) -> String {
 
 /// Unix ms as `2026-12-04 10:31:05` (UTC, to the second).
 fn utc(ms: u64) -> String {
+    use std::fmt::Write;
     let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(time).to_string().replace('T', " ").trim_end_matches('Z').to_owned()
+    let mut text = String::new();
+    // Past year 9999 RFC 3339 has no way to write it (an older store may hold such a time).
+    if write!(text, "{}", humantime::format_rfc3339_seconds(time)).is_err() {
+        return format!("{ms} ms after 1970");
+    }
+    text.replace('T', " ").trim_end_matches('Z').to_owned()
 }
 
 #[cfg(test)]
@@ -150,5 +167,11 @@ mod tests {
         assert_eq!(lines[1].find("1970-01-01 00:00:01"), lines[0].find("EXPIRES (UTC)"), "{text}");
         assert_eq!(lines[2].find("never"), lines[0].find("EXPIRES (UTC)"), "{text}");
         assert!(!text.contains("GMT"), "{text}");
+    }
+
+    #[test]
+    fn times_past_the_year_9999_print_without_panicking() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(u64::MAX / 1000), format!("{} ms after 1970", u64::MAX / 1000));
     }
 }
