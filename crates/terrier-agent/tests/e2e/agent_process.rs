@@ -285,3 +285,25 @@ async fn show_requests_prints_each_visitor_request_as_it_happens() {
     agent.kill().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn logs_into_a_pipe_carry_no_colour_codes() {
+    init_logging();
+    // A name another agent holds, with no takeover allowed: the agent logs an error.
+    let server = TestServer::start(|c| c.limits.max_takeovers_per_minute = 0).await;
+    let web = upstream::http_service().await;
+    let mut holder = terrier_testkit::TestAgent::start(server.url(), "taken", Some(web), &[]);
+    holder.connected(1).await;
+    let url = server.url().to_string();
+    let mut agent = AgentProcess::start(&["--server", &url, "--name", "taken", "--http", &web.port().to_string()]);
+    agent.wait_for("disconnected", EVENT_TIMEOUT).await;
+    let logged = agent.stderr.clone();
+    let lines = terrier_testkit::eventually(EVENT_TIMEOUT, "the error on stderr", || {
+        let logged = logged.clone();
+        async move { Some(logged.lock().unwrap().clone()).filter(|l| l.iter().any(|l| l.contains("ERROR"))) }
+    })
+    .await;
+    agent.kill().await;
+    assert!(lines.iter().all(|l| !l.contains('\x1b')), "escape codes in piped stderr: {lines:?}");
+    server.stop().await;
+}
