@@ -53,7 +53,13 @@ impl FakeDevice {
     /// Connects an HTTP device `name` presenting `token` (as the agent does:
     /// `Authorization: Bearer`), or says how the server refused it.
     pub async fn connect_with(addr: SocketAddr, name: &str, token: Option<&str>) -> Result<Self, Refused> {
-        let url = format!("ws://{addr}/v1/control?name={name}&http=1");
+        Self::connect_query(addr, &format!("name={name}&http=1"), token).await
+    }
+
+    /// Connects with the control handshake's whole `query` (to set `hops`,
+    /// say), presenting `token`, or says how the server refused it.
+    pub async fn connect_query(addr: SocketAddr, query: &str, token: Option<&str>) -> Result<Self, Refused> {
+        let url = format!("ws://{addr}/v1/control?{query}");
         let mut control = handshake(addr, &url, token).await?;
         let welcome = next_json(&mut control).await.expect("welcome");
         let field = |key: &str| {

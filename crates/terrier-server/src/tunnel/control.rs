@@ -138,6 +138,9 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
         tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
         return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
     }
+    if let Some(elsewhere) = fleet_claim_elsewhere(tunnel, &identity, &params).await {
+        return elsewhere;
+    }
     let agent_at = AgentAt { remote, instance: params.instance.clone() };
     if params.check {
         return check_answer(tunnel, &params.name, &agent_at, &identity).await;
@@ -148,11 +151,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&tunnel.membership).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
-            let mut response = text(status::REDIRECT, format!("use {}", target.advertise_url));
-            if let Ok(location) = http::HeaderValue::from_str(&target.advertise_url) {
-                response.headers_mut().insert(http::header::LOCATION, location);
-            }
-            return response;
+            return redirect_to(&target.advertise_url);
         }
     }
     if tunnel.lifecycle.shutdown.is_cancelled() {
@@ -274,6 +273,46 @@ async fn check_answer(
     };
     let mut response = text(status::OK, serde_json::to_string(&answer).unwrap_or_default());
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A fleet token's claim on a name online on another node is decided by
+/// that node, the one that knows which token the name is held under: the
+/// agent is sent there (307), or refused (409) once its redirects are used
+/// up (that node unreachable; its devices come back here once it is
+/// declared dead).
+async fn fleet_claim_elsewhere(
+    tunnel: &Endpoint,
+    identity: &crate::auth::Identity,
+    params: &ControlParams,
+) -> Option<Response<Body>> {
+    let crate::auth::Identity::Token(slot) = identity else { return None };
+    if !slot.fleet {
+        return None;
+    }
+    let membership = &tunnel.membership;
+    let lease = membership.store.by_name(&params.name, now_ms()).await.ok()??;
+    let holder = lease.online.filter(|online| online.node != membership.node_id)?;
+    let node = match crate::cluster::nodes::peer(membership, &holder.node).await {
+        Some(node) if params.hops < MAX_REDIRECT_HOPS => node,
+        _ => {
+            tracing::warn!(device = %params.name, node = %holder.node, "fleet token refused: the name is online on another node");
+            return Some(text(
+                status::CONFLICT,
+                format!("device {:?} is online on another node, which could not be reached", params.name),
+            ));
+        }
+    };
+    tracing::info!(device = %params.name, to = %node.id, "fleet token sent to the node holding the name");
+    Some(redirect_to(&node.advertise_url))
+}
+
+/// `307` to another node's base URL: repeat the handshake there.
+fn redirect_to(advertise_url: &str) -> Response<Body> {
+    let mut response = text(status::REDIRECT, format!("use {advertise_url}"));
+    if let Ok(location) = http::HeaderValue::from_str(advertise_url) {
+        response.headers_mut().insert(http::header::LOCATION, location);
+    }
     response
 }
 

@@ -541,3 +541,48 @@ async fn redirect_to_an_unreachable_node_brings_the_agent_back_and_stale_nodes_g
     );
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_fleet_token_cannot_take_a_name_held_under_another_token_through_another_node() {
+    use terrier_server::auth::store::{RedisTokenStore, TokenStore};
+    use terrier_server::auth::token::{self, Scope};
+    use terrier_testkit::raw::FakeDevice;
+
+    init_logging();
+    let redis = RedisServer::start().await;
+    let tokens = |c: &mut terrier_server::ServerConfig| c.auth.mode = terrier_server::auth::AuthMode::Token;
+    let with_tokens = |id| {
+        let node = node(&redis, id);
+        move |c: &mut terrier_server::ServerConfig| {
+            node(c);
+            tokens(c);
+        }
+    };
+    let a = TestServer::start(with_tokens("node-a")).await;
+    let b = TestServer::start(with_tokens("node-b")).await;
+    wait_for_nodes(&redis, 2).await;
+    let store = RedisTokenStore::connect(&redis.url(), "terrier:", std::time::Duration::from_secs(2)).await.unwrap();
+    let mint = async |scope| {
+        let minted = token::mint(scope, "test", 0);
+        store.insert(&minted.record).await.expect("store token");
+        minted.token
+    };
+    let own = mint(Scope::Name("fleet-door".into())).await;
+    let fleet = mint(Scope::Prefix("fleet-".into())).await;
+    let mut holder = FakeDevice::connect_with(a.addr, "fleet-door", Some(&own)).await.expect("admitted on node a");
+
+    // Through node b the fleet token is sent to node a, which refuses it.
+    let sent = FakeDevice::connect_with(b.addr, "fleet-door", Some(&fleet)).await.err().expect("redirected");
+    assert_eq!(sent.status, 307, "{sent:?}");
+    assert!(sent.body.contains(&a.addr.port().to_string()), "to the node holding the name: {sent:?}");
+    let refused = FakeDevice::connect_with(a.addr, "fleet-door", Some(&fleet)).await.err().expect("409 there");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    // With its redirects used up, node b refuses it itself; check=1 too.
+    for query in ["name=fleet-door&http=1&hops=3", "name=fleet-door&check=1&hops=3"] {
+        let refused = FakeDevice::connect_query(b.addr, query, Some(&fleet)).await.err().expect("409");
+        assert_eq!(refused.status, 409, "{query}: {refused:?}");
+    }
+    assert!(holder.closed_within(std::time::Duration::from_millis(300)).await.is_err(), "the holder stays online");
+    a.stop().await;
+    b.stop().await;
+}
