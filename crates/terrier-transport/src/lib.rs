@@ -3,8 +3,9 @@
 //! ([`control`]), random ids ([`ids`]) and the byte relay between a data
 //! socket and a plain byte stream ([`relay`](mod@relay)), a data socket seen as a
 //! byte stream ([`byte_stream`]), data sockets themselves ([`data`]),
-//! ending a relay that no longer moves bytes ([`idle`]), and the
-//! reconnect backoff of every device ([`reconnect`]).
+//! ending a relay that no longer moves bytes ([`idle`]), the client side
+//! of a WebSocket handshake ([`client_upgrade`]), and the reconnect
+//! backoff of every device ([`reconnect`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this
 //! crate only binds them to tokio, tokio-tungstenite (control sockets) and
@@ -15,6 +16,7 @@
 
 pub mod byte_stream;
 pub mod capped;
+pub mod client_upgrade;
 pub mod control;
 pub mod data;
 mod delegate;

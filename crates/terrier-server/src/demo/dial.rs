@@ -1,37 +1,36 @@
-//! The demo device's side of the WebSocket handshake (RFC 6455 §4.1) with
-//! its own server, on hyper's HTTP/1 client: the mirror of
-//! `tunnel/upgrade.rs`. Bytes the server sends right behind its `101` (a
-//! visitor's first request bytes on a data socket) stay in hyper's
-//! `Upgraded`, so nothing is lost at the switch.
+//! The demo device's side of the WebSocket handshake with its own server:
+//! the agent's exchange ([`terrier_transport::client_upgrade`]), so the
+//! bytes the server sends right behind its `101` (a visitor's first request
+//! bytes on a data socket) stay in front of the socket.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{
-    CONNECTION, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
-};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::header::SEC_WEBSOCKET_PROTOCOL;
+use http::HeaderValue;
 use terrier_proto::handshake::{
     status, CONTROL_PATH, DATA_PATH, PARAM_AGENT, PARAM_HOPS, PARAM_HTTP, PARAM_NAME, PARAM_PLATFORM, PARAM_SESSION,
     PARAM_STREAM,
 };
 use terrier_proto::limits::{MAX_CONTROL_FRAME_BYTES, MAX_DATA_FRAME_BYTES, MAX_REDIRECT_HOPS, SUBPROTOCOL};
+use terrier_transport::client_upgrade::{self, Answer, UpgradeError};
+use terrier_transport::prefixed::Prefixed;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::DEMO_NAME;
-use crate::tunnel::{ControlSocket, DataSocket, UpgradedIo};
+
+/// The demo device's connection to its server once upgraded.
+pub type DemoIo = Prefixed<TcpStream>;
+/// The demo device's control socket.
+pub type ControlSocket = WebSocketStream<DemoIo>;
+/// One of the demo device's data sockets.
+pub type DataSocket = terrier_transport::data::DataSocket<DemoIo>;
 
 /// How long dialling the server and its answer to a handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most bytes of a refusal's body kept (its first line is the reason).
-const MAX_REASON_BYTES: usize = 4096;
 
 /// Why a socket to the server could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +43,13 @@ pub enum DialError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The HTTP exchange of the handshake failed.
-    #[error("{server}: handshake: {source}")]
-    Http {
+    /// The answer was not HTTP.
+    #[error("{server}: handshake: {reason}")]
+    NotHttp {
         /// The server dialled.
         server: SocketAddr,
-        /// What failed.
-        source: hyper::Error,
+        /// What came back.
+        reason: String,
     },
     /// The server answered something other than `101`.
     #[error("{server} refused ({status}): {reason}")]
@@ -119,50 +118,28 @@ pub async fn data(server: SocketAddr, session: &str, stream: &str) -> Result<Dat
 
 /// Dials `server` and upgrades `GET target` to a WebSocket, within
 /// [`CONNECT_TIMEOUT`].
-async fn upgrade(server: SocketAddr, target: &str) -> Result<UpgradedIo, DialError> {
+async fn upgrade(server: SocketAddr, target: &str) -> Result<DemoIo, DialError> {
     tokio::time::timeout(CONNECT_TIMEOUT, try_upgrade(server, target))
         .await
         .unwrap_or(Err(DialError::Timeout { server }))
 }
 
-async fn try_upgrade(server: SocketAddr, target: &str) -> Result<UpgradedIo, DialError> {
+async fn try_upgrade(server: SocketAddr, target: &str) -> Result<DemoIo, DialError> {
     let tcp = TcpStream::connect(server).await.map_err(|source| DialError::Network { server, source })?;
     // The server is this process, on this host: no keepalive needed.
     terrier_transport::tcp::tune_loopback(&tcp);
-    let http = |source| DialError::Http { server, source };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(http)?;
-    let key = generate_key();
-    let request = Request::get(target)
-        .header(HOST, server.to_string())
-        .header(CONNECTION, "upgrade")
-        .header(UPGRADE, "websocket")
-        .header(SEC_WEBSOCKET_VERSION, "13")
-        .header(SEC_WEBSOCKET_KEY, &key)
-        .header(SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL)
-        .body(Empty::<Bytes>::new())
-        .expect("a GET from valid parts");
-    let exchange = async move {
-        let response = sender.send_request(request).await.map_err(http)?;
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(refused(server, response).await);
+    let mut request = format!("ws://{server}{target}")
+        .into_client_request()
+        .map_err(|e| DialError::NotHttp { server, reason: format!("bad request {target:?}: {e}") })?;
+    request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    match client_upgrade::exchange(tcp, &request).await {
+        Ok(Answer::Switched(io)) => Ok(io),
+        Ok(Answer::Other(response)) => {
+            let reason = String::from_utf8_lossy(response.body()).lines().next().unwrap_or_default().trim().to_owned();
+            Err(DialError::Refused { server, status: response.status().as_u16(), reason })
         }
-        let accept = response.headers().get(SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes());
-        if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
-            return Err(DialError::BadUpgrade { server, reason: "wrong Sec-WebSocket-Accept" });
-        }
-        hyper::upgrade::on(response).await.map_err(http)
-    };
-    // The connection future reads the answer; it ends by handing its socket
-    // to the upgrade (or, after a refusal, once `sender` is dropped).
-    let (_, upgraded) = tokio::join!(connection.with_upgrades(), exchange);
-    Ok(TokioIo::new(upgraded?))
-}
-
-/// The error for a non-`101` answer: its status and its body's first line.
-async fn refused(server: SocketAddr, response: http::Response<hyper::body::Incoming>) -> DialError {
-    let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_REASON_BYTES).collect().await;
-    let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-    let reason = String::from_utf8_lossy(&body).lines().next().unwrap_or_default().trim().to_owned();
-    DialError::Refused { server, status, reason }
+        Err(UpgradeError::Io(source)) => Err(DialError::Network { server, source }),
+        Err(UpgradeError::NotHttp(reason)) => Err(DialError::NotHttp { server, reason }),
+        Err(UpgradeError::BadUpgrade(reason)) => Err(DialError::BadUpgrade { server, reason }),
+    }
 }

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use terrier_transport::byte_stream::ByteStream;
 
-use crate::tunnel::DataSocket;
+use super::dial::DataSocket;
 
 /// Answers the requests the server sends on `socket` until it closes it
 /// (it may keep the connection for later visitors).

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
+use super::dial::ControlSocket;
 use super::dial::{self, DialError, CONNECT_TIMEOUT};
 use super::{page, Device};
-use crate::tunnel::ControlSocket;
 
 /// How a session that came up (or got as far as the `101`) ended.
 #[derive(Debug)]
