@@ -173,7 +173,9 @@ fn print_event(json: bool, event: &Event) {
         }
         Event::Request { method, path, status, duration_ms, size } => {
             let size = size.map_or("streamed".to_owned(), |s| format!("{s} B"));
-            println!("{method:<7} {path}  {status}  {duration_ms} ms  {size}");
+            // A visitor wrote the path: nothing in it may steer the terminal.
+            let printable = |s: &str| s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>();
+            println!("{:<7} {}  {status}  {duration_ms} ms  {size}", printable(method), printable(path));
         }
     }
 }

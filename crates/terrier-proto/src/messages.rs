@@ -20,13 +20,14 @@ pub fn is_plain(s: &str) -> bool {
 }
 
 /// `c`, or a stand-in when JSON would escape it: `'` for `"`, `/` for a backslash,
-/// a space for control characters. Free text (a `refused` reason) is mapped
-/// through this before it is sent.
+/// a space for control characters (C0, DEL and C1: a terminal acts on
+/// some of them). Free text (a `refused` reason, a visitor's path) is
+/// mapped through this before it is sent.
 pub fn plain_char(c: char) -> char {
     match c {
         '"' => '\'',
         '\\' => '/',
-        c if c < ' ' => ' ',
+        c if c.is_control() => ' ',
         c => c,
     }
 }
@@ -237,7 +238,7 @@ mod tests {
             let json = serde_json::to_string(s).unwrap();
             assert!(!json[1..json.len() - 1].contains('\\'), "{json}");
         }
-        for s in ["unknown service \"22\"", "C:\\dev", "line\nbreak", "\u{7}"] {
+        for s in ["unknown service \"22\"", "C:\\dev", "line\nbreak", "\u{7}", "del\u{7f}", "csi\u{9b}2J"] {
             assert!(!is_plain(s), "{s:?}");
             let mapped: String = s.chars().map(plain_char).collect();
             assert!(is_plain(&mapped), "{mapped:?}");
