@@ -300,6 +300,7 @@ async fn sweep_leases(
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
         }
         envelopes.prune(store::now_ms());
+        request_logs.forget_idle(live.grace_period());
         let every = (live.grace_period() / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
         tokio::select! {
             () = shutdown.cancelled() => return,

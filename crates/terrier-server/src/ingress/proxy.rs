@@ -103,7 +103,7 @@ pub async fn forward(
         });
     }
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = crate::tunnel::requests::bounded_path(req.uri().path());
     let keep = proxy.config.admin.request_log;
     let request_headers = if keep > 0 { Headers::of(req.headers()) } else { Headers::default() };
     let started = std::time::Instant::now();

@@ -2,8 +2,10 @@
 //! status, time, size and both heads' headers, secrets masked), for the
 //! dashboard and the admin API. A log belongs to the device name, not to
 //! one session, so it survives reconnects; it is forgotten when the
-//! device's lease ends. At most `admin.request_log` entries per device,
-//! and a bounded amount of header text per entry.
+//! device's lease ends, or (in a cluster, where another node may sweep the
+//! lease) once the device has not been online here for `forget_after`. At
+//! most `admin.request_log` entries per device, and a bounded amount of
+//! path and header text per entry.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,10 +13,17 @@ use std::sync::{Arc, Mutex};
 use http::HeaderMap;
 use serde::Serialize;
 
-/// Header text kept per head and entry, in bytes (names plus values).
+/// Header text kept per head and entry, in bytes.
 pub const MAX_HEADER_BYTES: usize = 1024;
-/// Headers whose values are credentials: shown as `***`.
-const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+/// Path kept per entry, in bytes.
+pub const MAX_PATH_BYTES: usize = 512;
+/// Parts of a header name that mark its value as a credential (`x-api-key`,
+/// `x-auth-token`, `x-csrf-token`...): shown as `***`.
+const SECRET_NAME_PARTS: &[&str] =
+    &["auth", "cookie", "token", "key", "secret", "session", "signature", "password", "csrf", "xsrf"];
+/// Headers whose values are URLs: shown without their query (it may carry
+/// a token), as the path is.
+const URL_HEADERS: &[&str] = &["referer", "origin", "location", "content-location"];
 
 /// The request logs of this node's devices, by name.
 #[derive(Default)]
@@ -24,9 +33,20 @@ pub struct RequestLogs {
 }
 
 impl RequestLogs {
-    /// The log of device `name`, made empty if it has none.
-    pub fn device(&self, name: &str) -> Arc<DeviceRequests> {
-        self.devices.lock().expect("request logs lock").entry(name.to_owned()).or_default().clone()
+    /// A session's hold on device `name`'s log, made empty if it has none.
+    pub fn device(&self, name: &str) -> LogHold {
+        let log = self.devices.lock().expect("request logs lock").entry(name.to_owned()).or_default().clone();
+        log.users.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LogHold(log)
+    }
+
+    /// Forgets the logs no session here has held for `forget_after`: the
+    /// device's lease ended, or it lives on another node now.
+    pub fn forget_idle(&self, forget_after: std::time::Duration) {
+        self.devices.lock().expect("request logs lock").retain(|_, log| {
+            log.users.load(std::sync::atomic::Ordering::Acquire) > 0
+                || log.idle_since.lock().expect("idle lock").is_none_or(|at| at.elapsed() < forget_after)
+        });
     }
 
     /// The log of device `name`, if it has one.
@@ -45,6 +65,29 @@ impl RequestLogs {
 pub struct DeviceRequests {
     /// The entries.
     log: Mutex<VecDeque<RequestRecord>>,
+    /// Sessions of the device on this node using the log now.
+    users: std::sync::atomic::AtomicUsize,
+    /// When the last of them ended (none yet: made then).
+    idle_since: Mutex<Option<std::time::Instant>>,
+}
+
+/// A session's hold on its device's log: while one is held, the log is
+/// kept; after the last is dropped, for `forget_after` more.
+pub struct LogHold(Arc<DeviceRequests>);
+
+impl std::ops::Deref for LogHold {
+    type Target = DeviceRequests;
+    fn deref(&self) -> &DeviceRequests {
+        &self.0
+    }
+}
+
+impl Drop for LogHold {
+    fn drop(&mut self) {
+        if self.0.users.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().expect("idle lock") = Some(std::time::Instant::now());
+        }
+    }
 }
 
 impl DeviceRequests {
@@ -101,16 +144,21 @@ impl Headers {
     pub fn of(headers: &HeaderMap) -> Self {
         let mut text = String::with_capacity(MAX_HEADER_BYTES.min(64 * headers.len()));
         for (i, (name, value)) in headers.iter().enumerate() {
-            let value = if SECRET_HEADERS.contains(&name.as_str()) {
+            let name = name.as_str();
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let value = if SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
                 std::borrow::Cow::Borrowed("***")
+            } else if URL_HEADERS.contains(&name) {
+                std::borrow::Cow::Owned(value.split(['?', '#']).next().unwrap_or_default().to_owned())
             } else {
-                String::from_utf8_lossy(value.as_bytes())
+                value
             };
-            if text.len() + name.as_str().len() + value.len() > MAX_HEADER_BYTES {
+            // Each line costs its name, ": ", its value and "\n".
+            if text.len() + name.len() + value.len() + 3 > MAX_HEADER_BYTES {
                 text.push_str(&format!("…: {} more not kept\n", headers.len() - i));
                 break;
             }
-            text.push_str(name.as_str());
+            text.push_str(name);
             text.push_str(": ");
             text.push_str(&value);
             text.push('\n');
@@ -122,6 +170,15 @@ impl Headers {
     pub fn lines(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.lines().filter_map(|line| line.split_once(": "))
     }
+}
+
+/// `path` cut to at most [`MAX_PATH_BYTES`] (on a character boundary).
+pub fn bounded_path(path: &str) -> String {
+    let mut end = path.len().min(MAX_PATH_BYTES);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
 }
 
 impl Serialize for Headers {
@@ -153,6 +210,27 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded_path("/short"), "/short");
+        let long = format!("/{}", "é".repeat(MAX_PATH_BYTES));
+        let cut = bounded_path(&long);
+        assert!(cut.len() <= MAX_PATH_BYTES && long.starts_with(&cut), "{}", cut.len());
+    }
+
+    #[test]
+    fn a_log_no_session_holds_is_forgotten_after_a_while() {
+        let logs = RequestLogs::default();
+        let held = logs.device("online");
+        drop(logs.device("gone"));
+        logs.forget_idle(std::time::Duration::from_secs(60));
+        assert!(logs.get("gone").is_some(), "kept for a while after its session");
+        logs.forget_idle(std::time::Duration::ZERO);
+        assert!(logs.get("gone").is_none());
+        assert!(logs.get("online").is_some(), "a held log is kept");
+        drop(held);
+    }
+
+    #[test]
     fn a_device_log_keeps_the_newest_n_across_sessions() {
         let logs = RequestLogs::default();
         for i in 0..5 {
@@ -172,11 +250,16 @@ mod tests {
         headers.insert("authorization", "Basic c2VjcmV0".parse().unwrap());
         headers.insert("cookie", "session=abc".parse().unwrap());
         headers.insert("accept", "text/html".parse().unwrap());
+        headers.insert("x-api-key", "sk_live_1".parse().unwrap());
+        headers.insert("x-auth-token", "tok_1".parse().unwrap());
+        headers.insert("referer", "https://app/page?access_token=s3cret#frag".parse().unwrap());
         let kept = Headers::of(&headers);
         let lines: Vec<(&str, &str)> = kept.lines().collect();
         assert!(lines.contains(&("authorization", "***")), "{lines:?}");
         assert!(lines.contains(&("cookie", "***")), "{lines:?}");
         assert!(lines.contains(&("accept", "text/html")), "{lines:?}");
+        assert!(lines.contains(&("x-api-key", "***")) && lines.contains(&("x-auth-token", "***")), "{lines:?}");
+        assert!(lines.contains(&("referer", "https://app/page")), "a URL loses its query: {lines:?}");
         assert_eq!(serde_json::to_value(&kept).unwrap()[0], serde_json::json!(["authorization", "***"]));
 
         let mut big = HeaderMap::new();
@@ -188,8 +271,7 @@ mod tests {
         }
         let kept = Headers::of(&big);
         let lines: Vec<(&str, &str)> = kept.lines().collect();
-        let text: usize = lines.iter().map(|(n, v)| n.len() + v.len()).sum();
-        assert!(text <= MAX_HEADER_BYTES + 40, "{text}");
+        assert!(kept.0.len() <= MAX_HEADER_BYTES + 40, "{}", kept.0.len());
         let last = lines.last().unwrap();
         assert!(last.0 == "…" && last.1.ends_with("more not kept"), "{lines:?}");
     }

@@ -59,7 +59,7 @@ pub struct Session {
     /// Bytes and streams, for the admin API.
     pub traffic: Arc<super::traffic::Traffic>,
     /// The device's request log (it outlives the session).
-    pub requests: Arc<super::requests::DeviceRequests>,
+    pub requests: super::requests::LogHold,
     /// Did the agent ask to be told of each request (`requests=1`)?
     pub show_requests: bool,
     /// How the device authenticated; data sockets must match it.
@@ -183,7 +183,7 @@ pub struct SessionInit {
     /// Who connected.
     pub agent_at: AgentAt,
     /// The device's request log.
-    pub requests: Arc<super::requests::DeviceRequests>,
+    pub requests: super::requests::LogHold,
     /// The agent asked to be told of each request.
     pub show_requests: bool,
     /// Limit on pending streams.
