@@ -138,14 +138,14 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
         tracing::warn!(device = %params.name, %remote, owner, "fleet token refused: the name is online under another token");
         return text(status::CONFLICT, format!("device {:?} is online under another token", params.name));
     }
-    if let Some(elsewhere) = fleet_claim_elsewhere(tunnel, &identity, &params).await {
+    if let Some(elsewhere) = claim_elsewhere(tunnel, &params).await {
         return elsewhere;
     }
     let agent_at = AgentAt { remote, instance: params.instance.clone() };
     if params.check {
         return check_answer(tunnel, &params.name, &agent_at, &identity).await;
     }
-    if let Some(refused) = refuse_takeover(tunnel, &params.name, &agent_at) {
+    if let Some(refused) = refuse_takeover(tunnel, &params.name, &agent_at, &identity) {
         return refused;
     }
     if params.hops < MAX_REDIRECT_HOPS {
@@ -216,26 +216,39 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
 /// once too often within a minute (`limits.max_takeovers_per_minute`): two
 /// agents share the name. `None` lets the newcomer in (and counts it when
 /// it is another agent).
-fn refuse_takeover(tunnel: &Endpoint, name: &str, newcomer: &AgentAt) -> Option<Response<Body>> {
+fn refuse_takeover(
+    tunnel: &Endpoint,
+    name: &str,
+    newcomer: &AgentAt,
+    identity: &crate::auth::Identity,
+) -> Option<Response<Body>> {
     let current = tunnel.sessions.by_name(name).filter(|s| !s.closed.is_cancelled())?;
     if current.agent_at.same_agent(newcomer) {
         return None;
     }
     let max = tunnel.live.limits().max_takeovers_per_minute;
-    if tunnel.takeovers.take_over(name, newcomer, &current.agent_at, max, std::time::Instant::now()) {
+    let settled = now_ms().saturating_sub(current.since_ms) >= super::takeovers::WINDOW.as_millis() as u64;
+    if tunnel.takeovers.take_over(name, newcomer, &current.agent_at, settled, max, std::time::Instant::now()) {
         return None;
     }
     let holder = current.agent_at.remote.ip();
     let since = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(current.since_ms));
     tracing::warn!(device = name, remote = %newcomer.remote, online_from = %holder,
         "name conflict: another agent keeps taking this device name; refused (limits.max_takeovers_per_minute)");
+    // The address only to a token for exactly this name, as in check=1.
+    let from = if owns_name(identity) { format!("from {holder} ") } else { String::new() };
     Some(text(
         status::CONFLICT,
         format!(
-            "name conflict: device name {name:?} is in use by another agent (connected from {holder} since {since}) \
+            "name conflict: device name {name:?} is in use by another agent (connected {from}since {since}) \
              and the two keep replacing each other; give one of them another --name"
         ),
     ))
+}
+
+/// Was the handshake made with a token minted for exactly its name?
+fn owns_name(identity: &crate::auth::Identity) -> bool {
+    matches!(identity, crate::auth::Identity::Token(slot) if !slot.fleet)
 }
 
 /// The answer to a `check=1` handshake: the lease `name` holds now and who
@@ -253,8 +266,8 @@ async fn check_answer(
         Err(e) => return text(status::UNAVAILABLE, format!("store unavailable: {e}")),
     };
     let here = tunnel.sessions.by_name(name).filter(|s| !s.closed.is_cancelled());
-    let owner = matches!(identity, crate::auth::Identity::Token(slot) if !slot.fleet);
-    let online_from = here.as_ref().filter(|_| owner).map(|s| s.agent_at.remote.ip().to_string()).unwrap_or_default();
+    let online_from =
+        here.as_ref().filter(|_| owns_name(identity)).map(|s| s.agent_at.remote.ip().to_string()).unwrap_or_default();
     let url = lease.as_ref().map(|l| tunnel.config.device_url(&l.subdomain)).unwrap_or_default();
     let answer = CheckAnswer {
         name,
@@ -276,34 +289,28 @@ async fn check_answer(
     response
 }
 
-/// A fleet token's claim on a name online on another node is decided by
-/// that node, the one that knows which token the name is held under: the
-/// agent is sent there (307), or refused (409) once its redirects are used
-/// up (that node unreachable; its devices come back here once it is
-/// declared dead).
-async fn fleet_claim_elsewhere(
-    tunnel: &Endpoint,
-    identity: &crate::auth::Identity,
-    params: &ControlParams,
-) -> Option<Response<Body>> {
-    let crate::auth::Identity::Token(slot) = identity else { return None };
-    if !slot.fleet {
-        return None;
-    }
+/// A claim on a name online on another live node is decided by that node,
+/// the one that knows the session (its token, its agent, its takeovers):
+/// the agent is sent there (307), or asked to retry (503) once its
+/// redirects are used up. A node that died is declared so within
+/// `cluster.node_ttl`, and its devices come back anywhere then.
+async fn claim_elsewhere(tunnel: &Endpoint, params: &ControlParams) -> Option<Response<Body>> {
     let membership = &tunnel.membership;
     let lease = membership.store.by_name(&params.name, now_ms()).await.ok()??;
     let holder = lease.online.filter(|online| online.node != membership.node_id)?;
     let node = match crate::cluster::nodes::peer(membership, &holder.node).await {
         Some(node) if params.hops < MAX_REDIRECT_HOPS => node,
-        _ => {
-            tracing::warn!(device = %params.name, node = %holder.node, "fleet token refused: the name is online on another node");
+        Some(_) => {
+            tracing::info!(device = %params.name, node = %holder.node, "name online on another node; redirects used up");
             return Some(text(
-                status::CONFLICT,
-                format!("device {:?} is online on another node, which could not be reached", params.name),
+                status::UNAVAILABLE,
+                format!("device {:?} is online on another node, which could not be reached; retry", params.name),
             ));
         }
+        // Not live any more: its leases are about to be recovered.
+        None => return None,
     };
-    tracing::info!(device = %params.name, to = %node.id, "fleet token sent to the node holding the name");
+    tracing::info!(device = %params.name, to = %node.id, "sent to the node holding the name");
     Some(redirect_to(&node.advertise_url))
 }
 

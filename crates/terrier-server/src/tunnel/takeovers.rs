@@ -55,16 +55,19 @@ pub struct Refused {
 }
 
 impl Takeovers {
-    /// `newcomer`, another agent than `online` (the one holding `name`),
-    /// asks for it at `now`: `true` when it may take the name over
-    /// (counted), `false` when the name changed hands `max_per_minute` times
-    /// in the last minute already or an agent was refused it within
-    /// `CONFLICT_HOLD`, unless `newcomer` held the name when this began.
+    /// `newcomer`, another agent than `online` (the one holding `name`,
+    /// `settled` when for a [`WINDOW`] or more), asks for it at `now`:
+    /// `true` when it may take the name over (counted), `false` when the
+    /// name changed hands `max_per_minute` times in the last minute already
+    /// or an agent was refused it within `CONFLICT_HOLD`, unless `newcomer`
+    /// held the name, settled, when this began (a holder that had just
+    /// grabbed the name while its device was away gets no such protection).
     pub fn take_over(
         &self,
         name: &str,
         newcomer: &AgentAt,
         online: &AgentAt,
+        settled: bool,
         max_per_minute: u32,
         now: Instant,
     ) -> bool {
@@ -79,8 +82,10 @@ impl Takeovers {
         }
         let history = names.entry(name.to_owned()).or_default();
         history.prune(now);
-        let holder = history.holder.get_or_insert_with(|| online.clone());
-        let original = newcomer.same_agent(holder);
+        if history.at.is_empty() && history.refused.is_none() && settled {
+            history.holder = Some(online.clone());
+        }
+        let original = history.holder.as_ref().is_some_and(|holder| newcomer.same_agent(holder));
         if !original && (history.refused.is_some() || history.at.len() >= max_per_minute as usize) {
             history.refused = Some(Refused { at: now, from: newcomer.remote.ip() });
             return false;
@@ -128,19 +133,19 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         // The two trade the name: second takes it, first takes it back, ...
-        assert!(takeovers.take_over("pi", &second, &first, 3, at(0)));
-        assert!(takeovers.take_over("pi", &first, &second, 3, at(1)));
-        assert!(takeovers.take_over("pi", &second, &first, 3, at(2)));
-        assert!(takeovers.take_over("pi", &first, &second, 3, at(3)), "the first holder is never refused");
-        assert!(!takeovers.take_over("pi", &second, &first, 3, at(4)));
+        assert!(takeovers.take_over("pi", &second, &first, true, 3, at(0)));
+        assert!(takeovers.take_over("pi", &first, &second, true, 3, at(1)));
+        assert!(takeovers.take_over("pi", &second, &first, true, 3, at(2)));
+        assert!(takeovers.take_over("pi", &first, &second, true, 3, at(3)), "the first holder is never refused");
+        assert!(!takeovers.take_over("pi", &second, &first, true, 3, at(4)));
         assert_eq!(takeovers.refused("pi", at(5)).unwrap().from, second.remote.ip());
-        assert!(takeovers.take_over("other", &second, &first, 3, t0), "names count apart");
+        assert!(takeovers.take_over("other", &second, &first, true, 3, t0), "names count apart");
         // Retrying once a minute keeps being refused: each refusal holds the conflict.
         for minute in 1..=20 {
-            assert!(!takeovers.take_over("pi", &second, &first, 3, at(4 + 60 * minute)), "minute {minute}");
+            assert!(!takeovers.take_over("pi", &second, &first, true, 3, at(4 + 60 * minute)), "minute {minute}");
         }
         let last = at(4 + 60 * 20);
-        assert!(takeovers.take_over("pi", &second, &first, 3, last + CONFLICT_HOLD), "the hold ends");
+        assert!(takeovers.take_over("pi", &second, &first, true, 3, last + CONFLICT_HOLD), "the hold ends");
     }
 
     #[test]
@@ -151,12 +156,25 @@ mod tests {
         let mut online = device.clone();
         for i in 0..3 {
             let attacker = agent("198.51.100.7", &format!("fresh-{i}"));
-            assert!(takeovers.take_over("door", &attacker, &online, 3, t0));
+            assert!(takeovers.take_over("door", &attacker, &online, true, 3, t0));
             online = attacker;
         }
-        assert!(takeovers.take_over("door", &device, &online, 3, t0), "the device gets its name back");
+        assert!(takeovers.take_over("door", &device, &online, false, 3, t0), "the device gets its name back");
         let attacker = agent("198.51.100.7", "fresh-9");
-        assert!(!takeovers.take_over("door", &attacker, &device, 3, t0), "and keeps it");
+        assert!(!takeovers.take_over("door", &attacker, &device, false, 3, t0), "and keeps it");
+    }
+
+    #[test]
+    fn a_holder_that_just_grabbed_the_name_is_not_protected() {
+        let takeovers = Takeovers::default();
+        let (device, grabber) = (agent("192.0.2.1", "device"), agent("198.51.100.7", "grabber"));
+        let t0 = Instant::now();
+        // The grabber took the name while the device was away; the device
+        // comes back, and the two trade it: the grabber is not the holder.
+        assert!(takeovers.take_over("door", &device, &grabber, false, 3, t0));
+        assert!(takeovers.take_over("door", &grabber, &device, false, 3, t0));
+        assert!(takeovers.take_over("door", &device, &grabber, false, 3, t0));
+        assert!(!takeovers.take_over("door", &grabber, &device, false, 3, t0), "plain counting applies");
     }
 
     #[test]
@@ -164,7 +182,7 @@ mod tests {
         let takeovers = Takeovers::default();
         let (a, b) = (agent("192.0.2.1", "a"), agent("192.0.2.2", "b"));
         for i in 0..100 {
-            assert!(takeovers.take_over("pi", &b, &a, 3, Instant::now() + Duration::from_secs(30 * i)));
+            assert!(takeovers.take_over("pi", &b, &a, true, 3, Instant::now() + Duration::from_secs(30 * i)));
         }
     }
 }

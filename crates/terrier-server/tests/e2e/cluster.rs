@@ -543,7 +543,7 @@ async fn redirect_to_an_unreachable_node_brings_the_agent_back_and_stale_nodes_g
 }
 
 #[tokio::test]
-async fn a_fleet_token_cannot_take_a_name_held_under_another_token_through_another_node() {
+async fn a_name_online_on_another_node_is_claimed_only_there() {
     use terrier_server::auth::store::{RedisTokenStore, TokenStore};
     use terrier_server::auth::token::{self, Scope};
     use terrier_testkit::raw::FakeDevice;
@@ -577,11 +577,15 @@ async fn a_fleet_token_cannot_take_a_name_held_under_another_token_through_anoth
     assert!(sent.body.contains(&a.addr.port().to_string()), "to the node holding the name: {sent:?}");
     let refused = FakeDevice::connect_with(a.addr, "fleet-door", Some(&fleet)).await.err().expect("409 there");
     assert_eq!(refused.status, 409, "{refused:?}");
-    // With its redirects used up, node b refuses it itself; check=1 too.
+    // With its redirects used up (or claimed so), node b takes nothing: it
+    // asks to retry, for real handshakes and check=1 alike.
     for query in ["name=fleet-door&http=1&hops=3", "name=fleet-door&check=1&hops=3"] {
-        let refused = FakeDevice::connect_query(b.addr, query, Some(&fleet)).await.err().expect("409");
-        assert_eq!(refused.status, 409, "{query}: {refused:?}");
+        let refused = FakeDevice::connect_query(b.addr, query, Some(&fleet)).await.err().expect("503");
+        assert_eq!(refused.status, 503, "{query}: {refused:?}");
     }
+    // The same holds for the name's own token: node a decides.
+    let own_elsewhere = FakeDevice::connect_query(b.addr, "name=fleet-door&http=1&hops=3", Some(&own)).await;
+    assert_eq!(own_elsewhere.err().map(|r| r.status), Some(503));
     assert!(holder.closed_within(std::time::Duration::from_millis(300)).await.is_err(), "the holder stays online");
     a.stop().await;
     b.stop().await;
