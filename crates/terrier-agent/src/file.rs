@@ -180,25 +180,9 @@ fn explain(text: &str, e: &toml::de::Error) -> String {
     out
 }
 
-/// The known key closest to `typo`, if it is close (at most 2 edits).
+/// The known key closest to `typo`, if it is close.
 fn nearest_key(typo: &str) -> Option<&'static str> {
-    KEYS.iter().map(|k| (edit_distance(typo, k), *k)).filter(|(d, _)| *d <= 2).min().map(|(_, k)| k)
-}
-
-/// Levenshtein distance between two short strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
+    terrier_transport::suggest::nearest(typo, KEYS)
 }
 
 /// A configuration ready to run: the agent's, plus what the binary needs.

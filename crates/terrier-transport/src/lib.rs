@@ -4,8 +4,9 @@
 //! socket and a plain byte stream ([`relay`](mod@relay)), a data socket seen as a
 //! byte stream ([`byte_stream`]), data sockets themselves ([`data`]),
 //! ending a relay that no longer moves bytes ([`idle`]), the client side
-//! of a WebSocket handshake ([`client_upgrade`]), and the reconnect
-//! backoff of every device ([`reconnect`]).
+//! of a WebSocket handshake ([`client_upgrade`]), the reconnect backoff of
+//! every device ([`reconnect`]), and "did you mean" for configuration keys
+//! ([`suggest`]).
 //!
 //! The wire definitions themselves live in `terrier-proto` (no_std); this
 //! crate only binds them to tokio, tokio-tungstenite (control sockets) and
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod prefixed;
 pub mod reconnect;
 pub mod relay;
+pub mod suggest;
 pub mod tcp;
 pub mod ws;
 

@@ -6,7 +6,7 @@
 /// any other message is returned as it is.
 pub fn explain(message: &str) -> String {
     let Some((key, known)) = unknown_field(message) else { return message.to_owned() };
-    match nearest(key, &known) {
+    match terrier_transport::suggest::nearest(key, &known) {
         Some(close) => format!("unknown key `{key}` (did you mean `{close}`?)"),
         None if known.is_empty() => format!("unknown key `{key}`"),
         None => format!("unknown key `{key}`; the keys here are {}", known.join(", ")),
@@ -21,37 +21,6 @@ fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
     let list = rest.split_once("expected").map_or("", |(_, l)| l.trim_start_matches(" one of"));
     let known = list.split(',').map(|k| k.trim().trim_matches('`')).filter(|k| !k.is_empty()).collect();
     Some((key, known))
-}
-
-/// The known key closest to `key`: one that contains it or starts it (a
-/// key cut short or run on, `max_pending`, `listen_adress`), else one
-/// within a third of its length in edits; the fewest edits first.
-fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    let key = key.to_ascii_lowercase();
-    let within = key.chars().count() / 3 + 1;
-    let part = |k: &str| k.contains(key.as_str()) || (k.len() >= 4 && key.starts_with(k));
-    known
-        .iter()
-        .map(|k| (edits(&key, k), part(k), *k))
-        .filter(|(d, part, _)| *part || *d <= within)
-        .min_by_key(|(d, part, _)| (!part, *d))
-        .map(|(_, _, k)| k)
-}
-
-/// Levenshtein distance between `a` and `b`, in characters.
-fn edits(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -71,12 +40,5 @@ mod tests {
         let far = explain("unknown field `colour`, expected one of `listen`, `domain`");
         assert_eq!(far, "unknown key `colour`; the keys here are listen, domain");
         assert_eq!(explain("invalid type: string \"x\", expected u16"), "invalid type: string \"x\", expected u16");
-    }
-
-    #[test]
-    fn edit_distance() {
-        assert_eq!(edits("kitten", "sitting"), 3);
-        assert_eq!(edits("", "abc"), 3);
-        assert_eq!(edits("same", "same"), 0);
     }
 }
