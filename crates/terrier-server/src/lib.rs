@@ -58,7 +58,7 @@ pub async fn run_with_reload(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let store = open_store(&config).await?;
-    serve(config, store, source, listener, shutdown).await
+    run_opened(config, store, source, listener, shutdown).await
 }
 
 /// Opens the store backend the configuration names.
@@ -85,22 +85,12 @@ pub async fn run_with_store(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve(config, store, None, listener, shutdown).await
+    run_opened(config, store, None, listener, shutdown).await
 }
 
 /// [`run_with_reload`] on a store the caller opened with [`open_store`]:
 /// `terrierd` opens it (and so takes its lock) before saying it listens.
 pub async fn run_opened(
-    config: ServerConfig,
-    store: Arc<dyn Store>,
-    source: Option<reload::Source>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    serve(config, store, source, listener, shutdown).await
-}
-
-async fn serve(
     config: ServerConfig,
     store: Arc<dyn Store>,
     source: Option<reload::Source>,
