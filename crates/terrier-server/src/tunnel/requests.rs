@@ -132,27 +132,21 @@ pub struct RequestRecord {
     pub response_headers: Headers,
 }
 
-/// Header lines, name and value, in order; credentials masked, at most
-/// [`MAX_HEADER_BYTES`] of text (then a last `…` line says how many more).
-/// Kept as one string (`name: value` lines) so logging a request costs one
-/// allocation per head; served as `[name, value]` pairs.
+/// Header lines, name and value, in order, at most [`MAX_HEADER_BYTES`] of
+/// text (then a last `…` line says how many more). Kept as one string
+/// (`name: value` lines), so logging a request costs one allocation and a
+/// copy per head; credentials are masked when the lines are read (the
+/// admin API), which is rare, instead of on every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(String);
 
 impl Headers {
-    /// The lines of `headers`, masked and bounded.
+    /// The lines of `headers`, bounded.
     pub fn of(headers: &HeaderMap) -> Self {
         let mut text = String::with_capacity(MAX_HEADER_BYTES.min(64 * headers.len()));
         for (i, (name, value)) in headers.iter().enumerate() {
             let name = name.as_str();
-            let value = String::from_utf8_lossy(value.as_bytes());
-            let value = if SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
-                std::borrow::Cow::Borrowed("***")
-            } else if URL_HEADERS.contains(&name) {
-                std::borrow::Cow::Owned(value.split(['?', '#']).next().unwrap_or_default().to_owned())
-            } else {
-                value
-            };
+            let value = std::str::from_utf8(value.as_bytes()).unwrap_or("(not UTF-8)");
             // Each line costs its name, ": ", its value and "\n".
             if text.len() + name.len() + value.len() + 3 > MAX_HEADER_BYTES {
                 text.push_str(&format!("…: {} more not kept\n", headers.len() - i));
@@ -160,15 +154,34 @@ impl Headers {
             }
             text.push_str(name);
             text.push_str(": ");
-            text.push_str(&value);
+            text.push_str(value);
             text.push('\n');
         }
         Self(text)
     }
 
-    /// The `(name, value)` lines.
+    /// The `(name, value)` lines, credentials masked: a value whose name
+    /// contains a [`SECRET_NAME_PARTS`] part is `***`, a URL header loses
+    /// its query.
     pub fn lines(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.lines().filter_map(|line| line.split_once(": "))
+        self.0.lines().filter_map(|line| line.split_once(": ")).map(|(name, value)| (name, masked(name, value)))
+    }
+}
+
+/// `value` of header `name` as it may be shown.
+fn masked<'a>(name: &str, value: &'a str) -> &'a str {
+    if SECRET_NAME_PARTS.iter().any(|part| name.contains(part)) {
+        "***"
+    } else if URL_HEADERS.contains(&name) {
+        value.split(['?', '#']).next().unwrap_or_default()
+    } else {
+        value
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.lines())
     }
 }
 
@@ -179,12 +192,6 @@ pub fn bounded_path(path: &str) -> String {
         end -= 1;
     }
     path[..end].to_owned()
-}
-
-impl Serialize for Headers {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.lines())
-    }
 }
 
 /// Serializes a method as its name ("GET").
