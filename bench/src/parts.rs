@@ -241,9 +241,15 @@ pub async fn rivals(lab: &mut Lab, s: &Settings, report: &mut Report, commands: 
         processes.push((format!("{} server", rival.name), &rival.server));
         processes.push((format!("{} client", rival.name), &rival.client));
     }
+    // What a user pays for is the anonymous part (heap, stacks) and the
+    // proportional share; VmRSS also counts code pages the kernel may drop.
     for (name, proc) in processes {
         let value = proc.settled_rss_kib().await.map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
         report.value(format!("{name} RSS, idle"), value, "");
+        let anon = proc.anon_rss_kib().map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
+        report.value(format!("{name} RssAnon, idle"), anon, "");
+        let pss = proc.pss_kib().map(mib).map_err(|e| format!("n/a ({})", one_line(&e)));
+        report.value(format!("{name} PSS, idle"), pss, "");
     }
 
     let mut web = rivals::web_routes(lab, &running);

@@ -196,6 +196,19 @@ impl Proc {
         self.status_kib("RssAnon")
     }
 
+    /// Proportional set size now (`Pss` of /proc/PID/smaps_rollup): pages
+    /// shared with other processes (a library, the same binary) count in
+    /// part, so it is what the process costs the machine, in KiB.
+    pub fn pss_kib(&self) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/smaps_rollup", self.pid);
+        let rollup = std::fs::read_to_string(&path).with_context(|| format!("reading {path} ({})", self.name))?;
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no Pss in {path}"))
+    }
+
     /// A `kB` field of /proc/PID/status.
     fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         let path = format!("/proc/{}/status", self.pid);
