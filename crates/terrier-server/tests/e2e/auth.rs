@@ -249,3 +249,41 @@ async fn a_fleet_token_cannot_take_a_name_online_under_another_token() {
     let code = holder.closed_within(Duration::from_secs(3)).await.expect("replaced");
     assert_eq!(code, Some(terrier_proto::handshake::close::REPLACED));
 }
+
+#[tokio::test]
+async fn only_a_names_own_token_learns_where_its_agent_connects_from() {
+    init_logging();
+    let server = token_server(|c| c.limits.max_takeovers_per_minute = 0).await;
+    let (own, _) = mint(&server, name("cam-1")).await;
+    let (fleet, _) = mint(&server, Scope::Prefix("cam-".into())).await;
+    // Both holders send an instance id, as the agent does: without one,
+    // agents at one address count as the same agent.
+    let hold = |name: &'static str, token: String| async move {
+        let query = format!("name={name}&http=1&instance=the-holder");
+        FakeDevice::connect_query(server.addr, &query, Some(&token)).await.expect("admitted")
+    };
+    let _mine = hold("cam-1", own.clone()).await;
+    let _fleets = hold("cam-2", fleet.clone()).await;
+    let check = |name: &'static str, token: String| async move {
+        let query = format!("name={name}&check=1");
+        let answer = FakeDevice::connect_query(server.addr, &query, Some(&token)).await.err().expect("200");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        serde_json::from_str::<serde_json::Value>(&answer.body).expect("JSON")
+    };
+    let mine = check("cam-1", own.clone()).await;
+    assert_eq!((mine["online"].as_bool(), mine["online_from"].as_str()), (Some(true), Some("127.0.0.1")), "{mine}");
+    let fleets = check("cam-2", fleet.clone()).await;
+    assert_eq!((fleets["online"].as_bool(), fleets["online_from"].as_str()), (Some(true), Some("")), "{fleets}");
+
+    // The same rule for a refused takeover's reason (no takeover allowed).
+    let refused = |name: &'static str, token: String| async move {
+        let query = format!("name={name}&http=1&instance=another-agent");
+        FakeDevice::connect_query(server.addr, &query, Some(&token)).await.err().expect("409")
+    };
+    let own_refusal = refused("cam-1", own).await;
+    assert!(own_refusal.status == 409 && own_refusal.body.contains("from 127.0.0.1"), "{own_refusal:?}");
+    let fleet_refusal = refused("cam-2", fleet).await;
+    assert!(fleet_refusal.status == 409 && fleet_refusal.body.contains("name conflict"), "{fleet_refusal:?}");
+    assert!(!fleet_refusal.body.contains("127.0.0.1"), "{fleet_refusal:?}");
+    server.stop().await;
+}
