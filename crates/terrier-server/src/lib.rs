@@ -58,7 +58,7 @@ pub async fn run_with_reload(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let store = open_store(&config).await?;
-    run_opened(config, store, source, listener, shutdown).await
+    run_opened(config, store, source, listener, shutdown, Box::new(|| ())).await
 }
 
 /// Opens the store backend the configuration names.
@@ -85,17 +85,24 @@ pub async fn run_with_store(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_opened(config, store, None, listener, shutdown).await
+    run_opened(config, store, None, listener, shutdown, Box::new(|| ())).await
 }
 
-/// [`run_with_reload`] on a store the caller opened with [`open_store`]:
-/// `terrierd` opens it (and so takes its lock) before saying it listens.
+/// Called once everything a node opens at start is open (listeners bound,
+/// files read, the node registered), just before it serves.
+pub type Ready = Box<dyn FnOnce() + Send>;
+
+/// [`run_with_reload`] on a store the caller opened with [`open_store`]
+/// (`terrierd` opens it, and so takes its lock, first); `ready` runs once
+/// the node is about to serve, so "listening" is said only by a server
+/// that will.
 pub async fn run_opened(
     config: ServerConfig,
     store: Arc<dyn Store>,
     source: Option<reload::Source>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    ready: Ready,
 ) -> anyhow::Result<()> {
     config.validate()?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -221,6 +228,7 @@ pub async fn run_opened(
         recovered,
         "terrierd serving"
     );
+    ready();
     let (tasks, shutdown) = (&lifecycle.tasks, &lifecycle.shutdown);
     tasks.spawn(sweep_leases(store, ports, request_logs, envelopes, live, shutdown.clone()));
     tasks.spawn(auth::watch(auth, config.auth.refresh_interval, shutdown.clone()));

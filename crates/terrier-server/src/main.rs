@@ -275,25 +275,37 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     if args.demo {
         terrier_server::demo::start(addr, shutdown.clone(), &demo_tasks);
     }
-    match config.tls.listen {
-        Some(tls) => {
-            println!("terrierd listening on http://{addr} and https://{tls} for *.{} (Ctrl-C to stop)", config.domain)
-        }
-        None => println!("terrierd listening on http://{addr} for *.{} (Ctrl-C to stop)", config.domain),
-    }
-    let dashboard = format!("http://{}:{}/dashboard", config.domain, addr.port());
-    if args.demo {
-        // A first-time user needs the token to sign in; printing it is the point.
-        println!("dashboard: {dashboard}  (admin token: {})", token.reveal());
-    } else if let Some(file) = token.file() {
-        println!("dashboard: {dashboard}  (admin token in {})", file.display());
-    } else {
-        println!("dashboard: {dashboard}  (admin token from TERRIERD_ADMIN_TOKEN)");
-    }
-    terrier_server::run_opened(config, store, Some(source), listener, shutdown).await?;
+    let banner = banner(&config, addr, &token, args.demo);
+    let ready: terrier_server::Ready = Box::new(move || print!("{banner}"));
+    terrier_server::run_opened(config, store, Some(source), listener, shutdown, ready).await?;
     demo_tasks.close();
     demo_tasks.wait().await;
     Ok(())
+}
+
+/// The lines printed once the server is ready: where it listens and where
+/// the dashboard is (with the admin token itself for `--demo`, whose user
+/// needs it to sign in).
+fn banner(
+    config: &terrier_server::ServerConfig,
+    addr: std::net::SocketAddr,
+    token: &terrier_server::admin::token::AdminToken,
+    demo: bool,
+) -> String {
+    let listening = match config.tls.listen {
+        Some(tls) => format!("http://{addr} and https://{tls}"),
+        None => format!("http://{addr}"),
+    };
+    let dashboard = format!("http://{}:{}/dashboard", config.domain, addr.port());
+    let sign_in = match token.file() {
+        _ if demo => format!("admin token: {}", token.reveal()),
+        Some(file) => format!("admin token in {}", file.display()),
+        None => "admin token from TERRIERD_ADMIN_TOKEN".to_owned(),
+    };
+    format!(
+        "terrierd listening on {listening} for *.{} (Ctrl-C to stop)\ndashboard: {dashboard}  ({sign_in})\n",
+        config.domain
+    )
 }
 
 /// Writes generated text; a closed pipe (`| head`) is not an error.

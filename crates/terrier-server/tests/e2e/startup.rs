@@ -215,3 +215,18 @@ async fn a_real_domain_bound_to_loopback_only_is_warned_about() {
     let warning = stderr.iter().find(|l| l.contains("bound to loopback")).expect("a warning");
     assert!(warning.contains("WARN") && warning.contains("tunnel.example.com") && warning.contains("--tcp-bind"));
 }
+
+#[tokio::test]
+async fn a_listener_that_cannot_be_bound_fails_before_saying_listening() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    // The metrics listener is bound inside the server, after the store and
+    // the admin token: its address is taken, so the start fails there.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    let args = ["--data-dir", data_dir, "--tcp-ports", &free_port_range(), "--metrics-listen", &metrics];
+    let (code, stdout, stderr) = Started::spawn(&args, &[]).exited().await;
+    assert_eq!(code, Some(1), "{stderr:?}");
+    assert!(stdout.is_empty(), "nothing on stdout, no \"listening\": {stdout:?}");
+    assert!(stderr.iter().any(|l| l.contains("metrics_listen")), "says why: {stderr:?}");
+}
