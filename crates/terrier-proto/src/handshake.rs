@@ -8,7 +8,7 @@ pub const DATA_PATH: &str = "/v1/data";
 
 /// Control socket: the device name (`name` rules in [`crate::name`]).
 pub const PARAM_NAME: &str = "name";
-/// Control socket: present (any value) when the device serves HTTP.
+/// Control socket: present, and not `0`, when the device serves HTTP.
 pub const PARAM_HTTP: &str = "http";
 /// Control socket: comma-separated TCP service ids.
 pub const PARAM_TCP: &str = "tcp";
@@ -46,7 +46,8 @@ pub const HTTP_SERVICE: &str = "http";
 pub mod status {
     /// The answer to a `check=1` handshake.
     pub const OK: u16 = 200;
-    /// Another node is less loaded: repeat the handshake at `Location`.
+    /// Repeat the handshake at `Location`: another node is less loaded, or
+    /// holds the name.
     pub const REDIRECT: u16 = 307;
     /// Bad name, bad service list or a malformed request.
     pub const BAD_REQUEST: u16 = 400;

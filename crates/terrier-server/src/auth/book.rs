@@ -35,7 +35,7 @@ pub enum AuthError {
         scope: Scope,
     },
     /// A fleet token already has its most devices online on this node.
-    #[error("token {0} has the most devices online it may have (auth.max_devices_per_token)")]
+    #[error("token {0} has the most devices online it may have (limits.max_devices_per_token)")]
     TooManyDevices(String),
     /// The token store could not be read.
     #[error("token store unavailable: {0}")]
