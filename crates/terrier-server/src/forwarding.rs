@@ -85,43 +85,18 @@ pub struct RequestBody {
     _place: Place,
     /// When the body last moved: the wait for the device's answer counts
     /// from there, so a long upload is not cut as an answer that never came.
-    progress: Arc<BodyProgress>,
+    progress: Activity,
 }
 
 impl RequestBody {
     /// `inner`, allowed `timeout` between frames, holding `place`.
     pub fn new(inner: Incoming, timeout: std::time::Duration, place: Place) -> Self {
-        Self { inner, timeout, waiting: None, _place: place, progress: Arc::new(BodyProgress::new()) }
+        Self { inner, timeout, waiting: None, _place: place, progress: Activity::new() }
     }
 
-    /// When the body last moved (made when the request was).
-    pub fn progress(&self) -> Arc<BodyProgress> {
+    /// When the body last moved (stamped when the request was made).
+    pub fn progress(&self) -> Activity {
         self.progress.clone()
-    }
-}
-
-/// When a request's body last moved, readable from another task.
-#[derive(Debug)]
-pub struct BodyProgress {
-    /// Milliseconds after [`BodyProgress::since`].
-    after_ms: std::sync::atomic::AtomicU64,
-    /// When the request was made.
-    since: tokio::time::Instant,
-}
-
-impl BodyProgress {
-    fn new() -> Self {
-        Self { after_ms: std::sync::atomic::AtomicU64::new(0), since: tokio::time::Instant::now() }
-    }
-
-    fn mark(&self) {
-        let after = self.since.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-        self.after_ms.store(after, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// When the body last moved, or the request was made if it never did.
-    pub fn last(&self) -> tokio::time::Instant {
-        self.since + std::time::Duration::from_millis(self.after_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -149,7 +124,7 @@ impl hyper::body::Body for RequestBody {
         let this = &mut *self;
         if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = None;
-            this.progress.mark();
+            this.progress.touch();
             return Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(BadBody(e)) as Self::Error)));
         }
         let timeout = this.timeout;

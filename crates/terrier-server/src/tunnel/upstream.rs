@@ -23,12 +23,13 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use terrier_proto::handshake::HTTP_SERVICE;
 use terrier_transport::byte_stream::ByteStream;
+use terrier_transport::idle::{until_idle, Activity};
 use tokio_util::task::TaskTracker;
 
 use super::session::{OpenError, Session};
 use super::traffic::{Metered, Side};
 use crate::config::Limits;
-use crate::forwarding::{BodyProgress, RequestBody};
+use crate::forwarding::RequestBody;
 use crate::metrics::{Metrics, StreamKind};
 
 /// A connection to the device's web service, its bytes counted as HTTP traffic.
@@ -89,21 +90,11 @@ pub async fn send(
 /// Awaits `answer` until `wait` passed without the request's body moving
 /// (counted from its last bytes, or from the request when it has none).
 async fn answer_in_time<T>(
-    progress: &BodyProgress,
+    progress: &Activity,
     wait: Duration,
     answer: impl std::future::Future<Output = T>,
 ) -> Result<T, SendError> {
-    tokio::pin!(answer);
-    loop {
-        tokio::select! {
-            answered = &mut answer => return Ok(answered),
-            () = tokio::time::sleep_until(progress.last() + wait) => {
-                if progress.last() + wait <= tokio::time::Instant::now() {
-                    return Err(SendError::NoAnswer(wait));
-                }
-            }
-        }
-    }
+    until_idle(progress, wait, answer).await.map_err(|_| SendError::NoAnswer(wait))
 }
 
 /// Hands the connection back for the next request, unless the answer
