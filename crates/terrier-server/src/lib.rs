@@ -144,12 +144,7 @@ pub async fn run_opened(
         live.clone(),
         config.clone(),
     ));
-    let relays = ingress::raw::Relays {
-        access: access.clone(),
-        live: live.clone(),
-        metrics: metrics.clone(),
-        hard_stop: lifecycle.hard_stop.clone(),
-    };
+    let relays = ingress::raw::Relays { access: access.clone(), live: live.clone(), metrics: metrics.clone() };
     let ports = Arc::new(ingress::tcp::PortListeners::new(
         config.tcp_bind,
         sessions.clone(),

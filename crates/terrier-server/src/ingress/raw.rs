@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use terrier_transport::idle::{until_idle, Activity};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessRules;
 use crate::live::Live;
@@ -26,15 +25,13 @@ pub struct Relays {
     pub live: Arc<Live>,
     /// Where relayed bytes are counted.
     pub metrics: Arc<Metrics>,
-    /// Cuts every relay when the node stops hard.
-    pub hard_stop: CancellationToken,
 }
 
 impl Relays {
     /// Relays `visitor` (from `remote`) to `session`'s `service` until both
-    /// ends are done, the stream sits idle past `limits.tcp_idle_timeout`
-    /// or the node stops hard; `via` names the way in for logs ("TCP port",
-    /// "TLS passthrough").
+    /// ends are done or the stream sits idle past `limits.tcp_idle_timeout`
+    /// (callers run it in a task the node's hard stop cuts); `via` names the
+    /// way in for logs ("TCP port", "TLS passthrough").
     pub async fn relay<T>(&self, session: &Session, service: &str, visitor: T, remote: SocketAddr, via: &'static str)
     where
         T: AsyncRead + AsyncWrite + Unpin,
@@ -56,12 +53,8 @@ impl Relays {
         let activity = Activity::new();
         let visitor =
             activity.track(Metered::new(visitor, session.traffic.clone(), self.metrics.clone(), StreamKind::Tcp));
-        let relay = until_idle(&activity, limits.tcp_idle_timeout, session.relay(socket, visitor));
-        let relayed = tokio::select! {
-            relayed = relay => relayed,
-            () = self.hard_stop.cancelled() => return,
-        };
-        match relayed {
+        // The task running this is cut at the hard stop (Lifecycle::spawn_until_hard_stop).
+        match until_idle(&activity, limits.tcp_idle_timeout, session.relay(socket, visitor)).await {
             Ok(Ok(stats)) => tracing::debug!(
                 device, service, %remote, via, up = stats.to_socket, down = stats.from_socket, "visitor stream closed"
             ),

@@ -133,10 +133,10 @@ async fn accept_loop(
             Ok((stream, visitor)) => {
                 tuning.accepted(&listener, &stream, accepting.relays.live.limits().tcp_keepalive);
                 let (a, name, service) = (accepting.clone(), name.clone(), service.clone());
+                // The hard stop cuts the relay, as it cuts every connection task.
                 accepting
                     .lifecycle
-                    .tasks
-                    .spawn(async move { relay_visitor(&a, stream, visitor, &name, &service).await });
+                    .spawn_until_hard_stop(async move { relay_visitor(&a, stream, visitor, &name, &service).await });
             }
             Err(e) => {
                 tracing::warn!(device = %name, %service, error = %e, "accept failed");
