@@ -298,11 +298,7 @@ pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Re
 fn redirect_to_https<B>(front: &Front, host: &str, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("{}{path}", front.config.public_url(host));
-    let mut response = super::text(StatusCode::PERMANENT_REDIRECT.as_u16(), format!("moved to {location}"));
-    if let Ok(value) = http::HeaderValue::from_str(&location) {
-        response.headers_mut().insert(http::header::LOCATION, value);
-    }
-    response
+    super::redirect(StatusCode::PERMANENT_REDIRECT.as_u16(), &location, format!("moved to {location}"))
 }
 
 /// Requests to the server's own domain or IP address.

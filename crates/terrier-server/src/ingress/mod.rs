@@ -26,6 +26,16 @@ pub fn text(status: u16, message: impl Into<String>) -> ::http::Response<Body> {
     response
 }
 
+/// A plain-text redirect (`307`, `308`) to `location` (left out if it is
+/// not a valid header value).
+pub fn redirect(status: u16, location: &str, message: impl Into<String>) -> ::http::Response<Body> {
+    let mut response = text(status, message);
+    if let Ok(value) = ::http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(::http::header::LOCATION, value);
+    }
+    response
+}
+
 /// An empty-bodied response from a handshake (`101`).
 pub fn empty(response: ::http::Response<()>) -> ::http::Response<Body> {
     response.map(|()| Either::Right(Full::new(Bytes::new())))

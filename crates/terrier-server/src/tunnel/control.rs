@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::session::{AgentAt, Session, SessionInit};
 use super::Endpoint;
 use super::{upgrade, ControlSocket};
-use crate::ingress::{empty, text, Body};
+use crate::ingress::{empty, redirect, text, Body};
 use crate::store::{now_ms, Claim, Lease, StoreError};
 
 /// How many other ports to try when a leased port cannot be bound.
@@ -151,7 +151,7 @@ pub async fn handshake(tunnel: &Arc<Endpoint>, remote: SocketAddr, mut req: Requ
     if params.hops < MAX_REDIRECT_HOPS {
         if let Some(target) = crate::cluster::nodes::redirect_target(&tunnel.membership).await {
             tracing::info!(device = %params.name, to = %target.id, "redirecting device to the least loaded node");
-            return redirect_to(&target.advertise_url);
+            return redirect(status::REDIRECT, &target.advertise_url, format!("use {}", target.advertise_url));
         }
     }
     if tunnel.lifecycle.shutdown.is_cancelled() {
@@ -311,16 +311,7 @@ async fn claim_elsewhere(tunnel: &Endpoint, params: &ControlParams) -> Option<Re
         None => return None,
     };
     tracing::info!(device = %params.name, to = %node.id, "sent to the node holding the name");
-    Some(redirect_to(&node.advertise_url))
-}
-
-/// `307` to another node's base URL: repeat the handshake there.
-fn redirect_to(advertise_url: &str) -> Response<Body> {
-    let mut response = text(status::REDIRECT, format!("use {advertise_url}"));
-    if let Ok(location) = http::HeaderValue::from_str(advertise_url) {
-        response.headers_mut().insert(http::header::LOCATION, location);
-    }
-    response
+    Some(redirect(status::REDIRECT, &node.advertise_url, format!("use {}", node.advertise_url)))
 }
 
 /// A fleet token may not take over a name that is online under another
