@@ -120,7 +120,7 @@ pub async fn forward(
         Err(e) => Err(SendError::Open(e)),
     };
     proxy.metrics.visitor_request(started.elapsed());
-    let log = |status: StatusCode, size: Option<u64>, response_headers: Headers| {
+    let log = |status: StatusCode, size: Option<u64>, request_headers: Headers, response_headers: Headers| {
         let record = RequestRecord {
             at_ms,
             method: method.clone(),
@@ -128,7 +128,7 @@ pub async fn forward(
             status: status.as_u16(),
             duration_ms: started.elapsed().as_millis() as u64,
             size,
-            request_headers: request_headers.clone(),
+            request_headers,
             response_headers,
         };
         session.log_request(record, keep);
@@ -137,13 +137,13 @@ pub async fn forward(
         Ok(answered) => answered,
         Err(e) => {
             let page = forward_error(proxy, &session.name, host, e);
-            log(page.status(), None, Headers::default());
+            log(page.status(), None, request_headers, Headers::default());
             return page;
         }
     };
     let size = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     let response_headers = if keep > 0 { Headers::of(response.headers()) } else { Headers::default() };
-    log(response.status(), size, response_headers);
+    log(response.status(), size, request_headers, response_headers);
     tracing::debug!(device = %session.name, %method, %path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "forwarded");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
