@@ -114,6 +114,7 @@ pub struct VisitorSlot {
 
 impl VisitorSlot {
     /// The key the stream is counted under (the address, or its /64).
+    #[cfg(test)]
     pub fn key(&self) -> VisitorKey {
         self.key
     }

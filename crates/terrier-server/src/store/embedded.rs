@@ -317,9 +317,10 @@ impl<'txn> Tables<'txn> {
         let missing: Vec<String> = lease.ports.keys().filter(|s| !claim.services.contains(s)).cloned().collect();
         for service in missing {
             let Some(port) = lease.ports.remove(&service) else { continue };
-            match until_ms > claim.now_ms {
-                true => drop(lease.parked.insert(service, ParkedPort { port, until_ms })),
-                false => self.free_port(claim.name, port)?,
+            if claim.grace_ms > 0 {
+                lease.parked.insert(service, ParkedPort { port, until_ms });
+            } else {
+                self.free_port(claim.name, port)?;
             }
         }
         for service in claim.services {
@@ -332,10 +333,8 @@ impl<'txn> Tables<'txn> {
         // connect must not collect the whole range).
         let room = MAX_HELD_PORTS.saturating_sub(claim.services.len());
         while lease.parked.len() > room {
-            let Some(soonest) = lease.parked.iter().min_by_key(|(_, p)| p.until_ms).map(|(s, _)| s.clone()) else {
-                break;
-            };
-            if let Some(parked) = lease.parked.remove(&soonest) {
+            let soonest = lease.parked.iter().min_by_key(|(_, p)| p.until_ms).map(|(s, _)| s.clone());
+            if let Some(parked) = soonest.and_then(|service| lease.parked.remove(&service)) {
                 self.free_port(claim.name, parked.port)?;
             }
         }
