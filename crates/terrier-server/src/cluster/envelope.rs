@@ -26,8 +26,11 @@ use crate::forwarding::{Proto, Visitor};
 /// is stripped from what a visitor sends.
 pub const ENVELOPE_HEADER: HeaderName = HeaderName::from_static("x-terrier-forwarded");
 
-/// Most nonces remembered at once; past it, envelopes are refused until old
-/// ones age out (only an authenticated peer can fill it).
+/// Most nonces remembered at once. Peers forward for any visitor, so a
+/// flood of visitors can fill it: past it the nonce due to be forgotten
+/// first goes early (its envelope could then be replayed for the rest of
+/// its window, by someone who sees the traffic between nodes), instead of
+/// every forwarded request being refused.
 const MAX_REMEMBERED_NONCES: usize = 100_000;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -76,9 +79,6 @@ pub enum Refused {
     /// The nonce was seen before.
     #[error("replayed envelope")]
     Replayed,
-    /// Too many nonces to remember right now.
-    #[error("too many forwarded requests to remember")]
-    Overloaded,
 }
 
 /// The keys of this node: the first signs, all verify (so a new secret can
@@ -90,8 +90,43 @@ pub struct Envelopes {
     node_id: String,
     /// How old (or how far ahead) an envelope may be.
     max_age: Duration,
-    /// Nonce -> when it may be forgotten (unix ms).
-    seen: Mutex<HashMap<[u8; 16], u64>>,
+    /// The nonces seen, with when each may be forgotten.
+    seen: Mutex<Nonces>,
+}
+
+/// Nonces seen, by nonce and by when they may be forgotten (unix ms), so
+/// forgetting takes the due ones off the front instead of a scan.
+#[derive(Default)]
+struct Nonces {
+    /// Nonce -> when it may be forgotten.
+    by_nonce: HashMap<[u8; 16], u64>,
+    /// (when it may be forgotten, nonce), soonest first.
+    by_time: std::collections::BTreeSet<(u64, [u8; 16])>,
+}
+
+impl Nonces {
+    /// Forgets the nonces due at `now_ms`.
+    fn forget_due(&mut self, now_ms: u64) {
+        while let Some(&(at, nonce)) = self.by_time.first().filter(|(at, _)| *at <= now_ms) {
+            self.by_time.remove(&(at, nonce));
+            self.by_nonce.remove(&nonce);
+        }
+    }
+
+    /// Remembers `nonce` until `forget_at`; `false` if it was seen already.
+    fn insert(&mut self, nonce: [u8; 16], forget_at: u64) -> bool {
+        if self.by_nonce.contains_key(&nonce) {
+            return false;
+        }
+        if self.by_nonce.len() >= MAX_REMEMBERED_NONCES {
+            if let Some((_, soonest)) = self.by_time.pop_first() {
+                self.by_nonce.remove(&soonest);
+            }
+        }
+        self.by_nonce.insert(nonce, forget_at);
+        self.by_time.insert((forget_at, nonce));
+        true
+    }
 }
 
 impl Envelopes {
@@ -159,23 +194,19 @@ impl Envelopes {
 
     fn remember(&self, nonce: [u8; 16], now_ms: u64) -> Result<(), Refused> {
         let mut seen = self.seen.lock().expect("nonce lock");
-        if seen.len() >= MAX_REMEMBERED_NONCES {
-            seen.retain(|_, forget_at| *forget_at > now_ms);
-        }
-        if seen.len() >= MAX_REMEMBERED_NONCES {
-            return Err(Refused::Overloaded);
-        }
+        seen.forget_due(now_ms);
         // Kept until no clock within the window can call it fresh again.
         let forget_at = now_ms + 2 * self.max_age.as_millis() as u64;
-        match seen.insert(nonce, forget_at) {
-            Some(_) => Err(Refused::Replayed),
-            None => Ok(()),
+        if seen.insert(nonce, forget_at) {
+            Ok(())
+        } else {
+            Err(Refused::Replayed)
         }
     }
 
     /// Forgets nonces old enough that their envelopes are stale anyway.
     pub fn prune(&self, now_ms: u64) {
-        self.seen.lock().expect("nonce lock").retain(|_, forget_at| *forget_at > now_ms);
+        self.seen.lock().expect("nonce lock").forget_due(now_ms);
     }
 }
 
@@ -345,5 +376,23 @@ mod tests {
         let old = Envelopes::new(&[b"old".to_vec()], "node-a", WINDOW);
         let rolling = Envelopes::new(&[b"new".to_vec(), b"old".to_vec()], "node-b", WINDOW);
         assert!(rolling.open(&old.seal(GET, &visitor(), 5), GET, 5).is_ok());
+    }
+
+    #[test]
+    fn a_full_nonce_list_forgets_the_soonest_due_instead_of_refusing() {
+        let mut nonces = Nonces::default();
+        for i in 0..MAX_REMEMBERED_NONCES as u64 {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&i.to_be_bytes());
+            assert!(nonces.insert(nonce, 1_000 + i));
+        }
+        let fresh = [0xff; 16];
+        assert!(nonces.insert(fresh, 5_000_000), "a new envelope is still taken");
+        assert!(!nonces.insert(fresh, 5_000_000), "and is still refused as a replay");
+        assert_eq!(nonces.by_nonce.len(), MAX_REMEMBERED_NONCES);
+        assert!(!nonces.by_nonce.contains_key(&[0u8; 16]), "the soonest due went");
+        nonces.forget_due(1_000 + 10);
+        assert_eq!(nonces.by_nonce.len(), MAX_REMEMBERED_NONCES - 10);
+        assert_eq!(nonces.by_time.len(), nonces.by_nonce.len());
     }
 }
