@@ -180,11 +180,6 @@ pub async fn run_opened(
         },
     ));
     let front = Arc::new(ingress::http::Front {
-        config: config.clone(),
-        live: live.clone(),
-        lifecycle: lifecycle.clone(),
-        pages: pages.clone(),
-        sessions: sessions.clone(),
         relays,
         store: store.clone(),
         proxy: ingress::proxy::Proxy {

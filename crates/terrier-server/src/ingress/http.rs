@@ -20,28 +20,15 @@ use tokio::net::{TcpListener, TcpStream};
 use super::raw::Relays;
 use super::sniff::{sniff, Protocol};
 use super::{idle, proxy, Body};
-use crate::config::ServerConfig;
 use crate::forwarding::Authority;
-use crate::lifecycle::Lifecycle;
-use crate::live::Live;
-use crate::pages::{LivePages, Page};
+use crate::pages::Page;
 use crate::store::Store;
-use crate::tunnel::registry::Registry;
 use crate::tunnel::{control, data};
 use terrier_transport::prefixed::Prefixed;
 
-/// What the listeners (plain and TLS) need to serve and route requests.
+/// What the listeners (plain and TLS) need to serve and route requests:
+/// the proxy's parts (domain, limits, lifecycle, pages, sessions) and more.
 pub struct Front {
-    /// The domain, TLS redirect and public URLs.
-    pub config: Arc<ServerConfig>,
-    /// The limits in force.
-    pub live: Arc<Live>,
-    /// Where connections run, and when to stop taking them.
-    pub lifecycle: Lifecycle,
-    /// Error pages.
-    pub pages: Arc<LivePages>,
-    /// Devices online on this node (TLS passthrough looks them up by SNI).
-    pub sessions: Arc<Registry>,
     /// Relays TLS passthrough visitors.
     pub relays: Relays,
     /// Where ACME challenge certificates are published.
@@ -74,15 +61,15 @@ where
     let mut tuning = ListenerTuning::default();
     loop {
         let accepted = tokio::select! {
-            () = front.lifecycle.shutdown.cancelled() => break,
+            () = front.proxy.lifecycle.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, remote)) => {
-                tuning.accepted(&listener, &stream, front.live.limits().tcp_keepalive);
+                tuning.accepted(&listener, &stream, front.proxy.live.limits().tcp_keepalive);
                 // Under the hard stop too: a connection still sniffing when
                 // the server stops is simply dropped.
-                front.lifecycle.spawn_until_hard_stop(handle(front.clone(), stream, remote));
+                front.proxy.lifecycle.spawn_until_hard_stop(handle(front.clone(), stream, remote));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -103,7 +90,7 @@ pub async fn serve_one<S>(front: Arc<Front>, mut stream: S, remote: SocketAddr, 
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = front.live.limits();
+    let limits = front.proxy.live.limits();
     let (protocol, prefix) = match sniff(&mut stream, limits.header_read_timeout).await {
         Ok(found) => found,
         Err(e) => {
@@ -156,7 +143,7 @@ where
                 tracing::info!(%remote, "cutting a visitor that stopped taking its answer (limits.answer_write_timeout)");
                 return;
             }
-            () = front.lifecycle.shutdown.cancelled(), if !closing => {}
+            () = front.proxy.lifecycle.shutdown.cancelled(), if !closing => {}
             () = activity.until_idle(idle_timeout), if !closing => {
                 tracing::debug!(%remote, idle = ?idle_timeout, "closing an idle visitor connection");
                 cut_at = Some(tokio::time::Instant::now() + idle_timeout);
@@ -256,7 +243,7 @@ pub fn normalize_host(raw: &str) -> Option<String> {
 /// Routes one request.
 pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
     if let Some(detail) = framing_error(&req) {
-        return front.pages.render(Page {
+        return front.proxy.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Bad request",
             message: "The request's framing is ambiguous, so it was not forwarded.",
@@ -265,7 +252,7 @@ pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Re
         });
     }
     let Some(authority) = request_authority(&req) else {
-        return front.pages.render(Page {
+        return front.proxy.pages.render(Page {
             status: StatusCode::BAD_REQUEST,
             title: "Which site?",
             message: "The request did not say which host it is for (no Host header).",
@@ -275,19 +262,19 @@ pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Re
     };
     let host = authority.host.as_str();
     let plain = peer.transport == Transport::Plain;
-    if plain && front.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
+    if plain && front.proxy.config.tls.redirect_http && !matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) {
         return redirect_to_https(&front, host, &req);
     }
-    match classify(host, &front.config.domain) {
+    match classify(host, &front.proxy.config.domain) {
         Target::Apex => apex(front, peer.remote, req).await,
         Target::Device(sub) => proxy::forward(&front.proxy, sub, &authority, peer, req).await,
         // Agents may dial the server by IP address or another name.
         Target::Unknown if matches!(req.uri().path(), CONTROL_PATH | DATA_PATH) => apex(front, peer.remote, req).await,
-        Target::Unknown => front.pages.render(Page {
+        Target::Unknown => front.proxy.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Unknown host",
             message: "This server does not serve that host name.",
-            detail: &format!("served domain: {}", front.config.domain),
+            detail: &format!("served domain: {}", front.proxy.config.domain),
             host,
         }),
     }
@@ -297,7 +284,7 @@ pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Re
 /// endpoints are exempt: an agent configured with `ws://` keeps working.
 fn redirect_to_https<B>(front: &Front, host: &str, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("{}{path}", front.config.public_url(host));
+    let location = format!("{}{path}", front.proxy.config.public_url(host));
     super::redirect(StatusCode::PERMANENT_REDIRECT.as_u16(), &location, format!("moved to {location}"))
 }
 
@@ -310,15 +297,17 @@ async fn apex(front: Arc<Front>, remote: SocketAddr, req: Request<Incoming>) -> 
             response
         }
         DATA_PATH => data::handshake(&front.tunnel, req).await,
-        "/" if front.admin.authorized(&req) => crate::pages::front::render(&front.config, Some(front.sessions.len())),
-        "/" => crate::pages::front::render(&front.config, None),
+        "/" if front.admin.authorized(&req) => {
+            crate::pages::front::render(&front.proxy.config, Some(front.proxy.sessions.len()))
+        }
+        "/" => crate::pages::front::render(&front.proxy.config, None),
         path if crate::admin::owns(path) => crate::admin::serve(&front.admin, req).await,
-        _ => front.pages.render(Page {
+        _ => front.proxy.pages.render(Page {
             status: StatusCode::NOT_FOUND,
             title: "Not found",
             message: "There is nothing at this path.",
             detail: req.uri().path(),
-            host: &front.config.domain,
+            host: &front.proxy.config.domain,
         }),
     }
 }

@@ -35,7 +35,7 @@ pub async fn serve(front: Arc<Front>, listener: TcpListener, config: Arc<rustls:
 }
 
 async fn accept_one(front: Arc<Front>, config: Arc<rustls::ServerConfig>, stream: TcpStream, remote: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + front.live.limits().header_read_timeout;
+    let deadline = tokio::time::Instant::now() + front.proxy.live.limits().header_read_timeout;
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Recording::new(stream));
     let start = match tokio::time::timeout_at(deadline, acceptor).await {
         Ok(Ok(start)) => start,
@@ -50,7 +50,7 @@ async fn accept_one(front: Arc<Front>, config: Arc<rustls::ServerConfig>, stream
     let mut start = start;
     start.io.stop_recording();
     if crate::tls::acme::challenge::is_validation(&start.client_hello()) {
-        return crate::tls::acme::challenge::answer(&*front.store, &front.config, start, sni.as_deref()).await;
+        return crate::tls::acme::challenge::answer(&*front.store, &front.proxy.config, start, sni.as_deref()).await;
     }
     let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
         Ok(Ok(tls)) => tls,
@@ -62,8 +62,8 @@ async fn accept_one(front: Arc<Front>, config: Arc<rustls::ServerConfig>, stream
 
 /// The online session whose subdomain `name` is, if it asked for passthrough.
 fn passthrough_session(front: &Front, name: &str) -> Option<Arc<crate::tunnel::session::Session>> {
-    let Target::Device(sub) = classify(name, &front.config.domain) else { return None };
-    front.sessions.by_subdomain(sub).filter(|s| s.tcp.contains_key(PASSTHROUGH_SERVICE))
+    let Target::Device(sub) = classify(name, &front.proxy.config.domain) else { return None };
+    front.proxy.sessions.by_subdomain(sub).filter(|s| s.tcp.contains_key(PASSTHROUGH_SERVICE))
 }
 
 async fn passthrough(
