@@ -143,21 +143,43 @@ pub struct Headers(String);
 impl Headers {
     /// The lines of `headers`, bounded.
     pub fn of(headers: &HeaderMap) -> Self {
-        let mut text = String::with_capacity(MAX_HEADER_BYTES.min(64 * headers.len()));
+        // Bytes first, checked as UTF-8 once at the end: one pass over the
+        // whole text instead of one call per value.
+        let mut text = Vec::with_capacity(MAX_HEADER_BYTES.min(64 * headers.len()));
         for (i, (name, value)) in headers.iter().enumerate() {
-            let name = name.as_str();
-            let value = std::str::from_utf8(value.as_bytes()).unwrap_or("(not UTF-8)");
+            let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
             // Each line costs its name, ": ", its value and "\n".
             if text.len() + name.len() + value.len() + 3 > MAX_HEADER_BYTES {
-                text.push_str(&format!("…: {} more not kept\n", headers.len() - i));
+                text.extend_from_slice(format!("…: {} more not kept\n", headers.len() - i).as_bytes());
                 break;
             }
-            text.push_str(name);
-            text.push_str(": ");
-            text.push_str(value);
-            text.push('\n');
+            text.extend_from_slice(name);
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(value);
+            text.push(b'\n');
         }
-        Self(text)
+        match String::from_utf8(text) {
+            Ok(text) => Self(text),
+            Err(e) => Self::of_non_utf8(e.as_bytes()),
+        }
+    }
+
+    /// [`Self::of`]'s text when a value is not UTF-8 (header values may
+    /// carry any byte but controls): such values are replaced, line by line.
+    #[cold]
+    fn of_non_utf8(text: &[u8]) -> Self {
+        let mut kept = String::with_capacity(text.len());
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            match std::str::from_utf8(line) {
+                Ok(line) => kept.push_str(line),
+                Err(_) => {
+                    let name = line.split(|b| *b == b':').next().unwrap_or_default();
+                    kept.push_str(&String::from_utf8_lossy(name));
+                    kept.push_str(": (not UTF-8)\n");
+                }
+            }
+        }
+        Self(kept)
     }
 
     /// The `(name, value)` lines, credentials masked: a value whose name
@@ -281,5 +303,16 @@ mod tests {
         assert!(kept.0.len() <= MAX_HEADER_BYTES + 40, "{}", kept.0.len());
         let last = lines.last().unwrap();
         assert!(last.0 == "…" && last.1.ends_with("more not kept"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_replaced_and_the_rest_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", "text/html".parse().unwrap());
+        headers.insert("x-latin1", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.insert("x-after", "ok".parse().unwrap());
+        let kept = Headers::of(&headers);
+        let lines: Vec<(&str, &str)> = kept.lines().collect();
+        assert_eq!(lines, [("accept", "text/html"), ("x-latin1", "(not UTF-8)"), ("x-after", "ok")]);
     }
 }
