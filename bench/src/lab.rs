@@ -5,7 +5,7 @@
 //! temporary folder and stops when the [`Lab`] is dropped.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use tempfile::TempDir;
@@ -48,6 +48,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `Host` header for vhost routing.
     pub host: Option<String>,
+    /// HTTPS (the certificate is not checked: wrk does not).
+    pub tls: bool,
 }
 
 /// What a connected agent announced (its `--output json` "connected" event).
@@ -96,16 +98,17 @@ impl Lab {
     pub async fn start(bins: &Binaries) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("terrier-bench-").tempdir()?;
         let mut commands = Vec::new();
-        let (nginx, nginx_addr) = start_nginx(dir.path(), &mut commands).await?;
+        let nginx = start_nginx(dir.path(), None, &mut commands).await?;
+        let nginx_addr = nginx.addr;
         let (iperf, iperf_addr) = start_iperf3(dir.path(), &mut commands).await?;
         let (server, server_addr) = start_terrierd(bins, dir.path(), &mut commands).await?;
-        let services = Services { server: server_addr, nginx: nginx_addr, iperf: iperf_addr };
+        let services = Services::plain(server_addr, nginx_addr, iperf_addr);
         let (agent, info) = start_agent(bins, &services, "bench", None, dir.path(), &mut commands).await?;
         Ok(Self {
             server,
             agent,
             pool_agent: None,
-            _nginx: nginx,
+            _nginx: nginx.proc,
             _iperf: iperf,
             nginx_addr,
             iperf_addr,
@@ -124,7 +127,7 @@ impl Lab {
         if !self.bins.agent_has_pool().await {
             return Ok(false);
         }
-        let services = Services { server: self.server_addr, nginx: self.nginx_addr, iperf: self.iperf_addr };
+        let services = Services::plain(self.server_addr, self.nginx_addr, self.iperf_addr);
         let agent =
             start_agent(&self.bins, &services, "bench-pool", Some(4), self._dir.path(), &mut self.commands).await?;
         self.pool_agent = Some(agent);
@@ -159,9 +162,9 @@ impl Lab {
 
 fn endpoint(route: Route, nginx: SocketAddr, server: SocketAddr, info: &AgentInfo) -> Endpoint {
     match route {
-        Route::Direct => Endpoint { addr: nginx, host: None },
-        Route::Vhost => Endpoint { addr: server, host: Some(info.host.clone()) },
-        Route::TcpPort => Endpoint { addr: loopback(info.nginx_port), host: None },
+        Route::Direct => Endpoint { addr: nginx, host: None, tls: false },
+        Route::Vhost => Endpoint { addr: server, host: Some(info.host.clone()), tls: false },
+        Route::TcpPort => Endpoint { addr: loopback(info.nginx_port), host: None, tls: false },
     }
 }
 
@@ -169,22 +172,64 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-/// Addresses an agent needs.
-struct Services {
-    server: SocketAddr,
-    nginx: SocketAddr,
-    iperf: SocketAddr,
+/// What an agent dials and serves.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// terrierd's URL (`http://…` is a `ws://` agent, `wss://…` a TLS one).
+    pub server: String,
+    /// The CA file the agent trusts for `wss://` (`--ca`).
+    pub ca: Option<PathBuf>,
+    /// The agent's HTTP service (`--http`).
+    pub http: SocketAddr,
+    /// Its TCP service `nginx`.
+    pub nginx: SocketAddr,
+    /// Its TCP service `iperf`.
+    pub iperf: SocketAddr,
+}
+
+impl Services {
+    /// A `ws://` agent serving nginx over HTTP and TCP, and iperf3.
+    fn plain(server: SocketAddr, nginx: SocketAddr, iperf: SocketAddr) -> Self {
+        Self { server: format!("http://{server}"), ca: None, http: nginx, nginx, iperf }
+    }
+}
+
+/// A running nginx.
+#[derive(Debug)]
+pub struct Nginx {
+    /// The one nginx process.
+    pub proc: Proc,
+    /// Its plain-HTTP listener.
+    pub addr: SocketAddr,
+    /// Its HTTPS listener, when started with a certificate.
+    pub https: Option<SocketAddr>,
+    /// The folder it serves files from.
+    pub www: PathBuf,
 }
 
 /// Starts one nginx process (`master_process off`: it is the one worker)
-/// serving a [`PAGE_BYTES`] page, with its config, temp dirs and logs in `dir`.
-async fn start_nginx(dir: &Path, commands: &mut Vec<String>) -> anyhow::Result<(Proc, SocketAddr)> {
+/// serving a [`PAGE_BYTES`] page, with its config, temp dirs and logs in
+/// `dir`; with `tls` (a PEM certificate chain and key) also over HTTPS on
+/// a second port, from the same files.
+pub async fn start_nginx(dir: &Path, tls: Option<(&Path, &Path)>, commands: &mut Vec<String>) -> anyhow::Result<Nginx> {
     let addr = loopback(procs::free_port()?);
     let root = dir.join("nginx");
-    std::fs::create_dir_all(root.join("www"))?;
+    let www = root.join("www");
+    std::fs::create_dir_all(&www)?;
     let (head, tail) = ("<!doctype html><title>bench</title><p>", "</p>\n");
     let page = format!("{head}{}{tail}", "x".repeat(PAGE_BYTES - head.len() - tail.len()));
-    std::fs::write(root.join("www/index.html"), page)?;
+    std::fs::write(www.join("index.html"), page)?;
+    let https = tls.map(|_| procs::free_port().map(loopback)).transpose()?;
+    let ssl = match (tls, https) {
+        (Some((cert, key)), Some(at)) => format!(
+            "  server {{\n    listen {at} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             root {}/www;\n  }}\n",
+            cert.display(),
+            key.display(),
+            root.display()
+        ),
+        _ => String::new(),
+    };
     let r = root.display();
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/error.log warn;\n\
@@ -192,20 +237,24 @@ async fn start_nginx(dir: &Path, commands: &mut Vec<String>) -> anyhow::Result<(
          http {{\n  access_log off;\n  default_type text/html;\n\
          client_body_temp_path {r}/client_body;\n  proxy_temp_path {r}/proxy;\n  fastcgi_temp_path {r}/fastcgi;\n\
          uwsgi_temp_path {r}/uwsgi;\n  scgi_temp_path {r}/scgi;\n\
-         server {{\n    listen {addr};\n    root {r}/www;\n  }}\n}}\n"
+         server {{\n    listen {addr};\n    root {r}/www;\n  }}\n{ssl}}}\n"
     );
     let conf = root.join("nginx.conf");
     std::fs::write(&conf, config)?;
     let nginx = procs::find_tool("nginx").context("nginx not found")?;
     let mut cmd = Command::new(&nginx);
     cmd.arg("-p").arg(&root).arg("-c").arg(&conf).arg("-e").arg(root.join("error.log"));
+    let also = if tls.is_some() { ", also over HTTPS (ssl on a second port, Debian's TLS defaults)" } else { "" };
     commands.push(format!(
-        "{} -p <tmp> -c <tmp>/nginx.conf (1 process, access_log off, {PAGE_BYTES}-byte page)",
+        "{} -p <tmp> -c <tmp>/nginx.conf (1 process, access_log off, {PAGE_BYTES}-byte page{also})",
         nginx.display()
     ));
     let mut proc = Proc::spawn("nginx", cmd, dir)?;
     proc.wait_for_port(addr).await?;
-    Ok((proc, addr))
+    if let Some(at) = https {
+        proc.wait_for_port(at).await?;
+    }
+    Ok(Nginx { proc, addr, https, www })
 }
 
 /// Starts `iperf3 -s` on a free loopback port.
@@ -237,6 +286,10 @@ pub struct Extra<'a> {
     pub sets: &'a [&'a str],
     /// The admin token (`TERRIERD_ADMIN_TOKEN`), for parts that read the admin API.
     pub admin_token: Option<&'a str>,
+    /// Public TCP ports instead of [`TCP_PORTS`] (a second terrierd beside the lab's).
+    pub tcp_ports: Option<&'a str>,
+    /// Further arguments (`--tls-cert …`).
+    pub args: &'a [String],
 }
 
 /// The per-address handshake limit (`limits.control_handshakes_per_ip_per_minute`)
@@ -260,20 +313,22 @@ pub async fn start_terrierd_with(
         "--tcp-bind",
         "127.0.0.1",
         "--tcp-ports",
-        TCP_PORTS,
+        extra.tcp_ports.unwrap_or(TCP_PORTS),
         "--log",
         "warn",
     ];
     for set in std::iter::once(&NO_HANDSHAKE_LIMIT).chain(extra.sets) {
         args.extend(["--set", set]);
     }
+    args.extend(extra.args.iter().map(String::as_str));
     args.push("--data-dir");
     let mut cmd = Command::new(&bins.terrierd);
     cmd.args(&args).arg(&data).env_remove("TERRIERD_CONFIG").env_remove("TERRIERD_STORE");
     if let Some(token) = extra.admin_token {
         cmd.env("TERRIERD_ADMIN_TOKEN", token);
     }
-    commands.push(format!("{} {} <tmp>/terrierd-data", bins.terrierd.display(), args.join(" ")));
+    let shown = args.join(" ").replace(&dir.display().to_string(), "<tmp>");
+    commands.push(format!("{} {shown} <tmp>/terrierd-data", bins.terrierd.display()));
     let (proc, line) =
         Proc::spawn_until_line("terrierd", cmd, dir, |l| l.starts_with("terrierd listening on http://")).await?;
     let addr = line
@@ -287,7 +342,7 @@ pub async fn start_terrierd_with(
 
 /// Starts a release `terrier` agent named `name` and waits for its
 /// `connected` event.
-async fn start_agent(
+pub async fn start_agent(
     bins: &Binaries,
     to: &Services,
     name: &str,
@@ -297,11 +352,11 @@ async fn start_agent(
 ) -> anyhow::Result<(Proc, AgentInfo)> {
     let mut args = vec![
         "--server".to_owned(),
-        format!("http://{}", to.server),
+        to.server.clone(),
         "--name".to_owned(),
         name.to_owned(),
         "--http".to_owned(),
-        to.nginx.to_string(),
+        to.http.to_string(),
         "--tcp".to_owned(),
         format!("nginx={}", to.nginx),
         "--tcp".to_owned(),
@@ -314,9 +369,16 @@ async fn start_agent(
     if let Some(n) = pool {
         args.extend(["--pool".to_owned(), n.to_string()]);
     }
+    if let Some(ca) = &to.ca {
+        args.extend(["--ca".to_owned(), ca.display().to_string()]);
+    }
     let mut cmd = Command::new(&bins.terrier);
     cmd.args(&args).env_remove("TERRIER_SERVER").env_remove("TERRIER_NAME");
-    commands.push(format!("{} {}", bins.terrier.display(), args.join(" ")));
+    commands.push(format!(
+        "{} {}",
+        bins.terrier.display(),
+        args.join(" ").replace(&dir.display().to_string(), "<tmp>")
+    ));
     let (proc, line) = Proc::spawn_until_line(name, cmd, dir, |l| l.contains(r#""event":"connected""#)).await?;
     let info = parse_connected(&line)?;
     Ok((proc, info))

@@ -26,6 +26,7 @@ mod sim;
 mod soak;
 mod stats;
 mod storm;
+mod tls;
 mod visit;
 mod wrk;
 
@@ -80,7 +81,14 @@ enum Part {
     /// The size-tuned agent (--profile release-agent): stripped size, idle RSS, RSS with 100 streams, reconnect time.
     Agent,
     /// terrier beside rathole and bore (bench/install-rivals.sh builds them): the same traffic, one run (not in `all`).
-    Rivals,
+    Rivals {
+        /// Then HTTPS visitors and a wss:// agent beside rathole's TLS transport, against direct HTTPS.
+        #[arg(long)]
+        tls: bool,
+        /// Only the TLS figures (implies --tls).
+        #[arg(long)]
+        only_tls: bool,
+    },
     /// 10,000 serving devices, 1,000 concurrent visitors through them, then all dropped at once and back (not in `all`).
     Storm,
     /// Churn for --minutes, sampling terrierd's RSS, open FDs and tokio tasks (not in `all`).
@@ -209,7 +217,14 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
             Part::Tcp => parts::web(&lab, s, &[Route::TcpPort], &mut report).await,
             Part::Bulk => parts::bulk(&lab, s, &mut report).await,
             Part::Connect => parts::new_connections(&mut lab, s, &mut report).await,
-            Part::Rivals => parts::rivals(&mut lab, s, &mut report, &mut run.commands).await,
+            Part::Rivals { tls, only_tls } => {
+                if !only_tls {
+                    parts::rivals(&mut lab, s, &mut report, &mut run.commands).await;
+                }
+                if tls || only_tls {
+                    tls::run(&bins, lab.iperf_addr, s, &mut report, &mut run.commands).await;
+                }
+            }
             Part::Memory => {
                 parts::rss(&lab, "idle", &mut report).await;
                 parts::short_load(&lab, s).await;
@@ -233,7 +248,7 @@ async fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
         }
     }
     println!("\n{}", report.markdown());
-    if matches!(cli.part, Part::Rivals) && cli.record {
+    if matches!(cli.part, Part::Rivals { .. }) && cli.record {
         let path = root.join("bench/RESULTS.md");
         report::write_rivals(&path, &report, &run)?;
         println!("written to {}", path.display());

@@ -106,17 +106,27 @@ async fn wrk_once(
     what: &str,
     report: &mut Report,
 ) -> (f64, f64, f64) {
-    let load =
-        wrk::Load { addr: endpoint.addr, host: endpoint.host, connections, duration: Duration::from_secs(s.wrk_secs) };
+    let load = wrk::Load::new(endpoint, connections, Duration::from_secs(s.wrk_secs));
+    match wrk_checked(&load, what, report).await {
+        Some(r) => {
+            eprintln!("{what}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", r.requests_per_sec, r.p50_ms, r.p99_ms);
+            (r.requests_per_sec, r.p50_ms, r.p99_ms)
+        }
+        None => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
+
+/// Runs `load` once; `None` (and a note) when wrk failed or over
+/// [`MAX_FAILED_SHARE`] of its requests did.
+pub async fn wrk_checked(load: &wrk::Load, what: &str, report: &mut Report) -> Option<wrk::WrkResult> {
     let r = match load.run().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{what}: failed: {e:#}");
             report.note(format!("{what} failed: {}", one_line(&e)));
-            return (f64::NAN, f64::NAN, f64::NAN);
+            return None;
         }
     };
-    eprintln!("{what}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms", r.requests_per_sec, r.p50_ms, r.p99_ms);
     let failed = r.non_2xx + r.socket_errors;
     if failed > 0 {
         report.note(format!(
@@ -126,9 +136,9 @@ async fn wrk_once(
     }
     if failed as f64 > MAX_FAILED_SHARE * r.requests.max(1) as f64 {
         report.note(format!("{what} left out: over {:.0}% failed", MAX_FAILED_SHARE * 100.0));
-        return (f64::NAN, f64::NAN, f64::NAN);
+        return None;
     }
-    (r.requests_per_sec, r.p50_ms, r.p99_ms)
+    Some(r)
 }
 
 /// iperf3, one stream each way, direct against the tunnel's TCP port.
@@ -330,12 +340,7 @@ pub async fn rss(lab: &Lab, when: &str, report: &mut Report) {
 /// iperf3 run each way through the tunnel.
 pub async fn short_load(lab: &Lab, s: &Settings) {
     for route in [Route::Vhost, Route::TcpPort] {
-        let load = wrk::Load {
-            addr: lab.web(route).addr,
-            host: lab.web(route).host,
-            connections: 32,
-            duration: Duration::from_secs(s.wrk_secs),
-        };
+        let load = wrk::Load::new(lab.web(route), 32, Duration::from_secs(s.wrk_secs));
         if let Err(e) = load.run().await {
             eprintln!("load through {}: {e:#}", route.label());
         }
@@ -487,13 +492,7 @@ pub async fn cluster(bins: &Binaries, s: &Settings, report: &mut Report, command
 pub fn commands(lab: &Lab, s: &Settings) -> Vec<String> {
     let mut lines = Vec::new();
     for route in [Route::Direct, Route::Vhost, Route::TcpPort] {
-        let endpoint = lab.web(route);
-        let load = wrk::Load {
-            addr: endpoint.addr,
-            host: endpoint.host,
-            connections: 32,
-            duration: Duration::from_secs(s.wrk_secs),
-        };
+        let load = wrk::Load::new(lab.web(route), 32, Duration::from_secs(s.wrk_secs));
         lines.push(format!("wrk {}   # {}; also with -c1", shell_words(&load.args()), route.label()));
     }
     for route in [Route::Direct, Route::TcpPort] {

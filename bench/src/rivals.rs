@@ -42,6 +42,8 @@ pub struct Rival {
     pub web: SocketAddr,
     /// Public port relaying to iperf3.
     pub bulk: SocketAddr,
+    /// Whether nginx behind `web` speaks HTTPS.
+    tls: bool,
     /// Configs and logs.
     _dir: TempDir,
 }
@@ -58,13 +60,24 @@ impl Rival {
 
     /// Where to send HTTP through it.
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint { addr: self.web, host: None }
+        Endpoint { addr: self.web, host: None, tls: self.tls }
     }
+}
+
+/// What a rival relays to: nginx (over HTTPS when `tls`) and iperf3.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    /// nginx.
+    pub web: SocketAddr,
+    /// iperf3.
+    pub bulk: SocketAddr,
+    /// Whether `web` is nginx's HTTPS port.
+    pub tls: bool,
 }
 
 /// Finds `name` in `bench/rivals/bin` (where `bench/install-rivals.sh` puts
 /// it), then on `PATH`.
-fn find(name: &str) -> Option<PathBuf> {
+pub fn find(name: &str) -> Option<PathBuf> {
     let installed = procs::workspace_root().join("bench/rivals/bin").join(name);
     installed.is_file().then_some(installed).or_else(|| procs::find_tool(name))
 }
@@ -74,8 +87,9 @@ fn find(name: &str) -> Option<PathBuf> {
 /// is reported in the second list.
 pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Vec<String>) {
     let (mut running, mut missing) = (Vec::new(), Vec::new());
+    let targets = Targets { web: lab.nginx_addr, bulk: lab.iperf_addr, tls: false };
     for (name, started) in [
-        (FLOOR, start_floor(lab.nginx_addr, lab.iperf_addr, commands).await),
+        (FLOOR, start_floor(targets, commands).await),
         (FLOOR_POOLED, start_pooled_floor(lab.nginx_addr, lab.iperf_addr, commands).await),
     ] {
         match started {
@@ -89,7 +103,7 @@ pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Ve
             continue;
         };
         let started = match name {
-            "rathole" => start_rathole(&bin, lab.nginx_addr, lab.iperf_addr, commands).await,
+            "rathole" => start_rathole(&bin, targets, None, commands).await,
             _ => start_bore(&bin, lab.nginx_addr, lab.iperf_addr, commands).await,
         };
         match started {
@@ -100,23 +114,26 @@ pub async fn start_all(lab: &Lab, commands: &mut Vec<String>) -> (Vec<Rival>, Ve
     (running, missing)
 }
 
-/// rathole: one server and one client, a service each for nginx and iperf3.
-async fn start_rathole(
+/// rathole: one server and one client, a service each for nginx and
+/// iperf3; with `tls` (a `rathole-tls` build) over its TLS transport.
+pub async fn start_rathole(
     bin: &Path,
-    nginx: SocketAddr,
-    iperf: SocketAddr,
+    to: Targets,
+    tls: Option<&crate::tls::Certs>,
     commands: &mut Vec<String>,
 ) -> anyhow::Result<Rival> {
     let dir = tempfile::Builder::new().prefix("terrier-bench-rathole-").tempdir()?;
     let control = loopback(procs::free_port()?);
     let (web, bulk) = (loopback(procs::free_port()?), loopback(procs::free_port()?));
+    let (nginx, iperf) = (to.web, to.bulk);
+    let (server_transport, client_transport) = tls.map(rathole_tls_transport).unwrap_or_default();
     let server_toml = format!(
-        "[server]\nbind_addr = \"{control}\"\n\n\
+        "[server]\nbind_addr = \"{control}\"\n{server_transport}\n\
          [server.services.nginx]\ntoken = \"bench\"\nbind_addr = \"{web}\"\n\n\
          [server.services.iperf]\ntoken = \"bench\"\nbind_addr = \"{bulk}\"\n"
     );
     let client_toml = format!(
-        "[client]\nremote_addr = \"{control}\"\n\n\
+        "[client]\nremote_addr = \"{control}\"\n{client_transport}\n\
          [client.services.nginx]\ntoken = \"bench\"\nlocal_addr = \"{nginx}\"\n\n\
          [client.services.iperf]\ntoken = \"bench\"\nlocal_addr = \"{iperf}\"\n"
     );
@@ -127,19 +144,40 @@ async fn start_rathole(
         cmd.arg(mode).arg(dir.path().join(config)).env("RUST_LOG", "warn");
         cmd
     };
+    let (name, transport) = if tls.is_some() { (RATHOLE_TLS, "tls") } else { ("rathole", "tcp") };
     commands.push(format!(
-        "{} --server <tmp>/server.toml   # services nginx and iperf, tcp transport, on 127.0.0.1",
+        "{} --server <tmp>/server.toml   # services nginx and iperf, {transport} transport, on 127.0.0.1",
         bin.display()
     ));
     commands.push(format!("{} --client <tmp>/client.toml", bin.display()));
-    let mut server = Proc::spawn("rathole-server", run("--server", "server.toml"), dir.path())?;
+    let mut server = Proc::spawn(&format!("{name}-server"), run("--server", "server.toml"), dir.path())?;
     server.wait_for_port(control).await?;
-    let client = Proc::spawn("rathole-client", run("--client", "client.toml"), dir.path())?;
-    let rival = Rival { name: "rathole", server, client, others: Vec::new(), web, bulk, _dir: dir };
+    let client = Proc::spawn(&format!("{name}-client"), run("--client", "client.toml"), dir.path())?;
+    let rival = Rival { name, server, client, others: Vec::new(), web, bulk, tls: to.tls, _dir: dir };
     // rathole binds a service's public port once that service's control
     // channel is up; a request answered through it shows the client is in.
     wait_until_serving(&rival).await?;
     Ok(rival)
+}
+
+/// rathole over its TLS transport, in the tables (and its binary's name).
+pub const RATHOLE_TLS: &str = "rathole-tls";
+
+/// The `[server.transport]` and `[client.transport]` tables of rathole's
+/// TLS transport: the server presents the PKCS#12 bundle, the client trusts
+/// the bench's CA only and checks the name `localhost` (a name rather than
+/// 127.0.0.1, so OpenSSL checks it the way a real client would).
+fn rathole_tls_transport(certs: &crate::tls::Certs) -> (String, String) {
+    let server = format!(
+        "\n[server.transport]\ntype = \"tls\"\n\n[server.transport.tls]\npkcs12 = \"{}\"\npkcs12_password = \"{}\"\n",
+        certs.p12.display(),
+        crate::tls::P12_PASSWORD
+    );
+    let client = format!(
+        "\n[client.transport]\ntype = \"tls\"\n\n[client.transport.tls]\ntrusted_root = \"{}\"\nhostname = \"localhost\"\n",
+        certs.ca.display()
+    );
+    (server, client)
 }
 
 /// The relay floor's name in the tables.
@@ -160,16 +198,16 @@ const FLOOR_POOL_SIZE: usize = 4;
 /// The relay floor: this bench's own `relay` subcommand twice, the
 /// "client" hop relaying to nginx and iperf3, the "server" hop to the
 /// client's ports.
-async fn start_floor(nginx: SocketAddr, iperf: SocketAddr, commands: &mut Vec<String>) -> anyhow::Result<Rival> {
+pub async fn start_floor(to: Targets, commands: &mut Vec<String>) -> anyhow::Result<Rival> {
     let dir = tempfile::Builder::new().prefix("terrier-bench-floor-").tempdir()?;
     let hop =
         |to: [SocketAddr; 2]| ["relay".to_owned(), "--to".into(), to[0].to_string(), "--to".into(), to[1].to_string()];
-    let (client, ports) = start_floor_hop("floor-client", &hop([nginx, iperf]), dir.path(), commands).await?;
+    let (client, ports) = start_floor_hop("floor-client", &hop([to.web, to.bulk]), dir.path(), commands).await?;
     let [client_web, client_bulk] = two_ports("floor-client", &ports)?;
     let (server, ports) =
         start_floor_hop("floor-server", &hop([client_web, client_bulk]), dir.path(), commands).await?;
     let [web, bulk] = two_ports("floor-server", &ports)?;
-    let rival = Rival { name: FLOOR, server, client, others: Vec::new(), web, bulk, _dir: dir };
+    let rival = Rival { name: FLOOR, server, client, others: Vec::new(), web, bulk, tls: to.tls, _dir: dir };
     wait_until_serving(&rival).await?;
     Ok(rival)
 }
@@ -198,7 +236,7 @@ async fn start_pooled_floor(nginx: SocketAddr, iperf: SocketAddr, commands: &mut
         FLOOR_POOL_SIZE.to_string(),
     ];
     let (client, _) = start_floor_hop("floor-pooled-client", &client_args, dir.path(), commands).await?;
-    let rival = Rival { name: FLOOR_POOLED, server, client, others: Vec::new(), web, bulk, _dir: dir };
+    let rival = Rival { name: FLOOR_POOLED, server, client, others: Vec::new(), web, bulk, tls: false, _dir: dir };
     wait_until_serving(&rival).await?;
     Ok(rival)
 }
@@ -281,18 +319,25 @@ async fn start_bore(
         others: vec![iperf_client],
         web: loopback(web_port),
         bulk: loopback(bulk_port),
+        tls: false,
         _dir: dir,
     };
     wait_until_serving(&rival).await?;
     Ok(rival)
 }
 
-/// Waits until one request through the rival's web port is answered 200.
+/// Waits until one request through the rival's web port is answered 200
+/// (over HTTPS with wrk, which has the TLS client this bench lacks).
 async fn wait_until_serving(rival: &Rival) -> anyhow::Result<()> {
     let until = Instant::now() + READY_TIMEOUT;
+    let endpoint = rival.endpoint();
     loop {
-        match crate::connect::mean_ms(&rival.endpoint(), 1).await {
-            Ok(_) => return Ok(()),
+        let answered = match endpoint.tls {
+            true => crate::wrk::answers(&endpoint).await,
+            false => crate::connect::mean_ms(&endpoint, 1).await.map(drop),
+        };
+        match answered {
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= until => {
                 return Err(e).with_context(|| {
                     format!(

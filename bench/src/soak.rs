@@ -87,7 +87,7 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
     let dir = tempfile::Builder::new().prefix("terrier-bench-soak-").tempdir()?;
     let token = format!("bench-admin-{:032x}", rand::rng().random::<u128>());
     let idle = format!("limits.http_idle_timeout={HTTP_IDLE_TIMEOUT}");
-    let extra = Extra { sets: &[&idle], admin_token: Some(&token) };
+    let extra = Extra { sets: &[&idle], admin_token: Some(&token), ..Extra::default() };
     let (server, addr) = lab::start_terrierd_with(bins, dir.path(), &extra, commands).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());

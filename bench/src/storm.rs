@@ -60,7 +60,7 @@ pub async fn run(bins: &Binaries, s: &Settings, out: Option<&Path>, commands: &m
     }
     let dir = tempfile::Builder::new().prefix("terrier-bench-storm-").tempdir()?;
     let token = format!("bench-admin-{:032x}", rand::rng().random::<u128>());
-    let extra = Extra { sets: &[], admin_token: Some(&token) };
+    let extra = Extra { admin_token: Some(&token), ..Extra::default() };
     let (server, addr) = lab::start_terrierd_with(bins, dir.path(), &extra, commands).await?;
     let rss_empty = server.settled_rss_kib().await?;
 

@@ -1,12 +1,14 @@
 //! Runs `wrk` (one thread, keep-alive, `--latency`) and reads its text
-//! output: requests per second, the 50th and 99th latency percentiles, and
-//! anything that went wrong (socket errors, non-2xx answers).
+//! output: requests per second, the 50th and 99th latency percentiles, the
+//! bytes read per second, and anything that went wrong (socket errors,
+//! non-2xx answers). Over `https://` wrk does not check the certificate.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::lab::Endpoint;
 use crate::procs;
 
 /// What one wrk run measured.
@@ -18,6 +20,8 @@ pub struct WrkResult {
     pub p50_ms: f64,
     /// 99th percentile latency, in milliseconds.
     pub p99_ms: f64,
+    /// Bytes read per second (`Transfer/sec`), heads included.
+    pub bytes_per_sec: f64,
     /// Completed requests in all.
     pub requests: u64,
     /// Answers that were not 2xx or 3xx.
@@ -37,9 +41,18 @@ pub struct Load {
     pub connections: u32,
     /// Length of the run (`-d`).
     pub duration: Duration,
+    /// Speak HTTPS instead of HTTP.
+    pub tls: bool,
+    /// The path every request asks for.
+    pub path: &'static str,
 }
 
 impl Load {
+    /// `connections` keep-alive connections asking `endpoint` for `/`.
+    pub fn new(endpoint: Endpoint, connections: u32, duration: Duration) -> Self {
+        Self { addr: endpoint.addr, host: endpoint.host, connections, duration, tls: endpoint.tls, path: "/" }
+    }
+
     /// wrk's arguments for this load.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
@@ -53,7 +66,8 @@ impl Load {
         if let Some(host) = &self.host {
             args.extend(["-H".to_owned(), format!("Host: {host}")]);
         }
-        args.push(format!("http://{}/", self.addr));
+        let scheme = if self.tls { "https" } else { "http" };
+        args.push(format!("{scheme}://{}{}", self.addr, self.path));
         args
     }
 
@@ -65,12 +79,24 @@ impl Load {
     }
 }
 
+/// Succeeds once `endpoint` answers: one connection for one second must
+/// complete a request and see no error (for HTTPS routes, where the bench
+/// has no TLS client of its own).
+pub async fn answers(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let r = Load::new(endpoint.clone(), 1, Duration::from_secs(1)).run().await?;
+    if r.requests == 0 || r.non_2xx + r.socket_errors > 0 {
+        bail!("{} requests, {} non-2xx, {} socket errors", r.requests, r.non_2xx, r.socket_errors);
+    }
+    Ok(())
+}
+
 /// Parses the report `wrk --latency` prints.
 pub fn parse(out: &str) -> anyhow::Result<WrkResult> {
     let mut result = WrkResult {
         requests_per_sec: f64::NAN,
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
+        bytes_per_sec: f64::NAN,
         requests: 0,
         non_2xx: 0,
         socket_errors: 0,
@@ -79,6 +105,7 @@ pub fn parse(out: &str) -> anyhow::Result<WrkResult> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", value] => result.requests_per_sec = value.parse().context("Requests/sec")?,
+            ["Transfer/sec:", value] => result.bytes_per_sec = bytes(value)?,
             ["50%", value] => result.p50_ms = millis(value)?,
             ["99%", value] => result.p99_ms = millis(value)?,
             [count, "requests", "in", ..] => result.requests = count.parse().context("request count")?,
@@ -116,6 +143,22 @@ fn millis(value: &str) -> anyhow::Result<f64> {
     Ok(number * scale)
 }
 
+/// Converts wrk's `512.00B`, `7.99MB`, `1.20GB` (powers of 1024) to bytes.
+fn bytes(value: &str) -> anyhow::Result<f64> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic()).with_context(|| format!("{value:?} has no unit"))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().with_context(|| format!("{value:?} is not a size"))?;
+    let power = match unit {
+        "B" => 0,
+        "KB" => 1,
+        "MB" => 2,
+        "GB" => 3,
+        "TB" => 4,
+        _ => bail!("{value:?}: unknown unit {unit:?}"),
+    };
+    Ok(number * 1024f64.powi(power))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +184,7 @@ Transfer/sec:      7.99MB
         assert_eq!(r.requests_per_sec, 24680.5);
         assert!((r.p50_ms - 0.345).abs() < 1e-9);
         assert!((r.p99_ms - 1.03).abs() < 1e-9);
+        assert!((r.bytes_per_sec - 7.99 * 1024.0 * 1024.0).abs() < 1e-3);
         assert_eq!((r.requests, r.non_2xx, r.socket_errors), (123456, 0, 0));
     }
 
@@ -160,6 +204,14 @@ Transfer/sec:      7.99MB
         assert_eq!(millis("1.50m").unwrap(), 90_000.0);
         assert!(millis("3.0").is_err());
         assert!(millis("3.0xs").is_err());
+    }
+
+    #[test]
+    fn converts_every_size() {
+        assert_eq!(bytes("512.00B").unwrap(), 512.0);
+        assert_eq!(bytes("1.50GB").unwrap(), 1.5 * 1024.0 * 1024.0 * 1024.0);
+        assert!(bytes("3.0").is_err());
+        assert!(bytes("3.0XB").is_err());
     }
 
     #[test]
