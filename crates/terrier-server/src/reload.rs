@@ -202,6 +202,8 @@ mod tests {
             [
                 "access.cam.allow_ips",
                 "access.cam.basic_auth",
+                "access.cam.bearer_tokens",
+                "access.cam.paths",
                 "grace_period",
                 "limits.max_header_bytes",
                 "limits.store_timeout",

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::access::{AccessRules, Denied};
+use crate::access::{AccessRules, Denied, Granted};
 use crate::cluster::envelope::{Bound, Envelopes, Refused, ENVELOPE_HEADER};
 use crate::cluster::forward::{self, Forwarder};
 use crate::cluster::nodes::Membership;
@@ -80,8 +80,14 @@ pub async fn forward(
     let Some(session) = proxy.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(proxy, sub, authority, &visitor, forwarded, req).await;
     };
-    if let Err(denied) = proxy.access.check_http(&session.name, visitor.ip, req.headers()) {
-        return access_denied(proxy, &session.name, &visitor, denied, host);
+    match proxy.access.check_http(&session.name, visitor.ip, req.method(), req.uri().path(), req.headers()) {
+        Err(denied) => return access_denied(proxy, &session.name, &visitor, denied, host),
+        // The token opened terrier's door, not the device's: it stays here.
+        Ok(Granted { bearer: Some(token) }) => {
+            tracing::debug!(device = %session.name, token, "visitor let in with a bearer token");
+            req.headers_mut().remove(header::AUTHORIZATION);
+        }
+        Ok(Granted { bearer: None }) => {}
     }
     if !session.http {
         return proxy.pages.render(Page {
@@ -277,10 +283,25 @@ async fn elsewhere_or_offline(
 }
 
 /// The page for a visitor the device's access rules turn away: 403 for an
-/// address off the allow-list, 401 asking for basic auth.
+/// address off the allow-list or a closed path, 400 for a path in an
+/// unclear form, 401 asking for the credentials the path takes.
 fn access_denied(proxy: &Proxy, device: &str, visitor: &Visitor, denied: Denied, host: &str) -> Response<Body> {
     tracing::info!(device, visitor = %visitor.ip, ?denied, "visitor denied by access rules");
     match denied {
+        Denied::Path => proxy.pages.render(Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Access denied",
+            message: "This part of the device is closed to visitors.",
+            detail: "",
+            host,
+        }),
+        Denied::UnclearPath => proxy.pages.render(Page {
+            status: StatusCode::BAD_REQUEST,
+            title: "Bad request",
+            message: "The request's path has a form web servers read differently (dot segments, //, ;, \\ or an encoded /), so it was not forwarded.",
+            detail: "",
+            host,
+        }),
         Denied::Address => proxy.pages.render(Page {
             status: StatusCode::FORBIDDEN,
             title: "Access denied",
@@ -288,17 +309,27 @@ fn access_denied(proxy: &Proxy, device: &str, visitor: &Visitor, denied: Denied,
             detail: "",
             host,
         }),
-        Denied::Credentials => {
+        Denied::Credentials(accepted) => {
             let mut response = proxy.pages.render(Page {
                 status: StatusCode::UNAUTHORIZED,
                 title: "Sign in required",
-                message: "This device asks for a user name and password.",
+                message: if accepted.basic {
+                    "This device asks for a user name and password."
+                } else {
+                    "This part of the device takes a token (Authorization: Bearer)."
+                },
                 detail: "",
                 host,
             });
-            let realm = format!("Basic realm=\"{}\", charset=\"UTF-8\"", host.replace('"', ""));
-            if let Ok(value) = HeaderValue::from_str(&realm) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            let realm = host.replace('"', "");
+            let challenges = [
+                accepted.basic.then(|| format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")),
+                accepted.bearer.then(|| format!("Bearer realm=\"{realm}\"")),
+            ];
+            for challenge in challenges.into_iter().flatten() {
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.headers_mut().append(header::WWW_AUTHENTICATE, value);
+                }
             }
             response
         }

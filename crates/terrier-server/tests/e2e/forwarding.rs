@@ -25,6 +25,7 @@ fn locked(config: &mut ServerConfig, name: &str) {
             user: "alice".into(),
             password_sha256: format!("{:x}", Sha256::digest(b"s3cret-enough")),
         }],
+        ..Default::default()
     };
     config.access.insert(name.into(), rules);
 }

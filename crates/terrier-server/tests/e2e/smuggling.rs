@@ -395,7 +395,7 @@ fn locked_name(id: &str) -> String {
 fn lock(config: &mut terrier_server::ServerConfig, names: impl IntoIterator<Item = String>) {
     for name in names {
         let user = BasicUser { user: USER.into(), password_sha256: format!("{:x}", Sha256::digest(PASSWORD)) };
-        config.access.insert(name, AccessConfig { allow_ips: Vec::new(), basic_auth: vec![user] });
+        config.access.insert(name, AccessConfig { basic_auth: vec![user], ..Default::default() });
     }
 }
 
