@@ -312,8 +312,17 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 }
 
 /// Does the request ask to switch protocols (WebSocket and the like)?
+///
+/// Not to `h2c`: HTTP/2 on the device's connection would carry requests of
+/// its own, none of them checked against the device's path rules (and RFC
+/// 9113 dropped that upgrade). An `Upgrade` value that is not plain ASCII,
+/// which a device may trim into `h2c`, counts as asking for it. Such a
+/// request goes on as an ordinary one, its `Upgrade` removed.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let upgrades = headers.get_all(header::UPGRADE);
+    let h2c = |v: &HeaderValue| v.to_str().map_or(true, |s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")));
     headers.contains_key(header::UPGRADE)
+        && !upgrades.iter().any(h2c)
         && headers
             .get_all(header::CONNECTION)
             .iter()

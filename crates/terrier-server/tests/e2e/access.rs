@@ -158,3 +158,129 @@ async fn path_rules_and_bearer_tokens_hold_for_a_fleet_whatever_the_spelling() {
     let (status, _) = curl_path(&server, &open_host, "/echo", &["-d", "x"]).await;
     assert_eq!(status, 200, "a device outside the fleet is untouched");
 }
+
+/// A device's web service that switches to HTTP/2 on `Upgrade: h2c` as
+/// Hypercorn does: on the `Upgrade` value alone, trimmed of any Unicode
+/// white space, whatever `Connection` says. It records every request head
+/// and, after a `101`, the bytes that followed it.
+#[derive(Clone)]
+struct H2cDevice {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl H2cDevice {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let seen = shared.clone();
+                tokio::spawn(async move {
+                    let Some((head, _)) = read_head(&mut tcp).await else { return };
+                    // Latin-1, as Python decodes it, so obs-text trims too.
+                    let head: String = head.iter().map(|&b| char::from(b)).collect();
+                    seen.lock().unwrap().push(head.clone());
+                    let h2c = head.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(name, value)| {
+                            name.eq_ignore_ascii_case("upgrade")
+                                && value
+                                    .split(',')
+                                    .any(|t| t.trim_matches(char::is_whitespace).eq_ignore_ascii_case("h2c"))
+                        })
+                    });
+                    if !h2c {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                            .await;
+                        return;
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n")
+                        .await;
+                    let mut after = vec![0u8; 1024];
+                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut after)).await {
+                        seen.lock().unwrap().push(format!("after 101: {}", String::from_utf8_lossy(&after[..n])));
+                    }
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads a head (up to its blank line) from `tcp`, within 5 s; `None` if
+/// it closed or stalled first. Returns the head and any bytes after it.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while buf.len() < 64 * 1024 {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Some((buf, rest));
+        }
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// An `Upgrade: h2c` on an open path would give the visitor HTTP/2 to the
+/// device on that one connection, every later request past the path
+/// rules: terrierd forwards such a request without its `Upgrade`, however
+/// the value is spelled.
+#[tokio::test]
+async fn an_h2c_upgrade_opens_no_channel_past_the_path_rules() {
+    use terrier_server::access::paths::PathRule;
+    init_logging();
+    let rules = AccessConfig {
+        paths: vec![
+            PathRule { prefix: "/".into(), accept: Some(vec![]), ..Default::default() },
+            PathRule { prefix: "/admin".into(), deny: true, ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let server = TestServer::start(|c| {
+        c.access.insert("lab-*".into(), rules);
+    })
+    .await;
+    let device = H2cDevice::start().await;
+    let mut agent = TestAgent::start(server.url(), "lab-h2c", Some(device.addr), &[]);
+    let host = terrier_testkit::visitor::device_host(&agent.connected(1).await.subdomain);
+
+    let (status, _) = curl_path(&server, &host, "/admin", &[]).await;
+    assert_eq!(status, 403, "/admin is closed");
+    for upgrade in ["h2c", "H2C", "websocket, h2c", "h2c\u{a0}"] {
+        let mut visitor = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        let mut head = format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+             HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nUpgrade: "
+        )
+        .into_bytes();
+        // Latin-1 on the wire, as a raw client sends obs-text.
+        head.extend(upgrade.chars().map(|c| u8::try_from(u32::from(c)).expect("latin-1")));
+        head.extend_from_slice(b"\r\n\r\n");
+        visitor.write_all(&head).await.expect("write");
+        let (answer, _) = read_head(&mut visitor).await.expect("an answer");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(!answer.starts_with("HTTP/1.1 101"), "Upgrade: {upgrade:?} switched protocols: {answer}");
+        // What an attacker would send next, as HTTP/2, for /admin.
+        let _ = visitor.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n(:path /admin)").await;
+        drop(visitor);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = device.seen();
+    assert!(seen.iter().all(|s| !s.starts_with("after 101")), "bytes past the rules reached the device: {seen:#?}");
+    assert!(
+        seen.iter().all(|s| !s.to_ascii_lowercase().contains("\nupgrade:")),
+        "the device was asked to upgrade: {seen:#?}"
+    );
+}
