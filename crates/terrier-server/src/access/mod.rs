@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use base64::Engine;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -169,14 +169,17 @@ impl AccessRules {
 
     /// May this HTTP request (`method` on `path`, from `ip`) reach device
     /// `name`? Checked in order: the address, the path's form and rule,
-    /// then the credentials that path takes.
+    /// then the credentials that path takes. A request let in loses every
+    /// `Authorization` value showing one of the section's bearer tokens,
+    /// needed on this path or not: they are terrier's, and a device of a
+    /// fleet that saw one could use it on every other.
     pub fn check_http(
         &self,
         name: &str,
         ip: IpAddr,
         method: &http::Method,
         path: &str,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
     ) -> Result<Granted, Denied> {
         let scopes = self.scopes.load();
         let Some(rules) = scopes.get(name) else {
@@ -195,10 +198,13 @@ impl AccessRules {
                 None => rules.credentials(),
             }
         };
-        if accepted.anyone() {
-            return Ok(Granted::default());
-        }
-        shown_credentials(rules, accepted, headers).ok_or(Denied::Credentials(accepted))
+        let granted = if accepted.anyone() {
+            Granted::default()
+        } else {
+            shown_credentials(rules, accepted, headers).ok_or(Denied::Credentials(accepted))?
+        };
+        remove_tokens(rules, headers);
+        Ok(granted)
     }
 }
 
@@ -247,15 +253,39 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The grant for valid credentials of an `accepted` kind in `headers`.
 fn shown_credentials(rules: &DeviceRules, accepted: Accepted, headers: &HeaderMap) -> Option<Granted> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let (scheme, credentials) = authorization(headers.get(http::header::AUTHORIZATION)?)?;
     if accepted.basic && scheme.eq_ignore_ascii_case("basic") && basic_ok(&rules.users, credentials) {
         return Some(Granted::default());
     }
     if accepted.bearer && scheme.eq_ignore_ascii_case("bearer") {
-        return matching(&rules.tokens, credentials.trim()).map(|name| Granted { bearer: Some(name.to_owned()) });
+        return matching(&rules.tokens, credentials).map(|name| Granted { bearer: Some(name.to_owned()) });
     }
     None
+}
+
+/// The scheme and credentials of an `Authorization` value.
+fn authorization(value: &HeaderValue) -> Option<(&str, &str)> {
+    let (scheme, credentials) = value.to_str().ok()?.trim().split_once(' ')?;
+    Some((scheme, credentials.trim()))
+}
+
+/// Removes the `Authorization` values that show one of the section's
+/// bearer tokens, keeping any other (a password, the device's own token).
+fn remove_tokens(rules: &DeviceRules, headers: &mut HeaderMap) {
+    let ours = |value: &HeaderValue| {
+        authorization(value).is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && matching(&rules.tokens, token).is_some()
+        })
+    };
+    if rules.tokens.is_empty() || !headers.get_all(http::header::AUTHORIZATION).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> =
+        headers.get_all(http::header::AUTHORIZATION).iter().filter(|v| !ours(v)).cloned().collect();
+    headers.remove(http::header::AUTHORIZATION);
+    for value in kept {
+        headers.append(http::header::AUTHORIZATION, value);
+    }
 }
 
 fn basic_ok(users: &[(String, [u8; 32])], encoded: &str) -> bool {
@@ -336,15 +366,15 @@ mod tests {
     fn basic_auth_needs_the_right_user_and_password() {
         let rules = rules();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &basic("alice:correct horse")), Ok(Granted::default()));
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &basic("alice:wrong")), Err(Denied::Credentials(BASIC)));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut basic("alice:correct horse")), Ok(Granted::default()));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut basic("alice:wrong")), Err(Denied::Credentials(BASIC)));
         assert_eq!(
-            rules.check_http("cam", ip, &GET, "/", &basic("bob:correct horse")),
+            rules.check_http("cam", ip, &GET, "/", &mut basic("bob:correct horse")),
             Err(Denied::Credentials(BASIC))
         );
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &HeaderMap::new()), Err(Denied::Credentials(BASIC)));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut HeaderMap::new()), Err(Denied::Credentials(BASIC)));
         assert_eq!(
-            rules.check_http("cam", "8.8.8.8".parse().unwrap(), &GET, "/", &basic("alice:correct horse")),
+            rules.check_http("cam", "8.8.8.8".parse().unwrap(), &GET, "/", &mut basic("alice:correct horse")),
             Err(Denied::Address)
         );
     }
@@ -356,7 +386,7 @@ mod tests {
         assert!(!rules.allows_address("cam", outside));
         rules.replace(AccessRules::compile(&BTreeMap::new()).unwrap());
         assert!(rules.allows_address("cam", outside), "no rule any more, no limit");
-        assert_eq!(rules.check_http("cam", outside, &GET, "/", &HeaderMap::new()), Ok(Granted::default()));
+        assert_eq!(rules.check_http("cam", outside, &GET, "/", &mut HeaderMap::new()), Ok(Granted::default()));
     }
 
     #[test]
@@ -439,8 +469,9 @@ mod tests {
         );
         let rules = AccessRules::compile(&config).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let check =
-            |method: &http::Method, path: &str, headers: &HeaderMap| rules.check_http("cam", ip, method, path, headers);
+        let check = |method: &http::Method, path: &str, headers: &HeaderMap| {
+            rules.check_http("cam", ip, method, path, &mut headers.clone())
+        };
         let none = HeaderMap::new();
         let ci = Ok(Granted { bearer: Some("ci".into()) });
         assert_eq!(check(&GET, "/admin/x", &basic("alice:correct horse")), Err(Denied::Path));
@@ -461,8 +492,16 @@ mod tests {
             check(&http::Method::POST, "/status", &none),
             Err(Denied::Credentials(Accepted { basic: true, bearer: true }))
         );
-        assert_eq!(check(&GET, "/", &basic("alice:correct horse")), Ok(Granted::default()));
+        assert_eq!(check(&GET, "/", &mut basic("alice:correct horse")), Ok(Granted::default()));
         assert_eq!(check(&GET, "/", &bearer("tok-123")), ci, "the section's credentials elsewhere");
         assert_eq!(check(&GET, "/", &none), Err(Denied::Credentials(Accepted { basic: true, bearer: true })));
+        let mut shown = bearer("tok-123");
+        shown.append(http::header::AUTHORIZATION, "Bearer the-device-s-own".parse().unwrap());
+        assert_eq!(rules.check_http("cam", ip, &GET, "/status", &mut shown), Ok(Granted::default()));
+        assert_eq!(
+            shown.get_all(http::header::AUTHORIZATION).iter().collect::<Vec<_>>(),
+            ["Bearer the-device-s-own"],
+            "terrier's token is removed even where it was not needed; others stay"
+        );
     }
 }

@@ -80,12 +80,15 @@ pub async fn forward(
     let Some(session) = proxy.sessions.by_subdomain(sub) else {
         return elsewhere_or_offline(proxy, sub, authority, &visitor, forwarded, req).await;
     };
-    match proxy.access.check_http(&session.name, visitor.ip, req.method(), req.uri().path(), req.headers()) {
+    // A token of terrier's opens terrier's door, not the device's: the
+    // check removes it from the headers.
+    let (mut head, body) = req.into_parts();
+    let checked = proxy.access.check_http(&session.name, visitor.ip, &head.method, head.uri.path(), &mut head.headers);
+    let mut req = Request::from_parts(head, body);
+    match checked {
         Err(denied) => return access_denied(proxy, &session.name, &visitor, denied, host),
-        // The token opened terrier's door, not the device's: it stays here.
         Ok(Granted { bearer: Some(token) }) => {
             tracing::debug!(device = %session.name, token, "visitor let in with a bearer token");
-            req.headers_mut().remove(header::AUTHORIZATION);
         }
         Ok(Granted { bearer: None }) => {}
     }

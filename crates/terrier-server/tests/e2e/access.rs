@@ -284,3 +284,60 @@ async fn an_h2c_upgrade_opens_no_channel_past_the_path_rules() {
         "the device was asked to upgrade: {seen:#?}"
     );
 }
+
+/// terrier's bearer token never reaches a device, even on a path that did
+/// not need it (a script sends its token everywhere) or beside a password:
+/// a device of the fleet could otherwise collect it and open every other
+/// device's token paths. The device's own tokens still reach it.
+#[tokio::test]
+async fn a_fleet_token_never_reaches_a_device_even_where_it_was_not_needed() {
+    use terrier_server::access::paths::{Credential, PathRule};
+    use terrier_server::access::BearerToken;
+    use terrier_testkit::lenient::LenientDevice;
+    init_logging();
+    let sha = |s: &str| format!("{:x}", Sha256::digest(s.as_bytes()));
+    let rules = AccessConfig {
+        basic_auth: vec![BasicUser { user: "alice".into(), password_sha256: sha("s3cret-enough") }],
+        bearer_tokens: vec![BearerToken { name: "ci".into(), token_sha256: sha("machine-token-0123456789") }],
+        paths: vec![
+            PathRule { prefix: "/open".into(), accept: Some(vec![]), ..Default::default() },
+            PathRule { prefix: "/api".into(), accept: Some(vec![Credential::Bearer]), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let server = TestServer::start(|c| {
+        c.access.insert("lab-*".into(), rules);
+    })
+    .await;
+    let device = LenientDevice::start().await;
+    let mut agent = TestAgent::start(server.url(), "lab-cam", Some(device.addr), &[]);
+    let host = terrier_testkit::visitor::device_host(&agent.connected(1).await.subdomain);
+    let token = "Authorization: Bearer machine-token-0123456789";
+    let password = "Authorization: Basic YWxpY2U6czNjcmV0LWVub3VnaA=="; // alice:s3cret-enough
+
+    for (path, headers) in [
+        ("/open", vec![token]),
+        ("/open/x", vec!["Authorization: bearer  machine-token-0123456789 "]),
+        ("/other", vec![password, token]),
+        ("/api/x", vec![token, password]),
+    ] {
+        let extra: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
+        let (status, out) = curl_path(&server, &host, path, &extra).await;
+        assert_eq!(status, 200, "{path} {headers:?}: {out}");
+        let seen = device.requests().pop().expect("the device got it");
+        assert_eq!(seen.target, path);
+        let authorization: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(!authorization.iter().any(|v| v.contains("machine-token")), "{path} {headers:?}: {authorization:?}");
+        let shown_password = headers.contains(&password);
+        assert_eq!(authorization.contains(&"Basic YWxpY2U6czNjcmV0LWVub3VnaA=="), shown_password, "{path} {headers:?}");
+    }
+    let (status, _) = curl_path(&server, &host, "/open", &["-H", "Authorization: Bearer the-device-s-own"]).await;
+    assert_eq!(status, 200);
+    let seen = device.requests().pop().expect("the device got it");
+    assert_eq!(seen.header("authorization"), Some("Bearer the-device-s-own"), "a token not terrier's goes on");
+}
