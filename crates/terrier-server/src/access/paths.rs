@@ -111,11 +111,14 @@ impl Compiled {
         Ok(Self { prefix, methods, action })
     }
 
-    /// Does this rule cover `method` on `path` (from [`normal`])?
+    /// Does this rule cover `method` on `path` (from [`normal`])? The
+    /// method in any case: some servers (Werkzeug) read `post` as `POST`.
     fn covers(&self, method: &http::Method, path: &str) -> bool {
         let under = self.prefix == "/"
             || path.strip_prefix(&self.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        under && (self.methods.is_empty() || self.methods.contains(method))
+        under
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| m.as_str().eq_ignore_ascii_case(method.as_str())))
     }
 }
 
@@ -247,6 +250,8 @@ mod tests {
         assert_eq!(action(&rules, &get, "/api"), Some(bearer), "/api/ covers /api itself");
         assert_eq!(action(&rules, &get, "/api/public/a"), Some(Action::Accept(Accepted::default())));
         assert_eq!(action(&rules, &http::Method::POST, "/api/public/a"), Some(bearer), "GET only");
+        let lowercase = http::Method::from_bytes(b"get").unwrap();
+        assert_eq!(action(&rules, &lowercase, "/api/public/a"), Some(Action::Accept(Accepted::default())), "any case");
         assert_eq!(action(&rules[1..], &get, "/other"), None);
     }
 

@@ -341,3 +341,40 @@ async fn a_fleet_token_never_reaches_a_device_even_where_it_was_not_needed() {
     let seen = device.requests().pop().expect("the device got it");
     assert_eq!(seen.header("authorization"), Some("Bearer the-device-s-own"), "a token not terrier's goes on");
 }
+
+/// A device with method rules behind a lenient web service, open but for
+/// `POST /cfg` and `GET /reboot`; returns the server, the device and its host.
+async fn method_rules_device() -> (TestServer, terrier_testkit::lenient::LenientDevice, TestAgent, String) {
+    use terrier_server::access::paths::PathRule;
+    let rules = AccessConfig {
+        paths: vec![
+            PathRule { prefix: "/".into(), accept: Some(vec![]), ..Default::default() },
+            PathRule { prefix: "/cfg".into(), methods: vec!["POST".into()], deny: true, ..Default::default() },
+            PathRule { prefix: "/reboot".into(), methods: vec!["GET".into()], deny: true, ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    let server = TestServer::start(|c| {
+        c.access.insert("lab-*".into(), rules);
+    })
+    .await;
+    let device = terrier_testkit::lenient::LenientDevice::start().await;
+    let mut agent = TestAgent::start(server.url(), "lab-cam", Some(device.addr), &[]);
+    let host = terrier_testkit::visitor::device_host(&agent.connected(1).await.subdomain);
+    (server, device, agent, host)
+}
+
+/// Werkzeug (Flask) and other servers read a method without regard to
+/// case, so `post` is their `POST`: a rule for a method covers it in any case.
+#[tokio::test]
+async fn a_method_rule_covers_the_method_in_any_case() {
+    init_logging();
+    let (server, device, _agent, host) = method_rules_device().await;
+    for method in ["POST", "post", "Post"] {
+        let (status, out) = curl_path(&server, &host, "/cfg", &["-X", method, "-d", "x"]).await;
+        assert_eq!(status, 403, "{method} /cfg is closed: {out}");
+    }
+    let (status, _) = curl_path(&server, &host, "/cfg", &["-X", "put", "-d", "x"]).await;
+    assert_eq!(status, 200, "other methods are open");
+    assert!(device.requests().iter().all(|r| !r.method.eq_ignore_ascii_case("post")), "{:?}", device.requests());
+}
