@@ -18,7 +18,8 @@ pub struct PathRule {
     /// The path it covers: `/admin` covers `/admin` and everything under
     /// it (not `/administrator`); `/` covers every path.
     pub prefix: String,
-    /// Methods it covers (`["GET", "HEAD"]`); empty: every method.
+    /// Methods it covers (`["GET", "POST"]`; `GET` covers `HEAD` too);
+    /// empty: every method.
     #[serde(default)]
     pub methods: Vec<String>,
     /// Refuse every request it covers (403).
@@ -86,7 +87,7 @@ impl Compiled {
         let Some(prefix) = normal else {
             return Err(format!("{}: a prefix starts with / and has no %, ;, \\, // or . and .. segments", at()));
         };
-        let methods = rule
+        let mut methods = rule
             .methods
             .iter()
             .map(|m| match http::Method::from_bytes(m.as_bytes()) {
@@ -94,6 +95,10 @@ impl Compiled {
                 _ => Err(format!("{}: method {m:?} is not an uppercase HTTP method", at())),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Servers answer HEAD with their GET handler: it runs all the same.
+        if methods.contains(&http::Method::GET) && !methods.contains(&http::Method::HEAD) {
+            methods.push(http::Method::HEAD);
+        }
         let action = match (&rule.accept, rule.deny) {
             (Some(_), true) => return Err(format!("{}: deny and accept cannot be combined", at())),
             (_, true) => Action::Deny,
@@ -250,6 +255,8 @@ mod tests {
         assert_eq!(action(&rules, &get, "/api"), Some(bearer), "/api/ covers /api itself");
         assert_eq!(action(&rules, &get, "/api/public/a"), Some(Action::Accept(Accepted::default())));
         assert_eq!(action(&rules, &http::Method::POST, "/api/public/a"), Some(bearer), "GET only");
+        let open = Some(Action::Accept(Accepted::default()));
+        assert_eq!(action(&rules, &http::Method::HEAD, "/api/public/a"), open, "and HEAD");
         let lowercase = http::Method::from_bytes(b"get").unwrap();
         assert_eq!(action(&rules, &lowercase, "/api/public/a"), Some(Action::Accept(Accepted::default())), "any case");
         assert_eq!(action(&rules[1..], &get, "/other"), None);

@@ -378,3 +378,19 @@ async fn a_method_rule_covers_the_method_in_any_case() {
     assert_eq!(status, 200, "other methods are open");
     assert!(device.requests().iter().all(|r| !r.method.eq_ignore_ascii_case("post")), "{:?}", device.requests());
 }
+
+/// Flask, Go's `ServeMux`, Express and most others answer `HEAD` with
+/// their `GET` handler (it runs, only its body is dropped): a rule for
+/// `GET` covers `HEAD` too.
+#[tokio::test]
+async fn a_rule_for_get_covers_head() {
+    init_logging();
+    let (server, device, _agent, host) = method_rules_device().await;
+    for flags in [&["-I"][..], &["-X", "head", "-I"]] {
+        let (status, out) = curl_path(&server, &host, "/reboot", flags).await;
+        assert_eq!(status, 403, "{flags:?} /reboot is closed: {out}");
+    }
+    let (status, _) = curl_path(&server, &host, "/reboot", &["-d", "x"]).await;
+    assert_eq!(status, 200, "POST stays open");
+    assert!(device.requests().iter().all(|r| r.method == "POST"), "{:?}", device.requests());
+}
