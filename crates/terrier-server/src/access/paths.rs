@@ -142,8 +142,9 @@ pub fn action(rules: &[Compiled], method: &http::Method, path: &str) -> Option<A
 /// `path` as rules see it: `%XX` of an unreserved character decoded and
 /// ASCII lowercased. `None` when it is not in a form every server reads
 /// alike: dot segments, empty segments (`//`, a trailing `/` excepted),
-/// `\`, `;`, an encoded `/`, `\`, `;` or `%`, a control byte, or a bad
-/// `%XX`. `*` (`OPTIONS *`) is kept as it is.
+/// `\`, `;`, an encoded `/`, `\`, `;` or `%`, a control byte, a bad
+/// `%XX`, or `%XX` that decode to bytes that are not UTF-8 (overlong
+/// `%c0%ae` is `.` to some decoders). `*` (`OPTIONS *`) is kept as it is.
 pub fn normal(path: &str) -> Option<String> {
     if path == "*" {
         return Some("*".into());
@@ -154,11 +155,13 @@ pub fn normal(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
+    let mut non_ascii = false;
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
             let hex = path.get(i + 1..i + 3)?;
             let decoded = u8::from_str_radix(hex, 16).ok()?;
+            non_ascii |= !decoded.is_ascii();
             if is_unreserved(decoded) {
                 out.push(char::from(decoded.to_ascii_lowercase()));
             } else if matches!(decoded, b'/' | b'\\' | b';' | b'%') || decoded.is_ascii_control() {
@@ -176,10 +179,34 @@ pub fn normal(path: &str) -> Option<String> {
         out.push(char::from(b.to_ascii_lowercase()));
         i += 1;
     }
+    if non_ascii && !decodes_to_utf8(&out) {
+        return None;
+    }
     let segments: Vec<&str> = out.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
     let unclear = segments.iter().enumerate().any(|(n, s)| matches!(*s, "." | "..") || (s.is_empty() && n != last));
     (!unclear).then_some(out)
+}
+
+/// Is `path` (from [`normal`]: every `%` starts a valid `%XX`) UTF-8 once
+/// its `%XX` are decoded?
+fn decodes_to_utf8(path: &str) -> bool {
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut rest = path.as_bytes();
+    while let [b, tail @ ..] = rest {
+        match (b, tail) {
+            (b'%', [hi, lo, tail @ ..]) => {
+                let hex = [*hi, *lo];
+                decoded.extend(std::str::from_utf8(&hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()));
+                rest = tail;
+            }
+            _ => {
+                decoded.push(*b);
+                rest = tail;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// RFC 3986 §2.3: characters whose `%XX` form means the same.
@@ -199,6 +226,7 @@ mod tests {
             ("/%61dmin", "/admin"),
             ("/%2E%2Ehidden", "/..hidden"),
             ("/a%20b", "/a%20b"),
+            ("/caf%C3%A9", "/caf%c3%a9"),
             ("/api/", "/api/"),
             ("*", "*"),
         ] {
@@ -220,6 +248,10 @@ mod tests {
             "/a%zz",
             "/a%2",
             "/a%25",
+            "/%c0%ae%c0%ae/admin",
+            "/%e0%80%ae",
+            "/%ff",
+            "/%c3",
             "admin",
             "/é",
             "/..",

@@ -394,3 +394,20 @@ async fn a_rule_for_get_covers_head() {
     assert_eq!(status, 200, "POST stays open");
     assert!(device.requests().iter().all(|r| r.method == "POST"), "{:?}", device.requests());
 }
+
+/// `%XX` that decode to bytes no UTF-8 text has are read differently:
+/// rejected, replaced, or (`%c0%ae`, overlong) decoded to `.` by older
+/// servers and Java's modified UTF-8, making `/%c0%ae%c0%ae/admin` an
+/// `/admin`. With path rules they are refused; real UTF-8 goes on.
+#[tokio::test]
+async fn percent_encoded_bytes_that_are_not_utf8_are_refused() {
+    init_logging();
+    let (server, device, _agent, host) = method_rules_device().await;
+    for unclear in ["/x/%c0%ae%c0%ae/cfg", "/%c0%afcfg", "/%e0%80%aecfg", "/%ff", "/%c3", "/%80x"] {
+        let (status, out) = curl_path(&server, &host, unclear, &["-d", "x"]).await;
+        assert_eq!(status, 400, "{unclear}: {out}");
+    }
+    let (status, out) = curl_path(&server, &host, "/caf%C3%A9/%e2%82%ac", &[]).await;
+    assert_eq!(status, 200, "UTF-8 is fine: {out}");
+    assert_eq!(device.requests().len(), 1, "{:?}", device.requests());
+}
