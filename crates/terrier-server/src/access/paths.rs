@@ -83,9 +83,16 @@ impl Compiled {
     /// nobody in, which is what `deny` is for).
     pub fn new(name: &str, rule: &PathRule, has: Accepted) -> Result<Self, String> {
         let at = || format!("access.\"{name}\".paths {:?}", rule.prefix);
-        let normal = normal(&rule.prefix).filter(|p| !rule.prefix.contains('%') && p != "*");
+        // A character a request's path only holds as `%XX` (a space, `?`,
+        // `#`, `<`) would make a rule that never matches.
+        let plain = rule.prefix.bytes().all(|b| is_unreserved(b) || b"/!$&'()*+,=:@".contains(&b));
+        let normal = normal(&rule.prefix).filter(|p| plain && p != "*");
         let Some(prefix) = normal else {
-            return Err(format!("{}: a prefix starts with / and has no %, ;, \\, // or . and .. segments", at()));
+            return Err(format!(
+                "{}: a prefix starts with / and has only letters, digits, / and -._~!$&'()*+,=:@, \
+                 no // or . and .. segments",
+                at()
+            ));
         };
         let mut methods = rule
             .methods
@@ -298,7 +305,7 @@ mod tests {
     fn bad_rules_are_config_errors() {
         let has = Accepted { basic: true, bearer: false };
         let rule = |prefix: &str| PathRule { prefix: prefix.into(), ..Default::default() };
-        for bad in ["admin", "/a/../b", "//a", "/a;b", "/%61", "*"] {
+        for bad in ["admin", "/a/../b", "//a", "/a;b", "/%61", "*", "/a b", "/a?b", "/a#b", "/a<b", "/a\"b"] {
             assert!(Compiled::new("cam", &rule(bad), has).is_err(), "{bad}");
         }
         let lowercase_method = PathRule { methods: vec!["get".into()], ..rule("/a") };
