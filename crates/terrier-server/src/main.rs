@@ -266,6 +266,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cli::memory::trim_after_bursts(shutdown.clone()));
     // Everything that can fail at start on this host is opened before the
     // banner (the store's lock, the data dir, the admin token file), so
     // "listening" is only printed by a server that is going to serve.
