@@ -10,19 +10,10 @@ use terrier_server::access::{AccessConfig, BasicUser};
 use terrier_testkit::{init_logging, upstream, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Runs curl from source address `from` against `host` on the server; returns (status, headers+body).
+/// curl from source address `from` for `/hello` on `host`; returns (status, headers+body).
 async fn curl_from(from: &str, server: &TestServer, host: &str, extra: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/null", "-w", "%{http_code}", "--interface", from])
-        .args(["-H", &format!("Host: {host}")])
-        .args(extra)
-        .arg(format!("http://{}/hello", server.addr))
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text.rsplit('\n').next().unwrap_or("").trim().parse().unwrap_or(0);
-    (status, text)
+    let flags: Vec<&str> = ["--interface", from].into_iter().chain(extra.iter().copied()).collect();
+    curl_path(server, host, "/hello", &flags).await
 }
 
 /// Echoes one line over a TCP connection from `from`; `false` if closed.
@@ -75,6 +66,21 @@ async fn only_allowed_addresses_with_the_password_reach_a_protected_device() {
     assert!(tcp_echo_from("127.0.0.2", port).await, "TCP from an allowed address works");
 }
 
+/// A section with alice's password, the token `machine-token-0123456789`
+/// (named `ci`) and `paths`.
+fn with_password_and_token(paths: Vec<terrier_server::access::paths::PathRule>) -> AccessConfig {
+    let sha = |s: &str| format!("{:x}", Sha256::digest(s.as_bytes()));
+    AccessConfig {
+        basic_auth: vec![BasicUser { user: "alice".into(), password_sha256: sha("s3cret-enough") }],
+        bearer_tokens: vec![terrier_server::access::BearerToken {
+            name: "ci".into(),
+            token_sha256: sha("machine-token-0123456789"),
+        }],
+        paths,
+        ..Default::default()
+    }
+}
+
 /// curl (any source address) for `path` on `host`, with `extra` flags;
 /// `--path-as-is` so curl sends dot segments as written. Returns (status, headers+body).
 async fn curl_path(server: &TestServer, host: &str, path: &str, extra: &[&str]) -> (u16, String) {
@@ -98,24 +104,12 @@ async fn curl_path(server: &TestServer, host: &str, path: &str, extra: &[&str]) 
 #[tokio::test]
 async fn path_rules_and_bearer_tokens_hold_for_a_fleet_whatever_the_spelling() {
     use terrier_server::access::paths::{Credential, PathRule};
-    use terrier_server::access::BearerToken;
     init_logging();
-    let sha = |s: &str| format!("{:x}", Sha256::digest(s.as_bytes()));
-    let rules = AccessConfig {
-        basic_auth: vec![BasicUser { user: "alice".into(), password_sha256: sha("s3cret-enough") }],
-        bearer_tokens: vec![BearerToken { name: "ci".into(), token_sha256: sha("machine-token-0123456789") }],
-        paths: vec![
-            PathRule { prefix: "/echo".into(), deny: true, ..Default::default() },
-            PathRule { prefix: "/headers".into(), accept: Some(vec![Credential::Bearer]), ..Default::default() },
-            PathRule {
-                prefix: "/hello".into(),
-                accept: Some(vec![]),
-                methods: vec!["GET".into()],
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    };
+    let rules = with_password_and_token(vec![
+        PathRule { prefix: "/echo".into(), deny: true, ..Default::default() },
+        PathRule { prefix: "/headers".into(), accept: Some(vec![Credential::Bearer]), ..Default::default() },
+        PathRule { prefix: "/hello".into(), accept: Some(vec![]), methods: vec!["GET".into()], ..Default::default() },
+    ]);
     let server = TestServer::start(|c| {
         c.access.insert("lab-*".into(), rules);
     })
@@ -292,19 +286,12 @@ async fn an_h2c_upgrade_opens_no_channel_past_the_path_rules() {
 #[tokio::test]
 async fn a_fleet_token_never_reaches_a_device_even_where_it_was_not_needed() {
     use terrier_server::access::paths::{Credential, PathRule};
-    use terrier_server::access::BearerToken;
     use terrier_testkit::lenient::LenientDevice;
     init_logging();
-    let sha = |s: &str| format!("{:x}", Sha256::digest(s.as_bytes()));
-    let rules = AccessConfig {
-        basic_auth: vec![BasicUser { user: "alice".into(), password_sha256: sha("s3cret-enough") }],
-        bearer_tokens: vec![BearerToken { name: "ci".into(), token_sha256: sha("machine-token-0123456789") }],
-        paths: vec![
-            PathRule { prefix: "/open".into(), accept: Some(vec![]), ..Default::default() },
-            PathRule { prefix: "/api".into(), accept: Some(vec![Credential::Bearer]), ..Default::default() },
-        ],
-        ..Default::default()
-    };
+    let rules = with_password_and_token(vec![
+        PathRule { prefix: "/open".into(), accept: Some(vec![]), ..Default::default() },
+        PathRule { prefix: "/api".into(), accept: Some(vec![Credential::Bearer]), ..Default::default() },
+    ]);
     let server = TestServer::start(|c| {
         c.access.insert("lab-*".into(), rules);
     })
