@@ -191,6 +191,7 @@ pub async fn run_opened(
             forwarder: cluster::forward::Forwarder::new(envelopes.clone(), lifecycle.clone(), live.clone()),
             envelopes: envelopes.clone(),
             access,
+            tokens: auth.clone(),
             pages,
             metrics: metrics.clone(),
         },

@@ -79,6 +79,17 @@ pub enum Denied {
     UnclearPath,
 }
 
+/// Tokens kept outside the configuration: the token store's visitor tokens
+/// (`terrierd token create --visitors`), minted and revoked while the
+/// server runs.
+pub trait StoredTokens: Send + Sync {
+    /// The id of visitor token `token` when it may visit device `name` now.
+    fn visitor(&self, token: &str, name: &str) -> Option<String>;
+    /// Is `token` in the form of the store's tokens? Such a token is never
+    /// meant for a device, so it never reaches one.
+    fn is_stored_form(&self, token: &str) -> bool;
+}
+
 /// What let an HTTP request in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Granted {
@@ -127,8 +138,11 @@ struct DeviceRules {
 
 impl DeviceRules {
     /// The credentials paths no rule covers take: whichever the section has.
+    /// A section with a password or a token takes the store's visitor
+    /// tokens too; one with neither is open.
     fn credentials(&self) -> Accepted {
-        Accepted { basic: !self.users.is_empty(), bearer: !self.tokens.is_empty() }
+        let any = !self.users.is_empty() || !self.tokens.is_empty();
+        Accepted { basic: !self.users.is_empty(), bearer: any }
     }
 }
 
@@ -180,9 +194,11 @@ impl AccessRules {
         method: &http::Method,
         path: &str,
         headers: &mut HeaderMap,
+        stored: &dyn StoredTokens,
     ) -> Result<Granted, Denied> {
         let scopes = self.scopes.load();
         let Some(rules) = scopes.get(name) else {
+            remove_tokens(None, stored, headers);
             return Ok(Granted::default());
         };
         if !allowed(Some(rules), ip) {
@@ -201,9 +217,9 @@ impl AccessRules {
         let granted = if accepted.anyone() {
             Granted::default()
         } else {
-            shown_credentials(rules, accepted, headers).ok_or(Denied::Credentials(accepted))?
+            shown_credentials(rules, accepted, headers, name, stored).ok_or(Denied::Credentials(accepted))?
         };
-        remove_tokens(rules, headers);
+        remove_tokens(Some(rules), stored, headers);
         Ok(granted)
     }
 }
@@ -232,7 +248,8 @@ fn compile_section(key: &str, rules: &AccessConfig) -> Result<DeviceRules, Strin
         .iter()
         .map(|t| Ok((t.name.clone(), digest("bearer_tokens", &t.name, &t.token_sha256)?)))
         .collect::<Result<Vec<_>, String>>()?;
-    let has = Accepted { basic: !users.is_empty(), bearer: !tokens.is_empty() };
+    // Bearer paths may rely on the store's visitor tokens alone.
+    let has = Accepted { basic: !users.is_empty(), bearer: true };
     let paths = rules.paths.iter().map(|rule| paths::Compiled::new(key, rule, has)).collect::<Result<_, _>>()?;
     Ok(DeviceRules { allow, users, tokens, paths })
 }
@@ -251,16 +268,25 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The grant for valid credentials of an `accepted` kind in `headers`.
-fn shown_credentials(rules: &DeviceRules, accepted: Accepted, headers: &HeaderMap) -> Option<Granted> {
+/// The grant for valid credentials of an `accepted` kind in `headers`, for
+/// device `name`: a password, a configured token, or a stored visitor token.
+fn shown_credentials(
+    rules: &DeviceRules,
+    accepted: Accepted,
+    headers: &HeaderMap,
+    name: &str,
+    stored: &dyn StoredTokens,
+) -> Option<Granted> {
     let (scheme, credentials) = authorization(headers.get(http::header::AUTHORIZATION)?)?;
     if accepted.basic && scheme.eq_ignore_ascii_case("basic") && basic_ok(&rules.users, credentials) {
         return Some(Granted::default());
     }
-    if accepted.bearer && scheme.eq_ignore_ascii_case("bearer") {
-        return matching(&rules.tokens, credentials).map(|name| Granted { bearer: Some(name.to_owned()) });
+    if !accepted.bearer || !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
     }
-    None
+    let configured = matching(&rules.tokens, credentials).map(str::to_owned);
+    let token = configured.or_else(|| stored.visitor(credentials, name).map(|id| format!("stored token {id}")))?;
+    Some(Granted { bearer: Some(token) })
 }
 
 /// The scheme and credentials of an `Authorization` value.
@@ -269,15 +295,17 @@ fn authorization(value: &HeaderValue) -> Option<(&str, &str)> {
     Some((scheme, credentials.trim()))
 }
 
-/// Removes the `Authorization` values that show one of the section's
-/// bearer tokens, keeping any other (a password, the device's own token).
-fn remove_tokens(rules: &DeviceRules, headers: &mut HeaderMap) {
+/// Removes the `Authorization` values that show a token of terrier's (one
+/// of the section's, or any in the store's form), keeping any other (a
+/// password, the device's own token).
+fn remove_tokens(rules: Option<&DeviceRules>, stored: &dyn StoredTokens, headers: &mut HeaderMap) {
     let ours = |value: &HeaderValue| {
         authorization(value).is_some_and(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && matching(&rules.tokens, token).is_some()
+            scheme.eq_ignore_ascii_case("bearer")
+                && (stored.is_stored_form(token) || rules.is_some_and(|r| matching(&r.tokens, token).is_some()))
         })
     };
-    if rules.tokens.is_empty() || !headers.get_all(http::header::AUTHORIZATION).iter().any(ours) {
+    if !headers.get_all(http::header::AUTHORIZATION).iter().any(ours) {
         return;
     }
     let kept: Vec<HeaderValue> =
@@ -324,7 +352,23 @@ mod tests {
     use std::collections::BTreeMap;
 
     const GET: http::Method = http::Method::GET;
-    const BASIC: Accepted = Accepted { basic: true, bearer: false };
+
+    /// A token store with one visitor token, `terrier_…` form aside.
+    struct Store;
+
+    const NO_STORE: Store = Store;
+
+    impl StoredTokens for Store {
+        fn visitor(&self, token: &str, name: &str) -> Option<String> {
+            (token == "terrier_visitor" && name == "cam").then(|| "v1".into())
+        }
+
+        fn is_stored_form(&self, token: &str) -> bool {
+            token.starts_with("terrier_")
+        }
+    }
+    /// A section with a password takes it, or a token.
+    const BASIC: Accepted = Accepted { basic: true, bearer: true };
 
     fn rules() -> AccessRules {
         let mut config = BTreeMap::new();
@@ -366,15 +410,31 @@ mod tests {
     fn basic_auth_needs_the_right_user_and_password() {
         let rules = rules();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut basic("alice:correct horse")), Ok(Granted::default()));
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut basic("alice:wrong")), Err(Denied::Credentials(BASIC)));
         assert_eq!(
-            rules.check_http("cam", ip, &GET, "/", &mut basic("bob:correct horse")),
+            rules.check_http("cam", ip, &GET, "/", &mut basic("alice:correct horse"), &NO_STORE),
+            Ok(Granted::default())
+        );
+        assert_eq!(
+            rules.check_http("cam", ip, &GET, "/", &mut basic("alice:wrong"), &NO_STORE),
             Err(Denied::Credentials(BASIC))
         );
-        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut HeaderMap::new()), Err(Denied::Credentials(BASIC)));
         assert_eq!(
-            rules.check_http("cam", "8.8.8.8".parse().unwrap(), &GET, "/", &mut basic("alice:correct horse")),
+            rules.check_http("cam", ip, &GET, "/", &mut basic("bob:correct horse"), &NO_STORE),
+            Err(Denied::Credentials(BASIC))
+        );
+        assert_eq!(
+            rules.check_http("cam", ip, &GET, "/", &mut HeaderMap::new(), &NO_STORE),
+            Err(Denied::Credentials(BASIC))
+        );
+        assert_eq!(
+            rules.check_http(
+                "cam",
+                "8.8.8.8".parse().unwrap(),
+                &GET,
+                "/",
+                &mut basic("alice:correct horse"),
+                &NO_STORE
+            ),
             Err(Denied::Address)
         );
     }
@@ -386,7 +446,10 @@ mod tests {
         assert!(!rules.allows_address("cam", outside));
         rules.replace(AccessRules::compile(&BTreeMap::new()).unwrap());
         assert!(rules.allows_address("cam", outside), "no rule any more, no limit");
-        assert_eq!(rules.check_http("cam", outside, &GET, "/", &mut HeaderMap::new()), Ok(Granted::default()));
+        assert_eq!(
+            rules.check_http("cam", outside, &GET, "/", &mut HeaderMap::new(), &NO_STORE),
+            Ok(Granted::default())
+        );
     }
 
     #[test]
@@ -470,7 +533,7 @@ mod tests {
         let rules = AccessRules::compile(&config).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let check = |method: &http::Method, path: &str, headers: &HeaderMap| {
-            rules.check_http("cam", ip, method, path, &mut headers.clone())
+            rules.check_http("cam", ip, method, path, &mut headers.clone(), &NO_STORE)
         };
         let none = HeaderMap::new();
         let ci = Ok(Granted { bearer: Some("ci".into()) });
@@ -497,11 +560,26 @@ mod tests {
         assert_eq!(check(&GET, "/", &none), Err(Denied::Credentials(Accepted { basic: true, bearer: true })));
         let mut shown = bearer("tok-123");
         shown.append(http::header::AUTHORIZATION, "Bearer the-device-s-own".parse().unwrap());
-        assert_eq!(rules.check_http("cam", ip, &GET, "/status", &mut shown), Ok(Granted::default()));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/status", &mut shown, &NO_STORE), Ok(Granted::default()));
         assert_eq!(
             shown.get_all(http::header::AUTHORIZATION).iter().collect::<Vec<_>>(),
             ["Bearer the-device-s-own"],
             "terrier's token is removed even where it was not needed; others stay"
         );
+    }
+
+    #[test]
+    fn a_stored_visitor_token_opens_what_takes_credentials_and_never_goes_on() {
+        let rules = rules();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut shown = bearer("terrier_visitor");
+        let granted = rules.check_http("cam", ip, &GET, "/", &mut shown, &NO_STORE);
+        assert_eq!(granted, Ok(Granted { bearer: Some("stored token v1".into()) }));
+        assert!(shown.get(http::header::AUTHORIZATION).is_none(), "the store's token never reaches the device");
+        let mut other = bearer("terrier_for-another-device");
+        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut other, &NO_STORE), Err(Denied::Credentials(BASIC)));
+        let mut open_device = bearer("terrier_visitor");
+        assert_eq!(rules.check_http("open", ip, &GET, "/", &mut open_device, &NO_STORE), Ok(Granted::default()));
+        assert!(open_device.get(http::header::AUTHORIZATION).is_none(), "not even to a device without rules");
     }
 }

@@ -312,7 +312,8 @@ mod tests {
         assert!(Compiled::new("cam", &lowercase_method, has).unwrap_err().contains("method"));
         let both = PathRule { deny: true, accept: Some(vec![]), ..rule("/a") };
         assert!(Compiled::new("cam", &both, has).unwrap_err().contains("deny and accept"));
-        let no_tokens = PathRule { accept: Some(vec![Credential::Bearer]), ..rule("/a") };
-        assert!(Compiled::new("cam", &no_tokens, has).unwrap_err().contains("none of"));
+        let no_users = PathRule { accept: Some(vec![Credential::Basic]), ..rule("/a") };
+        let tokens_only = Accepted { basic: false, bearer: true };
+        assert!(Compiled::new("cam", &no_users, tokens_only).unwrap_err().contains("none of"));
     }
 }

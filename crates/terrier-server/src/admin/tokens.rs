@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reply::{error, json, read_json, store_error};
 use super::Admin;
-use crate::auth::token::{self, Scope, TokenRecord};
+use crate::auth::token::{self, Kind, Scope, TokenRecord};
 use crate::ingress::Body;
 
 /// A token as the API lists it (never the secret or its hash).
@@ -25,6 +25,8 @@ pub struct TokenView {
     pub created_ms: u64,
     /// The operator's note.
     pub note: String,
+    /// `device` (registers devices) or `visitor` (visits them).
+    pub kind: Kind,
 }
 
 impl From<&TokenRecord> for TokenView {
@@ -33,7 +35,7 @@ impl From<&TokenRecord> for TokenView {
             Scope::Name(n) => (Some(n.clone()), None),
             Scope::Prefix(p) => (None, Some(p.clone())),
         };
-        Self { id: t.id.clone(), name, prefix, created_ms: t.created_ms, note: t.note.clone() }
+        Self { id: t.id.clone(), name, prefix, created_ms: t.created_ms, note: t.note.clone(), kind: t.kind }
     }
 }
 
@@ -44,6 +46,8 @@ struct CreateBody {
     prefix: Option<String>,
     #[serde(default)]
     note: String,
+    #[serde(default)]
+    kind: Kind,
 }
 
 /// `GET /api/v1/tokens`, oldest first.
@@ -70,11 +74,12 @@ pub async fn create(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     if let Err(reason) = token::check_note(&body.note) {
         return error(StatusCode::BAD_REQUEST, &reason);
     }
-    let minted = token::mint(scope, &body.note, crate::store::now_ms());
+    let mut minted = token::mint(scope, &body.note, crate::store::now_ms());
+    minted.record.kind = body.kind;
     if let Err(e) = admin.auth.book.store().insert(&minted.record).await {
         return store_error(e);
     }
-    tracing::info!(token = %minted.record.id, scope = %minted.record.scope, "device token created (admin API)");
+    tracing::info!(token = %minted.record.id, scope = %minted.record.scope, kind = ?minted.record.kind, "token created (admin API)");
     let mut view = serde_json::to_value(TokenView::from(&minted.record)).unwrap_or_default();
     view["token"] = serde_json::Value::String(minted.token);
     json(StatusCode::CREATED, &view)

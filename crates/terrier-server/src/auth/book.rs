@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use http::HeaderMap;
 
 use super::store::TokenStore;
-use super::token::{self, Scope, TokenRecord};
+use super::token::{self, Kind, Scope, TokenRecord};
 use crate::store::StoreError;
 
 /// Why a handshake is not authenticated; each is a 401 with this text,
@@ -40,6 +40,9 @@ pub enum AuthError {
     /// The token store could not be read.
     #[error("token store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// A visitor token presented by an agent.
+    #[error("this is a visitor token (terrierd token create --visitors): it registers no device")]
+    VisitorToken,
 }
 
 impl AuthError {
@@ -137,6 +140,9 @@ impl TokenBook {
             (Ok(record), gone) => (record, gone),
             (Err(e), gone) => return (Err(e), gone),
         };
+        if record.kind != Kind::Device {
+            return (Err(AuthError::VisitorToken), gone);
+        }
         if !record.scope.allows(name) {
             return (Err(AuthError::WrongName { name: name.into(), scope: record.scope }), gone);
         }
@@ -153,7 +159,23 @@ impl TokenBook {
     /// Checks the bearer token of a data handshake; returns its id, which
     /// must be the id its session was admitted with.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<String, AuthError> {
-        self.lookup(headers).await.0.map(|record| record.id)
+        match self.lookup(headers).await.0? {
+            record if record.kind == Kind::Device => Ok(record.id),
+            _ => Err(AuthError::VisitorToken),
+        }
+    }
+
+    /// The id of the visitor token `token` when it may visit device `name`
+    /// now. Reads only the cache, which the watch refreshes every
+    /// `auth.refresh_interval`: a visitor's made-up token never reaches the
+    /// store.
+    pub fn visitor(&self, token: &str, name: &str) -> Option<String> {
+        let (id, secret) = token::split(token)?;
+        let cache = self.cache.read().expect("cache lock");
+        let record = cache.by_id.get(id)?;
+        let fits = record.kind == Kind::Visitor && record.scope.allows(name);
+        (fits && token::secret_matches(record, secret) && !record.is_expired(crate::store::now_ms()))
+            .then(|| record.id.clone())
     }
 
     async fn lookup(&self, headers: &HeaderMap) -> (Result<TokenRecord, AuthError>, Vec<String>) {

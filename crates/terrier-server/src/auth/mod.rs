@@ -122,6 +122,18 @@ impl Auth {
     }
 }
 
+/// Visitor tokens come from the same book as device tokens, in every
+/// `auth.mode` (visitor access does not depend on how devices register).
+impl crate::access::StoredTokens for Auth {
+    fn visitor(&self, token: &str, name: &str) -> Option<String> {
+        self.book.visitor(token, name)
+    }
+
+    fn is_stored_form(&self, token: &str) -> bool {
+        token::split(token).is_some()
+    }
+}
+
 /// Polls the token store: new tokens work, revoked ones disconnect their
 /// devices, every `refresh_interval` (`auth.refresh_interval`) until
 /// `shutdown`.

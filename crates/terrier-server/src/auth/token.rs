@@ -73,6 +73,24 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// Who a token is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An agent registering the devices in scope.
+    #[default]
+    Device,
+    /// Scripts visiting the devices in scope (`Authorization: Bearer`) where
+    /// their access rules take a bearer token; it registers no device.
+    Visitor,
+}
+
+impl Kind {
+    fn is_device(&self) -> bool {
+        *self == Kind::Device
+    }
+}
+
 /// What the store keeps of a token: never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -90,6 +108,10 @@ pub struct TokenRecord {
     /// When it stops working, Unix ms (never when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// Who it is for (a device token when absent, as every token made
+    /// before visitor tokens).
+    #[serde(default, skip_serializing_if = "Kind::is_device")]
+    pub kind: Kind,
 }
 
 impl TokenRecord {
@@ -136,6 +158,7 @@ pub fn mint(scope: Scope, note: &str, now_ms: u64) -> Minted {
         created_ms: now_ms,
         note: note.into(),
         expires_ms: None,
+        kind: Kind::Device,
     };
     Minted { token: format!("{TOKEN_PREFIX}{id}_{secret}"), record }
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use terrier_server::auth::token::{self, Scope, TokenRecord};
+use terrier_server::auth::token::{self, Kind, Scope, TokenRecord};
 use terrier_server::ServerConfig;
 
 /// `terrierd token ...`
@@ -19,6 +19,11 @@ pub enum TokenCommand {
     /// Mint a token for one device name (or a fleet's name prefix) and print
     /// it once on stdout; only its hash is stored.
     Create {
+        /// A token for scripts visiting the devices (sent as Authorization: Bearer), accepted
+        /// where their [access] section takes credentials or a path takes "bearer"; it
+        /// registers no device.
+        #[arg(long)]
+        visitors: bool,
         /// The one device name the token may register.
         #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
         name: Option<String>,
@@ -52,7 +57,7 @@ pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result
     let place = store_place(config, init)?;
     let store = terrier_server::auth::open_token_store(config).await?;
     match command {
-        TokenCommand::Create { name, prefix, note, expires_in, .. } => {
+        TokenCommand::Create { name, prefix, note, expires_in, visitors, .. } => {
             let scope = Scope::from_parts(name, prefix).map_err(anyhow::Error::msg)?;
             token::check_note(&note).map_err(anyhow::Error::msg)?;
             let now = terrier_server::store::now_ms();
@@ -68,9 +73,13 @@ pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result
             };
             let mut minted = token::mint(scope, &note, now);
             minted.record.expires_ms = expires_ms;
+            if visitors {
+                minted.record.kind = Kind::Visitor;
+            }
             store.insert(&minted.record).await?;
+            let what = if visitors { "visiting" } else { "registering" };
             eprintln!(
-                "token {} created for {} in {place}; it is shown only this once:",
+                "token {} created for {what} {} in {place}; it is shown only this once:",
                 minted.record.id, minted.record.scope
             );
             println!("{}", minted.token);
@@ -118,13 +127,17 @@ fn has_store(dir: &Path) -> bool {
 
 /// `token list`'s table: columns as wide as their widest cell, times in UTC.
 fn table(tokens: &[TokenRecord]) -> String {
-    let header = ["ID", "MAY REGISTER", "CREATED (UTC)", "EXPIRES (UTC)", "NOTE"].map(str::to_owned);
+    let header = ["ID", "FOR", "DEVICES", "CREATED (UTC)", "EXPIRES (UTC)", "NOTE"].map(str::to_owned);
     let mut rows = vec![header];
     for t in tokens {
         let expires = t.expires_ms.map_or_else(|| "never".to_owned(), utc);
-        rows.push([t.id.clone(), t.scope.to_string(), utc(t.created_ms), expires, t.note.clone()]);
+        let kind = match t.kind {
+            Kind::Device => "registering",
+            Kind::Visitor => "visiting",
+        };
+        rows.push([t.id.clone(), kind.into(), t.scope.to_string(), utc(t.created_ms), expires, t.note.clone()]);
     }
-    let mut widths = [0; 5];
+    let mut widths = [0; 6];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::access::{AccessRules, Denied, Granted};
+use crate::access::{AccessRules, Denied, Granted, StoredTokens};
 use crate::cluster::envelope::{Bound, Envelopes, Refused, ENVELOPE_HEADER};
 use crate::cluster::forward::{self, Forwarder};
 use crate::cluster::nodes::Membership;
@@ -51,6 +51,8 @@ pub struct Proxy {
     pub envelopes: Arc<Envelopes>,
     /// The devices' access rules.
     pub access: Arc<AccessRules>,
+    /// The token store's visitor tokens, for those rules.
+    pub tokens: Arc<dyn StoredTokens>,
     /// Error pages.
     pub pages: Arc<LivePages>,
     /// Request counts and durations.
@@ -83,7 +85,14 @@ pub async fn forward(
     // A token of terrier's opens terrier's door, not the device's: the
     // check removes it from the headers.
     let (mut head, body) = req.into_parts();
-    let checked = proxy.access.check_http(&session.name, visitor.ip, &head.method, head.uri.path(), &mut head.headers);
+    let checked = proxy.access.check_http(
+        &session.name,
+        visitor.ip,
+        &head.method,
+        head.uri.path(),
+        &mut head.headers,
+        &*proxy.tokens,
+    );
     let mut req = Request::from_parts(head, body);
     match checked {
         Err(denied) => return access_denied(proxy, &session.name, &visitor, denied, host),

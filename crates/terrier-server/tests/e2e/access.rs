@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use terrier_server::access::{AccessConfig, BasicUser};
-use terrier_testkit::{init_logging, upstream, TestAgent, TestServer};
+use terrier_testkit::{eventually, init_logging, upstream, TestAgent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// curl from source address `from` for `/hello` on `host`; returns (status, headers+body).
@@ -397,4 +397,65 @@ async fn percent_encoded_bytes_that_are_not_utf8_are_refused() {
     let (status, out) = curl_path(&server, &host, "/caf%C3%A9/%e2%82%ac", &[]).await;
     assert_eq!(status, 200, "UTF-8 is fine: {out}");
     assert_eq!(device.requests().len(), 1, "{:?}", device.requests());
+}
+
+/// Runs `terrierd token <args>` on `server`'s data dir; returns its stdout.
+async fn token_cli(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrierd"))
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .await
+        .expect("run terrierd token");
+    assert!(out.status.success(), "terrierd token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A visitor token minted with `terrierd token create --visitors` opens a
+/// fleet's token paths while the server runs, never reaches a device (one
+/// outside the fleet included), and stops working once revoked.
+#[tokio::test]
+async fn a_stored_visitor_token_opens_token_paths_until_revoked() {
+    use terrier_server::access::paths::{Credential, PathRule};
+    init_logging();
+    let rules = AccessConfig {
+        paths: vec![PathRule {
+            prefix: "/headers".into(),
+            accept: Some(vec![Credential::Bearer]),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let server = TestServer::start(|c| {
+        c.access.insert("lab-*".into(), rules);
+    })
+    .await;
+    let (_cam, host) = TestAgent::web_device(server.url(), "lab-cam").await;
+    let (_open, open_host) = TestAgent::web_device(server.url(), "open").await;
+    let (status, _) = curl_path(&server, &host, "/headers", &[]).await;
+    assert_eq!(status, 401, "a token path without a token");
+
+    let token = token_cli(&server, &["create", "--visitors", "--prefix", "lab-", "--note", "ci"]).await;
+    let header = format!("Authorization: Bearer {token}");
+    let shown = ["-H", header.as_str()];
+    // The server reads new tokens within auth.refresh_interval (1 s).
+    let out = eventually(Duration::from_secs(10), "the new visitor token to work", || async {
+        let (status, out) = curl_path(&server, &host, "/headers", &shown).await;
+        (status == 200).then_some(out)
+    })
+    .await;
+    assert!(!out.contains("authorization"), "the device never sees the token: {out}");
+    let (status, out) = curl_path(&server, &open_host, "/headers", &shown).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(!out.contains("authorization"), "not even a device outside the fleet: {out}");
+
+    let id = token.strip_prefix("terrier_").and_then(|rest| rest.split('_').next()).expect("token id");
+    token_cli(&server, &["revoke", id]).await;
+    eventually(Duration::from_secs(10), "the revoked token to stop working", || async {
+        let (status, _) = curl_path(&server, &host, "/headers", &shown).await;
+        (status == 401).then_some(())
+    })
+    .await;
 }

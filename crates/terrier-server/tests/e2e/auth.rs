@@ -287,3 +287,17 @@ async fn only_a_names_own_token_learns_where_its_agent_connects_from() {
     assert!(!fleet_refusal.body.contains("127.0.0.1"), "{fleet_refusal:?}");
     server.stop().await;
 }
+
+/// A visitor token (for scripts visiting devices) registers no device, not
+/// even one its scope names, and the refusal says what it is.
+#[tokio::test]
+async fn a_visitor_token_registers_no_device() {
+    init_logging();
+    let server = token_server(|_| {}).await;
+    let mut minted = token::mint(name("thermo-42"), "script", 0);
+    minted.record.kind = terrier_server::auth::token::Kind::Visitor;
+    FileTokenStore::new(&server.data_dir()).insert(&minted.record).await.expect("store token");
+    let refused = FakeDevice::connect_with(server.addr, "thermo-42", Some(&minted.token)).await.err().expect("refused");
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("visitor token"), "{:?}", refused.body);
+}
