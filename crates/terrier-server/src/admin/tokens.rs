@@ -74,8 +74,7 @@ pub async fn create(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     if let Err(reason) = token::check_note(&body.note) {
         return error(StatusCode::BAD_REQUEST, &reason);
     }
-    let mut minted = token::mint(scope, &body.note, crate::store::now_ms());
-    minted.record.kind = body.kind;
+    let minted = token::mint_kind(scope, body.kind, &body.note, crate::store::now_ms());
     if let Err(e) = admin.auth.book.store().insert(&minted.record).await {
         return store_error(e);
     }

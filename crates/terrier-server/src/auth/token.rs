@@ -98,7 +98,8 @@ pub struct TokenRecord {
     pub id: String,
     /// Names it may register.
     pub scope: Scope,
-    /// Lowercase hex SHA-256 of the secret part.
+    /// Lowercase hex SHA-256 of the secret part (of `visitor:` and the
+    /// secret part, for a visitor token: see [`secret_matches`]).
     pub secret_sha256: String,
     /// When it was created, Unix ms.
     pub created_ms: u64,
@@ -147,18 +148,23 @@ pub fn check_note(note: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Draws a new token for `scope`.
+/// Draws a new device token for `scope`.
 pub fn mint(scope: Scope, note: &str, now_ms: u64) -> Minted {
+    mint_kind(scope, Kind::Device, note, now_ms)
+}
+
+/// Draws a new token of `kind` for `scope`.
+pub fn mint_kind(scope: Scope, kind: Kind, note: &str, now_ms: u64) -> Minted {
     let id = random_chars(ID_LEN);
     let secret = random_chars(SECRET_LEN);
     let record = TokenRecord {
         id: id.clone(),
         scope,
-        secret_sha256: sha256_hex(&secret),
+        secret_sha256: secret_digest(kind, &secret),
         created_ms: now_ms,
         note: note.into(),
         expires_ms: None,
-        kind: Kind::Device,
+        kind,
     };
     Minted { token: format!("{TOKEN_PREFIX}{id}_{secret}"), record }
 }
@@ -173,7 +179,18 @@ pub fn split(token: &str) -> Option<(&str, &str)> {
 
 /// Does `secret` hash to what `record` stores? Constant time in the hash.
 pub fn secret_matches(record: &TokenRecord, secret: &str) -> bool {
-    sha256_hex(secret).as_bytes().ct_eq(record.secret_sha256.as_bytes()).into()
+    secret_digest(record.kind, secret).as_bytes().ct_eq(record.secret_sha256.as_bytes()).into()
+}
+
+/// What a record of `kind` stores of `secret`. A visitor token's hash is
+/// domain-separated: a terrierd from before token kinds ignores `kind` and
+/// would take a visitor record for a device token, so the hash it computes
+/// must never match one (a rollback, or an older node of a cluster).
+fn secret_digest(kind: Kind, secret: &str) -> String {
+    match kind {
+        Kind::Device => sha256_hex(secret),
+        Kind::Visitor => sha256_hex(&format!("visitor:{secret}")),
+    }
 }
 
 fn sha256_hex(secret: &str) -> String {
@@ -198,6 +215,19 @@ mod tests {
         assert!(secret_matches(&a.record, secret));
         assert!(!secret_matches(&b.record, secret));
         assert!(!a.token.contains(&a.record.secret_sha256));
+    }
+
+    #[test]
+    fn a_visitor_record_is_no_device_token_to_a_terrierd_without_kinds() {
+        let visitor = mint_kind(Scope::Name("thermo-42".into()), Kind::Visitor, "", 1);
+        let (_, secret) = split(&visitor.token).expect("well formed");
+        assert!(secret_matches(&visitor.record, secret));
+        // What a terrierd from before kinds reads: every field but `kind`.
+        let mut json = serde_json::to_value(&visitor.record).unwrap();
+        json.as_object_mut().unwrap().remove("kind");
+        let as_old_reader_sees: TokenRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(as_old_reader_sees.kind, Kind::Device);
+        assert!(!secret_matches(&as_old_reader_sees, secret), "a visitor token must not register devices there");
     }
 
     #[test]

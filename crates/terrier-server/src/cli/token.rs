@@ -71,11 +71,9 @@ pub async fn run(config: &ServerConfig, command: TokenCommand) -> anyhow::Result
                 ),
                 None => None,
             };
-            let mut minted = token::mint(scope, &note, now);
+            let kind = if visitors { Kind::Visitor } else { Kind::Device };
+            let mut minted = token::mint_kind(scope, kind, &note, now);
             minted.record.expires_ms = expires_ms;
-            if visitors {
-                minted.record.kind = Kind::Visitor;
-            }
             store.insert(&minted.record).await?;
             let what = if visitors { "visiting" } else { "registering" };
             eprintln!(

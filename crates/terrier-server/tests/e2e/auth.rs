@@ -294,8 +294,7 @@ async fn only_a_names_own_token_learns_where_its_agent_connects_from() {
 async fn a_visitor_token_registers_no_device() {
     init_logging();
     let server = token_server(|_| {}).await;
-    let mut minted = token::mint(name("thermo-42"), "script", 0);
-    minted.record.kind = terrier_server::auth::token::Kind::Visitor;
+    let minted = token::mint_kind(name("thermo-42"), terrier_server::auth::token::Kind::Visitor, "script", 0);
     FileTokenStore::new(&server.data_dir()).insert(&minted.record).await.expect("store token");
     let refused = FakeDevice::connect_with(server.addr, "thermo-42", Some(&minted.token)).await.err().expect("refused");
     assert_eq!(refused.status, 401);
