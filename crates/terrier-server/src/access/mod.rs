@@ -248,10 +248,11 @@ fn compile_section(key: &str, rules: &AccessConfig) -> Result<DeviceRules, Strin
         .iter()
         .map(|t| Ok((t.name.clone(), digest("bearer_tokens", &t.name, &t.token_sha256)?)))
         .collect::<Result<Vec<_>, String>>()?;
-    // Bearer paths may rely on the store's visitor tokens alone.
-    let has = Accepted { basic: !users.is_empty(), bearer: true };
-    let paths = rules.paths.iter().map(|rule| paths::Compiled::new(key, rule, has)).collect::<Result<_, _>>()?;
-    Ok(DeviceRules { allow, users, tokens, paths })
+    let mut section = DeviceRules { allow, users, tokens, paths: Vec::new() };
+    // A rule without `accept` takes what the section's other paths take.
+    let has = section.credentials();
+    section.paths = rules.paths.iter().map(|rule| paths::Compiled::new(key, rule, has)).collect::<Result<_, _>>()?;
+    Ok(section)
 }
 
 fn allowed(rules: Option<&DeviceRules>, ip: IpAddr) -> bool {
@@ -566,6 +567,24 @@ mod tests {
             ["Bearer the-device-s-own"],
             "terrier's token is removed even where it was not needed; others stay"
         );
+    }
+
+    #[test]
+    fn a_rule_without_accept_in_a_section_without_credentials_stays_open() {
+        use paths::PathRule;
+        let rule = |prefix: &str, deny: bool| PathRule { prefix: prefix.into(), deny, ..Default::default() };
+        let mut config = BTreeMap::new();
+        // /admin is closed, but /admin/status is as the device's other
+        // paths: open, since the section takes no credentials.
+        let section =
+            AccessConfig { paths: vec![rule("/admin", true), rule("/admin/status", false)], ..Default::default() };
+        config.insert("cam".to_owned(), section);
+        let rules = AccessRules::compile(&config).unwrap();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut none = HeaderMap::new();
+        assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut none, &NO_STORE), Ok(Granted::default()));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/admin", &mut none, &NO_STORE), Err(Denied::Path));
+        assert_eq!(rules.check_http("cam", ip, &GET, "/admin/status", &mut none, &NO_STORE), Ok(Granted::default()));
     }
 
     #[test]

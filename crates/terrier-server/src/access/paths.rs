@@ -79,8 +79,10 @@ pub struct Compiled {
 
 impl Compiled {
     /// Checks `rule` of device `name`; `has` says which credentials the
-    /// device has at all (a rule accepting one it has none of would let
-    /// nobody in, which is what `deny` is for).
+    /// device's other paths take, what a rule without `accept` takes too. A
+    /// rule accepting `basic` without users would let nobody in, which is
+    /// what `deny` is for; `bearer` is always possible (the token store's
+    /// visitor tokens).
     pub fn new(name: &str, rule: &PathRule, has: Accepted) -> Result<Self, String> {
         let at = || format!("access.\"{name}\".paths {:?}", rule.prefix);
         // A character a request's path only holds as `%XX` (a space, `?`,
@@ -113,7 +115,8 @@ impl Compiled {
             (Some(kinds), false) => {
                 let accepted =
                     Accepted { basic: kinds.contains(&Credential::Basic), bearer: kinds.contains(&Credential::Bearer) };
-                if (accepted.basic && !has.basic) || (accepted.bearer && !has.bearer) {
+                // Bearer paths may rely on the store's visitor tokens alone.
+                if accepted.basic && !has.basic {
                     return Err(format!("{}: accepts a credential the device has none of", at()));
                 }
                 Action::Accept(accepted)
