@@ -93,9 +93,10 @@ pub trait StoredTokens: Send + Sync {
 /// What let an HTTP request in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Granted {
-    /// The name of the bearer token it showed: the token is terrier's, so
-    /// the request reaches the device without it.
-    pub bearer: Option<String>,
+    /// Who the credentials it showed name, for the request log: `user
+    /// <name>`, `token <name>` (the section's) or `stored token <id>`;
+    /// `None` where none were needed.
+    pub who: Option<String>,
 }
 
 /// The compiled rules of every section. A `SIGHUP` swaps in new rules
@@ -279,15 +280,15 @@ fn shown_credentials(
     stored: &dyn StoredTokens,
 ) -> Option<Granted> {
     let (scheme, credentials) = authorization(headers.get(http::header::AUTHORIZATION)?)?;
-    if accepted.basic && scheme.eq_ignore_ascii_case("basic") && basic_ok(&rules.users, credentials) {
-        return Some(Granted::default());
+    if accepted.basic && scheme.eq_ignore_ascii_case("basic") {
+        return basic_user(&rules.users, credentials).map(|user| Granted { who: Some(format!("user {user}")) });
     }
     if !accepted.bearer || !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let configured = matching(&rules.tokens, credentials).map(str::to_owned);
+    let configured = matching(&rules.tokens, credentials).map(|name| format!("token {name}"));
     let token = configured.or_else(|| stored.visitor(credentials, name).map(|id| format!("stored token {id}")))?;
-    Some(Granted { bearer: Some(token) })
+    Some(Granted { who: Some(token) })
 }
 
 /// The scheme and credentials of an `Authorization` value.
@@ -317,13 +318,17 @@ fn remove_tokens(rules: Option<&DeviceRules>, stored: &dyn StoredTokens, headers
     }
 }
 
-fn basic_ok(users: &[(String, [u8; 32])], encoded: &str) -> bool {
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    let Ok(pair) = String::from_utf8(decoded) else { return false };
-    let Some((user, password)) = pair.split_once(':') else { return false };
+/// The configured user whose password `encoded` (base64 `user:password`) shows.
+fn basic_user<'a>(users: &'a [(String, [u8; 32])], encoded: &str) -> Option<&'a str> {
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (user, password) = pair.split_once(':')?;
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
     // Check every user without stopping early, so timing tells nothing.
-    users.iter().fold(false, |ok, (u, hash)| ok | (u == user && bool::from(hash.ct_eq(&digest))))
+    users
+        .iter()
+        .fold(None, |found, (u, hash)| if u == user && bool::from(hash.ct_eq(&digest)) { Some(u) } else { found })
+        .map(String::as_str)
 }
 
 /// The name of the token whose hash `token` has; every one is compared,
@@ -413,7 +418,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(
             rules.check_http("cam", ip, &GET, "/", &mut basic("alice:correct horse"), &NO_STORE),
-            Ok(Granted::default())
+            Ok(Granted { who: Some("user alice".into()) })
         );
         assert_eq!(
             rules.check_http("cam", ip, &GET, "/", &mut basic("alice:wrong"), &NO_STORE),
@@ -537,7 +542,7 @@ mod tests {
             rules.check_http("cam", ip, method, path, &mut headers.clone(), &NO_STORE)
         };
         let none = HeaderMap::new();
-        let ci = Ok(Granted { bearer: Some("ci".into()) });
+        let ci = Ok(Granted { who: Some("token ci".into()) });
         assert_eq!(check(&GET, "/admin/x", &basic("alice:correct horse")), Err(Denied::Path));
         assert_eq!(check(&GET, "/ADMIN", &bearer("tok-123")), Err(Denied::Path));
         assert_eq!(check(&GET, "/%61dmin", &none), Err(Denied::Path));
@@ -556,7 +561,7 @@ mod tests {
             check(&http::Method::POST, "/status", &none),
             Err(Denied::Credentials(Accepted { basic: true, bearer: true }))
         );
-        assert_eq!(check(&GET, "/", &mut basic("alice:correct horse")), Ok(Granted::default()));
+        assert_eq!(check(&GET, "/", &mut basic("alice:correct horse")), Ok(Granted { who: Some("user alice".into()) }));
         assert_eq!(check(&GET, "/", &bearer("tok-123")), ci, "the section's credentials elsewhere");
         assert_eq!(check(&GET, "/", &none), Err(Denied::Credentials(Accepted { basic: true, bearer: true })));
         let mut shown = bearer("tok-123");
@@ -593,7 +598,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut shown = bearer("terrier_visitor");
         let granted = rules.check_http("cam", ip, &GET, "/", &mut shown, &NO_STORE);
-        assert_eq!(granted, Ok(Granted { bearer: Some("stored token v1".into()) }));
+        assert_eq!(granted, Ok(Granted { who: Some("stored token v1".into()) }));
         assert!(shown.get(http::header::AUTHORIZATION).is_none(), "the store's token never reaches the device");
         let mut other = bearer("terrier_for-another-device");
         assert_eq!(rules.check_http("cam", ip, &GET, "/", &mut other, &NO_STORE), Err(Denied::Credentials(BASIC)));

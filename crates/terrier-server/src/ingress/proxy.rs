@@ -94,13 +94,10 @@ pub async fn forward(
         &*proxy.tokens,
     );
     let mut req = Request::from_parts(head, body);
-    match checked {
+    let who = match checked {
         Err(denied) => return access_denied(proxy, &session.name, &visitor, denied, host),
-        Ok(Granted { bearer: Some(token) }) => {
-            tracing::debug!(device = %session.name, token, "visitor let in with a bearer token");
-        }
-        Ok(Granted { bearer: None }) => {}
-    }
+        Ok(Granted { who }) => who,
+    };
     if !session.http {
         return proxy.pages.render(Page {
             status: StatusCode::NOT_FOUND,
@@ -148,6 +145,7 @@ pub async fn forward(
             size,
             request_headers,
             response_headers,
+            who: who.clone(),
         };
         session.log_request(record, keep);
     };

@@ -130,6 +130,9 @@ pub struct RequestRecord {
     pub request_headers: Headers,
     /// The answer's headers, secrets masked (empty for an error page).
     pub response_headers: Headers,
+    /// Whom the access rules let in (`user tech`, `token ci`, `stored
+    /// token <id>`); `None` where no credentials were needed.
+    pub who: Option<String>,
 }
 
 /// Header lines, name and value, in order, at most [`MAX_HEADER_BYTES`] of
@@ -235,6 +238,7 @@ mod tests {
             size: None,
             request_headers: Headers::default(),
             response_headers: Headers::default(),
+            who: None,
         }
     }
 

@@ -447,11 +447,14 @@ async fn a_stored_visitor_token_opens_token_paths_until_revoked() {
     })
     .await;
     assert!(!out.contains("authorization"), "the device never sees the token: {out}");
+    let id = token.strip_prefix("terrier_").and_then(|rest| rest.split('_').next()).expect("token id");
+    let admin = terrier_testkit::admin::AdminClient::from_data_dir(server.addr, &server.data_dir()).await;
+    let log = admin.get("/api/v1/devices/lab-cam/requests").await.json;
+    assert_eq!(log["requests"][0]["who"], format!("stored token {id}"), "the request log names the token: {log}");
     let (status, out) = curl_path(&server, &open_host, "/headers", &shown).await;
     assert_eq!(status, 200, "{out}");
     assert!(!out.contains("authorization"), "not even a device outside the fleet: {out}");
 
-    let id = token.strip_prefix("terrier_").and_then(|rest| rest.split('_').next()).expect("token id");
     token_cli(&server, &["revoke", id]).await;
     eventually(Duration::from_secs(10), "the revoked token to stop working", || async {
         let (status, _) = curl_path(&server, &host, "/headers", &shown).await;
