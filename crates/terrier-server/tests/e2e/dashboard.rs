@@ -98,6 +98,9 @@ async fn dashboard_signs_in_and_follows_devices_live() {
     browser.wait_for("document.querySelectorAll('#request-rows tr').length > 0", UPDATE).await;
     let first_path = browser.eval("document.querySelector('#request-rows tr td:nth-child(3)').textContent").await;
     assert!(first_path.as_str().is_some_and(|p| p == "/hello" || p.starts_with("/bytes/")), "{first_path}");
+    // No access rules on this device: nobody had to be let in.
+    let who = browser.eval("document.querySelector('#request-rows tr td:nth-child(7)').textContent").await;
+    assert_eq!(who, "", "the Who column of a request that needed no credentials");
     let link = browser.eval("document.querySelector('#detail-facts a').href").await;
     assert_eq!(link.as_str().unwrap().trim_end_matches('/'), format!("http://{thermo_host}:{}", server.addr.port()));
     browser.screenshot(&artifact_dir().join("dashboard-device.png")).await;

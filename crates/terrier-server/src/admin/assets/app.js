@@ -306,7 +306,8 @@ async function loadRequests() {
         el("pre", { class: "headers" }, headerText("Request", r.request_headers) + "\n" + headerText("Answer", r.response_headers)))),
       el("td", { class: `num status-${String(r.status)[0]}` }, r.status),
       el("td", { class: "num" }, `${r.duration_ms} ms`),
-      el("td", { class: "num" }, r.size === null ? "stream" : bytes(r.size)))));
+      el("td", { class: "num" }, r.size === null ? "stream" : bytes(r.size)),
+      el("td", { class: "mono" }, r.who ?? ""))));
     $("requests-empty").hidden = requests.length > 0;
   } catch (e) { /* shown on the next try */ }
 }
