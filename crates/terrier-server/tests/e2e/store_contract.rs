@@ -329,15 +329,7 @@ async fn check_uniqueness(store: Arc<dyn Store>) {
             let t0 = clock_now();
             let name = format!("dev-{i}");
             let svc = services(&["a", "b"]);
-            let c = Claim {
-                name: &name,
-                services: &svc,
-                session: "s",
-                node: "n",
-                now_ms: t0,
-                grace_ms: GRACE_MS,
-                port_range: 30000..=30099,
-            };
+            let c = Claim { node: "n", port_range: 30000..=30099, ..claim(&name, &svc, "s", t0) };
             store.claim(c).await.unwrap()
         });
     }
@@ -363,15 +355,7 @@ async fn check_burst(store: Arc<dyn Store>) {
         let store = store.clone();
         tasks.spawn(async move {
             let (name, svc) = (format!("burst-{i}"), services(&["a"]));
-            let c = Claim {
-                name: &name,
-                services: &svc,
-                session: "s",
-                node: "n",
-                now_ms: t0,
-                grace_ms: GRACE_MS,
-                port_range: 31000..=31019,
-            };
+            let c = Claim { node: "n", port_range: 31000..=31019, ..claim(&name, &svc, "s", t0) };
             store.claim(c).await.map(|lease| lease.ports["a"])
         });
     }
@@ -390,15 +374,7 @@ async fn check_burst(store: Arc<dyn Store>) {
 async fn check_exhaustion(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["a", "b", "c"]);
-    let c = Claim {
-        name: "big",
-        services: &svc,
-        session: "s",
-        node: "n",
-        now_ms: t0,
-        grace_ms: GRACE_MS,
-        port_range: 40000..=40001,
-    };
+    let c = Claim { node: "n", port_range: 40000..=40001, ..claim("big", &svc, "s", t0) };
     let refused = store.claim(c).await;
     assert!(matches!(refused, Err(StoreError::NoFreePort(_))), "{refused:?}");
     // The failed claim left nothing behind: a smaller one fits the range.
@@ -431,15 +407,7 @@ async fn check_recovery(store: &dyn Store) {
 async fn check_reassign(store: &dyn Store) {
     let t0 = clock_now();
     let svc = services(&["22"]);
-    let c = Claim {
-        name: "dev",
-        services: &svc,
-        session: "s",
-        node: "n",
-        now_ms: t0,
-        grace_ms: GRACE_MS,
-        port_range: 50000..=50002,
-    };
+    let c = Claim { node: "n", port_range: 50000..=50002, ..claim("dev", &svc, "s", t0) };
     let lease = store.claim(c).await.unwrap();
     let first = lease.ports["22"];
     let moved = store.reassign_port("dev", "22", &[first], 50000..=50002).await.unwrap();
