@@ -39,12 +39,17 @@ local function parse_parked(s)
   return parked
 end
 
-local function format_parked(parked)
+-- The keys of `t`, sorted: stored fields list services in one order.
+local function sorted_keys(t)
   local keys = {}
-  for svc, _ in pairs(parked) do table.insert(keys, svc) end
+  for k, _ in pairs(t) do table.insert(keys, k) end
   table.sort(keys)
+  return keys
+end
+
+local function format_parked(parked)
   local parts = {}
-  for _, svc in ipairs(keys) do
+  for _, svc in ipairs(sorted_keys(parked)) do
     table.insert(parts, svc .. '=' .. parked[svc].port .. '@' .. tostring(parked[svc].until_ms))
   end
   return table.concat(parts, ';')
@@ -69,11 +74,8 @@ local function free_port(name, port)
 end
 
 local function format_ports(ports)
-  local keys = {}
-  for svc, _ in pairs(ports) do table.insert(keys, svc) end
-  table.sort(keys)
   local parts = {}
-  for _, svc in ipairs(keys) do table.insert(parts, svc .. '=' .. ports[svc]) end
+  for _, svc in ipairs(sorted_keys(ports)) do table.insert(parts, svc .. '=' .. ports[svc]) end
   return table.concat(parts, ';')
 end
 
