@@ -95,9 +95,8 @@ impl Drop for TokenSlot {
 
 /// The bearer credential of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
+    let (scheme, credential) = crate::access::authorization(headers.get(http::header::AUTHORIZATION)?)?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credential)
 }
 
 impl TokenBook {
