@@ -240,8 +240,23 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// Longest method taken. HTTP sets no bound, and a method travels whole into
+/// the request log and the agent's `request` message; the longest
+/// registered ones (WebDAV's) have 16 bytes.
+const MAX_METHOD_BYTES: usize = 32;
+
 /// Routes one request.
 pub async fn route(front: Arc<Front>, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
+    if req.method().as_str().len() > MAX_METHOD_BYTES {
+        // RFC 9112 §3: a method longer than any implemented gets 501.
+        return front.proxy.pages.render(Page {
+            status: StatusCode::NOT_IMPLEMENTED,
+            title: "Method not implemented",
+            message: "The request's method is longer than any this server takes.",
+            detail: &format!("at most {MAX_METHOD_BYTES} bytes"),
+            host: "",
+        });
+    }
     if let Some(detail) = framing_error(&req) {
         return front.proxy.pages.render(Page {
             status: StatusCode::BAD_REQUEST,

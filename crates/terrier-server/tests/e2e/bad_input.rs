@@ -179,6 +179,23 @@ async fn garbage_instead_of_http_is_rejected_and_the_server_keeps_serving() {
     fixture.stop().await;
 }
 
+/// A method of 20 KB (HTTP sets no bound) is refused before it reaches a
+/// device's request log or its agent's `request` message, which it would
+/// overflow; the device keeps being served.
+#[tokio::test]
+async fn an_overlong_method_is_not_implemented() {
+    init_logging();
+    let fixture = Fixture::start(|_| {}).await;
+    let method = "A".repeat(20_000);
+    let request = format!("{method} /hello HTTP/1.1\r\nHost: {}\r\n\r\n", fixture.steady_host);
+    let reply = raw_exchange(fixture.addr(), request.as_bytes()).await;
+    assert_eq!(reply.status, Some(501), "{reply:?}");
+    let webdav = format!("BASELINE-CONTROL /hello HTTP/1.1\r\nHost: {}\r\n\r\n", fixture.steady_host);
+    assert_ne!(raw_exchange(fixture.addr(), webdav.as_bytes()).await.status, Some(501), "a real long method");
+    fixture.assert_steady("after an overlong method").await;
+    fixture.stop().await;
+}
+
 #[tokio::test]
 async fn control_socket_with_an_invalid_name_gets_400_naming_it() {
     init_logging();
