@@ -187,16 +187,19 @@ impl Envelopes {
             return Err(Refused::Stale(skew));
         }
         let nonce = unhex::<16>(parsed.fields.nonce).ok_or(Refused::Malformed)?;
-        self.remember(nonce, now_ms)?;
+        self.remember(nonce, parsed.fields.ts, now_ms)?;
         let visitor = Visitor::new(parsed.fields.ip, parsed.fields.proto);
         Ok((visitor, parsed.fields.from.to_owned()))
     }
 
-    fn remember(&self, nonce: [u8; 16], now_ms: u64) -> Result<(), Refused> {
+    /// Remembers the nonce of an envelope stamped `ts` (already checked
+    /// fresh at `now_ms`).
+    fn remember(&self, nonce: [u8; 16], ts: u64, now_ms: u64) -> Result<(), Refused> {
         let mut seen = self.seen.lock().expect("nonce lock");
         seen.forget_due(now_ms);
-        // Kept until no clock within the window can call it fresh again.
-        let forget_at = now_ms + 2 * self.max_age.as_millis() as u64;
+        // Kept exactly while its envelope is fresh: when a flood fills the
+        // list, the nonce dropped first is the one closest to going stale.
+        let forget_at = ts.saturating_add(self.max_age.as_millis() as u64 + 1);
         if seen.insert(nonce, forget_at) {
             Ok(())
         } else {
