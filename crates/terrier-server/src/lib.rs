@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod forwarding;
+pub mod hex;
 pub mod ingress;
 pub mod lifecycle;
 pub mod live;

@@ -237,7 +237,8 @@ fn compile_section(key: &str, rules: &AccessConfig) -> Result<DeviceRules, Strin
         })
         .collect::<Result<Vec<_>, _>>()?;
     let digest = |what: &str, of: &str, hex: &str| {
-        decode_hex32(hex).ok_or_else(|| format!("access.{key}.{what}: the SHA-256 of {of:?} must be 64 hex digits"))
+        crate::hex::decode::<32>(hex)
+            .ok_or_else(|| format!("access.{key}.{what}: the SHA-256 of {of:?} must be 64 hex digits"))
     };
     let users = rules
         .basic_auth
@@ -344,17 +345,6 @@ fn matching<'a>(tokens: &'a [(String, [u8; 32])], token: &str) -> Option<&'a str
         .iter()
         .fold(None, |found, (name, hash)| if bool::from(hash.ct_eq(&digest)) { Some(name) } else { found })
         .map(String::as_str)
-}
-
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

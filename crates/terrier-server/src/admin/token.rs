@@ -91,7 +91,7 @@ fn read_or_create(file: &Path) -> anyhow::Result<Secret> {
         crate::private_file::create_dir(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
     let bytes: [u8; 32] = rand::rng().random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::hex::encode(&bytes);
     let mut f = crate::private_file::open(file, true)
         .map_err(|e| anyhow::anyhow!("creating admin token file {}: {e}", file.display()))?;
     f.write_all(format!("{token}\n").as_bytes())?;

@@ -194,7 +194,7 @@ fn secret_digest(kind: Kind, secret: &str) -> String {
 }
 
 fn sha256_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&Sha256::digest(secret.as_bytes()))
 }
 
 fn random_chars(len: usize) -> String {

@@ -46,7 +46,7 @@ struct Key {
 impl Key {
     fn new(secret: &[u8]) -> Self {
         let digest = Sha256::digest(secret);
-        Self { id: hex(&digest[..4]), secret: secret.to_vec() }
+        Self { id: crate::hex::encode(&digest[..4]), secret: secret.to_vec() }
     }
 }
 
@@ -148,12 +148,12 @@ impl Envelopes {
         let fields = Fields {
             kid: &key.id,
             ts: now_ms,
-            nonce: &hex(&nonce),
+            nonce: &crate::hex::encode(&nonce),
             from: &self.node_id,
             ip: visitor.ip,
             proto: visitor.proto,
         };
-        let mac = hex(&mac(key, &fields, request));
+        let mac = crate::hex::encode(&mac(key, &fields, request));
         let text = format!(
             "v1;kid={};ts={};nonce={};from={};ip={};proto={};mac={mac}",
             fields.kid,
@@ -176,7 +176,7 @@ impl Envelopes {
             Refused::UnknownKey(parsed.fields.kid.chars().filter(char::is_ascii_hexdigit).take(8).collect())
         })?;
         let expected = mac(key, &parsed.fields, request);
-        let given = unhex::<32>(parsed.mac).ok_or(Refused::Malformed)?;
+        let given = crate::hex::decode::<32>(parsed.mac).ok_or(Refused::Malformed)?;
         // A constant-time comparison: the MAC must not leak byte by byte.
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &given[..])) {
             return Err(Refused::BadMac);
@@ -186,7 +186,7 @@ impl Envelopes {
         if skew.unsigned_abs() > self.max_age.as_millis() as u64 {
             return Err(Refused::Stale(skew));
         }
-        let nonce = unhex::<16>(parsed.fields.nonce).ok_or(Refused::Malformed)?;
+        let nonce = crate::hex::decode::<16>(parsed.fields.nonce).ok_or(Refused::Malformed)?;
         self.remember(nonce, parsed.fields.ts, now_ms)?;
         let visitor = Visitor::new(parsed.fields.ip, parsed.fields.proto);
         Ok((visitor, parsed.fields.from.to_owned()))
@@ -304,26 +304,6 @@ fn mac(key: &Key, f: &Fields<'_>, request: Bound<'_>) -> [u8; 32] {
         mac.update(field.as_bytes());
     }
     mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        let _ = write!(text, "{b:02x}");
-    }
-    text
-}
-
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
