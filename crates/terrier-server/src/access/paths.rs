@@ -178,7 +178,7 @@ pub fn normal(path: &str) -> Option<String> {
                 return None;
             } else {
                 out.push('%');
-                out.push_str(&hex.to_ascii_lowercase());
+                out.extend(hex.chars().map(|c| c.to_ascii_lowercase()));
             }
             i += 3;
             continue;
@@ -192,10 +192,14 @@ pub fn normal(path: &str) -> Option<String> {
     if non_ascii && !decodes_to_utf8(&out) {
         return None;
     }
-    let segments: Vec<&str> = out.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    let unclear = segments.iter().enumerate().any(|(n, s)| matches!(*s, "." | "..") || (s.is_empty() && n != last));
-    (!unclear).then_some(out)
+    let mut segments = out.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        // An empty segment is `//`, unless it is the last (a trailing `/`).
+        if matches!(segment, "." | "..") || (segment.is_empty() && segments.peek().is_some()) {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// Is `path` (from [`normal`]: every `%` starts a valid `%XX`) UTF-8 once
